@@ -1,0 +1,1 @@
+"""Fit job: StandardScaler + PCA on MobileNetV2 features, registered in MLflow."""

@@ -1,0 +1,175 @@
+"""One settings object for every job, built from defaults < environment < CLI flags.
+
+Defaults run everything on one machine: `local[*]` Spark, a sqlite MLflow store and
+local directories under a project-local state directory (`.fruits/`). Pointing the
+URIs at `s3://` / `s3a://` and the tracking URI at a server is all it takes to run on AWS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fruits.errors import FruitsError
+
+ENGINES = ("onnx", "keras")
+MiB = 1024 * 1024
+
+# Environment variables that are not FRUITS_<FIELD>: the standard names other tools use.
+_STANDARD_ENV = {
+    "mlflow_tracking_uri": ("MLFLOW_TRACKING_URI",),
+    "aws_region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "s3_endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path = Path(".fruits")
+    # MLflow: None means a sqlite store inside state_dir.
+    mlflow_tracking_uri: str | None = None
+    experiment: str = "fruits"
+    model_name: str = "fruits-pca"
+    alias: str = "champion"
+    # Featurizer
+    engine: str = "onnx"
+    weights: str = "imagenet"
+    # Fit
+    pca_k: int = 300
+    # Spark: None means local[*] unless launched by spark-submit (which sets the master).
+    spark_master: str | None = None
+    spark_ui: bool = False
+    # Streaming: None means a directory under state_dir.
+    source: str | None = None
+    output: str | None = None
+    errors: str | None = None
+    checkpoint: str | None = None
+    trigger: str = "2s"
+    max_files_per_trigger: int = 256
+    # Hostile-input limits: bigger files are quarantined without being read.
+    max_image_bytes: int = 64 * MiB
+    max_image_pixels: int = 64_000_000
+    # AWS
+    aws_region: str = "eu-west-3"
+    s3_endpoint_url: str | None = None
+
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    # ---------------------------------------------------------------- build
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then environment (FRUITS_<FIELD> or the standard name), then overrides.
+
+        Overrides whose value is None are ignored, so argparse namespaces can be passed as-is.
+        """
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            names = (f"FRUITS_{f.name.upper()}",) + _STANDARD_ENV.get(f.name, ())
+            for name in names:
+                if env.get(name):
+                    values[f.name] = _coerce(f, env[name], name)
+                    break
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            if key not in {f.name for f in fields(cls)}:
+                raise TypeError(f"unknown setting {key!r}")
+            values[key] = value
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes: Any) -> Settings:
+        new = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        if self.engine not in ENGINES:
+            raise FruitsError(f"unknown engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
+        if self.pca_k < 1:
+            raise FruitsError(f"--pca-k must be at least 1, got {self.pca_k}")
+        if self.max_files_per_trigger < 1:
+            raise FruitsError("--max-files-per-trigger must be at least 1")
+        if not self.model_name or not self.alias:
+            raise FruitsError("model name and alias must not be empty")
+
+    # ---------------------------------------------------------------- derived
+    @property
+    def state(self) -> Path:
+        return self.state_dir.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.state / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        """Where a new experiment stores artifacts when the tracking store is local."""
+        return (self.state / "mlartifacts").as_uri()
+
+    @property
+    def source_uri(self) -> str:
+        return self.source or str(self.state / "landing")
+
+    @property
+    def output_uri(self) -> str:
+        return self.output or str(self.state / "lake" / "results")
+
+    @property
+    def errors_uri(self) -> str:
+        return self.errors or str(self.state / "lake" / "errors")
+
+    @property
+    def checkpoint_uri(self) -> str:
+        return self.checkpoint or str(self.state / "checkpoints" / "stream")
+
+    @property
+    def features_dir(self) -> Path:
+        """Raw fit features (parquet), one folder per MLflow run, to refit PCA without MobileNet."""
+        return self.state / "features"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state / "cache"
+
+    @property
+    def jars_dir(self) -> Path:
+        return self.state / "jars"
+
+    @property
+    def progress_log(self) -> Path:
+        return self.state / "stream-progress.jsonl"
+
+    @property
+    def keras_home(self) -> Path | None:
+        """KERAS_HOME if set; else the project-local cache that `fruits setup` fills; else Keras' own default."""
+        if os.environ.get("KERAS_HOME"):
+            return Path(os.environ["KERAS_HOME"])
+        local = self.state / "keras"
+        return local if (local / "models").is_dir() else None
+
+
+def _coerce(f: dataclasses.Field, raw: str, name: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("bool"):
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if kind.startswith("Path"):
+            return Path(raw)
+    except ValueError:
+        raise FruitsError(f"environment variable {name}={raw!r} is not a valid {kind}") from None
+    return raw

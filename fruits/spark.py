@@ -1,0 +1,147 @@
+"""Spark session factory: one function for local[*], s3a:// against an S3-compatible endpoint, and EMR.
+
+- Launched by spark-submit (EMR steps): the master and cluster settings come from spark-submit;
+  only the application settings below are added. `s3://` goes through EMRFS, nothing to set.
+- Local: `local[*]`, loopback only, a quiet log, warehouse under the state directory.
+- s3a://: the hadoop-aws + AWS SDK jars that `fruits setup --s3a-jars` caches, pointed at
+  `settings.s3_endpoint_url` (a moto server here, or any S3-compatible store).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fruits.errors import FruitsError
+from fruits.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
+_LOG4J = Path(__file__).with_name("log4j2.properties")
+
+
+def under_spark_submit() -> bool:
+    """PySpark sets this when the Python driver was started by spark-submit's JVM."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def needs_s3a(uris: Iterable[str]) -> bool:
+    return any(str(u).startswith("s3a://") for u in uris)
+
+
+def session_conf(settings: Settings, uris: Iterable[str] = ()) -> dict[str, str]:
+    """The configuration the factory applies; a pure function so it can be checked without a JVM."""
+    conf = {
+        # Small Arrow batches keep UDF memory bounded; the featurizer chunks inference itself.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "128",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.python.worker.reuse": "true",
+        "spark.sql.session.timeZone": "UTC",
+        # The file sink's own metadata log is the commit protocol; no _SUCCESS files needed.
+        "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
+        "spark.sql.parquet.compression.codec": "zstd",
+    }
+    if not under_spark_submit():
+        conf.update(
+            {
+                "spark.driver.host": "127.0.0.1",
+                "spark.driver.bindAddress": "127.0.0.1",
+                "spark.ui.enabled": str(settings.spark_ui).lower(),
+                "spark.ui.showConsoleProgress": "false",
+                "spark.sql.shuffle.partitions": "4",
+                "spark.driver.memory": os.environ.get("FRUITS_DRIVER_MEMORY", "4g"),
+                "spark.sql.warehouse.dir": str(settings.state / "spark-warehouse"),
+                "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={_LOG4J.as_uri()} "
+                f"-Dderby.system.home={settings.state / 'derby'}",
+            }
+        )
+    if needs_s3a(uris):
+        conf.update(s3a_conf(settings))
+    return conf
+
+
+def s3a_conf(settings: Settings) -> dict[str, str]:
+    jars = [settings.jars_dir / name for name in S3A_JARS]
+    missing = [j.name for j in jars if not j.is_file()]
+    if missing:
+        raise FruitsError(
+            f"s3a:// needs {', '.join(missing)} in {settings.jars_dir}: run `fruits setup --s3a-jars` (or `make setup`)"
+        )
+    classpath = os.pathsep.join(str(j) for j in jars)
+    conf = {
+        "spark.driver.extraClassPath": classpath,
+        "spark.executor.extraClassPath": classpath,
+        # hadoop-aws 3.3.1 against Spark's Hadoop 3.4+: these defaults changed format
+        # ("60s" vs 60) between versions and must be plain numbers for the older jar.
+        "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
+        "spark.hadoop.fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        "spark.hadoop.fs.s3a.threads.keepalivetime": "60",
+        "spark.hadoop.fs.s3a.connection.establish.timeout": "30000",
+        "spark.hadoop.fs.s3a.connection.timeout": "200000",
+        "spark.hadoop.fs.s3a.multipart.purge.age": "86400",
+        "spark.hadoop.fs.s3a.path.style.access": "true",
+    }
+    if settings.s3_endpoint_url:
+        conf["spark.hadoop.fs.s3a.endpoint"] = settings.s3_endpoint_url
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
+            settings.s3_endpoint_url.startswith("https://")
+        ).lower()
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = settings.aws_region
+    for key, env in (("access.key", "AWS_ACCESS_KEY_ID"), ("secret.key", "AWS_SECRET_ACCESS_KEY")):
+        if os.environ.get(env):
+            conf[f"spark.hadoop.fs.s3a.{key}"] = os.environ[env]
+    return conf
+
+
+def get_spark(settings: Settings, app_name: str = "fruits", uris: Iterable[str] = ()) -> SparkSession:
+    """Create (or reuse) the session. `uris` are the job's inputs/outputs: s3a:// ones add the s3a setup."""
+    uris = list(uris)
+    if not under_spark_submit():
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Python workers must run this interpreter (the venv), not whatever `python3` is on PATH.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        settings.state.mkdir(parents=True, exist_ok=True)
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    master = settings.spark_master or (None if under_spark_submit() else "local[*]")
+    if master:
+        builder = builder.master(master)
+    for key, value in session_conf(settings, uris).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def hadoop_fs(spark: SparkSession, uri: str):
+    """(FileSystem, Path) for any URI Spark can read: the one I/O path for file://, s3a://, s3://."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def qualify(spark: SparkSession, uri: str) -> str:
+    """'/abs/dir' -> 'file:/abs/dir', 's3a://b/p/' -> 's3a://b/p': the form Spark writes in `path`."""
+    fs, path = hadoop_fs(spark, uri)
+    return str(fs.makeQualified(path))
+
+
+def ensure_dir(spark: SparkSession, uri: str) -> None:
+    """Create a directory (or an S3 directory marker) if missing: a stream source must exist."""
+    fs, path = hadoop_fs(spark, uri)
+    if not fs.exists(path):
+        fs.mkdirs(path)
+
+
+def path_exists(spark: SparkSession, uri: str) -> bool:
+    fs, path = hadoop_fs(spark, uri)
+    return bool(fs.exists(path))

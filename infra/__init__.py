@@ -1,0 +1,1 @@
+"""Infrastructure as code: CloudFormation template, EMR bootstrap and launcher."""

@@ -1,0 +1,1 @@
+"""Streaming job: featurize and project new uploads into partitioned parquet."""

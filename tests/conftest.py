@@ -1,0 +1,98 @@
+"""Shared fixtures: one Spark session, the real images in ../shared, the real weights, moto servers.
+
+Nothing here is mocked: Spark is local[2], MLflow uses real stores, AWS APIs are moto servers
+listening on 127.0.0.1 that these fixtures start and stop.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FRUITS_SHARED_DIR") or ROOT.parent / "shared").resolve()
+DATA = SHARED / "data" / "fruits360"
+WEIGHTS_DIR = SHARED / "models" / "keras"
+
+# Tests never see a developer's real AWS account or tracking server.
+for _name in [n for n in os.environ if n.startswith(("FRUITS_", "MLFLOW_", "AWS_"))]:
+    if _name != "FRUITS_SHARED_DIR":
+        del os.environ[_name]
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-3",
+        "AWS_REGION": "eu-west-3",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+)
+os.environ.pop("KERAS_HOME", None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not DATA.is_dir():
+        raise pytest.UsageError(f"the shared images are missing: {DATA} (set FRUITS_SHARED_DIR)")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real Fruits-360 sample: subset/, stream/, test/, extra_classes/."""
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Keras cache holding the shared ImageNet weights, as `fruits setup` makes one."""
+    home = tmp_path_factory.mktemp("keras")
+    (home / "models").mkdir()
+    for weights in WEIGHTS_DIR.glob("*.h5"):
+        (home / "models" / weights.name).symlink_to(weights)
+    os.environ["KERAS_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory, keras_home: Path) -> Path:
+    """The session's state dir: its ONNX cache is shared by every test."""
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="session")
+def settings(state_dir: Path):
+    from fruits.settings import Settings
+
+    return Settings.load(state_dir=state_dir, spark_master="local[2]")
+
+
+@pytest.fixture(scope="session")
+def spark(settings):
+    from fruits.spark import get_spark
+
+    session = get_spark(settings, app_name="fruits-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def featurizer(settings):
+    from fruits.featurizer import Featurizer
+
+    return Featurizer.load(settings.weights, "onnx", settings.cache_dir, settings.keras_home)
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """A real moto server process-thread on 127.0.0.1 (S3, SNS, SQS, IAM, CloudFormation, EMR...)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
