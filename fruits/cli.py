@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from fruits import __version__
+from fruits.console import add_common_flags, setup_logging
 from fruits.errors import FruitsError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,8 +30,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 log = logging.getLogger("fruits")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is ONE line (and exit 2), like every other error of ours."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fruits",
         description="Fruits! image pipeline: MobileNetV2 features, PCA in Spark, MLflow registry, streaming to parquet.",
     )
@@ -45,35 +51,6 @@ def build_parser() -> argparse.ArgumentParser:
         module.configure(command)
         command.set_defaults(_run=module.run, _name=name)
     return parser
-
-
-def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("output")
-    group.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
-    group.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    group.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only; no progress bars")
-
-
-def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-        force=True,
-    )
-    for noisy in ("py4j", "urllib3", "botocore", "boto3", "s3transfer", "alembic", "mlflow", "werkzeug", "tensorflow"):
-        logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.INFO)
-
-
-def emit_summary(summary: dict[str, Any], as_json: bool, human: str | None = None) -> None:
-    """The output contract: with --json the LAST line of stdout is one JSON object."""
-    if as_json:
-        sys.stdout.flush()
-        print(json.dumps(summary, sort_keys=True, default=str), flush=True)
-    elif human:
-        print(human, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

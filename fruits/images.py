@@ -28,9 +28,11 @@ PREPROCESSING = "pil-exif-transpose/rgb-on-white/bilinear-224x224/x:127.5-1/v1"
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
 # Formats we let Pillow parse. Restricting them keeps hostile uploads away from rarely used
 # parsers (EPS, for instance, would start Ghostscript).
-ALLOWED_FORMATS = ("JPEG", "PNG", "MPO", "WEBP", "BMP", "GIF", "TIFF")
-_SUPPORTED_MODES = {"RGB", "RGBA", "RGBX", "L", "LA", "La", "P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV", "I", "I;16",
-                    "I;16B", "I;16L", "I;16N", "F", "RGBa"}
+Image.init()
+ALLOWED_FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF") if f in Image.OPEN)
+# Floating-point ("F") images have no defined 0..255 range: rejected as an unsupported mode.
+_SUPPORTED_MODES = {"RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV",
+                    "I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
 class ImageRejected(Exception):
@@ -123,8 +125,8 @@ def load_rgb(data: bytes | None, max_pixels: int = 64_000_000) -> Image.Image:
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # 16-bit / 32-bit grayscale: rescale to 8 bits instead of clipping at 255.
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        # 16-bit grayscale (PNG): rescale to 8 bits instead of clipping at 255.
         arr = np.asarray(img, dtype=np.float64)
         top = arr.max()
         scale = 255.0 / (65535.0 if top > 255 else 255.0) if top > 0 else 1.0

@@ -43,6 +43,8 @@ class Settings:
     # Spark: None means local[*] unless launched by spark-submit (which sets the master).
     spark_master: str | None = None
     spark_ui: bool = False
+    # Raw fit features (parquet, one folder per MLflow run): None means state_dir/features.
+    features: str | None = None
     # Streaming: None means a directory under state_dir.
     source: str | None = None
     output: str | None = None
@@ -79,7 +81,7 @@ class Settings:
         for key, value in overrides.items():
             if value is None:
                 continue
-            if key not in {f.name for f in fields(cls)}:
+            if key not in fields_of(cls):
                 raise TypeError(f"unknown setting {key!r}")
             values[key] = value
         settings = cls(**values)
@@ -132,9 +134,9 @@ class Settings:
         return self.checkpoint or str(self.state / "checkpoints" / "stream")
 
     @property
-    def features_dir(self) -> Path:
+    def features_uri(self) -> str:
         """Raw fit features (parquet), one folder per MLflow run, to refit PCA without MobileNet."""
-        return self.state / "features"
+        return self.features or str(self.state / "features")
 
     @property
     def cache_dir(self) -> Path:
@@ -155,6 +157,10 @@ class Settings:
             return Path(os.environ["KERAS_HOME"])
         local = self.state / "keras"
         return local if (local / "models").is_dir() else None
+
+
+def fields_of(cls: type) -> set[str]:
+    return {f.name for f in fields(cls) if f.name != "extra"}
 
 
 def _coerce(f: dataclasses.Field, raw: str, name: str) -> Any:

@@ -15,6 +15,7 @@ from fruits import images
 from fruits.featurizer import Featurizer, featurize_contents, worker_engine
 
 if TYPE_CHECKING:
+    from pyspark import Accumulator
     from pyspark.ml import PipelineModel
     from pyspark.sql import Column, DataFrame, SparkSession
 
@@ -60,11 +61,18 @@ def label_column(path: Column | str, root: str) -> Column:
     )
 
 
-def featurize(df: DataFrame, featurizer: Featurizer, max_pixels: int, content_col: str = "content") -> DataFrame:
+def featurize(
+    df: DataFrame,
+    featurizer: Featurizer,
+    max_pixels: int,
+    content_col: str = "content",
+    counter: Accumulator | None = None,
+) -> DataFrame:
     """Add `features` (1280 float32, null when rejected), `reject_reason` and `reject_detail`.
 
     A pandas *iterator* UDF: each Python worker builds its engine once from the broadcast
-    payload and keeps it for every later batch and task.
+    payload and keeps it for every later batch and task. `counter`, if given, adds the number
+    of images decoded, which shows whether a plan featurizes an image more than once.
     """
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
@@ -77,6 +85,8 @@ def featurize(df: DataFrame, featurizer: Featurizer, max_pixels: int, content_co
         engine = worker_engine(kind, sha, lambda: payload.value, WORKER_THREADS)
         for contents in batches:
             result = featurize_contents(engine, contents.tolist(), max_pixels)
+            if counter is not None:
+                counter.add(len(contents))
             yield pd.DataFrame(
                 {"features": result.features, "reject_reason": result.reasons, "reject_detail": result.details}
             )

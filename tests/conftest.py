@@ -96,3 +96,11 @@ def moto_server():
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def fitted(settings, spark, data_dir: Path) -> dict:
+    """The fit job run once on the real subset, evaluated on test/, registered as fruits-pca@champion."""
+    from fit.job import fit
+
+    return fit(settings, str(data_dir / "subset"), str(data_dir / "test"), spark=spark, progress=False)

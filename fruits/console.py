@@ -1,0 +1,65 @@
+"""What every command shares: common flags, settings from flags, logging, the --json output contract.
+
+Command modules import this (never fruits.cli, which imports them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--json", action="store_true", help="print a JSON summary as the last line of stdout")
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    group.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only; no progress bars")
+
+
+def add_job_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags every Spark job shares; each maps onto a Settings field (None = keep env/default)."""
+    from fruits.settings import ENGINES
+
+    group = parser.add_argument_group("environment")
+    group.add_argument("--state-dir", type=Path, help="local state: sqlite MLflow, caches, default dirs (.fruits)")
+    group.add_argument("--tracking-uri", dest="mlflow_tracking_uri", metavar="URI",
+                       help="MLflow tracking + registry URI (env MLFLOW_TRACKING_URI; default sqlite in the state dir)")
+    group.add_argument("--spark-master", metavar="URL", help="default local[*]; spark-submit's own master wins")
+    group.add_argument("--engine", choices=ENGINES, help="featurizer engine (default onnx; keras is the reference)")
+    group.add_argument("--weights", metavar="SRC",
+                       help="'imagenet' (Keras cache, default) or a path / s3:// URI of the MobileNetV2 no-top .h5")
+
+
+def settings_from_args(args: argparse.Namespace, **extra: Any):
+    """Settings from env + the flags the user gave (argparse leaves the others None)."""
+    from fruits.settings import Settings, fields_of
+
+    given = {k: v for k, v in vars(args).items() if k in fields_of(Settings)}
+    given.update(extra)
+    return Settings.load(**given)
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("py4j", "urllib3", "botocore", "boto3", "s3transfer", "alembic", "mlflow", "werkzeug", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose < 2 else logging.INFO)
+
+
+def emit_summary(summary: dict[str, Any], as_json: bool, human: str | None = None) -> None:
+    """The output contract: with --json the LAST line of stdout is one JSON object."""
+    if as_json:
+        sys.stdout.flush()
+        print(json.dumps(summary, sort_keys=True, default=str), flush=True)
+    elif human:
+        print(human, flush=True)

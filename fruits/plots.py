@@ -1,0 +1,112 @@
+"""Plots a person would rather look at than read. Each function writes one PNG and returns its path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def class_colours(labels: Sequence[str]) -> dict[str, tuple]:
+    """A stable colour per class: 40 distinguishable colours from tab20 + tab20b."""
+    plt = _pyplot()
+    palette = list(plt.get_cmap("tab20").colors) + list(plt.get_cmap("tab20b").colors)
+    return {label: palette[i % len(palette)] for i, label in enumerate(sorted(set(labels)))}
+
+
+def explained_variance(ratios: Sequence[float], path: Path) -> Path:
+    plt = _pyplot()
+    ratios = np.asarray(ratios, dtype=float)
+    cumulative = np.cumsum(ratios)
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    ax.bar(np.arange(1, len(ratios) + 1), ratios, color="#9ecae1", label="per component")
+    ax.set_xlabel("principal component")
+    ax.set_ylabel("explained variance ratio")
+    twin = ax.twinx()
+    twin.plot(np.arange(1, len(ratios) + 1), cumulative, color="#d94801", lw=2, label="cumulative")
+    twin.set_ylim(0, 1.02)
+    twin.set_ylabel("cumulative")
+    for mark in (0.8, 0.9):
+        if cumulative[-1] >= mark:
+            k = int(np.searchsorted(cumulative, mark)) + 1
+            twin.axhline(mark, color="grey", lw=0.6, ls=":")
+            twin.annotate(f"{mark:.0%} at k={k}", (k, mark), textcoords="offset points", xytext=(6, -12), fontsize=8)
+    ax.set_title(f"PCA on standardized MobileNetV2 features: {cumulative[-1]:.1%} with {len(ratios)} components")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def projection_2d(
+    points: np.ndarray,
+    labels: Sequence[str],
+    path: Path,
+    title: str,
+    reference: np.ndarray | None = None,
+    reference_labels: Sequence[str] | None = None,
+) -> Path:
+    """Scatter of the first two principal components, one colour per class.
+
+    With `reference` (e.g. the fit images), those are drawn as faint large discs under the
+    points, so a new image that lands in the wrong cloud stands out.
+    """
+    plt = _pyplot()
+    all_labels = list(labels) + list(reference_labels or [])
+    colours = class_colours(all_labels)
+    fig, ax = plt.subplots(figsize=(11, 7.5), dpi=110)
+    if reference is not None and reference_labels is not None:
+        ref_labels = np.asarray(reference_labels, dtype=object)
+        for label in sorted(set(reference_labels)):
+            pts = reference[ref_labels == label]
+            ax.scatter(pts[:, 0], pts[:, 1], s=90, alpha=0.18, color=colours[label], edgecolors="none")
+    label_array = np.asarray(labels, dtype=object)
+    for label in sorted(set(labels)):
+        pts = points[label_array == label]
+        ax.scatter(pts[:, 0], pts[:, 1], s=14, alpha=0.9, color=colours[label], label=f"{label} ({len(pts)})")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, ncol=1 + len(set(labels)) // 24, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def confusion(truth: Sequence[str], predicted: Sequence[str], path: Path, title: str) -> Path:
+    """Row-normalised confusion matrix: the diagonal is per-class recall; off-diagonal cells name the mix-ups."""
+    plt = _pyplot()
+    classes = sorted(set(truth) | set(predicted))
+    index = {c: i for i, c in enumerate(classes)}
+    matrix = np.zeros((len(classes), len(classes)))
+    for t, p in zip(truth, predicted, strict=True):
+        matrix[index[t], index[p]] += 1
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    size = max(6.0, 0.28 * len(classes) + 3)
+    fig, ax = plt.subplots(figsize=(size + 1.5, size), dpi=110)
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted (1-NN)")
+    ax.set_ylabel("true class")
+    for i, j in zip(*np.nonzero(matrix), strict=True):
+        if i != j:
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=6, color="#b30000")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.04, label="share of the true class")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

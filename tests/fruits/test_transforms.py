@@ -1,0 +1,46 @@
+"""Spark transforms on real files: the reader's filters and the native label column."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from fruits import images
+from fruits import transforms as T
+from fruits.spark import qualify
+
+
+def test_reader_takes_images_in_any_case_and_skips_hidden_and_partial_files(spark, data_dir: Path, tmp_path: Path):
+    jpg = next((data_dir / "subset" / "Limes").glob("*.jpg"))
+    layout = [
+        "Limes/a.jpg", "Limes/B.JPG", "Limes/c.jpeg", "Limes/d.PNG", "Limes/sub/e.jpg", "loose.jpg",
+        # never images for the pipeline:
+        "Limes/.f.jpg", "Limes/_g.jpg", "Limes/h.jpg._COPYING_", "Limes/i.jpg.tmp", "_tmp/j.jpg", ".k/l.jpg",
+        "Limes/m.txt",
+    ]
+    for rel in layout:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(jpg, tmp_path / rel)
+    found = sorted(r.path.split(str(tmp_path))[1] for r in T.read_images(spark, str(tmp_path)).select("path").collect())
+    assert found == ["/Limes/B.JPG", "/Limes/a.jpg", "/Limes/c.jpeg", "/Limes/d.PNG", "/Limes/sub/e.jpg", "/loose.jpg"]
+
+
+def test_native_label_column_matches_the_python_rule(spark, tmp_path: Path) -> None:
+    root = "file:" + str(tmp_path)
+    paths = [
+        f"{root}/Apple Red 1/r_1_100.jpg",
+        f"{root}/Cherry Wax Red/x+y.jpg",
+        f"{root}/2026/11/Kaki/a.jpg",
+        f"{root}/loose.jpg",
+        "s3a://bucket/images/Pear/p.jpg",
+        "s3a://bucket/images/p.jpg",
+    ]
+    for rule_root in (str(tmp_path), root + "/"):
+        df = spark.createDataFrame([(p,) for p in paths], "path string")
+        native = [r.label for r in df.select(T.label_column("path", rule_root).alias("label")).collect()]
+        assert native == [images.label_from_path(p, rule_root) for p in paths]
+    assert native == ["Apple Red 1", "Cherry Wax Red", "Kaki", None, "Pear", "Pear"][:4] + ["Pear", "images"]
+
+
+def test_qualify_gives_the_form_spark_writes_in_path(spark, tmp_path: Path) -> None:
+    assert qualify(spark, str(tmp_path)) == "file:" + str(tmp_path)
