@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# EMR bootstrap action for the Fruits! pipeline (set by `fruits emr up`).
+#
+#   bootstrap.sh WHEEL_URI CONSTRAINTS_URI WEIGHTS_URI
+#     e.g. s3://B/bootstrap/fruits-0.1.0-py3-none-any.whl s3://B/bootstrap/constraints.txt
+#          s3://B/models/keras/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5
+#
+# Runs as the hadoop user on EVERY node (primary: the client-mode driver; core/task: the executors'
+# Python workers), before EMR installs Spark. It:
+#   1. installs python3.11 + pip (Amazon Linux 2023 ships 3.9; the project is 3.11 only);
+#   2. pip-installs the project wheel with its `keras` extra (the driver exports the ONNX graph with
+#      tf2onnx, and `--engine keras` runs TensorFlow on the executors) under the pinned versions of
+#      constraints.txt, WITHOUT pyspark: EMR brings its own Spark 3.5 and a pip pyspark would
+#      shadow it with a mismatched version;
+#   3. copies the MobileNetV2 weights into a Keras cache, so weights="imagenet" resolves on the
+#      nodes without downloading anything.
+# Idempotent: re-running re-downloads, and pip / dnf skip what is already installed.
+# Its stdout/stderr land in s3://B/logs/emr/<cluster>/node/<instance>/bootstrap-actions/1/.
+set -euo pipefail
+
+usage="usage: bootstrap.sh WHEEL_URI CONSTRAINTS_URI WEIGHTS_URI"
+WHEEL_URI="${1:?$usage}"
+CONSTRAINTS_URI="${2:?$usage}"
+WEIGHTS_URI="${3:?$usage}"
+# infra/emr.py points executors (user yarn) and the driver at this same directory.
+KERAS_HOME="${KERAS_HOME:-/home/hadoop/.keras}"
+
+log() { echo "fruits-bootstrap $(date -u +%Y-%m-%dT%H:%M:%SZ) $*"; }
+
+if command -v python3.11 >/dev/null 2>&1 && python3.11 -m pip --version >/dev/null 2>&1; then
+    log "python3.11 and pip already installed"
+else
+    log "installing python3.11 and pip"
+    sudo dnf install -y python3.11 python3.11-pip
+fi
+PYTHON="$(command -v python3.11)"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+wheel="$work/$(basename "$WHEEL_URI")"
+log "fetching $WHEEL_URI and $CONSTRAINTS_URI"
+aws s3 cp --only-show-errors "$WHEEL_URI" "$wheel"
+aws s3 cp --only-show-errors "$CONSTRAINTS_URI" "$work/constraints.txt"
+# Keep every pin except pyspark (see 2. above).
+grep -viE '^pyspark([^a-z0-9_.-]|$)' "$work/constraints.txt" > "$work/constraints-emr.txt"
+
+log "installing $(basename "$wheel")[keras] for $PYTHON"
+# System-wide (sudo): the executors' Python workers run as user yarn, not hadoop.
+sudo "$PYTHON" -m pip install --quiet --disable-pip-version-check --no-input \
+    --constraint "$work/constraints-emr.txt" "$wheel[keras]"
+if sudo "$PYTHON" -m pip show --quiet pyspark >/dev/null 2>&1; then
+    log "ERROR: pip installed pyspark; it would shadow EMR's Spark. Remove what pulled it in."
+    exit 1
+fi
+"$PYTHON" -c "import fruits, onnxruntime; print('fruits', fruits.__version__, 'onnxruntime', onnxruntime.__version__)"
+
+log "caching $WEIGHTS_URI in $KERAS_HOME/models"
+mkdir -p "$KERAS_HOME/models"
+target="$KERAS_HOME/models/$(basename "$WEIGHTS_URI")"
+aws s3 cp --only-show-errors "$WEIGHTS_URI" "$target.part"
+mv -f "$target.part" "$target"
+# Executors run as yarn: let it read the cache and traverse (not list) the home directory above it.
+chmod -R a+rX "$KERAS_HOME"
+chmod o+x "$(dirname "$KERAS_HOME")"
+log "done"

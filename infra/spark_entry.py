@@ -1,0 +1,7 @@
+"""spark-submit's Python file on EMR: `spark-submit ... spark_entry.py stream --source ...` is `fruits stream ...`."""
+
+import sys
+
+from fruits.cli import main
+
+sys.exit(main())
