@@ -51,7 +51,7 @@ class Settings:
     errors: str | None = None
     checkpoint: str | None = None
     trigger: str = "2s"
-    max_files_per_trigger: int = 256
+    max_files_per_trigger: int = 1000
     # Hostile-input limits: bigger files are quarantined without being read.
     max_image_bytes: int = 64 * MiB
     max_image_pixels: int = 64_000_000
@@ -152,11 +152,13 @@ class Settings:
 
     @property
     def keras_home(self) -> Path | None:
-        """KERAS_HOME if set; else the project-local cache that `fruits setup` fills; else Keras' own default."""
+        """KERAS_HOME if set; else the project-local cache `fruits setup` fills; else Keras' own default (None)."""
         if os.environ.get("KERAS_HOME"):
             return Path(os.environ["KERAS_HOME"])
-        local = self.state / "keras"
-        return local if (local / "models").is_dir() else None
+        for local in (self.state / "keras", Path(".fruits", "keras").resolve()):
+            if (local / "models").is_dir():
+                return local
+        return None
 
 
 def fields_of(cls: type) -> set[str]:

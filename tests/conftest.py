@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+import mlflow  # noqa: F401  its logger keeps the sys.stderr of its import: import before tests capture it
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,10 +65,18 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory, keras_home: Path) -> Pat
 
 
 @pytest.fixture(scope="session")
-def settings(state_dir: Path):
+def settings(state_dir: Path, moto_server: str):
+    """Test settings: local[2] Spark whose s3a:// points at the session's moto server."""
     from fruits.settings import Settings
+    from fruits.setup import fetch_s3a_jars
 
-    return Settings.load(state_dir=state_dir, spark_master="local[2]")
+    settings = Settings.load(state_dir=state_dir, spark_master="local[2]", s3_endpoint_url=moto_server)
+    project_jars = ROOT / ".fruits" / "jars"  # fetched once by `make setup`; else fetched here
+    settings.jars_dir.parent.mkdir(parents=True, exist_ok=True)
+    if project_jars.is_dir() and not settings.jars_dir.exists():
+        settings.jars_dir.symlink_to(project_jars)
+    fetch_s3a_jars(settings)
+    return settings
 
 
 @pytest.fixture(scope="session")

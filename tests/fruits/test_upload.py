@@ -220,21 +220,9 @@ def test_unreachable_endpoint_is_one_clear_error(source: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- CLI
-@pytest.fixture
-def cli_logging() -> Iterator[None]:
-    """`main` points the root logger at this test's captured stderr, which pytest closes afterwards:
-    drop that handler so later tests do not log into a closed stream."""
-    level = logging.getLogger().level
-    yield
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if type(h) is logging.StreamHandler]:
-        root.removeHandler(handler)
-    root.setLevel(level)
-
-
 def test_cli_json_summary_then_endpoint_from_the_environment(
     source: Path, bucket: str, moto_server: str, expected_files: dict[str, Path],
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, cli_logging: None,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dest = f"s3://{bucket}/images/"
     assert main(["upload", str(source), dest, "--endpoint-url", moto_server, "--workers", "3", "--json"]) == 0
@@ -252,7 +240,7 @@ def test_cli_json_summary_then_endpoint_from_the_environment(
 
 @pytest.mark.parametrize("problem", ["missing", "no images"])
 def test_cli_bad_dir_exits_1_with_one_line(
-    problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], cli_logging: None
+    problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = tmp_path / "nothing here"
     if problem == "no images":

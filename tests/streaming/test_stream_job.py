@@ -1,0 +1,186 @@
+"""The streaming job in-process on local files: pick-up, drain, restart, quarantine, refusal, readers."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from support import Layout, copy_classes, write_bad_corpus, write_unusual_valid
+
+from fruits import lake
+from fruits.cli import main
+from fruits.errors import FruitsError
+from fruits.upload import upload_dir
+from streaming.job import StreamingJob, trigger_options
+
+CLASSES = ["Banana", "Kumquats", "Pepper Red"]
+
+
+def spark_rows(spark, uri: str) -> list:
+    return spark.read.parquet(uri).collect()
+
+
+def test_available_now_drains_a_backlog_with_labels_and_projections(
+    spark, settings, fitted, data_dir: Path, layout: Layout
+) -> None:
+    copied = copy_classes(data_dir, layout.source, CLASSES)
+    job = StreamingJob(layout.settings(settings, trigger="available-now", max_files_per_trigger=25), spark=spark)
+    job.start()
+    job.run_until_stopped()
+    summary = job.summary()
+
+    rows = spark_rows(spark, str(layout.output))
+    assert len(rows) == len(copied) == 60
+    assert Counter(r.label for r in rows) == {c: 20 for c in CLASSES}
+    assert sorted(Path(r.path).name for r in rows) == sorted(p.name for p in copied)
+    assert {len(r.features) for r in rows} == {1280} and {len(r.pca) for r in rows} == {300}
+    assert {(r.model_name, r.model_version) for r in rows} == {("fruits-pca", fitted["model_version"])}
+    assert {r.featurizer_sha256 for r in rows} == {fitted["weights_sha256"]}
+    assert {r.size for r in rows} == {p.stat().st_size for p in copied} | set()  # sizes come from the files
+    assert (summary["rows"], summary["errors"], summary["files"]) == (60, 0, 60)
+    assert summary["batches"] == 3  # 60 files at 25 per trigger: backpressure works
+    assert summary["model_version"] == fitted["model_version"]
+    # Partitioned by ingest date, as documented.
+    assert [p.name.split("=")[0] for p in layout.output.iterdir() if p.is_dir() and "=" in p.name] == ["ingest_date"]
+
+
+def test_restart_from_the_checkpoint_reprocesses_nothing(spark, settings, fitted, data_dir: Path, layout: Layout):
+    copy_classes(data_dir, layout.source, CLASSES[:1])
+    for _ in range(2):
+        job = StreamingJob(layout.settings(settings, trigger="available-now"), spark=spark)
+        job.start()
+        job.run_until_stopped()
+    assert job.summary()["rows"] == 0 and job.summary()["batches"] == 0
+    assert len(spark_rows(spark, str(layout.output))) == 20
+
+
+def test_files_added_while_running_are_picked_up(spark, settings, fitted, data_dir: Path, layout: Layout, tmp_path):
+    job = StreamingJob(layout.settings(settings, trigger="500ms"), spark=spark)
+    job.start()  # the source folder does not exist yet
+    try:
+        assert layout.source.is_dir()
+        staging = tmp_path / "phone"
+        copy_classes(data_dir, staging, ["Limes"], per_class=7)
+        report = upload_dir(staging, str(layout.source), progress=False)  # atomic renames into the landing dir
+        assert report.uploaded == 7
+        job.process_available()
+        assert len(spark_rows(spark, str(layout.output))) == 7
+        copy_classes(data_dir, staging, ["Kaki"], per_class=5)
+        upload_dir(staging, str(layout.source), progress=False)  # Limes are skipped: already there
+        job.process_available()
+        rows = spark_rows(spark, str(layout.output))
+        assert Counter(r.label for r in rows) == {"Limes": 7, "Kaki": 5}
+        assert len({r.ingest_time for r in rows}) >= 2  # two separate micro-batches
+    finally:
+        job.request_stop()
+        job.run_until_stopped()
+    assert all(not q.isActive for q in job.queries)
+
+
+def test_bad_inputs_are_quarantined_and_the_rest_of_the_batch_is_written(
+    spark, settings, fitted, data_dir: Path, layout: Layout
+) -> None:
+    good = copy_classes(data_dir, layout.source, ["Apricot"], per_class=10)
+    expected = write_bad_corpus(layout.source, good[0].read_bytes(), oversized_bytes=300_000)
+    unusual = write_unusual_valid(layout.source)
+    job = StreamingJob(
+        layout.settings(settings, trigger="available-now", max_image_bytes=256 * 1024, max_files_per_trigger=1000),
+        spark=spark,
+    )
+    job.start()
+    job.run_until_stopped()
+
+    results = spark_rows(spark, str(layout.output))
+    assert Counter(r.label for r in results) == {"Apricot": 10, "Unusual": len(unusual)}
+    assert sorted(Path(r.path).name for r in results if r.label == "Unusual") == unusual
+    assert len({r.ingest_time for r in results}) == 1  # one micro-batch held good and bad files alike
+    errors = spark_rows(spark, str(layout.errors))
+    got = {Path(r.path).name: r.reason for r in errors}
+    # A truncated JPEG may surface as "truncated" or "corrupt" depending on where libjpeg stops.
+    assert got.pop("truncated.jpg") in {"truncated", "corrupt"}
+    assert got == {k: v for k, v in expected.items() if k != "truncated.jpg"}
+    assert all(r.detail and r.label == "Quarantine Me" and r.size is not None for r in errors)
+    huge = next(r for r in errors if r.reason == "too_large")
+    assert huge.size > 256 * 1024 and "not read" in huge.detail
+    summary = job.summary()
+    assert (summary["rows"], summary["errors"]) == (10 + len(unusual), len(expected))
+
+
+def test_pyarrow_reads_the_committed_output_without_spark(spark, settings, fitted, data_dir: Path, layout: Layout):
+    copy_classes(data_dir, layout.source, ["Plum"], per_class=6)
+    job = StreamingJob(layout.settings(settings, trigger="available-now"), spark=spark)
+    job.start()
+    job.run_until_stopped()
+    # A stray file from a killed batch that never committed: Spark ignores it, so must we.
+    partition = next(p for p in layout.output.iterdir() if p.name.startswith("ingest_date="))
+    committed = next(partition.glob("*.parquet"))
+    (partition / "part-99999-orphan.parquet").write_bytes(committed.read_bytes())
+    frame = lake.read_table(str(layout.output)).to_pandas()
+    assert len(frame) == 6 == len(spark_rows(spark, str(layout.output)))
+    assert {len(v) for v in frame["features"]} == {1280} and {len(v) for v in frame["pca"]} == {300}
+    assert set(frame["label"]) == {"Plum"} and "ingest_date" in frame.columns
+
+
+def test_a_model_fitted_with_another_featurizer_is_refused(spark, settings, fitted, layout: Layout, capsys) -> None:
+    from fruits import registry
+
+    client = registry.connect(settings)
+    champion = client.get_model_version_by_alias("fruits-pca", "champion")
+    forged_tags = dict(champion.tags) | {"featurizer.weights_sha256": "f" * 64}
+    forged = client.create_model_version("fruits-pca", champion.source, run_id=champion.run_id, tags=forged_tags)
+    client.set_registered_model_alias("fruits-pca", "other-weights", forged.version)
+
+    job = StreamingJob(layout.settings(settings), model_uri="models:/fruits-pca@other-weights", spark=spark)
+    with pytest.raises(FruitsError) as refused:
+        job.start()
+    message = str(refused.value)
+    assert "featurizer mismatch" in message and "f" * 12 in message and fitted["weights_sha256"][:12] in message
+    assert job.queries == [] and not layout.output.exists()
+
+    capsys.readouterr()  # only the CLI's own output below
+    code = main(["stream", "--model", "models:/fruits-pca@other-weights", "--state-dir", str(settings.state_dir),
+                 "--source", str(layout.source), "--output", str(layout.output), "--checkpoint", str(layout.checkpoint),
+                 "--trigger", "available-now", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and err.startswith("fruits stream: error: featurizer mismatch")
+
+
+def test_unknown_model_alias_is_a_clear_error(spark, settings, fitted, layout: Layout) -> None:
+    with pytest.raises(FruitsError, match="models:/fruits-pca@nobody not found"):
+        StreamingJob(layout.settings(settings), model_uri="models:/fruits-pca@nobody", spark=spark).start()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2s", {"processingTime": "2 seconds"}),
+    ("500ms", {"processingTime": "500 milliseconds"}),
+    ("1m", {"processingTime": "1 minutes"}),
+    ("available-now", {"availableNow": True}),
+])
+def test_trigger_forms(text: str, expected: dict) -> None:
+    assert trigger_options(text) == expected
+
+
+def test_the_errors_query_runs_four_times_less_often() -> None:
+    assert trigger_options("500ms", slower=4) == {"processingTime": "2 seconds"}
+    assert trigger_options("available-now", slower=4) == {"availableNow": True}
+
+
+def test_bad_trigger_is_a_one_line_error(capsys) -> None:
+    assert main(["stream", "--trigger", "soon", "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "fruits stream: error: --trigger must be an interval like 2s, 500ms, 1m or 'available-now', got 'soon'"
+
+
+def test_progress_is_logged_per_batch_as_json_lines(spark, settings, fitted, data_dir: Path, layout: Layout) -> None:
+    copy_classes(data_dir, layout.source, ["Mango"], per_class=9)
+    before = settings.progress_log.read_text().count("\n") if settings.progress_log.exists() else 0
+    job = StreamingJob(layout.settings(settings, trigger="available-now", max_files_per_trigger=4), spark=spark)
+    job.start()
+    job.run_until_stopped()
+    records = [json.loads(line) for line in settings.progress_log.read_text().splitlines()[before:]]
+    results = [r for r in records if r["query"] == "results"]
+    assert [r["input"] for r in results] == [4, 4, 1]
+    assert all(r["written"] == r["input"] and r["errors"] == 0 and r["duration_s"] > 0 for r in results)
+    assert all(r["latency_p50_s"] is not None and r["latency_p50_s"] >= 0 for r in results)

@@ -1,0 +1,86 @@
+"""Helpers shared by tests: copying real images, and corpora of bad and unusual inputs."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass
+class Layout:
+    source: Path
+    output: Path
+    errors: Path
+    checkpoint: Path
+
+    def settings(self, base, **changes):
+        return base.replace(source=str(self.source), output=str(self.output), errors=str(self.errors),
+                            checkpoint=str(self.checkpoint), **changes)
+
+
+def copy_classes(data_dir: Path, target: Path, classes: list[str], split: str = "stream", per_class: int = 20) -> list[Path]:
+    copied = []
+    for cls in classes:
+        (target / cls).mkdir(parents=True, exist_ok=True)
+        for src in sorted((data_dir / split / cls).glob("*.jpg"))[:per_class]:
+            copied.append(Path(shutil.copy(src, target / cls / src.name)))
+    return copied
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def _encode(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def write_bad_corpus(target: Path, real_jpeg: bytes, oversized_bytes: int) -> dict[str, str]:
+    """Files that must be quarantined, by name -> expected reason."""
+    folder = target / "Quarantine Me"
+    folder.mkdir(parents=True, exist_ok=True)
+    floats = Image.fromarray(np.linspace(0, 1, 400, dtype=np.float32).reshape(20, 20), "F")
+    corpus = {
+        "empty.jpg": (b"", "empty"),
+        "truncated.jpg": (real_jpeg[: len(real_jpeg) // 3], "truncated"),
+        "notes.jpg": (b"shopping list: kumquats, limes\n" * 20, "not_an_image"),
+        "script.png": (b"#!/bin/sh\nrm -rf /\n", "not_an_image"),
+        "bomb.png": (_png_bomb(60_000, 60_000), "too_many_pixels"),
+        "float.png": (_encode(floats, "TIFF"), "unsupported_mode"),  # a TIFF in disguise, mode F
+        "huge.jpg": (real_jpeg + b"\0" * oversized_bytes, "too_large"),
+    }
+    for name, (data, _) in corpus.items():
+        (folder / name).write_bytes(data)
+    return {name: reason for name, (_, reason) in corpus.items()}
+
+
+def write_unusual_valid(target: Path) -> list[str]:
+    """Valid images in unusual forms: they must be converted and land in the results."""
+    folder = target / "Unusual"
+    folder.mkdir(parents=True, exist_ok=True)
+    x = np.linspace(0, 255, 120, dtype=np.uint8)[None, :].repeat(90, axis=0)
+    rgb = Image.fromarray(np.stack([x, x[::-1], np.full_like(x, 60)], -1), "RGB")
+    files = {
+        "gray.jpg": _encode(rgb.convert("L"), "JPEG"),
+        "rgba.png": _encode(rgb.convert("RGBA"), "PNG"),
+        "cmyk.jpg": _encode(rgb.convert("CMYK"), "JPEG"),
+        "deep16.png": _encode(Image.fromarray((x.astype(np.uint16) * 257)), "PNG"),
+        "UPPER.JPEG": _encode(rgb, "JPEG"),
+        "big.jpg": _encode(rgb.resize((4000, 3000)), "JPEG"),
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return sorted(files)
