@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 from fruits import __version__
 from fruits.console import emit_summary
 from fruits.errors import FruitsError
+from fruits.spark import APP_CONF
 
 if TYPE_CHECKING:
     from fruits.settings import Settings
@@ -394,11 +395,9 @@ def spark_configurations(
     """EMR Configurations: Spark defaults for the jobs, the node Python, then the user's --conf on top."""
     python_env = {"PYSPARK_PYTHON": NODE_PYTHON, "PYSPARK_DRIVER_PYTHON": NODE_PYTHON, "KERAS_HOME": NODE_KERAS_HOME}
     spark_defaults = {
-        # Same values as the local session factory: one Arrow batch of 128 images bounds worker memory.
-        "spark.sql.execution.arrow.pyspark.enabled": "true",
-        "spark.sql.execution.arrow.maxRecordsPerBatch": "128",
-        # The featurizer builds its engine once per Python worker; reuse keeps it across tasks.
-        "spark.python.worker.reuse": "true",
+        # The application settings of the local session factory (Arrow batch size, worker reuse,
+        # one task per core...), so `spark-submit` on the cluster behaves like `fruits` locally.
+        **APP_CONF,
         # EMR turns dynamic allocation on. For an always-on stream it releases executors between quiet
         # micro-batches, then pays a new JVM + Python worker + engine load on the next burst, and its
         # pending-task heuristic is not streaming-aware. Static: one executor per processing node.

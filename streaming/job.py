@@ -2,15 +2,16 @@
 
 A long-running Spark Structured Streaming job (EMR in production, local[*] here). The model is
 resolved from the MLflow registry by alias at start (the version is pinned for the run) and
-refused if it was fitted with a different featurizer. Output is exactly-once: two file sinks
-with checkpoints (results, and errors for files that cannot be decoded). SIGTERM or Ctrl-C
-stops after the current micro-batch; a restart resumes from the checkpoint.
+refused if it was fitted with a different featurizer. Two checkpointed queries, both exactly
+once: results (Spark's file sink) and errors (files that cannot become features: empty,
+undecodable, too large; one parquet file per micro-batch, written atomically). SIGTERM or
+Ctrl-C stops after the current micro-batch; a restart resumes from the checkpoint.
 
-Output (parquet, partitioned by ingest_date):
+Output (parquet):
   results: path, label, size, modification_time, ingest_time, features[1280], pca[k],
-           model_name, model_version, featurizer_sha256
-  errors:  path, label, size, modification_time, ingest_time, reason, detail, batch_id
-           (one file per micro-batch with errors, not partitioned: errors are few)
+           model_name, model_version, featurizer_sha256; partitioned by ingest_date
+  errors:  path, label, size, modification_time, ingest_time, reason, detail, batch_id;
+           one file per micro-batch that had errors, not partitioned (errors are few)
 """
 
 from __future__ import annotations

@@ -206,7 +206,8 @@ def test_full_request_carries_every_option() -> None:
     configurations = {c["Classification"]: c for c in request["Configurations"]}
     defaults = configurations["spark-defaults"]["Properties"]
     assert defaults["spark.sql.execution.arrow.pyspark.enabled"] == "true"
-    assert defaults["spark.sql.execution.arrow.maxRecordsPerBatch"] == "128"
+    assert defaults["spark.sql.execution.arrow.maxRecordsPerBatch"] == "64"
+    assert defaults["spark.sql.files.openCostInBytes"] == "65536"
     assert defaults["spark.python.worker.reuse"] == "true"
     assert defaults["spark.dynamicAllocation.enabled"] == "false"
     assert defaults["spark.executor.instances"] == "5"  # one per core + task node
