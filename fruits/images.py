@@ -73,13 +73,13 @@ def label_from_path(path: str, root: str | None = None) -> str | None:
     root folder has no class folder and gets None. Schemes are ignored, so Spark's
     'file:/x/...' and a user's '/x' or 'file:///x' compare equal.
     """
-    parent = posixpath.dirname(_comparable(path))
-    if not parent or (root is not None and parent == _comparable(root)):
+    parent = posixpath.dirname(comparable_path(path))
+    if not parent or (root is not None and parent == comparable_path(root)):
         return None
     return posixpath.basename(parent)
 
 
-def _comparable(uri: str) -> str:
+def comparable_path(uri: str) -> str:
     """'file:/a/b/', 'file:///a/b', '/a/b' -> 'a/b'; 's3a://bucket/a' -> 'bucket/a'."""
     return re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*:", "", uri).strip("/")
 

@@ -55,7 +55,7 @@ def label_column(path: Column | str, root: str) -> Column:
         return F.regexp_replace(F.regexp_replace(c, r"^[A-Za-z][A-Za-z0-9+.-]*:", ""), r"^/+|/+$", "")
 
     parent = comparable(F.regexp_extract(F.col(path) if isinstance(path, str) else path, r"^(.*)/[^/]*$", 1))
-    root_cmp = images._comparable(root)
+    root_cmp = images.comparable_path(root)
     return F.when((parent == F.lit("")) | (parent == F.lit(root_cmp)), F.lit(None).cast("string")).otherwise(
         F.regexp_extract(parent, r"([^/]+)$", 1)
     )
