@@ -30,9 +30,12 @@ demo-aws: setup
 test: setup
 	FRUITS_SHARED_DIR=$(abspath $(SHARED)) $(BIN)/python -m pytest
 
-bench: setup
+bench: setup  ## each prints ratios against a baseline measured in the same run (docs/results.md)
 	$(BIN)/python bench/featurize.py
+	$(BIN)/python bench/fit.py
 	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/cost.py
 
 lint: setup
 	$(BIN)/cfn-lint infra/template.yaml

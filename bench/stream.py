@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -23,20 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import DATA, best_of, machine, save
+from common import DATA, best_of, ensure_model, land, machine, save
 
 from fruits import images
 from fruits.featurizer import Featurizer, featurize_contents, make_engine
 from fruits.settings import Settings
-
-
-def land(src: Path, landing: Path, name: str) -> None:
-    """Copy like an uploader: hidden temp name, then an atomic rename."""
-    target = landing / src.parent.name / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{name}.part")
-    shutil.copyfile(src, temp)
-    os.replace(temp, target)
 
 
 def main() -> None:
@@ -73,19 +63,6 @@ def main() -> None:
                            "stream_images_per_second": round(throughput, 1), "ratio": round(ratio, 3),
                            "latency": latency, "args": vars(args)})
     print(f"saved {path}")
-
-
-def ensure_model(settings: Settings) -> None:
-    from fruits import registry
-
-    client = registry.connect(settings)
-    try:
-        client.get_model_version_by_alias(settings.model_name, settings.alias)
-    except Exception:
-        from fit.job import fit
-
-        print("no registered model yet: fitting on subset/ first")
-        fit(settings, str(DATA / "subset"), progress=False)
 
 
 def run_stream(base: Settings, files: list[Path], work: Path, args) -> tuple[float, dict]:

@@ -1,0 +1,233 @@
+"""Fit end to end vs (Spark start + pure featurize): what the batch job costs beyond its two irreducible parts.
+
+One run, same machine, same images (subset/, 320 files); each repeat measures, in this order:
+1. Spark start: a fresh Python process that only builds the local session with
+   fruits.spark.get_spark and stops it; wall time from spawn to exit (its in-process
+   get_spark time is shown too);
+2. pure featurize: ONNX Runtime in this process (all cores), files -> features, reading and
+   decoding included (the engine is built and warmed once, before the first repeat);
+3. fit: `python -m fruits.cli fit --images subset --json` as a fresh process with its own temp
+   state dir and its own sqlite MLflow store; wall time from spawn to exit, plus the `seconds`
+   the fit reports (from the start of fit() to its summary). The state dir's ONNX cache is a
+   symlink to the project's .fruits/cache, so the one-off Keras -> ONNX export (~4 s, once per
+   weights file) is EXCLUDED; the run is invalid if the fit logs an export anyway.
+
+Baseline = Spark start + pure featurize; ratio = fit wall / baseline. The best (shortest) of
+`--repeats` is reported for each figure. The breakdown comes from the fit's INFO log lines,
+timestamped here on arrival: spawn -> "featurizer: ..." (Python start, imports, Spark session,
+fresh MLflow store), the featurize pass (as the fit logs it), then StandardScaler + PCA + MLflow
+logging + registration until "registered ...", then summary + shutdown until exit.
+
+    .venv/bin/python bench/fit.py [--images DIR] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import DATA, ROOT, image_files, machine, project_settings, python_env, save, scratch_state
+
+SPARK_START = """
+import json, sys, time
+t0 = time.perf_counter()
+from pathlib import Path
+from fruits.settings import Settings
+from fruits.spark import get_spark
+settings = Settings.load(state_dir=Path(sys.argv[1]))
+t1 = time.perf_counter()
+spark = get_spark(settings, "bench-spark-start")
+t2 = time.perf_counter()
+spark.stop()
+t3 = time.perf_counter()
+print(json.dumps({"imports": t1 - t0, "get_spark": t2 - t1, "stop": t3 - t2}))
+"""
+
+# (key, pattern in the fit's stderr) in the order they appear
+MILESTONES = (
+    ("featurizer", re.compile(r"fruits\.featurizer: featurizer: MobileNetV2")),
+    ("featurized", re.compile(r"fruits\.fit: featurized (\d+) images \((\d+) skipped\) in ([\d.]+) s")),
+    ("registered", re.compile(r"fruits\.registry: registered ")),
+)
+EXPORT = re.compile(r"exporting MobileNetV2 to ONNX")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", default=str(DATA / "subset"), help="labelled images (<class>/<file>.jpg)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--pca-k", type=int, help="passed to the fit (default: the fit's, 300); lower it for "
+                                                  "small --images (it must not exceed the image count)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp state dirs (fit logs) for inspection")
+    args = parser.parse_args()
+    if args.repeats < 1:
+        sys.exit("fit.py: --repeats must be at least 1")
+    logging.basicConfig(level=logging.WARNING)
+
+    from fruits.featurizer import Featurizer, featurize_contents, make_engine
+
+    base = project_settings()
+    files = image_files(Path(args.images))
+    if not files:
+        sys.exit(f"fit.py: no images under {args.images}")
+    n = len(files)
+    featurizer = Featurizer.load(base.weights, "onnx", base.cache_dir, base.keras_home)  # exports once if needed
+    engine = make_engine("onnx", featurizer.payload, None)
+    featurize_contents(engine, [f.read_bytes() for f in files[:64]])  # first calls allocate
+    print(f"{n} images from {args.images}; {machine()}")
+
+    def pure_featurize() -> float:
+        start = time.perf_counter()
+        result = featurize_contents(engine, [f.read_bytes() for f in files])
+        seconds = time.perf_counter() - start
+        if any(v is None for v in result.features):
+            raise SystemExit("fit.py: pure featurize rejected an image: the run is invalid")
+        return seconds
+
+    work = Path(tempfile.mkdtemp(prefix="bench-fit-"))
+    runs, problems = [], []
+    try:
+        for repeat in range(args.repeats):
+            start = spark_start(work / f"start-{repeat}")
+            featurize = pure_featurize()
+            fit = fit_run(base, args, work / f"fit-{repeat}", n)
+            problems += [f"repeat {repeat + 1}: {p}" for p in fit.pop("problems")]
+            runs.append({"spark_start": start, "featurize_seconds": featurize, "fit": fit})
+            print(f"  repeat {repeat + 1}: spark start {start['wall']:.1f} s, pure featurize {featurize:.1f} s, "
+                  f"fit {fit['wall']:.1f} s (reports {fit.get('seconds', float('nan')):.1f} s)", flush=True)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    start = min(r["spark_start"]["wall"] for r in runs)
+    get_spark_s = min(r["spark_start"]["get_spark"] for r in runs)
+    featurize = min(r["featurize_seconds"] for r in runs)
+    best_fit = min((r["fit"] for r in runs), key=lambda f: f["wall"])
+    baseline = start + featurize
+    rows = [
+        ("Spark start (fresh process)", start, f"spawn -> exit; get_spark() alone {get_spark_s:.1f} s"),
+        ("pure ONNX Runtime featurize", featurize, f"{n / featurize:.0f} images/s, all cores, decode included"),
+        ("baseline = start + featurize", baseline, "baseline"),
+        ("fruits fit (fresh process)", best_fit["wall"], "spawn -> exit, own sqlite store, ONNX export excluded"),
+        ("  of which fit() reports", best_fit.get("seconds", float("nan")), "summary 'seconds'"),
+    ]
+    rows += [(f"  {name}", seconds, note) for name, seconds, note in best_fit["breakdown"]]
+    print(seconds_table(f"fit end to end vs Spark start + pure featurize, {n} images, best of {args.repeats}",
+                        rows, baseline))
+    ratio = best_fit["wall"] / baseline
+    print(f"fit / (start + featurize) = {ratio:.2f}; the fit's own featurize pass = "
+          f"{best_fit['featurize_logged'] / featurize:.2f} x pure ORT's time" if best_fit.get("featurize_logged")
+          else f"fit / (start + featurize) = {ratio:.2f}")
+    path = save("fit", {"images": n, "repeats": args.repeats, "ratio_fit_over_baseline": round(ratio, 3),
+                        "best": {"spark_start_s": start, "featurize_s": featurize, "baseline_s": baseline,
+                                 "fit_wall_s": best_fit["wall"], "fit_reported_s": best_fit.get("seconds"),
+                                 "breakdown": best_fit["breakdown"]},
+                        "runs": runs, "problems": problems})
+    print(f"saved {path}")
+    for problem in problems:
+        print(f"INVALID: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def spark_start(state: Path) -> dict[str, float]:
+    """Spawn -> exit of a process that only starts and stops the local session."""
+    state.mkdir(parents=True)
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", SPARK_START, str(state)], cwd=ROOT, env=python_env(),
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"fit.py: the Spark start process failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return {"wall": wall, **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def fit_run(base, args: argparse.Namespace, work: Path, n: int) -> dict:
+    """`fruits fit` in a fresh process; wall time, its summary, and milestones from its log."""
+    state = scratch_state(work / "state", base)
+    command = [sys.executable, "-m", "fruits.cli", "fit", "--images", args.images, "--json",
+               "--state-dir", str(state), "--tracking-uri", f"sqlite:///{state / 'mlflow.db'}"]
+    if args.pca_k:
+        command += ["--pca-k", str(args.pca_k)]
+    arrivals: list[tuple[float, str]] = []
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=ROOT, env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+    def read_stderr() -> None:
+        for line in proc.stderr:
+            arrivals.append((time.perf_counter() - t0, line.rstrip("\n")))
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    stdout_lines: list[tuple[float, str]] = [(time.perf_counter() - t0, line) for line in proc.stdout]
+    proc.wait()
+    wall = time.perf_counter() - t0
+    reader.join()
+    (work / "fit.stderr").write_text("\n".join(f"{t:8.2f} {line}" for t, line in arrivals) + "\n")
+
+    problems = []
+    result: dict = {"wall": wall, "returncode": proc.returncode, "breakdown": []}
+    if proc.returncode != 0:
+        tail = "\n".join(line for _, line in arrivals[-15:])
+        return {**result, "problems": [f"fit exited {proc.returncode}:\n{tail}"]}
+    try:
+        summary_at, last = [(t, line) for t, line in stdout_lines if line.strip()][-1]
+        summary = json.loads(last)
+    except (ValueError, IndexError):
+        return {**result, "problems": ["no JSON summary on the fit's last stdout line"]}
+    result["seconds"] = float(summary["seconds"])
+    result["summary"] = {k: summary.get(k) for k in ("images", "classes", "skipped", "featurized", "pca_k",
+                                                     "explained_variance", "engine", "seconds")}
+    if summary.get("images") != n or summary.get("skipped"):
+        problems.append(f"the fit used {summary.get('images')} images ({summary.get('skipped')} skipped), expected {n}")
+    if any(EXPORT.search(line) for _, line in arrivals):
+        problems.append("the fit exported ONNX (the cache was not shared): its time includes the one-off export")
+
+    seen: dict[str, float] = {}
+    for t, line in arrivals:
+        for key, pattern in MILESTONES:
+            if key not in seen and (match := pattern.search(line)):
+                seen[key] = t
+                if key == "featurized":
+                    result["featurize_logged"] = float(match[3])
+    if len(seen) == len(MILESTONES):
+        logged = result["featurize_logged"]
+        before_fit = summary_at - result["seconds"]  # fit() starts its clock after the imports and arg parsing
+        result["breakdown"] = [
+            ("spawn -> fit() starts", before_fit, "Python start, imports, CLI"),
+            ("fit() -> featurizer ready", seen["featurizer"] - before_fit,
+             "Spark session, new MLflow store, weights sha"),
+            ("featurize pass (fit's log)", logged, f"Spark pandas UDF, {n / logged:.0f} images/s"),
+            ("rest, up to 'featurized'", seen["featurized"] - seen["featurizer"] - logged,
+             "building the plan before the count"),
+            ("scaler + PCA + MLflow + register", seen["registered"] - seen["featurized"], "up to 'registered'"),
+            ("summary + shutdown", wall - seen["registered"], "until the process exits (JVM stop)"),
+        ]
+    else:
+        missing = [k for k, _ in MILESTONES if k not in seen]
+        print(f"  (no breakdown: log lines not found: {', '.join(missing)})")
+    return {**result, "problems": problems}
+
+
+def seconds_table(title: str, rows: list[tuple[str, float, str]], baseline: float) -> str:
+    """common.table, but for durations (a ratio above 1 = slower than the baseline)."""
+    width = max(len(r[0]) for r in rows)
+    lines = [title, f"{'':{width}}  {'seconds':>8}  {'ratio':>6}  note"]
+    for name, value, note in rows:
+        lines.append(f"{name:{width}}  {value:8.2f}  {value / baseline:6.2f}  {note}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
