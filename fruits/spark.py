@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
+OBJECT_STORES = ("s3://", "s3a://", "s3n://", "gs://", "abfs://", "abfss://")
 _LOG4J = Path(__file__).with_name("log4j2.properties")
 
 
@@ -67,17 +68,18 @@ def session_conf(settings: Settings, uris: Iterable[str] = ()) -> dict[str, str]
                 "spark.ui.enabled": str(settings.spark_ui).lower(),
                 "spark.ui.showConsoleProgress": "false",
                 "spark.sql.shuffle.partitions": "4",
-                # Each micro-batch re-stats its files; above this many paths Spark runs a whole
-                # Spark job to do it (1-9 s per batch here, competing with the featurizer). On one
-                # machine the driver stats files faster itself. Clusters keep Spark's default:
-                # distributing thousands of S3 HEAD requests is what they are for.
-                "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
                 "spark.driver.memory": os.environ.get("FRUITS_DRIVER_MEMORY", "4g"),
                 "spark.sql.warehouse.dir": str(settings.state / "spark-warehouse"),
                 "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={_LOG4J.as_uri()} "
                 f"-Dderby.system.home={settings.state / 'derby'}",
             }
         )
+    if not under_spark_submit() and not any(str(u).startswith(OBJECT_STORES) for u in uris):
+        # Each micro-batch re-stats its files; above 32 paths Spark runs a whole Spark job to do
+        # it (1-9 s per batch here, competing with the featurizer), where the driver stats local
+        # files in milliseconds. Object stores keep Spark's default: a HEAD request per file is
+        # slow, and spreading them over the executors is what a cluster is for.
+        conf["spark.sql.sources.parallelPartitionDiscovery.threshold"] = "100000"
     if needs_s3a(settings, uris):
         conf.update(s3a_conf(settings))
     return conf

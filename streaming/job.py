@@ -205,11 +205,27 @@ class StreamingJob:
             self.spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty()
 
     def stop(self, grace_seconds: float = 120.0) -> None:
-        """Stop between micro-batches: wait (bounded) for a running batch to commit, then stop."""
+        """Stop after the micro-batch each query is running now has committed (bounded wait).
+
+        Under a backlog the next batch starts as soon as one commits, so "wait until idle" could
+        wait forever: instead, note each busy query's last completed batch and stop once every
+        one has moved past it. A batch started meanwhile is interrupted and redone from the
+        checkpoint on restart, so nothing is lost or written twice either way.
+        """
         deadline = time.monotonic() + grace_seconds
+        running = {q.id: _last_batch(q) for q in self.queries if q.isActive and q.status.get("isTriggerActive")}
+
+        def settled(query: StreamingQuery) -> bool:
+            return (
+                query.id not in running
+                or not query.isActive
+                or not query.status.get("isTriggerActive")
+                or _last_batch(query) > running[query.id]
+            )
+
+        while time.monotonic() < deadline and not all(settled(q) for q in self.queries):
+            time.sleep(0.05)
         for query in self.queries:
-            while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
-                time.sleep(0.1)
             if query.isActive:
                 query.stop()
         if self._listener is not None and self.spark is not None:
@@ -243,6 +259,11 @@ class StreamingJob:
         }
         summary.update(totals.latency_percentiles() if totals else {})
         return summary
+
+
+def _last_batch(query: StreamingQuery) -> int:
+    """Id of the last micro-batch the query completed (-1 before the first)."""
+    return int((query.lastProgress or {}).get("batchId", -1))
 
 
 def check_featurizer(resolved: ResolvedModel, mine) -> None:
