@@ -144,6 +144,11 @@ class Settings:
 
     @property
     def jars_dir(self) -> Path:
+        """Where the s3a jars are: this state dir's cache, else the project's (a custom --state-dir
+        must not lose what `make setup` fetched once); new fetches go to this state dir."""
+        for candidate in (self.state / "jars", Path(".fruits", "jars").resolve()):
+            if candidate.is_dir() and any(candidate.glob("*.jar")):
+                return candidate
         return self.state / "jars"
 
     @property
