@@ -61,6 +61,10 @@ class Settings:
 
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.state_dir, Path):  # callers may pass a str; the dataclass is frozen
+            object.__setattr__(self, "state_dir", Path(self.state_dir))
+
     # ---------------------------------------------------------------- build
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

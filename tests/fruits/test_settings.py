@@ -1,0 +1,44 @@
+"""Settings: defaults < environment < flags, one object for every job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fruits.errors import FruitsError
+from fruits.settings import Settings
+
+
+def test_defaults_run_locally() -> None:
+    s = Settings.load(env={})
+    assert s.state == Path(".fruits").resolve()
+    assert s.tracking_uri == f"sqlite:///{Path('.fruits').resolve() / 'mlflow.db'}"
+    assert (s.engine, s.weights, s.pca_k, s.model_name, s.alias) == ("onnx", "imagenet", 300, "fruits-pca", "champion")
+    assert s.source_uri.endswith(".fruits/landing") and s.output_uri.endswith(".fruits/lake/results")
+    assert s.aws_region == "eu-west-3" and s.s3_endpoint_url is None
+
+
+def test_environment_then_flags_win() -> None:
+    env = {"FRUITS_ENGINE": "keras", "FRUITS_PCA_K": "50", "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+           "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9000", "FRUITS_STATE_DIR": "/tmp/x"}
+    s = Settings.load(env=env)
+    assert (s.engine, s.pca_k, s.tracking_uri, s.s3_endpoint_url) == ("keras", 50, "http://127.0.0.1:5000",
+                                                                       "http://127.0.0.1:9000")
+    assert s.state == Path("/tmp/x")
+    assert Settings.load(env=env, engine="onnx", pca_k=None).engine == "onnx"  # None = flag not given
+    assert Settings.load(env=env, pca_k=None).pca_k == 50
+
+
+def test_a_string_state_dir_is_a_path() -> None:
+    assert Settings.load(env={}, state_dir="/tmp/fruits-str").state == Path("/tmp/fruits-str")
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"FRUITS_ENGINE": "tpu"}, "unknown engine 'tpu'"),
+    ({"FRUITS_PCA_K": "many"}, "FRUITS_PCA_K='many' is not a valid int"),
+    ({"FRUITS_PCA_K": "0"}, "--pca-k must be at least 1"),
+])
+def test_bad_values_are_one_line_errors(env: dict, message: str) -> None:
+    with pytest.raises(FruitsError, match=message):
+        Settings.load(env=env)
