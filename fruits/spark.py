@@ -54,6 +54,11 @@ APP_CONF = {
     # default 4 MB "open cost" a batch of 256 photos became 8+ tasks; at 64 KB the scan
     # packs files into about one task per core (measured: 0.65x -> 0.95x of pure ORT).
     "spark.sql.files.openCostInBytes": str(64 * 1024),
+    # A stream runs for weeks: keep the UI/status history of recent work only (the defaults keep
+    # 1000 SQL executions and jobs, several per micro-batch, in the driver's heap).
+    "spark.sql.ui.retainedExecutions": "100",
+    "spark.ui.retainedJobs": "200",
+    "spark.ui.retainedStages": "200",
 }
 
 
