@@ -66,6 +66,7 @@ def fit(
     from pyspark import StorageLevel
     from pyspark.ml import Pipeline
     from pyspark.ml.feature import PCA, StandardScaler
+    from pyspark.sql import functions as F
 
     from fruits import transforms as T
     from fruits.progress import spark_progress
@@ -111,7 +112,10 @@ def fit(
     with spark_progress(spark, "fitting StandardScaler + PCA", progress):
         model = pipeline.fit(T.to_model_input(valid))
     ratios = np.asarray(model.stages[-1].explainedVariance.toArray())
-    fit_points = T.project(valid, model).select("label", "features", "pca").toPandas()
+    # The driver gets what it uses: every column for the 1-NN metrics, else labels and PC1/PC2.
+    projected = T.project(valid, model)
+    fit_points = (projected.select("label", "features", "pca") if eval_uri
+                  else projected.select("label", F.slice("pca", 1, 2).alias("pca"))).toPandas()
     labels = fit_points["label"].tolist()
     classes = sorted(set(labels))
 

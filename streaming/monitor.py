@@ -1,7 +1,8 @@
 """Observability: one log line per micro-batch, the same numbers as JSON lines, and run totals.
 
-Fed by a StreamingQueryListener, so it sees every committed batch of both queries without
-touching the data: the numbers come from `observe()` metrics computed as the batch flowed.
+The results query's numbers come from a StreamingQueryListener and `observe()` metrics
+computed as each batch flowed (no extra pass over the data); the errors query reports its
+committed error rows itself (the quarantine writer calls `on_errors`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _epoch(timestamp: str) -> float:
 
 
 class Monitor:
-    """Collects per-batch progress of the results and errors queries (thread-safe)."""
+    """Per-batch progress of the results query and error counts of the quarantine (thread-safe)."""
 
     def __init__(self, results_query: str, progress_log: Path | None):
         self.results_query = results_query
