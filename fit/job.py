@@ -85,105 +85,51 @@ def fit(
     featurized = spark.sparkContext.accumulator(0)
 
     rows = labelled_features(spark, images_uri, featurizer, settings, featurized).persist(StorageLevel.MEMORY_AND_DISK)
-    t0 = time.perf_counter()
-    with spark_progress(spark, "featurizing fit images", progress):
-        total = rows.count()
-    featurize_seconds = time.perf_counter() - t0
-    if total == 0:
-        raise FruitsError(f"no images (jpg, jpeg, png) under {images_uri}")
-    skipped = [(r.path, r.skip_reason) for r in rows.filter("skip_reason IS NOT NULL").select("path", "skip_reason").collect()]
-    valid = rows.filter("skip_reason IS NULL").drop("skip_reason", "reject_reason", "reject_detail")
-    n_valid = total - len(skipped)
-    for path, reason in skipped:
-        log.warning("skipped %s: %s", path, reason)
-    if n_valid < settings.pca_k:
-        raise FruitsError(
-            f"--pca-k {settings.pca_k} is larger than the {n_valid} valid images under {images_uri}"
-            f" ({len(skipped)} skipped): lower --pca-k or add images"
-        )
-    log.info("featurized %d images (%d skipped) in %.1f s", total, len(skipped), featurize_seconds)
-
-    pipeline = Pipeline(
-        stages=[
-            StandardScaler(inputCol=T.MODEL_INPUT_COL, outputCol="scaled", withMean=True, withStd=True),
-            PCA(k=settings.pca_k, inputCol="scaled", outputCol=T.MODEL_OUTPUT_COL),
-        ]
-    )
-    with spark_progress(spark, "fitting StandardScaler + PCA", progress):
-        model = pipeline.fit(T.to_model_input(valid))
-    ratios = np.asarray(model.stages[-1].explainedVariance.toArray())
-    # The driver gets what it uses: every column for the 1-NN metrics, else labels and PC1/PC2.
-    projected = T.project(valid, model)
-    fit_points = (projected.select("label", "features", "pca") if eval_uri
-                  else projected.select("label", F.slice("pca", 1, 2).alias("pca"))).toPandas()
-    labels = fit_points["label"].tolist()
-    classes = sorted(set(labels))
-
-    evaluation = evaluate(spark, eval_uri, featurizer, settings, model, fit_points, featurized) if eval_uri else {}
-
-    import mlflow
-
-    with mlflow.start_run(experiment_id=experiment_id) as active:
-        run_id = active.info.run_id
-        features_uri = f"{settings.features_uri.rstrip('/')}/{run_id}"
-        valid.select("path", "label", "features").write.mode("overwrite").parquet(features_uri)
-        spec_tags = featurizer.spec.as_tags()
-        mlflow.set_tags(spec_tags)
-        mlflow.log_params(
-            {
-                "pca_k": settings.pca_k,
-                "engine": featurizer.engine,
-                "weights": settings.weights,
-                "weights_sha256": featurizer.spec.weights_sha256,
-                "input_size": featurizer.spec.input_size,
-                "preprocessing": featurizer.spec.preprocessing,
-                "images_uri": images_uri,
-                "eval_images_uri": eval_uri or "",
-                "images": n_valid,
-                "classes": len(classes),
-                "skipped": len(skipped),
-                "features_uri": features_uri,
-            }
-        )
-        metrics = {
-            "explained_variance": float(ratios.sum()),
-            "featurize_images_per_second": total / featurize_seconds,
-        }
-        metrics.update({k: v for k, v in evaluation.items() if isinstance(v, float)})
-        mlflow.log_metrics(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            plots.explained_variance(ratios, out / "explained_variance.png")
-            plots.projection_2d(
-                np.stack(fit_points["pca"].to_numpy())[:, :2], labels, out / "projection_2d.png",
-                title=f"Fit images in PCA space (PC1, PC2): {n_valid} images, {len(classes)} classes",
+    try:
+        t0 = time.perf_counter()
+        with spark_progress(spark, "featurizing fit images", progress):
+            total = rows.count()
+        featurize_seconds = time.perf_counter() - t0
+        if total == 0:
+            raise FruitsError(f"no images (jpg, jpeg, png) under {images_uri}")
+        skipped = [(r.path, r.skip_reason) for r in rows.filter("skip_reason IS NOT NULL").select("path", "skip_reason").collect()]
+        valid = rows.filter("skip_reason IS NULL").drop("skip_reason", "reject_reason", "reject_detail")
+        n_valid = total - len(skipped)
+        for path, reason in skipped:
+            log.warning("skipped %s: %s", path, reason)
+        if n_valid < settings.pca_k:
+            raise FruitsError(
+                f"--pca-k {settings.pca_k} is larger than the {n_valid} valid images under {images_uri}"
+                f" ({len(skipped)} skipped): lower --pca-k or add images"
             )
-            if "confusion" in evaluation:
-                truth, predicted = evaluation["confusion"]
-                plots.confusion(truth, predicted, out / "knn_confusion.png",
-                                title=f"1-NN on held-out images: accuracy {evaluation['knn_accuracy']:.3f}")
-            mlflow.log_artifacts(str(out), "plots")
-            (out / "featurizer.json").write_text(json.dumps(featurizer.spec.as_dict(), indent=2))
-            mlflow.log_artifact(str(out / "featurizer.json"))
-            if skipped:
-                (out / "skipped.tsv").write_text("path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in skipped))
-                mlflow.log_artifact(str(out / "skipped.tsv"))
-        import pyspark
+        log.info("featurized %d images (%d skipped) in %.1f s", total, len(skipped), featurize_seconds)
 
-        version = registry.log_and_register(
-            client,
-            model,
-            name=settings.model_name,
-            alias=settings.alias,
-            tags=registry.model_version_tags(
-                featurizer.spec,
-                {"model.input_col": T.MODEL_INPUT_COL, "model.output_col": T.MODEL_OUTPUT_COL,
-                 "pca_k": settings.pca_k, "fit.features_uri": features_uri},
-            ),
-            pip_requirements=[f"pyspark=={pyspark.__version__}"],
+        pipeline = Pipeline(
+            stages=[
+                StandardScaler(inputCol=T.MODEL_INPUT_COL, outputCol="scaled", withMean=True, withStd=True),
+                PCA(k=settings.pca_k, inputCol="scaled", outputCol=T.MODEL_OUTPUT_COL),
+            ]
         )
-        artifact_uri = active.info.artifact_uri
-    rows.unpersist()
+        with spark_progress(spark, "fitting StandardScaler + PCA", progress):
+            model = pipeline.fit(T.to_model_input(valid))
+        ratios = np.asarray(model.stages[-1].explainedVariance.toArray())
+        # The driver gets what it uses: every column for the 1-NN metrics, else labels and PC1/PC2.
+        projected = T.project(valid, model)
+        fit_points = (projected.select("label", "features", "pca") if eval_uri
+                      else projected.select("label", F.slice("pca", 1, 2).alias("pca"))).toPandas()
+        labels = fit_points["label"].tolist()
+        classes = sorted(set(labels))
+
+        evaluation = evaluate(spark, eval_uri, featurizer, settings, model, fit_points, featurized) if eval_uri else {}
+
+        run_id, version, features_uri, artifact_uri = log_run(
+            client, experiment_id, settings, featurizer, model, valid,
+            images_uri=images_uri, eval_uri=eval_uri, ratios=ratios, fit_points=fit_points,
+            evaluation=evaluation, skipped=skipped, featurize_rate=total / featurize_seconds,
+        )
+
+    finally:
+        rows.unpersist()  # also when the fit fails: the cache holds every image's features
 
     return {
         "run_id": run_id,
@@ -207,6 +153,94 @@ def fit(
         "tracking_uri": settings.tracking_uri,
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+
+def log_run(
+    client,
+    experiment_id: str,
+    settings: Settings,
+    featurizer: Featurizer,
+    model,
+    valid: DataFrame,
+    *,
+    images_uri: str,
+    eval_uri: str | None,
+    ratios: np.ndarray,
+    fit_points,
+    evaluation: dict[str, Any],
+    skipped: list[tuple[str, str]],
+    featurize_rate: float,
+) -> tuple[str, str, str, str]:
+    """One MLflow run: raw features, params, metrics, plots, featurizer identity, the model, the alias.
+
+    Returns (run id, registered version, raw features URI, artifact URI).
+    """
+    import mlflow
+    import pyspark
+
+    from fruits import transforms as T
+
+    labels = fit_points["label"].tolist()
+    classes = sorted(set(labels))
+    with mlflow.start_run(experiment_id=experiment_id) as active:
+        run_id = active.info.run_id
+        features_uri = f"{settings.features_uri.rstrip('/')}/{run_id}"
+        valid.select("path", "label", "features").write.mode("overwrite").parquet(features_uri)
+        spec_tags = featurizer.spec.as_tags()
+        mlflow.set_tags(spec_tags)
+        mlflow.log_params(
+            {
+                "pca_k": settings.pca_k,
+                "engine": featurizer.engine,
+                "weights": settings.weights,
+                "weights_sha256": featurizer.spec.weights_sha256,
+                "input_size": featurizer.spec.input_size,
+                "preprocessing": featurizer.spec.preprocessing,
+                "images_uri": images_uri,
+                "eval_images_uri": eval_uri or "",
+                "images": len(labels),
+                "classes": len(classes),
+                "skipped": len(skipped),
+                "features_uri": features_uri,
+            }
+        )
+        metrics = {
+            "explained_variance": float(ratios.sum()),
+            "featurize_images_per_second": featurize_rate,
+        }
+        metrics.update({k: v for k, v in evaluation.items() if isinstance(v, float)})
+        mlflow.log_metrics(metrics)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            plots.explained_variance(ratios, out / "explained_variance.png")
+            plots.projection_2d(
+                np.stack(fit_points["pca"].to_numpy())[:, :2], labels, out / "projection_2d.png",
+                title=f"Fit images in PCA space (PC1, PC2): {len(labels)} images, {len(classes)} classes",
+            )
+            if "confusion" in evaluation:
+                truth, predicted = evaluation["confusion"]
+                plots.confusion(truth, predicted, out / "knn_confusion.png",
+                                title=f"1-NN on held-out images: accuracy {evaluation['knn_accuracy']:.3f}")
+            mlflow.log_artifacts(str(out), "plots")
+            (out / "featurizer.json").write_text(json.dumps(featurizer.spec.as_dict(), indent=2))
+            mlflow.log_artifact(str(out / "featurizer.json"))
+            if skipped:
+                (out / "skipped.tsv").write_text("path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in skipped))
+                mlflow.log_artifact(str(out / "skipped.tsv"))
+        version = registry.log_and_register(
+            client,
+            model,
+            name=settings.model_name,
+            alias=settings.alias,
+            tags=registry.model_version_tags(
+                featurizer.spec,
+                {"model.input_col": T.MODEL_INPUT_COL, "model.output_col": T.MODEL_OUTPUT_COL,
+                 "pca_k": settings.pca_k, "fit.features_uri": features_uri},
+            ),
+            pip_requirements=[f"pyspark=={pyspark.__version__}"],
+        )
+        return run_id, version, features_uri, active.info.artifact_uri
 
 
 def labelled_features(

@@ -356,7 +356,7 @@ def wait_for_ingest(
     """
     deadline = time.monotonic() + INGEST_TIMEOUT_S
     while True:
-        raise_if_failed(job)
+        job.raise_if_failed()
         results = run_rows(settings.output_uri, landing, endpoint_url, ["path"])
         errors = run_rows(settings.errors_uri, landing, endpoint_url, ["path", "reason"])
         done = time.perf_counter()
@@ -379,10 +379,6 @@ def wait_for_ingest(
     return results, errors, complete, done
 
 
-def raise_if_failed(job: StreamingJob) -> None:
-    for query in job.queries:
-        if not query.isActive and query.exception() is not None:
-            raise FruitsError(f"streaming query {query.name} failed: {one_line(query.exception())}")
 
 
 def run_rows(table_uri: str, landing: str, endpoint_url: str | None, columns: list[str]) -> pd.DataFrame:

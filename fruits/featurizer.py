@@ -82,6 +82,7 @@ class Featurizer:
     engine: str
     payload: bytes = field(repr=False)
     weights_path: Path
+    _broadcasts: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, weights: str, engine: str, cache_dir: Path, keras_home: Path | None = None) -> Featurizer:
@@ -100,6 +101,13 @@ class Featurizer:
 
     def make_engine(self, threads: int | None = None) -> Engine:
         return make_engine(self.engine, self.payload, threads)
+
+    def broadcast(self, spark_context):
+        """The payload as a Spark broadcast, sent once per SparkContext however many frames use it."""
+        key = id(spark_context._jsc)
+        if key not in self._broadcasts:
+            self._broadcasts[key] = spark_context.broadcast(self.payload)
+        return self._broadcasts[key]
 
 
 # ----------------------------------------------------------------------------- weights

@@ -23,7 +23,7 @@ INPUT_SIZE = 224
 # differ enough to move features (cosine down to 0.96), so this is the only resize anywhere.
 RESIZE_FILTER = Image.Resampling.BILINEAR
 # Part of the featurizer's identity: bump the version when anything below changes numbers.
-PREPROCESSING = "pil-exif-transpose/rgb-on-white/bilinear-224x224/x:127.5-1/v1"
+PREPROCESSING = "pil-jpeg-draft/exif-transpose/rgb-on-white/bilinear-224x224/x:127.5-1/v1"
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
 # Formats we let Pillow parse. Restricting them keeps hostile uploads away from rarely used
@@ -61,7 +61,8 @@ _IMAGE_NAME = re.compile(r"\.(" + "|".join(IMAGE_EXTENSIONS) + r")$", re.IGNOREC
 
 
 def is_image_name(path: str) -> bool:
-    """The same rule as IMAGE_GLOB plus Spark's hidden-file rule, for code that lists files itself."""
+    """IMAGE_GLOB plus Spark's hidden-file rule, on the file NAME (Spark also skips '.'/'_' folders:
+    callers that list trees skip those themselves)."""
     name = posixpath.basename(path)
     return bool(_IMAGE_NAME.search(name)) and not name.startswith((".", "_"))
 

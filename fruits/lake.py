@@ -12,6 +12,7 @@ import json
 import posixpath
 import re
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -88,9 +89,12 @@ def read_table(uri: str, endpoint_url: str | None = None, columns: list[str] | N
 
 
 def _strip(path: str) -> str:
-    """'file:///a/b' -> '/a/b'; 's3a://bucket/k' -> 'bucket/k' (the form pyarrow filesystems use)."""
+    """'file:///a%20b/c' -> '/a b/c'; 's3a://bucket/k' -> 'bucket/k' (the form pyarrow filesystems use).
+
+    The sink's log holds URIs, so spaces, '%' and non-ASCII names arrive percent-encoded.
+    """
     if path.startswith("file:"):
-        return re.sub(r"^file:/*", "/", path)
+        return unquote(re.sub(r"^file:/*", "/", path))
     if "://" in path:
-        return path.split("://", 1)[1]
+        return unquote(path.split("://", 1)[1])
     return path

@@ -104,6 +104,8 @@ class Settings:
             raise FruitsError(f"--pca-k must be at least 1, got {self.pca_k}")
         if self.max_files_per_trigger < 1:
             raise FruitsError("--max-files-per-trigger must be at least 1")
+        if self.max_image_bytes < 1 or self.max_image_pixels < 1:
+            raise FruitsError("image size limits (--max-image-mb, FRUITS_MAX_IMAGE_BYTES/PIXELS) must be positive")
         if not self.model_name or not self.alias:
             raise FruitsError("model name and alias must not be empty")
 

@@ -3,16 +3,18 @@
 - Launched by spark-submit (EMR steps): the master and cluster settings come from spark-submit;
   only the application settings below are added. `s3://` goes through EMRFS, nothing to set.
 - Local: `local[*]`, loopback only, a quiet log, warehouse under the state directory.
-- s3a://: the hadoop-aws + AWS SDK jars that `fruits setup --s3a-jars` caches, pointed at
-  `settings.s3_endpoint_url` (a moto server here, or any S3-compatible store).
+- s3a:// (and s3:// outside EMR, through the same S3A filesystem): the hadoop-aws + AWS SDK
+  jars that `fruits setup --s3a-jars` caches, pointed at `settings.s3_endpoint_url` (a moto
+  server here, or any S3-compatible store) or at AWS itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,8 +37,10 @@ def under_spark_submit() -> bool:
 
 
 def needs_s3a(settings: Settings, uris: Iterable[str]) -> bool:
-    """s3a:// in the job's URIs, or an S3-compatible endpoint configured (which only s3a can use)."""
-    return bool(settings.s3_endpoint_url) or any(str(u).startswith("s3a://") for u in uris)
+    """Outside spark-submit (EMR has EMRFS): s3:// or s3a:// in the job's URIs, or an S3 endpoint set."""
+    if under_spark_submit():
+        return False
+    return bool(settings.s3_endpoint_url) or any(str(u).startswith(("s3a://", "s3://")) for u in uris)
 
 
 # Application settings, the same wherever the jobs run (local session, EMR spark-defaults).
@@ -48,6 +52,10 @@ APP_CONF = {
     # The featurizer builds its engine once per Python worker; reuse keeps it across tasks.
     "spark.python.worker.reuse": "true",
     "spark.sql.session.timeZone": "UTC",
+    # An upload deleted between a micro-batch's listing and its read (a GDPR erasure, a clean-up
+    # script) must not fail the batch: the checkpoint pins the batch's files, so it would fail
+    # again on every restart. The quarantine records such files as "missing".
+    "spark.sql.files.ignoreMissingFiles": "true",
     # The file sink's own metadata log is the commit protocol; no _SUCCESS files needed.
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     # Images are small and every task pays a fixed cost in the Python worker. With the
@@ -75,8 +83,8 @@ def session_conf(settings: Settings, uris: Iterable[str] = ()) -> dict[str, str]
                 "spark.sql.shuffle.partitions": "4",
                 "spark.driver.memory": os.environ.get("FRUITS_DRIVER_MEMORY", "4g"),
                 "spark.sql.warehouse.dir": str(settings.state / "spark-warehouse"),
-                "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={_LOG4J.as_uri()} "
-                f"-Dderby.system.home={settings.state / 'derby'}",
+                # A URI: no spaces, so the option survives Spark's whitespace splitting.
+                "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={_LOG4J.as_uri()}",
             }
         )
     if not under_spark_submit() and not any(str(u).startswith(OBJECT_STORES) for u in uris):
@@ -104,7 +112,8 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
         # hadoop-aws 3.3.1 against Spark's Hadoop 3.4+: these defaults changed format
         # ("60s" vs 60) between versions and must be plain numbers for the older jar.
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
-        "spark.hadoop.fs.s3a.aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        # s3:// means the same bucket through S3A locally (EMR maps it to EMRFS itself).
+        "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.threads.keepalivetime": "60",
         "spark.hadoop.fs.s3a.connection.establish.timeout": "30000",
         "spark.hadoop.fs.s3a.connection.timeout": "200000",
@@ -117,9 +126,14 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
             settings.s3_endpoint_url.startswith("https://")
         ).lower()
         conf["spark.hadoop.fs.s3a.endpoint.region"] = settings.aws_region
-    for key, env in (("access.key", "AWS_ACCESS_KEY_ID"), ("secret.key", "AWS_SECRET_ACCESS_KEY")):
+    # Keys from the environment (Spark redacts *secret*/*token* values in its UI and logs);
+    # temporary credentials (SSO, assumed roles) need the session token and their provider.
+    for key, env in (("access.key", "AWS_ACCESS_KEY_ID"), ("secret.key", "AWS_SECRET_ACCESS_KEY"),
+                     ("session.token", "AWS_SESSION_TOKEN")):
         if os.environ.get(env):
             conf[f"spark.hadoop.fs.s3a.{key}"] = os.environ[env]
+    provider = "TemporaryAWSCredentialsProvider" if os.environ.get("AWS_SESSION_TOKEN") else "SimpleAWSCredentialsProvider"
+    conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = f"org.apache.hadoop.fs.s3a.{provider}"
     return conf
 
 
@@ -134,7 +148,7 @@ def get_spark(settings: Settings, app_name: str = "fruits", uris: Iterable[str] 
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName(app_name)
-    master = settings.spark_master or (None if under_spark_submit() else "local[*]")
+    master = None if under_spark_submit() else settings.spark_master or "local[*]"  # spark-submit's own wins
     if master:
         builder = builder.master(master)
     for key, value in session_conf(settings, uris).items():
@@ -151,19 +165,34 @@ def hadoop_fs(spark: SparkSession, uri: str):
     return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
 
 
+@contextlib.contextmanager
+def storage_errors(uri: str, action: str) -> Iterator[None]:
+    """A storage failure (no such scheme, access denied, unreachable endpoint) as one line."""
+    from py4j.protocol import Py4JJavaError
+
+    try:
+        yield
+    except Py4JJavaError as exc:
+        cause = str(exc.java_exception.toString()).splitlines()[0]
+        raise FruitsError(f"cannot {action} {uri}: {cause}") from None
+
+
 def qualify(spark: SparkSession, uri: str) -> str:
     """'/abs/dir' -> 'file:/abs/dir', 's3a://b/p/' -> 's3a://b/p': the form Spark writes in `path`."""
-    fs, path = hadoop_fs(spark, uri)
-    return str(fs.makeQualified(path))
+    with storage_errors(uri, "resolve"):
+        fs, path = hadoop_fs(spark, uri)
+        return str(fs.makeQualified(path))
 
 
 def ensure_dir(spark: SparkSession, uri: str) -> None:
     """Create a directory (or an S3 directory marker) if missing: a stream source must exist."""
-    fs, path = hadoop_fs(spark, uri)
-    if not fs.exists(path):
-        fs.mkdirs(path)
+    with storage_errors(uri, "create"):
+        fs, path = hadoop_fs(spark, uri)
+        if not fs.exists(path):
+            fs.mkdirs(path)
 
 
 def path_exists(spark: SparkSession, uri: str) -> bool:
-    fs, path = hadoop_fs(spark, uri)
-    return bool(fs.exists(path))
+    with storage_errors(uri, "read"):
+        fs, path = hadoop_fs(spark, uri)
+        return bool(fs.exists(path))

@@ -77,7 +77,7 @@ def featurize(
     from pyspark.sql import functions as F
     from pyspark.sql.functions import pandas_udf
 
-    payload = df.sparkSession.sparkContext.broadcast(featurizer.payload)
+    payload = featurizer.broadcast(df.sparkSession.sparkContext)
     kind, sha = featurizer.engine, featurizer.spec.weights_sha256
 
     @pandas_udf(FEATURES_SCHEMA)

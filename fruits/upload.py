@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlparse
 from tqdm import tqdm
 
 from fruits.console import emit_summary
-from fruits.errors import FruitsError
+from fruits.errors import FruitsError, one_line
 from fruits.images import IMAGE_EXTENSIONS, is_image_name
 
 log = logging.getLogger("fruits.upload")
@@ -138,8 +138,8 @@ def upload_dir(
                     fatal = destination.fatal(exc)
                     if fatal:
                         raise fatal from None
-                    report.failed.append((str(image.path), _one_line(exc)))
-                    log.warning("failed %s: %s", image.path, _one_line(exc))
+                    report.failed.append((str(image.path), one_line(exc)))
+                    log.warning("failed %s: %s", image.path, one_line(exc))
                     continue
                 if outcome.skipped:
                     report.skipped += 1
@@ -204,7 +204,7 @@ def _prepare(destination: Destination, folders: set[str], pool: ThreadPoolExecut
     except FruitsError:
         raise
     except Exception as exc:
-        raise destination.fatal(exc) or FruitsError(f"cannot use {dest}: {_one_line(exc)}") from None
+        raise destination.fatal(exc) or FruitsError(f"cannot use {dest}: {one_line(exc)}") from None
 
 
 def _transfer(destination: Destination, image: SourceImage, dry_run: bool) -> _Outcome:
@@ -222,8 +222,6 @@ def _transfer(destination: Destination, image: SourceImage, dry_run: bool) -> _O
     return _Outcome(False, len(content), written)
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # ----------------------------------------------------------------------------- S3
@@ -304,10 +302,10 @@ class S3Destination:
         where = f" at {self.endpoint_url}" if self.endpoint_url else ""
         if isinstance(exc, (boto.NoCredentialsError, boto.PartialCredentialsError, boto.CredentialRetrievalError,
                             boto.TokenRetrievalError, boto.SSOError)):
-            return FruitsError(f"no usable AWS credentials ({_one_line(exc)}): set AWS_PROFILE or "
+            return FruitsError(f"no usable AWS credentials ({one_line(exc)}): set AWS_PROFILE or "
                                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
         if isinstance(exc, (boto.EndpointConnectionError, boto.ConnectTimeoutError)):
-            return FruitsError(f"cannot reach the S3 endpoint{where or ' (AWS)'}: {_one_line(exc)}")
+            return FruitsError(f"cannot reach the S3 endpoint{where or ' (AWS)'}: {one_line(exc)}")
         if not isinstance(exc, boto.ClientError):
             return None
         code = exc.response.get("Error", {}).get("Code", "")

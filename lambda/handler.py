@@ -54,6 +54,12 @@ def is_image_key(key: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith((".", "_"))
 
 
+def in_hidden_folder(key: str, prefix: str) -> bool:
+    """Spark's listing skips folders named '.x' or '_x' too: the stream never sees those uploads."""
+    folders = key.removeprefix(prefix).split("/")[:-1]
+    return any(folder.startswith((".", "_")) for folder in folders)
+
+
 def images_prefix() -> str:
     """IMAGES_PREFIX as a folder: "images" must not also match "images-old/"."""
     prefix = os.environ.get("IMAGES_PREFIX", "images/")
@@ -126,6 +132,8 @@ def skip_reason(message: dict[str, Any], prefix: str) -> str | None:
         return f"outside prefix {prefix!r}"
     if not is_image_key(message["key"]):
         return "not an image name"
+    if in_hidden_folder(message["key"], prefix):
+        return "in a hidden or temporary folder"
     return None
 
 

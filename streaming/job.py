@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from fruits.console import add_job_flags, emit_summary, settings_from_args
-from fruits.errors import FruitsError
+from fruits.errors import FruitsError, one_line
 from fruits.settings import Settings
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ ERRORS_QUERY = "fruits-errors"
 AVAILABLE_NOW = "available-now"
 ERRORS_BATCH_FACTOR = 4  # the errors query triggers 4x less often, with 4x more files per batch
 _INTERVAL = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$")
-_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours"}
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +60,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    extra = {"max_image_bytes": int(args.max_image_mb * 1024 * 1024)} if args.max_image_mb else {}
+    extra = {"max_image_bytes": int(args.max_image_mb * 1024 * 1024)} if args.max_image_mb is not None else {}
     settings = settings_from_args(args, **extra)
     job = StreamingJob(settings, model_uri=args.model)
     try:
@@ -73,20 +73,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def trigger_options(trigger: str, slower: float = 1.0) -> dict[str, Any]:
-    """'2s' -> processingTime='2 seconds'; 'available-now' -> availableNow=True.
+def trigger_options(trigger: str, slower: int = 1) -> dict[str, Any]:
+    """'2s' -> processingTime='2000 milliseconds'; 'available-now' -> availableNow=True.
 
-    `slower` stretches an interval (the errors query runs less often).
+    Whole milliseconds always (Spark rejects '1.5 minutes'); `slower` stretches the interval
+    (the errors query runs less often).
     """
     if trigger == AVAILABLE_NOW:
         return {"availableNow": True}
     match = _INTERVAL.match(trigger.strip())
-    if not match:
+    milliseconds = round(float(match[1]) * _UNIT_MS[match[2]]) if match else 0
+    if milliseconds < 1:
         raise FruitsError(f"--trigger must be an interval like 2s, 500ms, 1m or '{AVAILABLE_NOW}', got {trigger!r}")
-    if slower == 1.0:
-        return {"processingTime": f"{match[1]} {_UNITS[match[2]]}"}
-    seconds = float(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2]]
-    return {"processingTime": f"{seconds * slower:g} seconds"}
+    return {"processingTime": f"{milliseconds * slower} milliseconds"}
 
 
 class StreamingJob:
@@ -101,6 +100,7 @@ class StreamingJob:
         self.resolved: ResolvedModel | None = None
         self.monitor: Monitor | None = None
         self._stop_requested = threading.Event()
+        self._stop_now = threading.Event()
         self._started_at = 0.0
         self._listener = None
 
@@ -112,7 +112,7 @@ class StreamingJob:
         from fruits.images import label_from_path
         from streaming.frames import PARTITION_COLUMNS, errors_source, results_frame
         from streaming.monitor import Monitor, make_listener
-        from streaming.quarantine import QuarantineWriter
+        from streaming.quarantine import QuarantineWriter, remove_partial_writes
 
         s = self.settings
         uris = [s.source_uri, s.output_uri, s.errors_uri, s.checkpoint_uri]
@@ -133,6 +133,7 @@ class StreamingJob:
 
         results = results_frame(self.spark, s, s.source_uri, source_root, featurizer, model, self.resolved)
         checkpoint = s.checkpoint_uri.rstrip("/")
+        remove_partial_writes(self.spark, s.errors_uri)
         quarantine = QuarantineWriter(
             s, f"{checkpoint}/errors", lambda path: label_from_path(path, source_root), self.monitor.on_errors
         )
@@ -175,19 +176,22 @@ class StreamingJob:
                 if not active:
                     break
                 active[0].awaitTermination(0.5)  # short waits let Python handle signals
-                self._raise_if_failed()
+                self.raise_if_failed()
                 if deadline is not None and time.monotonic() > deadline:
                     break
             self.stop()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        self._raise_if_failed()
+        self.raise_if_failed()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
         if self._stop_requested.is_set():
-            raise KeyboardInterrupt  # second Ctrl-C: stop now
-        log.info("%s received: stopping after the current micro-batch", signal.Signals(signum).name)
+            log.warning("%s again: stopping now; the interrupted micro-batch is redone on restart", name)
+            self._stop_now.set()
+            return
+        log.info("%s received: stopping after the current micro-batch (again to stop now)", name)
         self._stop_requested.set()
 
     def request_stop(self) -> None:
@@ -223,7 +227,7 @@ class StreamingJob:
                 or _last_batch(query) > running[query.id]
             )
 
-        while time.monotonic() < deadline and not all(settled(q) for q in self.queries):
+        while time.monotonic() < deadline and not self._stop_now.is_set() and not all(settled(q) for q in self.queries):
             time.sleep(0.05)
         for query in self.queries:
             if query.isActive:
@@ -233,11 +237,12 @@ class StreamingJob:
             self.spark.streams.removeListener(self._listener)
             self._listener = None
 
-    def _raise_if_failed(self) -> None:
+    def raise_if_failed(self) -> None:
+        """A failed query as a one-line FruitsError (the full trace is in Spark's log)."""
         for query in self.queries:
             error = query.exception()
             if error is not None:
-                raise FruitsError(f"streaming query {query.name} failed: {str(error).splitlines()[0]}")
+                raise FruitsError(f"streaming query {query.name} failed: {one_line(error)}")
 
     # ------------------------------------------------------------------ report
     def summary(self) -> dict[str, Any]:
@@ -275,8 +280,8 @@ def check_featurizer(resolved: ResolvedModel, mine) -> None:
         )
     if resolved.spec != mine:
         raise FruitsError(
-            f"featurizer mismatch: model {resolved.name} v{resolved.version} was fitted with "
-            f"[{resolved.spec.describe()}] but this stream has [{mine.describe()}]; "
+            f"featurizer mismatch: model {resolved.name} v{resolved.version} was fitted with a different featurizer "
+            f"(model != this stream: {'; '.join(resolved.spec.differences(mine))}); "
             "refit the model or pass the matching --weights"
         )
 

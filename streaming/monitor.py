@@ -21,6 +21,7 @@ import numpy as np
 from streaming.frames import RESULTS_METRICS
 
 log = logging.getLogger("fruits.stream")
+PROGRESS_LOG_MAX_BYTES = 16 * 1024 * 1024
 LATENCY_WINDOW = 100_000  # per-file latencies kept for percentiles (bounded memory on a long run)
 
 
@@ -74,8 +75,12 @@ class Monitor:
         if record is None or self.progress_log is None:
             return
         self.progress_log.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, self.progress_log.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        with self._lock:
+            # A stream runs for weeks: keep the current file and one previous, each under the cap.
+            if self.progress_log.exists() and self.progress_log.stat().st_size > PROGRESS_LOG_MAX_BYTES:
+                self.progress_log.replace(self.progress_log.with_name(self.progress_log.name + ".1"))
+            with self.progress_log.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
 
     def _results_batch(self, progress: Any) -> dict[str, Any] | None:
         metrics = progress.observedMetrics.get(RESULTS_METRICS)

@@ -6,7 +6,8 @@ limit must not be read at all. Per batch, on the batch's own file list:
 
 1. paths, sizes and times of every file in the batch (no content read);
 2. files the source assigned to the batch (its log in the checkpoint, the only record Spark
-   keeps of them) but absent from the scan: zero-length files -> "empty";
+   keeps of them) but absent from the scan: zero-length files -> "empty", files deleted
+   since they were listed -> "missing";
 3. files over `max_image_bytes` -> "too_large", never read;
 4. the rest are decoded with the same `images.load_rgb` the featurizer uses -> its reason.
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fruits.stream")
 
+TEMP_PREFIX = "_tmp-"
 ERROR_SCHEMA_FIELDS = ("path", "label", "size", "modification_time", "ingest_time", "reason", "detail", "batch_id")
 
 
@@ -71,6 +73,14 @@ def source_batch_files(spark, source_log: str, batch_id: int) -> list[str]:
     raise FileNotFoundError(f"no source log for batch {batch_id} under {source_log}")
 
 
+def file_size(spark, path: str) -> int | None:
+    """Size in bytes, or None if the file no longer exists (any storage, via Hadoop)."""
+    from fruits.spark import hadoop_fs
+
+    fs, hpath = hadoop_fs(spark, path)
+    return int(fs.getFileStatus(hpath).getLen()) if fs.exists(hpath) else None
+
+
 def error_rows(
     batch: DataFrame, settings: Settings, batch_id: int, label_of: Callable[[str], str | None], listed: list[str]
 ) -> list[dict]:
@@ -86,8 +96,15 @@ def error_rows(
 
     seen = {r.path for r in meta}
     for path in listed:
-        if path not in seen:  # Spark's scan drops zero-length files
-            rows.append(_row(path, label_of(path), 0, None, ingest_time, "empty", "file has 0 bytes", batch_id))
+        if path in seen:
+            continue
+        # Spark's scan drops zero-length files, and skips files deleted since the listing.
+        size = file_size(batch.sparkSession, path)
+        if size is None:
+            rows.append(_row(path, label_of(path), None, None, ingest_time, "missing",
+                             "deleted after it was listed, before it could be read", batch_id))
+        else:
+            rows.append(_row(path, label_of(path), size, None, ingest_time, "empty", "file has 0 bytes", batch_id))
 
     for r in meta:
         if r.size > settings.max_image_bytes:
@@ -136,7 +153,7 @@ def write_atomically(spark, directory: str, name: str, payload: bytes) -> str:
     fs, folder = hadoop_fs(spark, directory)
     jvm = spark.sparkContext._jvm
     final = jvm.org.apache.hadoop.fs.Path(folder, name)
-    temp = jvm.org.apache.hadoop.fs.Path(folder, f"_tmp-{uuid.uuid4().hex}-{name}")  # '_' : readers skip it
+    temp = jvm.org.apache.hadoop.fs.Path(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{name}")  # '_': readers skip it
     fs.mkdirs(folder)
     stream = fs.create(temp, True)
     try:
@@ -149,6 +166,21 @@ def write_atomically(spark, directory: str, name: str, payload: bytes) -> str:
         fs.delete(temp, False)
         raise OSError(f"could not rename {temp} to {final}")
     return str(final)
+
+
+def remove_partial_writes(spark, directory: str) -> int:
+    """Delete temp files a killed write left behind (readers skip '_' names, but they pile up)."""
+    from fruits.spark import hadoop_fs
+
+    fs, folder = hadoop_fs(spark, directory)
+    if not fs.exists(folder):
+        return 0
+    leftovers = [s.getPath() for s in fs.listStatus(folder) if s.getPath().getName().startswith(TEMP_PREFIX)]
+    for path in leftovers:
+        fs.delete(path, False)
+    if leftovers:
+        log.info("removed %d partial quarantine write(s) from %s", len(leftovers), directory)
+    return len(leftovers)
 
 
 class QuarantineWriter:

@@ -38,7 +38,9 @@ def test_available_now_drains_a_backlog_with_labels_and_projections(
     assert {len(r.features) for r in rows} == {1280} and {len(r.pca) for r in rows} == {300}
     assert {(r.model_name, r.model_version) for r in rows} == {("fruits-pca", fitted["model_version"])}
     assert {r.featurizer_sha256 for r in rows} == {fitted["weights_sha256"]}
-    assert {r.size for r in rows} == {p.stat().st_size for p in copied} | set()  # sizes come from the files
+    # File names repeat across classes: key by class/name.
+    assert {"/".join(Path(r.path).parts[-2:]): r.size for r in rows} == {
+        "/".join(p.parts[-2:]): p.stat().st_size for p in copied}
     assert (summary["rows"], summary["errors"], summary["files"]) == (60, 0, 60)
     assert summary["batches"] == 3  # 60 files at 25 per trigger: backpressure works
     assert summary["model_version"] == fitted["model_version"]
@@ -108,7 +110,10 @@ def test_bad_inputs_are_quarantined_and_the_rest_of_the_batch_is_written(
     assert (summary["rows"], summary["errors"]) == (10 + len(unusual), len(expected))
 
 
-def test_pyarrow_reads_the_committed_output_without_spark(spark, settings, fitted, data_dir: Path, layout: Layout):
+def test_pyarrow_reads_the_committed_output_without_spark(spark, settings, fitted, data_dir: Path, tmp_path: Path):
+    # Spaces and '%' in the output path: the commit log holds them percent-encoded.
+    layout = Layout(tmp_path / "land ing", tmp_path / "lake 100%" / "results", tmp_path / "errors",
+                    tmp_path / "checkpoint")
     copy_classes(data_dir, layout.source, ["Plum"], per_class=6)
     job = StreamingJob(layout.settings(settings, trigger="available-now"), spark=spark)
     job.start()
@@ -153,9 +158,11 @@ def test_unknown_model_alias_is_a_clear_error(spark, settings, fitted, layout: L
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("2s", {"processingTime": "2 seconds"}),
+    ("2s", {"processingTime": "2000 milliseconds"}),
     ("500ms", {"processingTime": "500 milliseconds"}),
-    ("1m", {"processingTime": "1 minutes"}),
+    ("1m", {"processingTime": "60000 milliseconds"}),
+    ("1.5m", {"processingTime": "90000 milliseconds"}),  # Spark itself rejects "1.5 minutes"
+    ("400h", {"processingTime": "1440000000 milliseconds"}),
     ("available-now", {"availableNow": True}),
 ])
 def test_trigger_forms(text: str, expected: dict) -> None:
@@ -163,14 +170,21 @@ def test_trigger_forms(text: str, expected: dict) -> None:
 
 
 def test_the_errors_query_runs_four_times_less_often() -> None:
-    assert trigger_options("500ms", slower=4) == {"processingTime": "2 seconds"}
+    assert trigger_options("500ms", slower=4) == {"processingTime": "2000 milliseconds"}
     assert trigger_options("available-now", slower=4) == {"availableNow": True}
 
 
-def test_bad_trigger_is_a_one_line_error(capsys) -> None:
-    assert main(["stream", "--trigger", "soon", "-q"]) == 1
+@pytest.mark.parametrize("trigger", ["soon", "0s", "0.0001s", "-2s"])
+def test_bad_trigger_is_a_one_line_error(trigger: str, capsys) -> None:
+    assert main(["stream", f"--trigger={trigger}", "-q"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == "fruits stream: error: --trigger must be an interval like 2s, 500ms, 1m or 'available-now', got 'soon'"
+    assert err == ("fruits stream: error: --trigger must be an interval like 2s, 500ms, 1m or 'available-now', "
+                   f"got {trigger!r}")
+
+
+def test_non_positive_image_limit_is_a_one_line_error(capsys) -> None:
+    assert main(["stream", "--max-image-mb", "0", "-q"]) == 1
+    assert "image size limits" in capsys.readouterr().err
 
 
 def test_progress_is_logged_per_batch_as_json_lines(spark, settings, fitted, data_dir: Path, layout: Layout) -> None:
