@@ -106,14 +106,17 @@ def scratch_state(state: Path, base) -> Path:
 
 
 def has_model(settings) -> bool:
-    from fruits import registry
+    """The alias exists AND its model was fitted with the featurizer this code has (else the stream refuses it)."""
+    from fruits import images, registry
+    from fruits.featurizer import FeaturizerSpec
 
     client = registry.connect(settings)
     try:
-        client.get_model_version_by_alias(settings.model_name, settings.alias)
+        version = client.get_model_version_by_alias(settings.model_name, settings.alias)
     except Exception:
         return False
-    return True
+    spec = FeaturizerSpec.from_tags(dict(version.tags or {}))
+    return spec is not None and spec.preprocessing == images.PREPROCESSING
 
 
 def ensure_model(settings, *, in_process: bool = True) -> None:
@@ -129,7 +132,8 @@ def ensure_model(settings, *, in_process: bool = True) -> None:
     uri = settings.tracking_uri
     store_state = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
     fit_settings = settings.replace(state_dir=store_state or project_settings().state_dir, mlflow_tracking_uri=uri)
-    print(f"no registered model {settings.model_name}@{settings.alias} yet: fitting on subset/ first")
+    print(f"no usable {settings.model_name}@{settings.alias} (missing, or fitted with another featurizer): "
+          "fitting on subset/ first")
     if in_process:
         from fit.job import fit
 
