@@ -58,6 +58,8 @@ WEIGHTS_KEY = "models/keras/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_
 BOOTSTRAP_SCRIPT_KEY = "bootstrap/bootstrap.sh"
 SPARK_ENTRY_KEY = "bootstrap/spark_entry.py"
 CONSTRAINTS_KEY = "bootstrap/constraints.txt"
+# Every wheel the nodes install (infra/build_wheelhouse.sh): the bootstrap uses no package index.
+WHEELHOUSE_KEY = "bootstrap/wheelhouse/"
 DEFAULT_WHEEL = f"fruits-{__version__}-py3-none-any.whl"
 
 # Assumption, not a quote: spot has recently cleared around 30-50% of on-demand EC2 for m5 in the
@@ -334,11 +336,17 @@ class ClusterOptions:
     service_role: str = SERVICE_ROLE
     instance_profile: str = INSTANCE_PROFILE
     wheel: str = DEFAULT_WHEEL
+    # s3:// prefix of the wheelhouse; None: s3://bucket/bootstrap/wheelhouse/.
+    wheelhouse: str | None = None
     # (classification, property, value) from --conf, merged over the defaults.
     extra_configurations: tuple[tuple[str, str, str], ...] = ()
 
     def s3(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
+
+    @property
+    def wheelhouse_uri(self) -> str:
+        return self.wheelhouse or self.s3(WHEELHOUSE_KEY)
 
     @property
     def processing_nodes(self) -> int:
@@ -369,9 +377,26 @@ def validate_options(options: ClusterOptions, prices: PriceTable | None = None) 
         raise FruitsError(f"--idle-timeout must be between {IDLE_TIMEOUT_RANGE[0]} and {IDLE_TIMEOUT_RANGE[1]} seconds")
     if options.ebs_size_gb is not None and options.ebs_size_gb < 1:
         raise FruitsError("--ebs-gb must be at least 1")
+    check_wheelhouse(options)
 
 
-def check_bucket(bucket: str) -> None:
+def check_wheelhouse(options: ClusterOptions) -> None:
+    """--wheelhouse must be an S3 prefix; outside s3://bucket/bootstrap/ the stack's instance role cannot read it."""
+    uri = options.wheelhouse_uri
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc or not parsed.path.strip("/"):
+        raise FruitsError(f"--wheelhouse {uri!r} is not an S3 prefix (e.g. s3://{options.bucket}/{WHEELHOUSE_KEY})")
+    check_bucket(parsed.netloc, flag="--wheelhouse bucket")
+    if not uri.startswith(options.s3("bootstrap/")):
+        log.warning(
+            "--wheelhouse %s is outside %s: the stack's EMR instance role can only read and list that prefix, "
+            "so grant it read and list on the wheelhouse or the bootstrap fails",
+            uri,
+            options.s3("bootstrap/"),
+        )
+
+
+def check_bucket(bucket: str, flag: str = "--bucket") -> None:
     if (
         not BUCKET_PATTERN.match(bucket)
         or ".." in bucket
@@ -379,7 +404,7 @@ def check_bucket(bucket: str) -> None:
         or bucket.startswith("xn--")
     ):
         raise FruitsError(
-            f"--bucket {bucket!r} is not a valid S3 bucket name "
+            f"{flag} {bucket!r} is not a valid S3 bucket name "
             "(3-63 lowercase letters, digits, dots, hyphens; e.g. fruits-<account>-<region>)"
         )
 
@@ -501,7 +526,13 @@ def build_request(options: ClusterOptions, prices: PriceTable | None = None) -> 
                 "Name": "install-fruits",
                 "ScriptBootstrapAction": {
                     "Path": options.s3(BOOTSTRAP_SCRIPT_KEY),
-                    "Args": [options.s3(f"bootstrap/{options.wheel}"), options.s3(CONSTRAINTS_KEY), options.s3(WEIGHTS_KEY)],
+                    # The order infra/bootstrap.sh takes them in.
+                    "Args": [
+                        options.s3(f"bootstrap/{options.wheel}"),
+                        options.s3(CONSTRAINTS_KEY),
+                        options.s3(WEIGHTS_KEY),
+                        options.wheelhouse_uri,
+                    ],
                 },
             }
         ],
@@ -794,6 +825,10 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--instance-profile", default=INSTANCE_PROFILE, help=f"EC2 instance profile (default {INSTANCE_PROFILE})")
     c.add_argument("--wheel", default=DEFAULT_WHEEL, help=f"project wheel under s3://BUCKET/bootstrap/ (default {DEFAULT_WHEEL})")
     c.add_argument(
+        "--wheelhouse", metavar="URI",
+        help=f"S3 prefix of the wheels the nodes install, no package index (default s3://BUCKET/{WHEELHOUSE_KEY})",
+    )  # fmt: skip
+    c.add_argument(
         "--conf", action="append", default=[], metavar="CLASSIFICATION:PROPERTY=VALUE",
         help="extra EMR configuration, repeatable (e.g. spark-defaults:spark.executor.memory=10g)",
     )  # fmt: skip
@@ -853,6 +888,7 @@ def options_from_args(args: argparse.Namespace, region: str) -> ClusterOptions:
         service_role=args.service_role,
         instance_profile=args.instance_profile,
         wheel=args.wheel,
+        wheelhouse=args.wheelhouse,
         extra_configurations=tuple(parse_conf(c) for c in args.conf),
     )
 
@@ -867,7 +903,9 @@ def _planned(args: argparse.Namespace, region: str) -> tuple[dict[str, Any], Cos
 
 def _run_plan(args: argparse.Namespace, region: str, settings: Settings) -> int:
     request, cost = _planned(args, region)
-    human = json.dumps(request, indent=2) + "\n" + "\n".join(cost.lines())
+    wheel, _, _, wheelhouse = request["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"]
+    bootstrap = f"bootstrap: installs {wheel}[keras] from the wheelhouse {wheelhouse} only (no package index)"
+    human = "\n".join([json.dumps(request, indent=2), bootstrap, *cost.lines()])
     emit_summary({"request": request, "cost": cost.to_dict()}, args.json, human)
     return 0
 

@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import uuid
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,14 @@ from infra import emr
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "fruits-123456789012-eu-west-3"
 WEIGHTS_URI = f"s3://{BUCKET}/models/keras/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
+WHEELHOUSE_URI = f"s3://{BUCKET}/bootstrap/wheelhouse/"
 PYTHON = "/usr/bin/python3.11"
-BOOTSTRAP_ARGS = (f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl", f"s3://{BUCKET}/bootstrap/constraints.txt", WEIGHTS_URI)
+BOOTSTRAP_ARGS = (
+    f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl",
+    f"s3://{BUCKET}/bootstrap/constraints.txt",
+    WEIGHTS_URI,
+    WHEELHOUSE_URI,
+)
 
 
 def last_json(out: str) -> dict[str, Any]:
@@ -64,6 +72,8 @@ def test_plan_prints_request_and_cost_without_any_network(no_network: list, caps
         ("MASTER", "ON_DEMAND", 1),
         ("CORE", "ON_DEMAND", 2),
     ]
+    (bootstrap,) = request["BootstrapActions"]
+    assert bootstrap["ScriptBootstrapAction"]["Args"][3] == WHEELHOUSE_URI
     assert cost["region"] == "eu-west-3"  # conftest's AWS_REGION
     assert cost["per_hour"] == pytest.approx(0.816)  # 3 x (0.224 + 0.048)
     assert cost["per_million_images"] == pytest.approx(1.133333, rel=1e-5)  # 0.816 / (2 x 100 x 3600) x 1e6
@@ -79,7 +89,32 @@ def test_plan_human_output_shows_pretty_request_and_cost_lines(no_network: list,
     assert "total   $0.7200/h" in out  # 3 x 0.24
     # 2 core nodes x 75 img/s (the default) = 150 img/s = 540,000 img/h; 0.72 / 0.54 = 1.3333
     assert "per 1M images $1.3333" in out
+    assert (
+        f"bootstrap: installs s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl[keras] "
+        f"from the wheelhouse {WHEELHOUSE_URI} only (no package index)"
+    ) in out
     assert no_network == []
+
+
+def test_plan_takes_another_wheelhouse(no_network: list, capsys: pytest.CaptureFixture) -> None:
+    wheelhouse = f"s3://{BUCKET}/bootstrap/wheelhouse-2026-11/"
+    assert main(["emr", "plan", "--bucket", BUCKET, "--wheelhouse", wheelhouse, "--json"]) == 0
+    captured = capsys.readouterr()
+
+    args = last_json(captured.out)["request"]["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"]
+    assert args == [*BOOTSTRAP_ARGS[:3], wheelhouse]
+    assert "outside" not in captured.err  # under bootstrap/: the stack's instance role reads it
+
+
+def test_plan_warns_when_the_instance_role_cannot_read_the_wheelhouse(
+    no_network: list, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["emr", "plan", "--bucket", BUCKET, "--wheelhouse", "s3://shared-wheels/fruits/", "--json"]) == 0
+    captured = capsys.readouterr()
+
+    args = last_json(captured.out)["request"]["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"]
+    assert args[3] == "s3://shared-wheels/fruits/"
+    assert f"--wheelhouse s3://shared-wheels/fruits/ is outside s3://{BUCKET}/bootstrap/" in captured.err
 
 
 def test_plan_in_a_region_without_prices_says_unknown(no_network: list, capsys: pytest.CaptureFixture) -> None:
@@ -199,6 +234,7 @@ def test_full_request_carries_every_option() -> None:
                     f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl",
                     f"s3://{BUCKET}/bootstrap/constraints.txt",
                     WEIGHTS_URI,
+                    f"s3://{BUCKET}/bootstrap/wheelhouse/",
                 ],
             },
         }
@@ -243,6 +279,9 @@ def test_top_level_import_stays_light() -> None:
         (["--idle-timeout", "30"], "--idle-timeout must be between 60 and 604800"),
         (["--core", "0"], "--core must be at least 1"),
         (["--task", "1", "--spot-bid-fraction", "1.5"], "--spot-bid-fraction must be in (0, 1]"),
+        (["--wheelhouse", "https://wheels.example/w/"], "--wheelhouse 'https://wheels.example/w/' is not an S3 prefix"),
+        (["--wheelhouse", f"s3://{BUCKET}"], "is not an S3 prefix"),
+        (["--wheelhouse", "s3://Wheels_Bucket/w/"], "--wheelhouse bucket 'Wheels_Bucket' is not a valid S3 bucket name"),
         (["--region", "ap-southeast-2", "--task", "1", "--spot-bid-fraction", "0.5"], "on-demand price of m5.xlarge"),
     ],
 )
@@ -367,7 +406,12 @@ def test_up_submit_status_down_on_moto(
     ]
     (bootstrap,) = client.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
     assert bootstrap["ScriptPath"] == f"s3://{BUCKET}/bootstrap/bootstrap.sh"
-    assert bootstrap["Args"][2] == WEIGHTS_URI
+    assert bootstrap["Args"] == [
+        f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl",
+        f"s3://{BUCKET}/bootstrap/constraints.txt",
+        WEIGHTS_URI,
+        f"s3://{BUCKET}/bootstrap/wheelhouse/",  # what bootstrap.sh installs from, with no package index
+    ]
 
     # The tracking URI comes from the environment when the flag is absent; the cluster is found by name.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
@@ -432,21 +476,42 @@ def _stub(bin_dir: Path, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
+# Two wheels stand in for the wheelhouse that infra/build_wheelhouse.sh builds (the real one is ~0.5 GB).
+FAKE_WHEELS = (
+    "numpy-2.4.6-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+    "tensorflow_cpu-2.21.0-cp311-cp311-manylinux_2_27_x86_64.whl",
+)
+
+
 @pytest.fixture
 def node(tmp_path: Path) -> dict[str, Any]:
     """A fake EMR node: S3 is a directory, `aws`/`sudo`/`dnf`/`python3.11` are recording stubs."""
-    s3, bin_dir, calls = tmp_path / "s3", tmp_path / "bin", tmp_path / "calls"
-    for d in (s3 / BUCKET / "bootstrap", s3 / BUCKET / "models" / "keras", bin_dir, calls):
+    s3, bin_dir, calls, tmpdir = tmp_path / "s3", tmp_path / "bin", tmp_path / "calls", tmp_path / "var-tmp"
+    wheelhouse = s3 / BUCKET / "bootstrap" / "wheelhouse"
+    for d in (wheelhouse, s3 / BUCKET / "models" / "keras", bin_dir, calls, tmpdir):
         d.mkdir(parents=True)
     (s3 / BUCKET / "bootstrap" / "fruits-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
     (s3 / BUCKET / "bootstrap" / "constraints.txt").write_text((ROOT / "constraints.txt").read_text())
+    for name in FAKE_WHEELS:
+        (wheelhouse / name).write_bytes(b"wheel")
     weights = s3 / BUCKET / WEIGHTS_URI.removeprefix(f"s3://{BUCKET}/")
     weights.write_bytes(b"h5 weights")
 
     _stub(bin_dir, "sudo", 'exec "$@"\n')
     _stub(bin_dir, "dnf", f'echo "dnf $*" >> {calls}/log\n')
-    _stub(bin_dir, "aws", f'[ "$1 $2" = "s3 cp" ] && shift 2\n[ "$1" = --only-show-errors ] && shift\n'
-                          f'src="{s3}/${{1#s3://}}"; cp "$src" "$2"\n')  # fmt: skip
+    # `aws s3 sync` of a prefix that does not exist copies nothing and succeeds, as on S3.
+    _stub(bin_dir, "aws", f"""echo "aws $*" >> {calls}/aws.log
+op="$1 $2"; shift 2
+[ "$1" = --only-show-errors ] && shift
+src="{s3}/${{1#s3://}}"
+case "$op" in
+  "s3 cp") cp "$src" "$2" ;;
+  "s3 sync") mkdir -p "$2"; if [ -d "$src" ]; then cp -R "$src/." "$2/"; fi ;;
+  *) echo "aws stub: no $op" >&2; exit 2 ;;
+esac
+""")
+    # pip install: keep the constraints file it was given and what its --find-links directory held then
+    # (the bootstrap deletes its working directory on exit).
     _stub(
         bin_dir,
         "python3.11",
@@ -454,13 +519,28 @@ def node(tmp_path: Path) -> dict[str, Any]:
 case "$*" in
   "-m pip --version") exit 0 ;;
   "-m pip show"*) [ -n "${{FAKE_PYSPARK_INSTALLED:-}}" ] ;;
-  "-m pip install"*) for a in "$@"; do [ -f "$a" ] && cp "$a" {calls}/constraints-used.txt; done; exit 0 ;;
+  "-m pip install"*)
+    prev=""
+    for a in "$@"; do
+      links=""
+      [ "$prev" = --find-links ] && links="$a"
+      case "$a" in --find-links=*) links="${{a#--find-links=}}" ;; esac
+      [ -n "$links" ] && {{ echo "$links" >> {calls}/find-links-dirs; ls "$links" > {calls}/find-links-listing.txt; }}
+      [ -f "$a" ] && cp "$a" {calls}/constraints-used.txt
+      prev="$a"
+    done
+    exit 0 ;;
   "-c "*) echo "fruits 0.1.0 onnxruntime stub" ;;
 esac
 """,
     )
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "home" / ".keras")}
-    return {"env": env, "calls": calls, "keras_home": tmp_path / "home" / ".keras"}
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "KERAS_HOME": str(tmp_path / "home" / ".keras"),
+        "TMPDIR": str(tmpdir),
+    }
+    return {"env": env, "calls": calls, "keras_home": tmp_path / "home" / ".keras", "s3": s3, "tmpdir": tmpdir}
 
 
 def _bootstrap(node: dict[str, Any], *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -485,6 +565,43 @@ def test_bootstrap_installs_without_pyspark_and_caches_the_weights(node: dict[st
     assert "fruits-bootstrap" in first.stdout and "done" in first.stdout.splitlines()[-1]
 
 
+def test_bootstrap_installs_from_the_synced_wheelhouse_and_no_index(node: dict[str, Any]) -> None:
+    runs = [_bootstrap(node, *BOOTSTRAP_ARGS) for _ in range(2)]
+
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    aws_calls = (node["calls"] / "aws.log").read_text().splitlines()
+    syncs = [line.split() for line in aws_calls if line.startswith("aws s3 sync")]
+    assert [sync[:5] for sync in syncs] == [["aws", "s3", "sync", "--only-show-errors", WHEELHOUSE_URI]] * 2
+    synced_dirs = [sync[5] for sync in syncs]
+    calls = (node["calls"] / "log").read_text().splitlines()
+    # Every pip call that could fetch a package (all but `--version` and `show`) is an install, one per run.
+    pip_calls = [line for line in calls if line.startswith("python3.11 -m pip") and line.split()[3] not in ("--version", "show")]
+    installs = [line for line in pip_calls if line.split()[3] == "install"]
+    assert len(installs) == len(pip_calls) == 2
+    for install in installs:
+        words = install.split()
+        assert "--no-index" in words  # never an install that may reach a package index
+        assert not {"--index-url", "-i", "--extra-index-url"} & set(words)
+        assert "--only-binary=:all:" in words  # nothing is built on the nodes
+    # pip looked only in the directory the wheelhouse was synced to, and found its wheels there.
+    assert (node["calls"] / "find-links-dirs").read_text().splitlines() == synced_dirs
+    assert sorted((node["calls"] / "find-links-listing.txt").read_text().split()) == sorted(FAKE_WHEELS)
+    # Staged under TMPDIR (on disk on the nodes, not the /tmp tmpfs) and removed afterwards.
+    assert all(Path(d).is_relative_to(node["tmpdir"]) for d in synced_dirs)
+    assert list(node["tmpdir"].iterdir()) == []
+    assert f"syncing {WHEELHOUSE_URI}" in runs[0].stdout and "from 2 wheels, no package index" in runs[0].stdout
+
+
+def test_bootstrap_stops_on_an_empty_wheelhouse_before_pip(node: dict[str, Any]) -> None:
+    missing = f"s3://{BUCKET}/bootstrap/wheelhouse-never-uploaded/"
+    result = _bootstrap(node, *BOOTSTRAP_ARGS[:3], missing)
+
+    assert result.returncode == 1
+    assert f"ERROR: no wheels under {missing}" in result.stdout
+    assert "pip install" not in (node["calls"] / "log").read_text()
+    assert list(node["tmpdir"].iterdir()) == []
+
+
 def test_bootstrap_fails_if_pyspark_got_installed(node: dict[str, Any]) -> None:
     result = _bootstrap(node, *BOOTSTRAP_ARGS, FAKE_PYSPARK_INSTALLED="1")
 
@@ -492,8 +609,108 @@ def test_bootstrap_fails_if_pyspark_got_installed(node: dict[str, Any]) -> None:
     assert "pip installed pyspark" in result.stdout
 
 
-def test_bootstrap_needs_its_three_arguments(node: dict[str, Any]) -> None:
-    result = _bootstrap(node, BOOTSTRAP_ARGS[0])
+def test_bootstrap_needs_its_four_arguments(node: dict[str, Any]) -> None:
+    result = _bootstrap(node, *BOOTSTRAP_ARGS[:3])  # the old three-argument call
 
     assert result.returncode != 0
-    assert "usage: bootstrap.sh WHEEL_URI CONSTRAINTS_URI WEIGHTS_URI" in result.stderr
+    assert "usage: bootstrap.sh WHEEL_URI CONSTRAINTS_URI WEIGHTS_URI WHEELHOUSE_URI" in result.stderr
+    assert not (node["calls"] / "aws.log").exists()  # nothing fetched
+
+
+# ============================================================================ infra/build_wheelhouse.sh
+def _fake_wheel(
+    directory: Path, name: str, version: str, tag: str, requires: Sequence[str] = (), extras: Sequence[str] = ()
+) -> Path:
+    """A minimal valid wheel: enough metadata for pip to resolve it."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    metadata = [
+        "Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+        *[f"Provides-Extra: {e}" for e in extras], *[f"Requires-Dist: {r}" for r in requires],
+    ]  # fmt: skip
+    path = directory / f"{dist}-{tag}.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr(f"{dist}.dist-info/METADATA", "\n".join(metadata) + "\n")
+        wheel.writestr(f"{dist}.dist-info/WHEEL", f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: {tag}\n")
+        wheel.writestr(f"{dist}.dist-info/RECORD", "")
+    return path
+
+
+@pytest.fixture
+def wheel_index(tmp_path: Path) -> dict[str, Any]:
+    """A local directory of wheels instead of a package index: the script runs real pip, offline."""
+    links = tmp_path / "links"
+    links.mkdir()
+    _fake_wheel(links, "fruitsdep-base", "1.0", "py3-none-any")
+    _fake_wheel(links, "fruitsdep-pure", "1.0", "py3-none-any")
+    # Like tensorflow-cpu 2.21.0: only a manylinux_2_27 wheel, which AL2023 (glibc 2.34) runs.
+    _fake_wheel(links, "fruitsdep-native", "1.0", "cp311-cp311-manylinux_2_27_x86_64")
+    # Newer, but for a glibc AL2023 does not have, or for another OS: never picked.
+    _fake_wheel(links, "fruitsdep-native", "1.1", "cp311-cp311-manylinux_2_35_x86_64")
+    _fake_wheel(links, "fruitsdep-native", "1.2", "cp311-cp311-win_amd64")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env.update(PIP_CONFIG_FILE=os.devnull, PIP_NO_INDEX="1", EXTRA_WHEELS=str(links), PYTHON=sys.executable)
+    return {"links": links, "env": env, "out": tmp_path / "wheelhouse", "dist": tmp_path / "dist"}
+
+
+def _project_wheel(dist: Path, keras: Sequence[str]) -> Path:
+    dist.mkdir(exist_ok=True)
+    requires = ["fruitsdep-base", *(f'{r}; extra == "keras"' for r in keras)]
+    return _fake_wheel(dist, "fruits", "0.1.0", "py3-none-any", requires, extras=["keras"])
+
+
+def _build_wheelhouse(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    script = ROOT / "infra" / "build_wheelhouse.sh"
+    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_build_wheelhouse_keeps_the_node_platform_wheels_only(wheel_index: dict[str, Any]) -> None:
+    project = _project_wheel(wheel_index["dist"], ["fruitsdep-pure", "fruitsdep-native"])
+    result = _build_wheelhouse(str(wheel_index["out"]), str(project), env=wheel_index["env"])
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in wheel_index["out"].iterdir()) == [
+        "fruitsdep_base-1.0-py3-none-any.whl",
+        "fruitsdep_native-1.0-cp311-cp311-manylinux_2_27_x86_64.whl",
+        "fruitsdep_pure-1.0-py3-none-any.whl",
+    ]  # not the project wheel: it is uploaded per release beside the wheelhouse
+    assert "3 wheels" in result.stderr
+    assert f"aws s3 sync --delete {wheel_index['out']} s3://<bucket>/bootstrap/wheelhouse/" in result.stderr
+
+
+def test_build_wheelhouse_names_a_package_without_a_wheel(wheel_index: dict[str, Any]) -> None:
+    (wheel_index["links"] / "fruitsdep_sdist-1.0.tar.gz").write_bytes(b"sdist")
+    project = _project_wheel(wheel_index["dist"], ["fruitsdep-sdist"])
+    result = _build_wheelhouse(str(wheel_index["out"]), str(project), env=wheel_index["env"])
+
+    assert result.returncode == 1
+    assert "fruitsdep-sdist" in result.stderr
+    assert "as an sdist only" in result.stderr and "EXTRA_WHEELS" in result.stderr
+
+
+def test_build_wheelhouse_refuses_pyspark(wheel_index: dict[str, Any]) -> None:
+    _fake_wheel(wheel_index["links"], "pyspark", "3.5.5", "py2.py3-none-any")
+    _fake_wheel(wheel_index["links"], "fruitsdep-sparky", "1.0", "py3-none-any", ["pyspark"])
+    project = _project_wheel(wheel_index["dist"], ["fruitsdep-sparky"])
+    result = _build_wheelhouse(str(wheel_index["out"]), str(project), env=wheel_index["env"])
+
+    assert result.returncode == 1
+    assert "pyspark is in the wheelhouse" in result.stderr
+
+
+def test_build_wheelhouse_guards_before_downloading(wheel_index: dict[str, Any], tmp_path: Path) -> None:
+    project = _project_wheel(wheel_index["dist"], [])
+    out = wheel_index["out"]
+    out.mkdir()
+    (out / "stale-1.0-py3-none-any.whl").write_bytes(b"old")
+    not_empty = _build_wheelhouse(str(out), str(project), env=wheel_index["env"])
+    assert not_empty.returncode == 2 and "is not empty" in not_empty.stderr
+
+    other_python = tmp_path / "python-elsewhere"
+    other_python.write_text('#!/usr/bin/env bash\necho "3.12 darwin arm64"\n')
+    other_python.chmod(0o755)
+    wrong_host = _build_wheelhouse(str(tmp_path / "new"), str(project), env={**wheel_index["env"], "PYTHON": str(other_python)})
+    assert wrong_host.returncode == 2 and "(got: 3.12 darwin arm64)" in wrong_host.stderr
+    assert not (tmp_path / "new").exists()
+
+    no_wheel = _build_wheelhouse(str(tmp_path / "new"), str(tmp_path / "missing.whl"), env=wheel_index["env"])
+    assert no_wheel.returncode == 2 and "no such wheel" in no_wheel.stderr
