@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -56,9 +55,6 @@ def save(name: str, payload: dict) -> Path:
     path.write_text(json.dumps(payload, indent=2, default=str))
     return path
 
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 # ----------------------------------------------------------------------------- shared by the job benchmarks

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from common import DATA, best_of, machine, save, table
+from pathlib import Path
+
+from common import DATA, best_of, image_files, machine, project_settings, save, table
 
 from fruits import images
 from fruits.featurizer import Featurizer, featurize_contents, make_engine
@@ -26,9 +28,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    settings = Settings.load()
+    settings = project_settings()
     featurizer = Featurizer.load("imagenet", "onnx", settings.cache_dir, settings.keras_home)
-    files = sorted(p for p in __import__("pathlib").Path(args.images).rglob("*") if images.is_image_name(str(p)))
+    files = image_files(Path(args.images))
     contents = [f.read_bytes() for f in files]
     n = len(contents)
     print(f"{n} images from {args.images}; {machine()}")

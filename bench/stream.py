@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import DATA, best_of, ensure_model, land, machine, save
+from common import DATA, best_of, ensure_model, image_files, land, machine, project_settings, save, scratch_state
 
-from fruits import images
 from fruits.featurizer import Featurizer, featurize_contents, make_engine
 from fruits.settings import Settings
 
@@ -39,8 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
 
-    files = sorted(p for p in (DATA / "stream").rglob("*") if images.is_image_name(str(p)))
-    base = Settings.load()
+    files = image_files(DATA / "stream")
+    base = project_settings()
     featurizer = Featurizer.load("imagenet", "onnx", base.cache_dir, base.keras_home)
     contents = [f.read_bytes() for f in files]
     engine = make_engine("onnx", featurizer.payload, None)
@@ -72,12 +71,9 @@ def run_stream(base: Settings, files: list[Path], work: Path, args) -> tuple[flo
     settings = base.replace(
         source=str(landing), output=str(work / "results"), errors=str(work / "errors"),
         checkpoint=str(work / "checkpoint"), trigger="1s", max_files_per_trigger=args.max_files,
-        state_dir=work / "state",
+        # Share the project's caches (ONNX export) and registry, but keep progress logs apart.
+        state_dir=scratch_state(work / "state", base), mlflow_tracking_uri=base.tracking_uri,
     )
-    # Share the project's caches (ONNX export) and registry, but keep progress logs apart.
-    (work / "state").mkdir()
-    (work / "state" / "cache").symlink_to(base.cache_dir.resolve())
-    settings = settings.replace(mlflow_tracking_uri=base.tracking_uri)
     ensure_model(settings)
 
     landing.mkdir()

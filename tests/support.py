@@ -34,7 +34,8 @@ def copy_classes(data_dir: Path, target: Path, classes: list[str], split: str = 
     return copied
 
 
-def _png_bomb(width: int, height: int) -> bytes:
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG that declares huge dimensions: a decompression bomb needs no pixel data to claim them."""
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
@@ -58,7 +59,7 @@ def write_bad_corpus(target: Path, real_jpeg: bytes, oversized_bytes: int) -> di
         "truncated.jpg": (real_jpeg[: len(real_jpeg) // 3], "truncated"),
         "notes.jpg": (b"shopping list: kumquats, limes\n" * 20, "not_an_image"),
         "script.png": (b"#!/bin/sh\nrm -rf /\n", "not_an_image"),
-        "bomb.png": (_png_bomb(60_000, 60_000), "too_many_pixels"),
+        "bomb.png": (png_header_only(60_000, 60_000), "too_many_pixels"),
         "float.png": (_encode(floats, "TIFF"), "unsupported_mode"),  # a TIFF in disguise, mode F
         "huge.jpg": (real_jpeg + b"\0" * oversized_bytes, "too_large"),
     }

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from support import png_header_only
 
 from fruits import images
 
@@ -109,14 +108,6 @@ def test_exif_rotation_is_applied() -> None:
 
 
 # --------------------------------------------------------------------------- rejections
-def png_header_only(width: int, height: int) -> bytes:
-    """A 60-byte PNG that declares huge dimensions: a decompression bomb needs no pixel data to claim them."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize(
