@@ -22,12 +22,13 @@ setup: $(STAMP)
 	$(BIN)/fruits setup --weights-from $(SHARED)/models/keras --s3a-jars
 
 demo: setup
-	$(BIN)/fruits demo --images $(SHARED)/data/fruits360
+	$(BIN)/python -m demo --images $(SHARED)/data/fruits360
 
 demo-aws: setup
-	$(BIN)/fruits demo --aws-emulated --images $(SHARED)/data/fruits360
+	$(BIN)/python -m demo --aws-emulated --images $(SHARED)/data/fruits360
 
 test: setup
+	$(BIN)/lint-imports  # the one-way layers (pyproject.toml [tool.importlinter])
 	FRUITS_SHARED_DIR=$(abspath $(SHARED)) $(BIN)/python -m pytest
 
 bench: setup  ## each prints ratios against a baseline measured in the same run (docs/results.md)

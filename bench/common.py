@@ -71,48 +71,37 @@ def project_settings(**overrides):
 
 
 def image_files(folder: Path) -> list[Path]:
-    from fruits import images
+    from fruits.upload import find_images
 
-    return sorted(p for p in Path(folder).rglob("*") if images.is_image_name(str(p)))
+    return [image.path for image in find_images(Path(folder))]
 
 
 def land(src: Path, landing: Path, name: str) -> None:
-    """Copy like an uploader: hidden temp name, then an atomic rename."""
-    import shutil
+    """Land a copy of `src` in its class folder under `landing`, as an uploader would (atomically)."""
+    from fruits.upload import land as land_file
 
-    target = landing / src.parent.name / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{name}.part")
-    shutil.copyfile(src, temp)
-    os.replace(temp, target)
+    land_file(src.read_bytes(), landing / src.parent.name / name)
 
 
 def scratch_state(state: Path, base) -> Path:
-    """A fresh state dir that shares the project's ONNX export and Keras weights (symlinks).
+    """A fresh state dir sharing `base`'s caches (demo.workspace)."""
+    from demo.workspace import scratch_state as scratch
 
-    Benchmarks then exclude the one-off ONNX export (~4 s) and never download anything,
-    while their MLflow store, progress log and Spark warehouse stay apart from the project's.
-    """
-    state.mkdir(parents=True, exist_ok=True)
-    for name in ("cache", "keras"):
-        shared = base.state / name
-        if shared.is_dir():
-            (state / name).symlink_to(shared.resolve())
-    return state
+    return scratch(state, base)
 
 
 def has_model(settings) -> bool:
-    """The alias exists AND its model was fitted with the featurizer this code has (else the stream refuses it)."""
-    from fruits import images, registry
-    from fruits.featurizer import FeaturizerSpec
+    """The alias exists AND the stream would accept its model (the featurizer check it applies)."""
+    from fruits import registry
+    from fruits.exceptions import FruitsError
+    from fruits.featurize import Featurizer, check_compatible
 
-    client = registry.connect(settings)
     try:
-        version = client.get_model_version_by_alias(settings.model_name, settings.alias)
-    except Exception:
+        resolved = registry.resolve(registry.connect(settings), f"models:/{settings.model_name}@{settings.alias}")
+        check_compatible(resolved.spec, Featurizer.load(settings).spec, resolved.label)
+    except FruitsError:
         return False
-    spec = FeaturizerSpec.from_tags(dict(version.tags or {}))
-    return spec is not None and spec.preprocessing == images.PREPROCESSING
+    return True
 
 
 def ensure_model(settings, *, in_process: bool = True) -> None:
@@ -138,14 +127,14 @@ def ensure_model(settings, *, in_process: bool = True) -> None:
     import subprocess
 
     subprocess.run(
-        [sys.executable, "-m", "fruits.cli", "fit", "--images", str(DATA / "subset"), "--quiet",
+        [sys.executable, "-m", "cli", "fit", "--images", str(DATA / "subset"), "--quiet",
          "--state-dir", str(fit_settings.state), "--tracking-uri", fit_settings.tracking_uri],
         cwd=ROOT, check=True,
     )
 
 
 def python_env() -> dict[str, str]:
-    """Environment for `python -m fruits.cli ...` subprocesses: the repo importable, loopback Spark."""
+    """Environment for `python -m cli ...` subprocesses: the repo importable, loopback Spark."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from common import DATA, best_of, image_files, machine, project_settings, save, table
 
-from fruits import images
-from fruits.featurizer import Featurizer, featurize_contents, make_engine
+from fruits import decode, source
+from fruits.featurize import Featurizer, featurize, featurize_batch, make_engine
+from fruits.spark import get_spark
 from fruits.settings import Settings
 
 
@@ -29,20 +30,20 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     settings = project_settings()
-    featurizer = Featurizer.load("imagenet", "onnx", settings.cache_dir, settings.keras_home)
+    featurizer = Featurizer.load(settings.replace(weights="imagenet", engine="onnx"))
     files = image_files(Path(args.images))
     contents = [f.read_bytes() for f in files]
     n = len(contents)
     print(f"{n} images from {args.images}; {machine()}")
 
     def run_engine(engine) -> int:
-        result = featurize_contents(engine, contents)
+        result = featurize_batch(engine, contents, settings.max_image_pixels)
         assert all(f is not None for f in result.features)
         return n
 
     def preprocess_only() -> int:
         for data in contents:
-            images.scale(images.to_array(images.load_rgb(data)))
+            decode.scale(decode.decode(data, settings.max_image_pixels))
         return n
 
     ort_all = make_engine("onnx", featurizer.payload, None)
@@ -73,11 +74,8 @@ def main() -> None:
 
 
 def spark_udf_rate(settings: Settings, featurizer: Featurizer, uri: str, n: int, repeats: int) -> float:
-    from fruits import transforms as T
-    from fruits.spark import get_spark
-
     spark = get_spark(settings, "bench-featurize")
-    frame = T.featurize(T.read_images(spark, uri), featurizer, settings.max_image_pixels).drop("content")
+    frame = featurize(source.read_images(spark, uri), featurizer, settings.max_image_pixels).drop("content")
 
     def once() -> int:
         frame.write.format("noop").mode("overwrite").save()  # runs the whole plan, writes nothing

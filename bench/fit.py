@@ -6,17 +6,16 @@ One run, same machine, same images (subset/, 320 files); each repeat measures, i
    get_spark time is shown too);
 2. pure featurize: ONNX Runtime in this process (all cores), files -> features, reading and
    decoding included (the engine is built and warmed once, before the first repeat);
-3. fit: `python -m fruits.cli fit --images subset --json` as a fresh process with its own temp
+3. fit: `python -m cli fit --images subset --json` as a fresh process with its own temp
    state dir and its own sqlite MLflow store; wall time from spawn to exit, plus the `seconds`
    the fit reports (from the start of fit() to its summary). The state dir's ONNX cache is a
    symlink to the project's .fruits/cache, so the one-off Keras -> ONNX export (~4 s, once per
-   weights file) is EXCLUDED; the run is invalid if the fit logs an export anyway.
+   weights file) is EXCLUDED; the run is invalid if the cached export changed during the fit.
 
 Baseline = Spark start + pure featurize; ratio = fit wall / baseline. The best (shortest) of
-`--repeats` is reported for each figure. The breakdown comes from the fit's INFO log lines,
-timestamped here on arrival: spawn -> "featurizer: ..." (Python start, imports, Spark session,
-fresh MLflow store), the featurize pass (as the fit logs it), then StandardScaler + PCA + MLflow
-logging + registration until "registered ...", then summary + shutdown until exit.
+`--repeats` is reported for each figure. The breakdown is the `timings` of the fit's --json
+summary (setup: Spark session, MLflow store, featurizer; featurize; fit; evaluate; log and
+register), plus what happens outside fit(): process start and imports, then shutdown.
 
     .venv/bin/python bench/fit.py [--images DIR] [--repeats 2]
 """
@@ -26,12 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -52,13 +49,13 @@ t3 = time.perf_counter()
 print(json.dumps({"imports": t1 - t0, "get_spark": t2 - t1, "stop": t3 - t2}))
 """
 
-# (key, pattern in the fit's stderr) in the order they appear
-MILESTONES = (
-    ("featurizer", re.compile(r"fruits\.featurizer: featurizer: MobileNetV2")),
-    ("featurized", re.compile(r"fruits\.fit: featurized (\d+) images \((\d+) skipped\) in ([\d.]+) s")),
-    ("registered", re.compile(r"fruits\.registry: registered ")),
-)
-EXPORT = re.compile(r"exporting MobileNetV2 to ONNX")
+TIMING_NOTES = {
+    "setup": "Spark session, new MLflow store, featurizer (weights sha, cached ONNX)",
+    "featurize": "Spark pandas UDF over every fit image",
+    "fit": "StandardScaler + PCA (Spark ML), projection to the driver",
+    "evaluate": "held-out metrics (none without --eval-images)",
+    "log_and_register": "MLflow run, plots, model logging, registration",
+}
 
 
 def main() -> int:
@@ -73,21 +70,20 @@ def main() -> int:
         sys.exit("fit.py: --repeats must be at least 1")
     logging.basicConfig(level=logging.WARNING)
 
-    from fruits.featurizer import Featurizer, featurize_contents, make_engine
-
+    from fruits.featurize import Featurizer, featurize_batch, make_engine
     base = project_settings()
     files = image_files(Path(args.images))
     if not files:
         sys.exit(f"fit.py: no images under {args.images}")
     n = len(files)
-    featurizer = Featurizer.load(base.weights, "onnx", base.cache_dir, base.keras_home)  # exports once if needed
+    featurizer = Featurizer.load(base.replace(engine="onnx"))  # exports once if needed
     engine = make_engine("onnx", featurizer.payload, None)
-    featurize_contents(engine, [f.read_bytes() for f in files[:64]])  # first calls allocate
+    featurize_batch(engine, [f.read_bytes() for f in files[:64]], base.max_image_pixels)  # first calls allocate
     print(f"{n} images from {args.images}; {machine()}")
 
     def pure_featurize() -> float:
         start = time.perf_counter()
-        result = featurize_contents(engine, [f.read_bytes() for f in files])
+        result = featurize_batch(engine, [f.read_bytes() for f in files], base.max_image_pixels)
         seconds = time.perf_counter() - start
         if any(v is None for v in result.features):
             raise SystemExit("fit.py: pure featurize rejected an image: the run is invalid")
@@ -126,9 +122,9 @@ def main() -> int:
     print(seconds_table(f"fit end to end vs Spark start + pure featurize, {n} images, best of {args.repeats}",
                         rows, baseline))
     ratio = best_fit["wall"] / baseline
-    print(f"fit / (start + featurize) = {ratio:.2f}; the fit's own featurize pass = "
-          f"{best_fit['featurize_logged'] / featurize:.2f} x pure ORT's time" if best_fit.get("featurize_logged")
-          else f"fit / (start + featurize) = {ratio:.2f}")
+    own = best_fit.get("timings", {}).get("featurize")
+    print(f"fit / (start + featurize) = {ratio:.2f}" + (f"; the fit's own featurize pass = {own / featurize:.2f} x "
+                                                         "pure ORT's time" if own else ""))
     path = save("fit", {"images": n, "repeats": args.repeats, "ratio_fit_over_baseline": round(ratio, 3),
                         "best": {"spark_start_s": start, "featurize_s": featurize, "baseline_s": baseline,
                                  "fit_wall_s": best_fit["wall"], "fit_reported_s": best_fit.get("seconds"),
@@ -153,70 +149,38 @@ def spark_start(state: Path) -> dict[str, float]:
 
 
 def fit_run(base, args: argparse.Namespace, work: Path, n: int) -> dict:
-    """`fruits fit` in a fresh process; wall time, its summary, and milestones from its log."""
+    """`fruits fit` in a fresh process: wall time, and its --json summary (timings included)."""
     state = scratch_state(work / "state", base)
-    command = [sys.executable, "-m", "fruits.cli", "fit", "--images", args.images, "--json",
+    command = [sys.executable, "-m", "cli", "fit", "--images", args.images, "--json", "-q",
                "--state-dir", str(state), "--tracking-uri", f"sqlite:///{state / 'mlflow.db'}"]
     if args.pca_k:
         command += ["--pca-k", str(args.pca_k)]
-    arrivals: list[tuple[float, str]] = []
+    exports = sorted((base.cache_dir / "onnx").glob("*.onnx"))
+    before = {p: p.stat().st_mtime_ns for p in exports}
     t0 = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT, env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-
-    def read_stderr() -> None:
-        for line in proc.stderr:
-            arrivals.append((time.perf_counter() - t0, line.rstrip("\n")))
-
-    reader = threading.Thread(target=read_stderr, daemon=True)
-    reader.start()
-    stdout_lines: list[tuple[float, str]] = [(time.perf_counter() - t0, line) for line in proc.stdout]
-    proc.wait()
+    done = subprocess.run(command, cwd=ROOT, env=python_env(), capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    reader.join()
-    (work / "fit.stderr").write_text("\n".join(f"{t:8.2f} {line}" for t, line in arrivals) + "\n")
-
-    problems = []
-    result: dict = {"wall": wall, "returncode": proc.returncode, "breakdown": []}
-    if proc.returncode != 0:
-        tail = "\n".join(line for _, line in arrivals[-15:])
-        return {**result, "problems": [f"fit exited {proc.returncode}:\n{tail}"]}
+    (work / "fit.stderr").write_text(done.stderr)
+    result: dict = {"wall": wall, "returncode": done.returncode, "breakdown": []}
+    if done.returncode != 0:
+        return {**result, "problems": [f"fit exited {done.returncode}:\n{done.stderr[-2000:]}"]}
     try:
-        summary_at, last = [(t, line) for t, line in stdout_lines if line.strip()][-1]
-        summary = json.loads(last)
+        summary = json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return {**result, "problems": ["no JSON summary on the fit's last stdout line"]}
-    result["seconds"] = float(summary["seconds"])
-    result["summary"] = {k: summary.get(k) for k in ("images", "classes", "skipped", "featurized", "pca_k",
-                                                     "explained_variance", "engine", "seconds")}
+    problems = []
     if summary.get("images") != n or summary.get("skipped"):
         problems.append(f"the fit used {summary.get('images')} images ({summary.get('skipped')} skipped), expected {n}")
-    if any(EXPORT.search(line) for _, line in arrivals):
+    after = {p: p.stat().st_mtime_ns for p in sorted((base.cache_dir / "onnx").glob("*.onnx"))}
+    if not before or after != before:
         problems.append("the fit exported ONNX (the cache was not shared): its time includes the one-off export")
-
-    seen: dict[str, float] = {}
-    for t, line in arrivals:
-        for key, pattern in MILESTONES:
-            if key not in seen and (match := pattern.search(line)):
-                seen[key] = t
-                if key == "featurized":
-                    result["featurize_logged"] = float(match[3])
-    if len(seen) == len(MILESTONES):
-        logged = result["featurize_logged"]
-        before_fit = summary_at - result["seconds"]  # fit() starts its clock after the imports and arg parsing
-        result["breakdown"] = [
-            ("spawn -> fit() starts", before_fit, "Python start, imports, CLI"),
-            ("fit() -> featurizer ready", seen["featurizer"] - before_fit,
-             "Spark session, new MLflow store, weights sha"),
-            ("featurize pass (fit's log)", logged, f"Spark pandas UDF, {n / logged:.0f} images/s"),
-            ("rest, up to 'featurized'", seen["featurized"] - seen["featurizer"] - logged,
-             "building the plan before the count"),
-            ("scaler + PCA + MLflow + register", seen["registered"] - seen["featurized"], "up to 'registered'"),
-            ("summary + shutdown", wall - seen["registered"], "until the process exits (JVM stop)"),
-        ]
-    else:
-        missing = [k for k, _ in MILESTONES if k not in seen]
-        print(f"  (no breakdown: log lines not found: {', '.join(missing)})")
+    timings = summary.get("timings") or {}
+    result.update(seconds=float(summary["seconds"]), timings=timings,
+                  summary={k: summary.get(k) for k in ("images", "classes", "skipped", "featurized", "pca_k",
+                                                       "explained_variance", "engine", "seconds")})
+    outside = wall - result["seconds"]
+    result["breakdown"] = [(f"fit(): {name}", seconds, TIMING_NOTES.get(name, "")) for name, seconds in timings.items()]
+    result["breakdown"].append(("outside fit()", outside, "Python start, imports, CLI; summary; JVM shutdown"))
     return {**result, "problems": problems}
 
 

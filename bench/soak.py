@@ -112,7 +112,7 @@ def main() -> int:
     state = scratch_state(work / "state", base)
     landing, results, errors = work / "landing", work / "lake" / "results", work / "lake" / "errors"
     landing.mkdir()
-    command = [sys.executable, "-m", "fruits.cli", "stream", "--source", str(landing), "--output", str(results),
+    command = [sys.executable, "-m", "cli", "stream", "--source", str(landing), "--output", str(results),
                "--errors", str(errors), "--checkpoint", str(work / "checkpoint"), "--trigger", args.trigger,
                "--state-dir", str(state), "--tracking-uri", base.tracking_uri, "--json"]
     stdout_path, stderr_path = work / "stream.stdout", work / "stream.stderr"

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from common import DATA, best_of, ensure_model, image_files, land, machine, project_settings, save, scratch_state
 
-from fruits.featurizer import Featurizer, featurize_contents, make_engine
+from fruits.featurize import Featurizer, featurize_batch, make_engine
 from fruits.settings import Settings
 
 
@@ -40,11 +40,11 @@ def main() -> None:
 
     files = image_files(DATA / "stream")
     base = project_settings()
-    featurizer = Featurizer.load("imagenet", "onnx", base.cache_dir, base.keras_home)
+    featurizer = Featurizer.load(base.replace(weights="imagenet", engine="onnx"))
     contents = [f.read_bytes() for f in files]
     engine = make_engine("onnx", featurizer.payload, None)
-    featurize_contents(engine, contents[:64])
-    pure, _ = best_of(2, lambda: len(featurize_contents(engine, contents).features))
+    featurize_batch(engine, contents[:64], base.max_image_pixels)
+    pure, _ = best_of(2, lambda: len(featurize_batch(engine, contents, base.max_image_pixels).features))
     print(f"{len(files)} stream images; {machine()}")
     print(f"pure ONNX Runtime: {pure:.1f} images/s (baseline)")
 

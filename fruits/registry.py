@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fruits.errors import FruitsError
-from fruits.featurizer import FeaturizerSpec
+import mlflow
+import mlflow.spark
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from pyspark.ml import PipelineModel
+
+from fruits.exceptions import FruitsError
+from fruits.featurize import FeaturizerSpec
 from fruits.settings import Settings
-
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
-    from pyspark.ml import PipelineModel
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,6 @@ def is_local_store(uri: str) -> bool:
 
 def connect(settings: Settings) -> MlflowClient:
     """Point MLflow (tracking and registry) at the settings' store and return a client."""
-    import mlflow
-    from mlflow import MlflowClient
-
     uri = settings.tracking_uri
     if uri.startswith("sqlite:"):
         settings.state.mkdir(parents=True, exist_ok=True)
@@ -72,9 +71,6 @@ def log_and_register(
     pip_requirements: list[str],
 ) -> str:
     """Log the PipelineModel in the active run, register it, point `alias` at it. Returns the version."""
-    import mlflow
-    import mlflow.spark
-
     # Explicit requirements: inferring them takes ~35 s instead of ~2 s.
     info = mlflow.spark.log_model(model, artifact_path=MODEL_ARTIFACT_PATH, pip_requirements=pip_requirements)
     version = mlflow.register_model(info.model_uri, name, tags=tags)
@@ -92,6 +88,10 @@ class ResolvedModel:
     tags: dict[str, str] = field(default_factory=dict)
 
     @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+    @property
     def uri(self) -> str:
         """Pinned to the version: an alias moved later does not change a running stream."""
         return f"models:/{self.name}/{self.version}"
@@ -99,8 +99,6 @@ class ResolvedModel:
 
 def resolve(client: MlflowClient, model_uri: str) -> ResolvedModel:
     """'models:/NAME@ALIAS' or 'models:/NAME/VERSION' -> the registered version and its featurizer."""
-    from mlflow.exceptions import MlflowException
-
     match = _MODEL_URI.match(model_uri)
     if not match:
         raise FruitsError(f"--model must look like models:/NAME@ALIAS or models:/NAME/VERSION, got {model_uri!r}")
@@ -122,6 +120,4 @@ def resolve(client: MlflowClient, model_uri: str) -> ResolvedModel:
 
 
 def load_spark_model(resolved: ResolvedModel) -> PipelineModel:
-    import mlflow.spark
-
     return mlflow.spark.load_model(resolved.uri)

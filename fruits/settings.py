@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from fruits.errors import FruitsError
+from fruits.exceptions import FruitsError
 
 ENGINES = ("onnx", "keras")
 MiB = 1024 * 1024
@@ -24,7 +24,10 @@ _STANDARD_ENV = {
     "mlflow_tracking_uri": ("MLFLOW_TRACKING_URI",),
     "aws_region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
     "s3_endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "keras_home": ("KERAS_HOME",),
 }
+# Fields filled from the environment only: not settings a user chooses.
+_DETECTED = ("under_spark_submit",)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class Settings:
     # Spark: None means local[*] unless launched by spark-submit (which sets the master).
     spark_master: str | None = None
     spark_ui: bool = False
+    driver_memory: str = "4g"  # the local JVM's heap (driver and executors in one); ignored under spark-submit
+    # Set when spark-submit started this Python driver (EMR steps): it then owns master and cluster settings.
+    under_spark_submit: bool = field(default=False, compare=False)
     # Raw fit features (parquet, one folder per MLflow run): None means state_dir/features.
     features: str | None = None
     # Streaming: None means a directory under state_dir.
@@ -58,12 +64,14 @@ class Settings:
     # AWS
     aws_region: str = "eu-west-3"
     s3_endpoint_url: str | None = None
-
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # Keras' own cache variable (KERAS_HOME); None: the project-local cache if `fruits setup` made one.
+    keras_home: Path | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.state_dir, Path):  # callers may pass a str; the dataclass is frozen
-            object.__setattr__(self, "state_dir", Path(self.state_dir))
+        for name in ("state_dir", "keras_home"):  # callers may pass a str; the dataclass is frozen
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
 
     # ---------------------------------------------------------------- build
     @classmethod
@@ -73,9 +81,9 @@ class Settings:
         Overrides whose value is None are ignored, so argparse namespaces can be passed as-is.
         """
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {"under_spark_submit": "PYSPARK_GATEWAY_PORT" in env}
         for f in fields(cls):
-            if f.name == "extra":
+            if f.name in _DETECTED:
                 continue
             names = (f"FRUITS_{f.name.upper()}",) + _STANDARD_ENV.get(f.name, ())
             for name in names:
@@ -93,7 +101,8 @@ class Settings:
         return settings
 
     def replace(self, **changes: Any) -> Settings:
-        new = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with `changes`; None resets an optional field to its default (e.g. output=None)."""
+        new = dataclasses.replace(self, **changes)
         new.validate()
         return new
 
@@ -162,10 +171,10 @@ class Settings:
         return self.state / "stream-progress.jsonl"
 
     @property
-    def keras_home(self) -> Path | None:
-        """KERAS_HOME if set; else the project-local cache `fruits setup` fills; else Keras' own default (None)."""
-        if os.environ.get("KERAS_HOME"):
-            return Path(os.environ["KERAS_HOME"])
+    def keras_cache(self) -> Path | None:
+        """KERAS_HOME if set; else the project-local cache `fruits setup` fills; else None (Keras' ~/.keras)."""
+        if self.keras_home is not None:
+            return self.keras_home
         for local in (self.state / "keras", Path(".fruits", "keras").resolve()):
             if (local / "models").is_dir():
                 return local
@@ -173,7 +182,8 @@ class Settings:
 
 
 def fields_of(cls: type) -> set[str]:
-    return {f.name for f in fields(cls) if f.name != "extra"}
+    """The fields a caller may set (flags, overrides)."""
+    return {f.name for f in fields(cls) if f.name not in _DETECTED}
 
 
 def _coerce(f: dataclasses.Field, raw: str, name: str) -> Any:

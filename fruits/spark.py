@@ -13,32 +13,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 import sys
+import tarfile
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from fruits.errors import FruitsError
+from py4j.protocol import Py4JJavaError
+from pyspark.sql import SparkSession
+
+from fruits.exceptions import FruitsError
 from fruits.settings import Settings
-
-if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
 S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
+# PyPI's source package of sagemaker-pyspark carries both jars (Maven is out of reach here).
+S3A_JARS_PACKAGE = "sagemaker-pyspark==1.4.5"
 OBJECT_STORES = ("s3://", "s3a://", "s3n://", "gs://", "abfs://", "abfss://")
 _LOG4J = Path(__file__).with_name("log4j2.properties")
 
 
-def under_spark_submit() -> bool:
-    """PySpark sets this when the Python driver was started by spark-submit's JVM."""
-    return "PYSPARK_GATEWAY_PORT" in os.environ
-
-
 def needs_s3a(settings: Settings, uris: Iterable[str]) -> bool:
     """Outside spark-submit (EMR has EMRFS): s3:// or s3a:// in the job's URIs, or an S3 endpoint set."""
-    if under_spark_submit():
+    if settings.under_spark_submit:
         return False
     return bool(settings.s3_endpoint_url) or any(str(u).startswith(("s3a://", "s3://")) for u in uris)
 
@@ -73,7 +72,7 @@ APP_CONF = {
 def session_conf(settings: Settings, uris: Iterable[str] = ()) -> dict[str, str]:
     """The configuration the factory applies; a pure function so it can be checked without a JVM."""
     conf = dict(APP_CONF)
-    if not under_spark_submit():
+    if not settings.under_spark_submit:
         conf.update(
             {
                 "spark.driver.host": "127.0.0.1",
@@ -81,13 +80,13 @@ def session_conf(settings: Settings, uris: Iterable[str] = ()) -> dict[str, str]
                 "spark.ui.enabled": str(settings.spark_ui).lower(),
                 "spark.ui.showConsoleProgress": "false",
                 "spark.sql.shuffle.partitions": "4",
-                "spark.driver.memory": os.environ.get("FRUITS_DRIVER_MEMORY", "4g"),
+                "spark.driver.memory": settings.driver_memory,
                 "spark.sql.warehouse.dir": str(settings.state / "spark-warehouse"),
                 # A URI: no spaces, so the option survives Spark's whitespace splitting.
                 "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={_LOG4J.as_uri()}",
             }
         )
-    if not under_spark_submit() and not any(str(u).startswith(OBJECT_STORES) for u in uris):
+    if not settings.under_spark_submit and not any(str(u).startswith(OBJECT_STORES) for u in uris):
         # Each micro-batch re-stats its files; above 32 paths Spark runs a whole Spark job to do
         # it (1-9 s per batch here, competing with the featurizer), where the driver stats local
         # files in milliseconds. Object stores keep Spark's default: a HEAD request per file is
@@ -126,29 +125,22 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
             settings.s3_endpoint_url.startswith("https://")
         ).lower()
         conf["spark.hadoop.fs.s3a.endpoint.region"] = settings.aws_region
-    # Keys from the environment (Spark redacts *secret*/*token* values in its UI and logs);
-    # temporary credentials (SSO, assumed roles) need the session token and their provider.
-    for key, env in (("access.key", "AWS_ACCESS_KEY_ID"), ("secret.key", "AWS_SECRET_ACCESS_KEY"),
-                     ("session.token", "AWS_SESSION_TOKEN")):
-        if os.environ.get(env):
-            conf[f"spark.hadoop.fs.s3a.{key}"] = os.environ[env]
-    provider = "TemporaryAWSCredentialsProvider" if os.environ.get("AWS_SESSION_TOKEN") else "SimpleAWSCredentialsProvider"
-    conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = f"org.apache.hadoop.fs.s3a.{provider}"
+    # The JVM reads the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN
+    # variables itself (temporary credentials included), so no secret is copied into Spark's conf.
+    conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = "com.amazonaws.auth.EnvironmentVariableCredentialsProvider"
     return conf
 
 
 def get_spark(settings: Settings, app_name: str = "fruits", uris: Iterable[str] = ()) -> SparkSession:
     """Create (or reuse) the session. `uris` are the job's inputs/outputs: s3a:// ones add the s3a setup."""
     uris = list(uris)
-    if not under_spark_submit():
+    if not settings.under_spark_submit:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         # Python workers must run this interpreter (the venv), not whatever `python3` is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         settings.state.mkdir(parents=True, exist_ok=True)
-    from pyspark.sql import SparkSession
-
     builder = SparkSession.builder.appName(app_name)
-    master = None if under_spark_submit() else settings.spark_master or "local[*]"  # spark-submit's own wins
+    master = None if settings.under_spark_submit else settings.spark_master or "local[*]"  # spark-submit's own wins
     if master:
         builder = builder.master(master)
     for key, value in session_conf(settings, uris).items():
@@ -168,8 +160,6 @@ def hadoop_fs(spark: SparkSession, uri: str):
 @contextlib.contextmanager
 def storage_errors(uri: str, action: str) -> Iterator[None]:
     """A storage failure (no such scheme, access denied, unreachable endpoint) as one line."""
-    from py4j.protocol import Py4JJavaError
-
     try:
         yield
     except Py4JJavaError as exc:
@@ -196,3 +186,27 @@ def path_exists(spark: SparkSession, uri: str) -> bool:
     with storage_errors(uri, "read"):
         fs, path = hadoop_fs(spark, uri)
         return bool(fs.exists(path))
+
+
+def fetch_s3a_jars(settings: Settings) -> str:
+    """Fetch hadoop-aws + the AWS SDK bundle (s3a:// outside EMR) into the state dir, once. Says what it did."""
+    targets = [settings.jars_dir / name for name in S3A_JARS]
+    if all(t.is_file() for t in targets):
+        return f"s3a jars: present in {settings.jars_dir}"
+    settings.jars_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", S3A_JARS_PACKAGE,
+               "-d", tmp]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        archives = list(Path(tmp).glob("*.tar.gz"))
+        if done.returncode != 0 or not archives:
+            raise FruitsError(f"could not download {S3A_JARS_PACKAGE} for the s3a jars: {done.stderr.strip()[-300:]}")
+        with tarfile.open(archives[0]) as tar:
+            for member in tar.getmembers():
+                name = Path(member.name).name
+                if name in S3A_JARS:
+                    (settings.jars_dir / name).write_bytes(tar.extractfile(member).read())
+    missing = [t.name for t in targets if not t.is_file()]
+    if missing:
+        raise FruitsError(f"{S3A_JARS_PACKAGE} did not contain {', '.join(missing)}")
+    return f"s3a jars: fetched {', '.join(S3A_JARS)} into {settings.jars_dir}"

@@ -1,16 +1,13 @@
-"""Upload a folder of images to s3://bucket/prefix/ (or a local landing directory), keeping class folders.
+"""Upload images to the images prefix (S3) or a landing folder (local), the way the stream needs them.
 
-Every image under DIR (recursively; .jpg/.jpeg/.png; hidden and _-prefixed names and folders
-are left out, as Spark leaves them out) lands at DEST/<its path under DIR>, so
-"Apple Red 1/r_1_100.jpg" keeps its class folder. Re-running is cheap: a file whose copy at
-DEST has the same size and content (sha256 kept in the object's metadata, or the MD5 ETag of
-objects uploaded by other tools) is skipped. Local copies are written under a dot-prefixed
-temporary name, then renamed, so a watching Spark stream never reads a half-written image.
+Destinations are chosen by URI (s3://, s3a://, file://, a path). Each implementation compares before
+writing (size, then the sha256 stored with the object or the single-part MD5 ETag) so re-runs skip
+what is already there, and `land` writes local files atomically so a watching stream never reads
+half a file. `fruits upload` (cli/upload.py) is the command.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import mimetypes
@@ -28,9 +25,8 @@ from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
 
-from fruits.console import emit_summary
-from fruits.errors import FruitsError, one_line
-from fruits.images import IMAGE_EXTENSIONS, is_image_name
+from fruits.exceptions import FruitsError, one_line
+from fruits.source import IMAGE_EXTENSIONS, is_image_name
 
 log = logging.getLogger("fruits.upload")
 
@@ -101,6 +97,7 @@ def upload_dir(
     dest: str,
     *,
     endpoint_url: str | None = None,
+    region: str | None = None,
     workers: int = 8,
     progress: bool = True,
     on_uploaded: Callable[[str], None] | None = None,
@@ -111,13 +108,13 @@ def upload_dir(
     A file that fails is reported in `failed` and the others go on; an error that would fail
     every file (missing bucket, bad credentials, access denied, unreachable endpoint) raises
     FruitsError at once. `on_uploaded` is called in the caller's thread for each file written,
-    with its destination URI (S3) or path (local). The endpoint defaults to the settings'
-    (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL), then to AWS itself.
+    with its destination URI (S3) or path (local). `endpoint_url` None means AWS itself; `region`
+    None leaves the region to boto3 (AWS_REGION, the profile).
     """
     if workers < 1:
         raise FruitsError(f"--workers must be at least 1, got {workers}")
     images = find_images(source)
-    destination = open_destination(dest, endpoint_url=endpoint_url, workers=workers)
+    destination = open_destination(dest, endpoint_url=endpoint_url, region=region, workers=workers)
     report = UploadReport(dest=dest, dry_run=dry_run)
     started = time.perf_counter()
     log.info("%s %d image(s) from %s to %s with %d worker(s)",
@@ -176,13 +173,14 @@ def find_images(source: Path) -> list[SourceImage]:
     return images
 
 
-def open_destination(dest: str, *, endpoint_url: str | None = None, workers: int = 8) -> Destination:
+def open_destination(dest: str, *, endpoint_url: str | None = None, region: str | None = None, workers: int = 8
+                     ) -> Destination:
     """Storage is chosen by URI: s3:// and s3a:// go to S3, file:// and plain paths to disk."""
     parsed = urlparse(dest)
     if parsed.scheme in S3_SCHEMES:
         if not parsed.netloc:
             raise FruitsError(f"{dest}: no bucket name (expected {parsed.scheme}://bucket/prefix/)")
-        return S3Destination(parsed.scheme, parsed.netloc, parsed.path.lstrip("/"), endpoint_url, workers)
+        return S3Destination(parsed.scheme, parsed.netloc, parsed.path.lstrip("/"), endpoint_url, region, workers)
     if parsed.scheme == "file":
         return LocalDestination(Path(unquote(parsed.path)))
     if parsed.scheme and len(parsed.scheme) > 1:  # one letter would be a Windows drive
@@ -234,15 +232,13 @@ class _RemoteObject:
 class S3Destination:
     """s3://bucket/prefix/ through one boto3 client shared by the workers (clients are thread-safe)."""
 
-    def __init__(self, scheme: str, bucket: str, prefix: str, endpoint_url: str | None, workers: int):
-        from fruits.settings import Settings
-
-        settings = Settings.load()
+    def __init__(self, scheme: str, bucket: str, prefix: str, endpoint_url: str | None, region: str | None,
+                 workers: int):
         self.scheme = scheme
         self.bucket = bucket
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-        self.endpoint_url = endpoint_url or settings.s3_endpoint_url
-        self.client = _s3_client(self.endpoint_url, settings.aws_region, workers)
+        self.endpoint_url = endpoint_url
+        self.client = _s3_client(endpoint_url, region, workers)
         self.existing: dict[str, _RemoteObject] = {}
 
     def key(self, relative: str) -> str:
@@ -320,7 +316,7 @@ class S3Destination:
         return None
 
 
-def _s3_client(endpoint_url: str | None, region: str, workers: int) -> Any:
+def _s3_client(endpoint_url: str | None, region: str | None, workers: int) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -364,38 +360,25 @@ class LocalDestination:
             return False
 
     def write(self, relative: str, content: bytes, sha256: str) -> str:
-        """Write a dot-prefixed temporary file, then rename: readers see all of the file or none.
-
-        Spark's file source ignores dot-prefixed names, and os.replace is atomic on one filesystem.
-        """
-        target = self.root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
-        try:
-            with open(temporary, "xb") as out:
-                out.write(content)
-            os.replace(temporary, target)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        return str(target)
+        return str(land(content, self.root / relative))
 
     def fatal(self, exc: BaseException) -> FruitsError | None:
         return None
 
 
-# ----------------------------------------------------------------------------- CLI
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", metavar="DIR", type=Path, help="folder of class folders of images")
-    parser.add_argument("dest", metavar="DEST", help="s3://bucket/prefix/ (or s3a://), or a local directory / file:// URI")
-    parser.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, then AWS)")
-    parser.add_argument("--workers", type=int, default=8, help="concurrent uploads (default: 8)")
-    parser.add_argument("--dry-run", action="store_true", help="report what would be uploaded; write nothing")
+def land(content: bytes, target: Path) -> Path:
+    """Write a file the way a watched folder must receive it: readers see all of it or nothing.
 
-
-def run(args: argparse.Namespace) -> int:
-    report = upload_dir(args.dir, args.dest, endpoint_url=args.endpoint_url, workers=args.workers,
-                        progress=not args.quiet, dry_run=args.dry_run)
-    emit_summary(report.summary(), args.json, report.human())
-    return 1 if report.failed else 0
-
+    The bytes go to a dot-prefixed temporary name (Spark's file source ignores those), then
+    os.replace moves it into place, which is atomic on one filesystem.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
+    try:
+        with open(temporary, "xb") as out:
+            out.write(content)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return target

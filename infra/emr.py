@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from fruits import __version__
-from fruits.console import emit_summary
-from fruits.errors import FruitsError
+from cli.console import emit_summary  # TODO(split): the CLI moves to cli/emr.py
+from fruits.exceptions import FruitsError
 from fruits.spark import APP_CONF
 
 if TYPE_CHECKING:

@@ -10,30 +10,26 @@ The size filter is pushed into the scan: a file over the limit is never read.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pyspark.ml import PipelineModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
-from fruits import transforms as T
-from fruits.featurizer import Featurizer
+from fruits import featurize, project, source
+from fruits.featurize import Featurizer
 from fruits.registry import ResolvedModel
 from fruits.settings import Settings
-
-if TYPE_CHECKING:
-    from pyspark.ml import PipelineModel
-    from pyspark.sql import DataFrame, SparkSession
 
 PARTITION_COLUMNS = ["ingest_date"]
 RESULTS_METRICS = "batch"
 
 
-def _source(spark: SparkSession, settings: Settings, source: str) -> DataFrame:
-    return T.read_images(spark, source, stream=True, max_files_per_trigger=settings.max_files_per_trigger)
+def _source(spark: SparkSession, settings: Settings, uri: str) -> DataFrame:
+    return source.read_images(spark, uri, stream=True, max_files_per_trigger=settings.max_files_per_trigger)
 
 
 def _common(df: DataFrame, source_root: str) -> DataFrame:
-    from pyspark.sql import functions as F
-
     return (
-        df.withColumn("label", T.label_column("path", source_root))
+        df.withColumn("label", source.label_column("path", source_root))
         .withColumnRenamed("length", "size")
         .withColumnRenamed("modificationTime", "modification_time")
         # current_timestamp() is fixed per micro-batch: the batch's ingest time.
@@ -45,25 +41,23 @@ def _common(df: DataFrame, source_root: str) -> DataFrame:
 def results_frame(
     spark: SparkSession,
     settings: Settings,
-    source: str,
+    uri: str,
     source_root: str,
     featurizer: Featurizer,
     model: PipelineModel,
     resolved: ResolvedModel,
 ) -> DataFrame:
-    from pyspark.sql import functions as F
-
-    images = _source(spark, settings, source).filter(F.col("length") <= settings.max_image_bytes)
-    featurized = T.featurize(_common(images, source_root), featurizer, settings.max_image_pixels).drop("content")
+    images = _source(spark, settings, uri).filter(F.col("length") <= settings.max_image_bytes)
+    featurized = featurize.featurize(_common(images, source_root), featurizer, settings.max_image_pixels).drop("content")
     # Per-batch numbers for the log line, computed on the batch as it flows (no extra pass).
     observed = featurized.observe(
         RESULTS_METRICS,
         F.count(F.lit(1)).alias("input"),
-        F.sum(F.when(F.col("reject_reason").isNotNull(), 1).otherwise(0)).alias("rejected"),
+        F.sum(F.when(F.col("reason").isNotNull(), 1).otherwise(0)).alias("rejected"),
         F.collect_list(F.unix_micros("modification_time")).alias("mtimes_us"),
     )
-    good = observed.filter(F.col("reject_reason").isNull())
-    projected = T.project(good, model)
+    good = observed.filter(F.col("reason").isNull())
+    projected = project.project(good, model)
     return projected.select(
         "path", "label", "size", "modification_time", "ingest_time", "features", "pca",
         F.lit(resolved.name).alias("model_name"),
@@ -73,6 +67,6 @@ def results_frame(
     )
 
 
-def errors_source(spark: SparkSession, settings: Settings, source: str, source_root: str) -> DataFrame:
+def errors_source(spark: SparkSession, settings: Settings, uri: str, source_root: str) -> DataFrame:
     """Every file of the source with its metadata; the quarantine decides, per batch, what is bad."""
-    return _common(_source(spark, settings, source), source_root)
+    return _common(_source(spark, settings, uri), source_root)

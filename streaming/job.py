@@ -16,24 +16,26 @@ Output (parquet):
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fruits.console import add_job_flags, emit_summary, settings_from_args
-from fruits.errors import FruitsError, one_line
+from pyspark.sql import SparkSession
+from pyspark.sql.streaming import StreamingQuery
+
+from fruits import registry
+from fruits.exceptions import FruitsError, one_line
+from fruits.featurize import Featurizer, check_compatible
+from fruits.registry import ResolvedModel
 from fruits.settings import Settings
-
-if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
-    from pyspark.sql.streaming import StreamingQuery
-
-    from fruits.registry import ResolvedModel
-    from streaming.monitor import Monitor
+from fruits.source import label_from_path
+from fruits.spark import ensure_dir, get_spark, qualify
+from streaming.frames import PARTITION_COLUMNS, errors_source, results_frame
+from streaming.monitor import Monitor, make_listener
+from streaming.quarantine import QuarantineWriter, remove_partial_writes
 
 log = logging.getLogger("fruits.stream")
 RESULTS_QUERY = "fruits-results"
@@ -42,35 +44,6 @@ AVAILABLE_NOW = "available-now"
 ERRORS_BATCH_FACTOR = 4  # the errors query triggers 4x less often, with 4x more files per batch
 _INTERVAL = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", metavar="URI", help="images prefix to watch (default .fruits/landing)")
-    parser.add_argument("--output", metavar="URI", help="results parquet (default .fruits/lake/results)")
-    parser.add_argument("--errors", metavar="URI", help="quarantine parquet (default .fruits/lake/errors)")
-    parser.add_argument("--checkpoint", metavar="URI", help="checkpoint root (default .fruits/checkpoints/stream)")
-    parser.add_argument("--model", metavar="URI", help="registered model (default models:/fruits-pca@champion)")
-    parser.add_argument("--trigger", metavar="EVERY", help="micro-batch interval like 2s, 500ms, 1m (default 2s), "
-                                                           "or 'available-now' to drain what is there and stop")
-    parser.add_argument("--max-files-per-trigger", type=int, metavar="N",
-                        help="backpressure: at most N files per micro-batch (default 1000)")
-    parser.add_argument("--max-image-mb", type=float, metavar="MB",
-                        help="files over this size are quarantined unread (default 64)")
-    add_job_flags(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    extra = {"max_image_bytes": int(args.max_image_mb * 1024 * 1024)} if args.max_image_mb is not None else {}
-    settings = settings_from_args(args, **extra)
-    job = StreamingJob(settings, model_uri=args.model)
-    try:
-        job.start()
-        job.run_until_stopped(handle_signals=True)
-    finally:
-        job.stop()
-    summary = job.summary()
-    emit_summary(summary, args.json, human_summary(summary))
-    return 0
 
 
 def trigger_options(trigger: str, slower: int = 1) -> dict[str, Any]:
@@ -106,21 +79,13 @@ class StreamingJob:
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
-        from fruits import registry
-        from fruits.featurizer import Featurizer
-        from fruits.spark import ensure_dir, get_spark, qualify
-        from fruits.images import label_from_path
-        from streaming.frames import PARTITION_COLUMNS, errors_source, results_frame
-        from streaming.monitor import Monitor, make_listener
-        from streaming.quarantine import QuarantineWriter, remove_partial_writes
-
         s = self.settings
         uris = [s.source_uri, s.output_uri, s.errors_uri, s.checkpoint_uri]
         self.spark = self.spark or get_spark(s, "fruits-stream", uris=uris)
         client = registry.connect(s)
         self.resolved = registry.resolve(client, self.model_uri)
-        featurizer = Featurizer.load(s.weights, s.engine, s.cache_dir, s.keras_home)
-        check_featurizer(self.resolved, featurizer.spec)
+        featurizer = Featurizer.load(s)
+        check_compatible(self.resolved.spec, featurizer.spec, self.resolved.label)
         model = registry.load_spark_model(self.resolved)
         log.info("model %s resolved to version %s (run %s); featurizer %s", self.model_uri, self.resolved.version,
                  self.resolved.run_id, featurizer.spec.describe())
@@ -269,28 +234,3 @@ class StreamingJob:
 def _last_batch(query: StreamingQuery) -> int:
     """Id of the last micro-batch the query completed (-1 before the first)."""
     return int((query.lastProgress or {}).get("batchId", -1))
-
-
-def check_featurizer(resolved: ResolvedModel, mine) -> None:
-    """Refuse to project features from one featurizer with a model fitted on another's."""
-    if resolved.spec is None:
-        raise FruitsError(
-            f"model {resolved.name} v{resolved.version} has no featurizer tags (not registered by `fruits fit`): "
-            "refusing to guess which featurizer it was fitted with"
-        )
-    if resolved.spec != mine:
-        raise FruitsError(
-            f"featurizer mismatch: model {resolved.name} v{resolved.version} was fitted with a different featurizer "
-            f"(model != this stream: {'; '.join(resolved.spec.differences(mine))}); "
-            "refit the model or pass the matching --weights"
-        )
-
-
-def human_summary(s: dict[str, Any]) -> str:
-    latency = (f", upload->commit latency p50 {s['latency_p50_s']:.1f} s, p95 {s['latency_p95_s']:.1f} s"
-               if s.get("latency_p50_s") is not None else "")
-    return (
-        f"streamed {s['rows']} rows and {s['errors']} errors in {s['batches']} batches with "
-        f"{s['model_name']} v{s['model_version']} ({s['seconds']:.0f} s{latency})\n"
-        f"  results: {s['output']}\n  errors:  {s['errors_output']}\n  checkpoint: {s['checkpoint']}"
-    )

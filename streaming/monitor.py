@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pyspark.sql.streaming import StreamingQueryListener
 
 from streaming.frames import RESULTS_METRICS
 
@@ -125,9 +126,7 @@ class Monitor:
             return Totals(t.batches, t.input, t.rows, t.rejected, t.errors, t.busy_seconds, deque(t.latencies))
 
 
-def make_listener(monitor: Monitor):
-    from pyspark.sql.streaming import StreamingQueryListener
-
+def make_listener(monitor: Monitor) -> StreamingQueryListener:
     class _Listener(StreamingQueryListener):
         def onQueryStarted(self, event):  # noqa: N802 (Spark's names)
             log.debug("query %s started (id %s)", event.name, event.id)

@@ -25,13 +25,17 @@ import logging
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fruits import transforms as T
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from fruits import decode
 from fruits.settings import Settings
-
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+from fruits.spark import hadoop_fs
 
 log = logging.getLogger("fruits.stream")
 
@@ -51,8 +55,6 @@ def source_batch_files(spark, source_log: str, batch_id: int) -> list[str]:
     file. Paths are converted the way Spark's FileStreamSource.getBatch converts them, so they
     compare equal to the `path` column.
     """
-    from fruits.spark import hadoop_fs
-
     fs, folder = hadoop_fs(spark, source_log)
     jvm = spark.sparkContext._jvm
     for name in (str(batch_id), f"{batch_id}.compact"):
@@ -75,8 +77,6 @@ def source_batch_files(spark, source_log: str, batch_id: int) -> list[str]:
 
 def file_size(spark, path: str) -> int | None:
     """Size in bytes, or None if the file no longer exists (any storage, via Hadoop)."""
-    from fruits.spark import hadoop_fs
-
     fs, hpath = hadoop_fs(spark, path)
     return int(fs.getFileStatus(hpath).getLen()) if fs.exists(hpath) else None
 
@@ -88,8 +88,6 @@ def error_rows(
 
     `listed` are the files the source assigned to the batch, zero-length ones included.
     """
-    from pyspark.sql import functions as F
-
     meta = batch.select("path", "label", "size", "modification_time", "ingest_time").collect()
     ingest_time = meta[0].ingest_time if meta else datetime.now(timezone.utc)
     rows: list[dict[str, Any]] = []
@@ -113,11 +111,29 @@ def error_rows(
 
     if any(r.size <= settings.max_image_bytes for r in meta):
         readable = batch.filter(F.col("size") <= settings.max_image_bytes)
-        checked = T.reject_reasons(readable, settings.max_image_pixels).filter(F.col("reject_reason").isNotNull())
-        for r in checked.select("path", "label", "size", "modification_time", "reject_reason", "reject_detail").collect():
-            rows.append(_row(r.path, r.label, r.size, r.modification_time, ingest_time, r.reject_reason,
-                             r.reject_detail, batch_id))
+        checked = decode_reasons(readable, settings.max_image_pixels).filter(F.col("reason").isNotNull())
+        for r in checked.select("path", "label", "size", "modification_time", "reason", "detail").collect():
+            rows.append(_row(r.path, r.label, r.size, r.modification_time, ingest_time, r.reason, r.detail, batch_id))
     return sorted(rows, key=lambda row: row["path"])
+
+
+def decode_reasons(df: DataFrame, max_pixels: int, content_col: str = "content") -> DataFrame:
+    """Add `reason`/`detail` by decoding only (no model): null for a good image."""
+
+    @F.pandas_udf("reason string, detail string")
+    def check_udf(contents: pd.Series) -> pd.DataFrame:
+        reasons, details = [], []
+        for data in contents:
+            try:
+                decode.decode(data, max_pixels)
+                reasons.append(None)
+                details.append(None)
+            except decode.Rejected as exc:
+                reasons.append(exc.reason)
+                details.append(exc.detail)
+        return pd.DataFrame({"reason": reasons, "detail": details})
+
+    return df.withColumn("_checked", check_udf.asNondeterministic()(F.col(content_col))).select(*df.columns, "_checked.*")
 
 
 def _row(path, label, size, mtime, ingest_time, reason, detail, batch_id) -> dict[str, Any]:
@@ -125,9 +141,6 @@ def _row(path, label, size, mtime, ingest_time, reason, detail, batch_id) -> dic
 
 
 def to_parquet_bytes(rows: list[dict]) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     schema = pa.schema(
         [
             ("path", pa.string()),
@@ -148,8 +161,6 @@ def to_parquet_bytes(rows: list[dict]) -> bytes:
 
 def write_atomically(spark, directory: str, name: str, payload: bytes) -> str:
     """Write `payload` to directory/name via a hidden temp file and a rename (replacing any old copy)."""
-    from fruits.spark import hadoop_fs
-
     fs, folder = hadoop_fs(spark, directory)
     jvm = spark.sparkContext._jvm
     final = jvm.org.apache.hadoop.fs.Path(folder, name)
@@ -170,8 +181,6 @@ def write_atomically(spark, directory: str, name: str, payload: bytes) -> str:
 
 def remove_partial_writes(spark, directory: str) -> int:
     """Delete temp files a killed write left behind (readers skip '_' names, but they pile up)."""
-    from fruits.spark import hadoop_fs
-
     fs, folder = hadoop_fs(spark, directory)
     if not fs.exists(folder):
         return 0

@@ -68,7 +68,7 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory, keras_home: Path) -> Pat
 def settings(state_dir: Path, moto_server: str):
     """Test settings: local[2] Spark whose s3a:// points at the session's moto server."""
     from fruits.settings import Settings
-    from fruits.setup import fetch_s3a_jars
+    from fruits.spark import fetch_s3a_jars
 
     settings = Settings.load(state_dir=state_dir, spark_master="local[2]", s3_endpoint_url=moto_server)
     project_jars = ROOT / ".fruits" / "jars"  # fetched once by `make setup`; else fetched here
@@ -90,9 +90,9 @@ def spark(settings):
 
 @pytest.fixture(scope="session")
 def featurizer(settings):
-    from fruits.featurizer import Featurizer
+    from fruits.featurize import Featurizer
 
-    return Featurizer.load(settings.weights, "onnx", settings.cache_dir, settings.keras_home)
+    return Featurizer.load(settings.replace(engine="onnx"))
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,37 @@
-"""Helpers shared by tests: copying real images, and corpora of bad and unusual inputs."""
+"""Helpers shared by tests: real images, corpora of bad and unusual inputs, waiting on the system."""
 
 from __future__ import annotations
 
 import io
 import shutil
 import struct
+import subprocess
+import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+
+# From ../shared/models/keras/README.md: the identity of the genuine ImageNet weights.
+SHARED_WEIGHTS_SHA256 = "71e4c4ec4aa24c9c951b9265d6de42e1336dcf614c2214fa6a989208615e232c"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen | None = None,
+               poll: float = 0.3) -> None:
+    """Poll `predicate` until it holds. `timeout` is a generous deadline for a stuck system, never a
+    measure of speed: tests gate on what the system has done, not on how long it took."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"process exited with {process.returncode} while waiting for {what}")
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @dataclass

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from fruits.cli import main
+from support import SHARED_WEIGHTS_SHA256
 
-SHARED_WEIGHTS_SHA256 = "71e4c4ec4aa24c9c951b9265d6de42e1336dcf614c2214fa6a989208615e232c"
+from cli.main import main
 
 
 def test_fit_reports_the_contract_and_reaches_the_accuracy_bar(fitted: dict) -> None:

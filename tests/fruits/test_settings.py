@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fruits.errors import FruitsError
+from fruits.exceptions import FruitsError
 from fruits.settings import Settings
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import boto3
 import pytest
 
-from fruits.cli import main
-from fruits.errors import FruitsError
+from cli.main import main
+from fruits.exceptions import FruitsError
 from fruits.upload import upload_dir
 
 REGION = "eu-west-3"

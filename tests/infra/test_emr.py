@@ -22,8 +22,8 @@ from typing import Any
 import boto3
 import pytest
 
-from fruits.cli import main
-from fruits.errors import FruitsError
+from cli.main import main
+from fruits.exceptions import FruitsError
 from infra import emr
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,7 +255,7 @@ def test_full_request_carries_every_option() -> None:
 
 
 def test_weights_key_is_the_file_the_featurizer_expects() -> None:
-    from fruits.featurizer import WEIGHTS_FILE
+    from fruits.weights import WEIGHTS_FILE
 
     assert emr.WEIGHTS_KEY == f"models/keras/{WEIGHTS_FILE}"
 
@@ -456,7 +456,7 @@ def test_aws_errors_are_one_line(moto_server: str, capsys: pytest.CaptureFixture
 
 # ============================================================================ the files shipped to S3
 def test_spark_entry_runs_the_cli_and_exits_with_its_code() -> None:
-    entry = [sys.executable, str(ROOT / "infra" / "spark_entry.py")]
+    entry = [sys.executable, str(ROOT / "cli" / "spark_entry.py")]
     env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}
 
     def run(*args: str) -> subprocess.CompletedProcess:

@@ -8,47 +8,28 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from support import wait_until
 
 from fruits import lake
+from fruits.upload import land
 
 pytestmark = pytest.mark.slow
-
-
-def land(src: Path, landing: Path) -> Path:
-    """Upload like a phone app would to a local landing dir: hidden temp name, atomic rename."""
-    target = landing / src.parent.name / src.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{src.name}.part")
-    temp.write_bytes(src.read_bytes())
-    os.replace(temp, target)
-    return target
+BACKLOG = 12  # uploads landed but not yet committed, at most
 
 
 def committed_rows(output: Path) -> int:
     return lake.read_table(str(output), columns=["path"]).num_rows if (output / "_spark_metadata").is_dir() else 0
 
 
-def wait_until(predicate, timeout: float, what: str, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"stream exited with {process.returncode} while waiting for {what}")
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def start_stream(args: list[str], log: Path) -> subprocess.Popen:
     # Own process group: SIGKILL then takes the driver, its JVM and the Python workers at once,
     # like a lost machine; SIGTERM goes to the driver only, like `kill PID` or a scheduler.
     return subprocess.Popen(
-        [sys.executable, "-m", "fruits.cli", "stream", *args],
+        [sys.executable, "-m", "cli", "stream", *args],
         stdout=subprocess.PIPE, stderr=log.open("ab"), text=True, start_new_session=True,
     )
 
@@ -63,11 +44,18 @@ def test_sigkill_mid_stream_then_restart_is_exactly_once(settings, fitted, data_
     ]
     landed: list[Path] = []
     feeding_done = threading.Event()
+    stop_feeding = threading.Event()
 
-    def feed() -> None:  # a steady trickle for the whole test: before, during and after the kill
+    def feed() -> None:
+        """Uploads arrive before, during and after the kill, at the stream's own pace: the next file
+        lands only while fewer than BACKLOG are waiting, so however fast or slow the machine, the
+        stream is mid-way through the uploads when it is killed."""
         for src in uploads:
-            landed.append(land(src, landing))
-            time.sleep(0.12)
+            while len(landed) - committed_rows(output) >= BACKLOG and not stop_feeding.is_set():
+                stop_feeding.wait(0.2)
+            if stop_feeding.is_set():
+                return
+            landed.append(land(src.read_bytes(), landing / src.parent.name / src.name))
         feeding_done.set()
 
     log = tmp_path / "stream.log"
@@ -75,22 +63,23 @@ def test_sigkill_mid_stream_then_restart_is_exactly_once(settings, fitted, data_
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     try:
-        wait_until(lambda: committed_rows(output) >= 18, 180, "some committed batches", first)
+        wait_until(lambda: committed_rows(output) >= 18, 300, "some committed batches", first)
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(30)
     at_kill = committed_rows(output)
     assert first.returncode == -signal.SIGKILL
-    assert at_kill < len(uploads) and not feeding_done.is_set(), "the kill must happen mid-stream"
+    assert at_kill < len(uploads) and not feeding_done.is_set()  # holds by construction: the feeder waits
 
     second = start_stream(args, log)
     try:
-        feeder.join(120)
+        feeder.join(600)
         assert feeding_done.is_set()
         wait_until(lambda: committed_rows(output) >= len(uploads), 240, "every upload committed", second)
         second.send_signal(signal.SIGTERM)  # graceful: finish the current micro-batch, then exit 0
         out, _ = second.communicate(timeout=120)
     finally:
+        stop_feeding.set()
         if second.poll() is None:
             os.killpg(second.pid, signal.SIGKILL)
     assert second.returncode == 0, log.read_text()[-3000:]

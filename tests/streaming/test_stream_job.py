@@ -10,8 +10,8 @@ import pytest
 from support import Layout, copy_classes, write_bad_corpus, write_unusual_valid
 
 from fruits import lake
-from fruits.cli import main
-from fruits.errors import FruitsError
+from cli.main import main
+from fruits.exceptions import FruitsError
 from fruits.upload import upload_dir
 from streaming.job import StreamingJob, trigger_options
 

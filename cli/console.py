@@ -1,7 +1,4 @@
-"""What every command shares: common flags, settings from flags, logging, the --json output contract.
-
-Command modules import this (never fruits.cli, which imports them).
-"""
+"""What every command shares: common flags, settings from flags, logging, the --json output contract."""
 
 from __future__ import annotations
 
@@ -11,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+from fruits.settings import ENGINES, Settings, fields_of
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +21,6 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_job_flags(parser: argparse.ArgumentParser) -> None:
     """Flags every Spark job shares; each maps onto a Settings field (None = keep env/default)."""
-    from fruits.settings import ENGINES
-
     group = parser.add_argument_group("environment")
     group.add_argument("--state-dir", type=Path, help="local state: sqlite MLflow, caches, default dirs (.fruits)")
     group.add_argument("--tracking-uri", dest="mlflow_tracking_uri", metavar="URI",
@@ -34,10 +31,8 @@ def add_job_flags(parser: argparse.ArgumentParser) -> None:
                        help="'imagenet' (Keras cache, default) or a path / s3:// URI of the MobileNetV2 no-top .h5")
 
 
-def settings_from_args(args: argparse.Namespace, **extra: Any):
+def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
     """Settings from env + the flags the user gave (argparse leaves the others None)."""
-    from fruits.settings import Settings, fields_of
-
     given = {k: v for k, v in vars(args).items() if k in fields_of(Settings)}
     given.update(extra)
     return Settings.load(**given)

@@ -1,4 +1,4 @@
-"""`fruits demo`, short versions: locally (reusing the session's model) and on emulated AWS.
+"""The demos (`python -m demo`), short versions: locally (reusing the session's model) and on emulated AWS.
 
 Real components throughout: the session's Spark, MLflow (the session's sqlite store; a real
 `mlflow server` subprocess for the emulated run), moto servers, the real images in ../shared.
@@ -18,9 +18,12 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 
-from fruits import demo, lake
-from fruits.cli import main
-from fruits.images import is_image_name
+from demo import run as demo
+from demo.__main__ import main
+from demo.emulated_aws import emulated_aws
+from demo.workspace import scratch_state
+from fruits import lake, registry
+from fruits.source import is_image_name
 
 pytestmark = pytest.mark.slow
 
@@ -32,16 +35,6 @@ SUMMARY_KEYS = {
     "seconds", "fallback_reason",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def scratch_state(tmp_path: Path, settings) -> Path:
-    """A fresh state dir that shares the session's ONNX export and s3a jars (re-exporting costs ~20 s)."""
-    state = tmp_path / "state"
-    state.mkdir()
-    settings.cache_dir.mkdir(parents=True, exist_ok=True)  # the first export fills the session's cache
-    (state / "cache").symlink_to(settings.cache_dir.resolve())
-    (state / "jars").symlink_to(settings.jars_dir.resolve())
-    return state
 
 
 def assert_spread_over_classes(per_class: Counter, limit: int) -> None:
@@ -69,10 +62,8 @@ def assert_common_summary(summary: dict, limit: int, per_class: Counter) -> None
 
 
 def test_local_demo_streams_a_fresh_run_folder_and_plots(spark, settings, fitted, data_dir: Path, tmp_path: Path):
-    from fruits import registry
-
     limit = 40
-    state = scratch_state(tmp_path, settings)
+    state = scratch_state(tmp_path / "state", settings)
     # --skip-fit: reuse the session's fruits-pca@champion (the fit path is exercised by the AWS test).
     demo_settings = settings.replace(state_dir=state, mlflow_tracking_uri=settings.tracking_uri)
 
@@ -107,11 +98,11 @@ def test_aws_emulated_demo_end_to_end_then_everything_stops(spark, settings, dat
     from mlflow import MlflowClient
 
     limit = 30
-    state = scratch_state(tmp_path, settings)
+    state = scratch_state(tmp_path / "state", settings)
     demo_settings = settings.replace(state_dir=state)
     env_before = {k: os.environ.get(k) for k in ("TOPIC_ARN", "AWS_ENDPOINT_URL", "IMAGES_PREFIX")}
 
-    with demo.emulated_aws(demo.new_run_dir(demo_settings, "aws"), demo_settings.aws_region) as world:
+    with emulated_aws(demo.new_run_dir(demo_settings, "aws"), demo_settings.aws_region) as world:
         region = world.region
         s3 = boto3.client("s3", endpoint_url=world.endpoint, region_name=region)
         sqs = boto3.client("sqs", endpoint_url=world.endpoint, region_name=region)
@@ -184,6 +175,6 @@ def test_bad_input_is_one_line_and_exit_1(argv, message, data_dir: Path, tmp_pat
     argv = [a.format(tmp=tmp_path) for a in argv]
     if "--images" not in argv:
         argv = ["--images", str(data_dir), *argv]
-    assert main(["demo", *argv]) == 1
+    assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("fruits demo: error: ") and message in err[0], err
+    assert len(err) == 1 and err[0].startswith("demo: error: ") and message in err[0], err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import logging
 import os
@@ -26,11 +27,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fruits.errors import FruitsError, one_line
+import boto3
+from moto.server import ThreadedMotoServer
+
+from fruits.exceptions import FruitsError, one_line
+from fruits.source import IMAGE_EXTENSIONS
 
 log = logging.getLogger("fruits.demo")
 
 IMAGES_PREFIX = "images/"
+LAMBDA_HANDLER = Path(__file__).resolve().parents[1] / "lambda" / "handler.py"
+LAMBDA_NOTE = ("moto cannot run Lambdas: a local poller receives the S3 events from SQS and calls "
+               "lambda/handler.py handler(event, None), as the Lambda runtime would")
 SERVER_READY_TIMEOUT_S = 180.0  # ~5-10 s idle; a loaded 2-core machine needs more
 
 
@@ -97,8 +105,6 @@ def _set_env(values: Mapping[str, str | None]) -> None:
 
 
 def start_moto(stack: contextlib.ExitStack) -> str:
-    from moto.server import ThreadedMotoServer
-
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     stack.callback(server.stop)
@@ -107,8 +113,6 @@ def start_moto(stack: contextlib.ExitStack) -> str:
 
 
 def aws_client(service: str, endpoint: str, region: str) -> Any:
-    import boto3
-
     return boto3.session.Session().client(service, endpoint_url=endpoint, region_name=region)
 
 
@@ -124,8 +128,6 @@ def wire_notifications(endpoint: str, region: str, bucket: str, suffix: str) -> 
     One rule per image suffix, as in infra/template.yaml: S3 allows one prefix and one suffix
     per rule. moto does not enforce queue policies, so none are set.
     """
-    from fruits.images import IMAGE_EXTENSIONS
-
     sqs, sns, s3 = (aws_client(s, endpoint, region) for s in ("sqs", "sns", "s3"))
 
     def queue(name: str) -> tuple[str, str]:
@@ -246,11 +248,7 @@ def free_port() -> int:
 
 def load_lambda_handler() -> Any:
     """lambda/handler.py from the source checkout (`lambda` is a keyword: it cannot be imported as a package)."""
-    import importlib.util
-
-    import fruits
-
-    path = Path(fruits.__file__).resolve().parents[1] / "lambda" / "handler.py"
+    path = LAMBDA_HANDLER
     if not path.is_file():
         raise FruitsError(f"{path} not found: --aws-emulated runs from a source checkout (pip install -e .)")
     spec = importlib.util.spec_from_file_location("fruits_demo_upload_lambda", path)

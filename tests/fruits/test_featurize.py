@@ -7,24 +7,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fruits import featurizer as fz
-from fruits import images
-from fruits.errors import FruitsError
+from support import SHARED_WEIGHTS_SHA256
 
-# From ../shared/models/keras/README.md: the identity of the genuine ImageNet weights.
-SHARED_WEIGHTS_SHA256 = "71e4c4ec4aa24c9c951b9265d6de42e1336dcf614c2214fa6a989208615e232c"
+from fruits import decode, weights
+from fruits import featurize as fz
+from fruits.exceptions import FruitsError
+
+MAX_PIXELS = 64_000_000
 
 
 def test_imagenet_weights_resolve_offline_from_the_keras_cache(settings, keras_home: Path) -> None:
-    path = fz.resolve_weights("imagenet", settings.cache_dir, settings.keras_home)
-    assert path.parent == keras_home / "models" and path.name == fz.WEIGHTS_FILE
-    assert fz.sha256_file(path) == SHARED_WEIGHTS_SHA256
+    path = weights.resolve(settings)
+    assert path.parent == keras_home / "models" and path.name == weights.WEIGHTS_FILE
+    assert weights.sha256_file(path) == SHARED_WEIGHTS_SHA256
 
 
 def test_identity_is_the_weights_sha_and_round_trips_through_tags(featurizer) -> None:
     spec = featurizer.spec
     assert spec.weights_sha256 == SHARED_WEIGHTS_SHA256
-    assert (spec.input_size, spec.feature_dim, spec.preprocessing) == (224, 1280, images.PREPROCESSING)
+    assert (spec.input_size, spec.feature_dim, spec.preprocessing) == (224, 1280, decode.PREPROCESSING)
     assert fz.FeaturizerSpec.from_tags(spec.as_tags() | {"unrelated": "x"}) == spec
     other = fz.FeaturizerSpec(weights_sha256="0" * 64)
     assert other.differences(spec) == [f"weights_sha256: {'0' * 64} != {SHARED_WEIGHTS_SHA256}"]
@@ -32,7 +33,7 @@ def test_identity_is_the_weights_sha_and_round_trips_through_tags(featurizer) ->
 
 def test_missing_weights_file_is_a_clear_error(settings, tmp_path: Path) -> None:
     with pytest.raises(FruitsError, match="weights file not found"):
-        fz.resolve_weights(str(tmp_path / "nope.h5"), settings.cache_dir)
+        weights.resolve(settings.replace(weights=str(tmp_path / "nope.h5")))
 
 
 def test_onnx_export_is_cached_by_weights_sha(featurizer, settings) -> None:
@@ -45,8 +46,8 @@ def test_keras_and_onnx_engines_agree_on_real_images(featurizer, data_dir: Path)
     files = sorted((data_dir / "subset").glob("*/*.jpg"))[::20][:16]  # 16 images across classes
     contents = [f.read_bytes() for f in files]
     keras_engine = fz.make_engine("keras", featurizer.weights_path.read_bytes(), threads=2)
-    reference = fz.featurize_contents(keras_engine, contents)
-    fast = fz.featurize_contents(featurizer.make_engine(threads=2), contents)
+    reference = fz.featurize_batch(keras_engine, contents, MAX_PIXELS)
+    fast = fz.featurize_batch(featurizer.make_engine(threads=2), contents, MAX_PIXELS)
     ref = np.stack(reference.features)
     got = np.stack(fast.features)
     assert ref.shape == (16, 1280) and ref.dtype == np.float32
@@ -57,8 +58,18 @@ def test_keras_and_onnx_engines_agree_on_real_images(featurizer, data_dir: Path)
 def test_a_bad_image_does_not_fail_its_batch(featurizer, data_dir: Path) -> None:
     good = sorted((data_dir / "subset" / "Kumquats").glob("*.jpg"))[:3]
     contents = [good[0].read_bytes(), b"", good[1].read_bytes(), b"not an image", good[2].read_bytes()]
-    result = fz.featurize_contents(featurizer.make_engine(), contents, chunk=2)
+    result = fz.featurize_batch(featurizer.make_engine(), contents, MAX_PIXELS, chunk=2)
     assert [f is not None for f in result.features] == [True, False, True, False, True]
     assert result.reasons == [None, "empty", None, "not_an_image", None]
-    alone = fz.featurize_contents(featurizer.make_engine(), [good[1].read_bytes()]).features[0]
+    alone = fz.featurize_batch(featurizer.make_engine(), [good[1].read_bytes()], MAX_PIXELS).features[0]
     np.testing.assert_allclose(result.features[2], alone, atol=1e-5)  # batching does not change numbers
+
+
+def test_one_compatibility_rule_names_every_difference(featurizer) -> None:
+    mine = featurizer.spec
+    fz.check_compatible(mine, mine, "fruits-pca v1")  # the same featurizer: accepted
+    other = fz.FeaturizerSpec(weights_sha256="0" * 64, preprocessing="something-else/v9")
+    with pytest.raises(FruitsError, match=r"fruits-pca v2 .*weights_sha256: 0{64} != .*preprocessing: something-else/v9"):
+        fz.check_compatible(other, mine, "fruits-pca v2")
+    with pytest.raises(FruitsError, match="no featurizer tags"):
+        fz.check_compatible(None, mine, "hand-made v1")

@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 from support import png_header_only
 
-from fruits import images
+from fruits import decode
+
+MAX_PIXELS = 64_000_000  # the documented default limit (README: 64 megapixels)
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -26,46 +28,34 @@ def gradient(mode: str = "RGB", size: tuple[int, int] = (100, 80)) -> Image.Imag
     return Image.fromarray(rgb, "RGB").convert(mode) if mode != "RGB" else Image.fromarray(rgb, "RGB")
 
 
+def pixels_of(data: bytes) -> np.ndarray:
+    """What the model reads: decoded, then scaled to [-1, 1]."""
+    return decode.scale(decode.decode(data, MAX_PIXELS))
+
+
+def reason_of(data: bytes, max_pixels: int = MAX_PIXELS) -> str | None:
+    try:
+        decode.decode(data, max_pixels)
+    except decode.Rejected as exc:
+        return exc.reason
+    return None
+
+
 @pytest.fixture(scope="module")
 def real_jpeg(data_dir: Path) -> bytes:
     return (data_dir / "subset" / "Banana").glob("*.jpg").__next__().read_bytes()
 
 
-# --------------------------------------------------------------------------- labels
-@pytest.mark.parametrize(
-    ("path", "root", "label"),
-    [
-        ("file:/data/subset/Apple Red 1/r_12_100.jpg", None, "Apple Red 1"),
-        ("file:/data/subset/Apple Red 1/r_12_100.jpg", "/data/subset", "Apple Red 1"),
-        ("file:///data/subset/Apple Red 1/r_12_100.jpg", "file:/data/subset/", "Apple Red 1"),
-        ("s3a://bucket/images/Pepper Red/1_100.jpg", "s3a://bucket/images", "Pepper Red"),
-        ("s3a://bucket/images/upload/2026/Kaki/x.png", "s3a://bucket/images/", "Kaki"),
-        ("file:/landing/loose.jpg", "/landing", None),
-        ("s3://bucket/images/loose.jpg", "s3://bucket/images/", None),
-        ("file:/landing/Cherry+Wax%20Red/a.jpg", "/landing", "Cherry+Wax%20Red"),
-    ],
-)
-def test_label_is_the_parent_folder_and_null_at_the_root(path: str, root: str | None, label: str | None) -> None:
-    assert images.label_from_path(path, root) == label
-
-
-def test_image_names_are_case_insensitive_and_hidden_files_are_not_images() -> None:
-    assert images.is_image_name("a/B.JPG") and images.is_image_name("x.jpeg") and images.is_image_name("y.Png")
-    for name in ("a/.x.jpg", "a/_x.jpg", "a/x.jpg.tmp", "a/x.jpg._COPYING_", "a/x.gif", "a/x.txt"):
-        assert not images.is_image_name(name), name
-    assert images.IMAGE_GLOB == "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
-
-
 # --------------------------------------------------------------------------- valid inputs
 def test_real_jpeg_becomes_224_square_scaled_to_minus_one_one(real_jpeg: bytes) -> None:
-    pixels = images.preprocess(real_jpeg)
+    pixels = pixels_of(real_jpeg)
     assert pixels.shape == (224, 224, 3) and pixels.dtype == np.float32
     assert -1.0 <= pixels.min() < -0.5 and 0.9 < pixels.max() <= 1.0  # dark fruit on a white background
 
 
 def test_scaling_matches_mobilenet_v2_preprocess_input() -> None:
     batch = np.array([0, 127, 128, 255], dtype=np.uint8).reshape(1, 1, 4, 1)
-    np.testing.assert_allclose(images.scale(batch).ravel(), [-1.0, -0.003921628, 0.003921628, 1.0], atol=1e-6)
+    np.testing.assert_allclose(decode.scale(batch).ravel(), [-1.0, -0.003921628, 0.003921628, 1.0], atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -82,20 +72,20 @@ def test_scaling_matches_mobilenet_v2_preprocess_input() -> None:
     ],
 )
 def test_unusual_but_valid_images_are_converted(name: str, data) -> None:
-    pixels = images.preprocess(data())
+    pixels = pixels_of(data())
     assert pixels.shape == (224, 224, 3), name
     assert np.isfinite(pixels).all() and pixels.min() >= -1 and pixels.max() <= 1
 
 
 def test_transparent_pixels_become_the_white_background() -> None:
     clear = Image.new("RGBA", (50, 50), (255, 0, 0, 0))  # fully transparent red
-    pixels = images.preprocess(encode(clear, "PNG"))
+    pixels = pixels_of(encode(clear, "PNG"))
     np.testing.assert_allclose(pixels, 1.0)  # white, not red and not black
 
 
 def test_16_bit_values_are_rescaled_not_clipped() -> None:
     mid_grey = Image.fromarray(np.full((30, 30), 32768, np.uint16))
-    pixels = images.preprocess(encode(mid_grey, "PNG"))
+    pixels = pixels_of(encode(mid_grey, "PNG"))
     assert abs(float(pixels.mean())) < 0.02  # 32768/65535 ~ 0.5 -> ~0 after scaling; clipping would give 1.0
 
 
@@ -103,7 +93,7 @@ def test_exif_rotation_is_applied() -> None:
     wide = gradient(size=(120, 60))
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
-    rotated = images.load_rgb(encode(wide, "JPEG", exif=exif.tobytes()))
+    rotated = decode.load_rgb(encode(wide, "JPEG", exif=exif.tobytes()), MAX_PIXELS)
     assert rotated.size == (60, 120)
 
 
@@ -122,22 +112,20 @@ def test_exif_rotation_is_applied() -> None:
     ],
 )
 def test_broken_or_hostile_inputs_are_rejected_with_a_reason(data: bytes | None, reason: str) -> None:
-    with pytest.raises(images.ImageRejected) as caught:
-        images.preprocess(data)
-    assert caught.value.reason == reason
-    assert images.check(data) == images.Rejection(reason, caught.value.detail)
+    with pytest.raises(decode.Rejected) as caught:
+        decode.decode(data, MAX_PIXELS)
+    assert caught.value.reason == reason and caught.value.detail
 
 
 def test_truncated_jpeg_is_rejected(real_jpeg: bytes) -> None:
-    rejection = images.check(real_jpeg[: len(real_jpeg) // 2])
-    assert rejection is not None and rejection.reason in {"truncated", "corrupt"}
+    assert reason_of(real_jpeg[: len(real_jpeg) // 2]) in {"truncated", "corrupt"}
 
 
 def test_pixel_limit_is_configurable(real_jpeg: bytes) -> None:
-    assert images.check(real_jpeg, max_pixels=100 * 100) is None
-    assert images.check(real_jpeg, max_pixels=99 * 100).reason == "too_many_pixels"
+    assert decode.decode(real_jpeg, max_pixels=100 * 100).shape == (224, 224, 3)
+    assert reason_of(real_jpeg, max_pixels=99 * 100) == "too_many_pixels"
 
 
 def test_floating_point_images_are_an_unsupported_mode() -> None:
     data = encode(Image.fromarray(np.random.default_rng(0).random((20, 20), dtype=np.float32), "F"), "TIFF")
-    assert images.check(data).reason == "unsupported_mode"
+    assert reason_of(data) == "unsupported_mode"

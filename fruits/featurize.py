@@ -1,54 +1,63 @@
-"""MobileNetV2 featurizer: weights, identity, engines.
+"""Featurize: decoded pixels -> 1280 MobileNetV2 features, as plain functions and as a Spark pandas UDF.
 
-The featurizer's identity is the sha256 of its weights file plus the input size and the
-preprocessing recipe (FeaturizerSpec). The fit job stores it on the registered model version;
-the streaming job refuses a model whose identity differs from its own.
+The featurizer's identity (FeaturizerSpec) is the sha256 of its weights plus the input size
+and the preprocessing recipe. The fit stores it on the registered model version; whatever
+applies a registered model checks it with `check_compatible` before producing a single row.
 
-Two engines compute the same 1280 floats from the same preprocessed pixels:
+Two engines compute the same 1280 floats from the same pixels:
 - `keras`: the reference, tf.keras MobileNetV2(include_top=False, pooling="avg").
 - `onnx`:  ONNX Runtime on a graph exported once from that Keras model with tf2onnx and
            cached by weights sha (about 2x faster on CPU). The default.
 
 A Featurizer is a small driver-side handle whose `payload` (ONNX model bytes, or the Keras
 weights bytes) is what Spark broadcasts; each Python worker builds its engine once from it.
+TensorFlow and tf2onnx are imported only where they are needed (the `keras` extra): the
+workers of the default engine never load them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from pyspark import Accumulator, SparkContext
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
 
-from fruits import images
-from fruits.errors import FruitsError
+from fruits import decode, weights
+from fruits.exceptions import FruitsError
+from fruits.settings import Settings
 
 log = logging.getLogger(__name__)
 # TensorFlow's C++ start-up chatter (oneDNN, CPU features) says nothing a user can act on.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-WEIGHTS_FILE = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 ARCHITECTURE = "MobileNetV2(alpha=1.0, include_top=False, pooling=avg)"
 FEATURE_DIM = 1280
 INFERENCE_CHUNK = 32  # images per engine call: big enough for throughput, small enough for memory
+WORKER_THREADS = 1  # one intra-op thread per Python worker: Spark runs one worker per core
 TAG_PREFIX = "featurizer."
+# What the UDF adds to a frame: the features, or why there are none.
+FEATURES_SCHEMA = "features array<float>, reason string, detail string"
 
 Engine = Callable[[np.ndarray], np.ndarray]  # float32 (n, 224, 224, 3) -> float32 (n, 1280)
 
 
+# ----------------------------------------------------------------------------- identity
 @dataclass(frozen=True)
 class FeaturizerSpec:
     """Everything that determines the numbers a featurizer produces (not how fast)."""
 
     weights_sha256: str
     architecture: str = ARCHITECTURE
-    input_size: int = images.INPUT_SIZE
-    preprocessing: str = images.PREPROCESSING
+    input_size: int = decode.INPUT_SIZE
+    preprocessing: str = decode.PREPROCESSING
     feature_dim: int = FEATURE_DIM
 
     def as_dict(self) -> dict[str, str | int]:
@@ -76,6 +85,26 @@ class FeaturizerSpec:
         return f"weights sha256 {self.weights_sha256[:12]}, {self.input_size}px, preprocessing {self.preprocessing}"
 
 
+def check_compatible(model_spec: FeaturizerSpec | None, mine: FeaturizerSpec, model: str) -> None:
+    """The one rule: a model is applied only to features of the featurizer it was fitted with.
+
+    `model_spec` comes from the registered version's tags (None: not registered by `fruits fit`);
+    `model` names it in the error ("fruits-pca v3"). Raises FruitsError naming every difference.
+    """
+    if model_spec is None:
+        raise FruitsError(
+            f"model {model} has no featurizer tags (not registered by `fruits fit`): "
+            "refusing to guess which featurizer it was fitted with"
+        )
+    if model_spec != mine:
+        raise FruitsError(
+            f"featurizer mismatch: model {model} was fitted with a different featurizer "
+            f"(model != this one: {'; '.join(model_spec.differences(mine))}); "
+            "refit the model or pass the matching --weights"
+        )
+
+
+# ----------------------------------------------------------------------------- the handle
 @dataclass
 class Featurizer:
     spec: FeaturizerSpec
@@ -85,86 +114,28 @@ class Featurizer:
     _broadcasts: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def load(cls, weights: str, engine: str, cache_dir: Path, keras_home: Path | None = None) -> Featurizer:
-        """Resolve the weights, compute their identity and prepare the engine's payload."""
-        weights_path = resolve_weights(weights, cache_dir, keras_home)
-        sha = sha256_file(weights_path)
-        spec = FeaturizerSpec(weights_sha256=sha)
-        if engine == "onnx":
-            payload = export_onnx(weights_path, sha, cache_dir).read_bytes()
-        elif engine == "keras":
+    def load(cls, settings: Settings) -> Featurizer:
+        """Resolve the settings' weights, compute their identity and prepare the engine's payload."""
+        weights_path = weights.resolve(settings)
+        spec = FeaturizerSpec(weights_sha256=weights.sha256_file(weights_path))
+        if settings.engine == "onnx":
+            payload = export_onnx(weights_path, spec.weights_sha256, settings.cache_dir).read_bytes()
+        elif settings.engine == "keras":
             payload = weights_path.read_bytes()
         else:
-            raise FruitsError(f"unknown engine {engine!r}: choose onnx or keras")
-        log.info("featurizer: MobileNetV2 %s engine, %s", engine, spec.describe())
-        return cls(spec=spec, engine=engine, payload=payload, weights_path=weights_path)
+            raise FruitsError(f"unknown engine {settings.engine!r}: choose onnx or keras")
+        log.info("featurizer: MobileNetV2 %s engine, %s", settings.engine, spec.describe())
+        return cls(spec=spec, engine=settings.engine, payload=payload, weights_path=weights_path)
 
     def make_engine(self, threads: int | None = None) -> Engine:
         return make_engine(self.engine, self.payload, threads)
 
-    def broadcast(self, spark_context):
+    def broadcast(self, spark_context: SparkContext):
         """The payload as a Spark broadcast, sent once per SparkContext however many frames use it."""
         key = id(spark_context._jsc)
         if key not in self._broadcasts:
             self._broadcasts[key] = spark_context.broadcast(self.payload)
         return self._broadcasts[key]
-
-
-# ----------------------------------------------------------------------------- weights
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def resolve_weights(source: str, cache_dir: Path, keras_home: Path | None = None) -> Path:
-    """'imagenet' (Keras' cache, downloaded the usual way if missing), a local path, or s3:// URI."""
-    if source == "imagenet":
-        home = keras_home or Path(os.environ.get("KERAS_HOME") or "~/.keras").expanduser()
-        cached = home / "models" / WEIGHTS_FILE
-        if cached.is_file():
-            return cached
-        return _keras_download(home)
-    if source.startswith(("s3://", "s3a://")):
-        return _download_s3(source, cache_dir / "weights")
-    path = Path(source.removeprefix("file://")).expanduser()
-    if not path.is_file():
-        raise FruitsError(f"weights file not found: {source}")
-    return path
-
-
-def _keras_download(home: Path) -> Path:
-    import keras
-    from keras.src.applications import mobilenet_v2
-
-    try:
-        fetched = keras.utils.get_file(
-            WEIGHTS_FILE, mobilenet_v2.BASE_WEIGHT_PATH + WEIGHTS_FILE, cache_subdir="models", cache_dir=str(home)
-        )
-    except Exception as exc:  # no network, proxy, disk full: all the user can act on
-        raise FruitsError(
-            f"ImageNet weights are not in the Keras cache ({home / 'models'}) and could not be downloaded "
-            f"({type(exc).__name__}); run `make setup` or pass --weights PATH"
-        ) from None
-    return Path(fetched)
-
-
-def _download_s3(uri: str, target_dir: Path) -> Path:
-    import boto3
-
-    bucket, _, key = uri.split("://", 1)[1].partition("/")
-    target = target_dir / Path(key).name
-    if not target.is_file():
-        target_dir.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".part")
-        try:
-            boto3.client("s3").download_file(bucket, key, str(tmp))
-        except Exception as exc:
-            raise FruitsError(f"cannot download weights {uri}: {exc}") from None
-        tmp.replace(target)
-    return target
 
 
 # ----------------------------------------------------------------------------- engines
@@ -175,7 +146,7 @@ def build_keras_model(weights_path: Path):
         weights=str(weights_path),
         include_top=False,
         pooling="avg",
-        input_shape=(images.INPUT_SIZE, images.INPUT_SIZE, 3),
+        input_shape=(decode.INPUT_SIZE, decode.INPUT_SIZE, 3),
     )
 
 
@@ -191,7 +162,7 @@ def export_onnx(weights_path: Path, sha: str, cache_dir: Path) -> Path:
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)
 
     model = build_keras_model(weights_path)
-    size = images.INPUT_SIZE
+    size = decode.INPUT_SIZE
     signature = (tf.TensorSpec((None, size, size, 3), tf.float32, name="pixels"),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=17)
     payload = proto.SerializeToString()
@@ -257,17 +228,17 @@ def _keras_engine(weights: bytes, threads: int | None) -> Engine:
 # ----------------------------------------------------------------------------- batches
 @dataclass
 class BatchResult:
-    """Per input, in order: a 1280-float vector, or None with a rejection reason."""
+    """Per input, in order: a 1280-float vector, or None with the reason (and detail) why not."""
 
     features: list[np.ndarray | None]
     reasons: list[str | None]
     details: list[str | None]
 
 
-def featurize_contents(
-    engine: Engine, contents: Sequence[bytes | None], max_pixels: int = 64_000_000, chunk: int = INFERENCE_CHUNK
+def featurize_batch(
+    engine: Engine, contents: Sequence[bytes | None], max_pixels: int, chunk: int = INFERENCE_CHUNK
 ) -> BatchResult:
-    """Decode, preprocess and featurize a batch of image bytes. A bad image never fails the batch."""
+    """Decode and featurize a batch of image bytes. A bad image never fails the batch."""
     n = len(contents)
     result = BatchResult([None] * n, [None] * n, [None] * n)
     pending: list[int] = []
@@ -276,7 +247,7 @@ def featurize_contents(
     def flush() -> None:
         if not pending:
             return
-        out = engine(images.scale(np.stack(pixels)))
+        out = engine(decode.scale(np.stack(pixels)))
         for i, vector in zip(pending, out, strict=True):
             result.features[i] = vector.astype(np.float32, copy=False)
         pending.clear()
@@ -284,9 +255,9 @@ def featurize_contents(
 
     for i, data in enumerate(contents):
         try:
-            pixels.append(images.to_array(images.load_rgb(data, max_pixels)))
+            pixels.append(decode.decode(data, max_pixels))
             pending.append(i)
-        except images.ImageRejected as exc:
+        except decode.Rejected as exc:
             result.reasons[i], result.details[i] = exc.reason, exc.detail
         if len(pending) >= chunk:
             flush()
@@ -303,3 +274,33 @@ def worker_engine(kind: str, sha: str, payload_getter: Callable[[], bytes], thre
     if key not in _WORKER_ENGINES:
         _WORKER_ENGINES[key] = make_engine(kind, payload_getter(), threads)
     return _WORKER_ENGINES[key]
+
+
+# ----------------------------------------------------------------------------- in Spark
+def featurize(
+    df: DataFrame, featurizer: Featurizer, max_pixels: int, content: str = "content",
+    counter: Accumulator | None = None,
+) -> DataFrame:
+    """Add `features` (1280 float32; null when rejected), `reason` and `detail` (null when featurized).
+
+    Decoding happens inside this UDF, next to the model, so the 150 KB of pixels per image never
+    cross from Python to the JVM and back. A pandas *iterator* UDF: each Python worker builds its
+    engine once from the broadcast payload and keeps it for every later batch and task.
+    `counter`, if given, adds the number of images decoded (it shows whether a plan featurizes
+    an image more than once).
+    """
+    payload = featurizer.broadcast(df.sparkSession.sparkContext)
+    kind, sha = featurizer.engine, featurizer.spec.weights_sha256
+
+    @F.pandas_udf(FEATURES_SCHEMA)
+    def featurize_udf(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
+        engine = worker_engine(kind, sha, lambda: payload.value, WORKER_THREADS)
+        for contents in batches:
+            result = featurize_batch(engine, contents.tolist(), max_pixels)
+            if counter is not None:
+                counter.add(len(contents))
+            yield pd.DataFrame({"features": result.features, "reason": result.reasons, "detail": result.details})
+
+    # Non-deterministic so the optimizer never evaluates the UDF once per struct field.
+    featurized: Column = featurize_udf.asNondeterministic()(F.col(content))
+    return df.withColumn("_featurized", featurized).select(*df.columns, "_featurized.*")

@@ -1,0 +1,1 @@
+"""The `fruits` command line: one module per subcommand, composed in cli.main."""

@@ -1,0 +1,55 @@
+"""Watch the images prefix; featurize, project and append each new upload to the lake.
+
+A long-running Spark Structured Streaming job (EMR in production, local[*] here). The model is
+resolved from the MLflow registry by alias at start (the version is pinned for the run) and
+refused if it was fitted with a different featurizer. Results and errors are written exactly
+once; SIGTERM or Ctrl-C stops after the current micro-batch (a second one stops at once); a
+restart resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from cli.console import add_job_flags, emit_summary, settings_from_args
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", metavar="URI", help="images prefix to watch (default .fruits/landing)")
+    parser.add_argument("--output", metavar="URI", help="results table (default .fruits/lake/results)")
+    parser.add_argument("--errors", metavar="URI", help="errors table (default .fruits/lake/errors)")
+    parser.add_argument("--checkpoint", metavar="URI", help="checkpoint root (default .fruits/checkpoints/stream)")
+    parser.add_argument("--model", metavar="URI", help="registered model (default models:/fruits-pca@champion)")
+    parser.add_argument("--trigger", metavar="EVERY", help="micro-batch interval like 2s, 500ms, 1m (default 2s), "
+                                                           "or 'available-now' to drain what is there and stop")
+    parser.add_argument("--max-files-per-trigger", type=int, metavar="N",
+                        help="backpressure: at most N files per micro-batch (default 1000)")
+    parser.add_argument("--max-image-mb", type=float, metavar="MB",
+                        help="files over this size go to the errors table unread (default 64)")
+    add_job_flags(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from streaming.job import StreamingJob
+
+    limits = {"max_image_bytes": int(args.max_image_mb * 1024 * 1024)} if args.max_image_mb is not None else {}
+    job = StreamingJob(settings_from_args(args, **limits), model_uri=args.model)
+    try:
+        job.start()
+        job.run_until_stopped(handle_signals=True)
+    finally:
+        job.stop()
+    summary = job.summary()
+    emit_summary(summary, args.json, human_summary(summary))
+    return 0
+
+
+def human_summary(s: dict[str, Any]) -> str:
+    latency = (f", upload->commit latency p50 {s['latency_p50_s']:.1f} s, p95 {s['latency_p95_s']:.1f} s"
+               if s.get("latency_p50_s") is not None else "")
+    return (
+        f"streamed {s['rows']} rows and {s['errors']} errors in {s['batches']} batches with "
+        f"{s['model_name']} v{s['model_version']} ({s['seconds']:.0f} s{latency})\n"
+        f"  results: {s['output']}\n  errors:  {s['errors_output']}\n  checkpoint: {s['checkpoint']}"
+    )

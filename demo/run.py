@@ -1,0 +1,363 @@
+"""The two demos' steps: fit, stream while uploading, wait for every upload, read the tables back.
+
+Local (`make demo`): fit on subset/ (evaluated on test/), start the streaming job with a 1 s
+trigger, "upload" stream/ into a fresh run folder of the landing directory while it runs,
+wait until every upload is committed.
+
+Emulated AWS (`make demo-aws`): the same on the event-driven AWS architecture emulated on
+127.0.0.1 (demo.emulated_aws): the fit logs to a real `mlflow server`, the stream reads and
+writes s3a:// on a moto server, uploads go to s3://BUCKET/images/ and fire the Lambda.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+from pyspark.sql import SparkSession
+
+from demo import report
+from demo.emulated_aws import IMAGES_PREFIX, LAMBDA_NOTE, EmulatedAws, EventPollers, emulated_aws
+from fit.job import fit
+from fruits import lake, registry
+from fruits.exceptions import FruitsError, one_line
+from fruits.registry import ResolvedModel
+from fruits.settings import Settings
+from fruits.source import comparable_path, is_image_name
+from fruits.spark import ensure_dir, get_spark, path_exists
+from fruits.upload import UploadReport, upload_dir
+from streaming.job import StreamingJob
+
+log = logging.getLogger("fruits.demo")
+
+TRIGGER = "1s"  # short micro-batches: the demo shows upload->commit latency
+INGEST_TIMEOUT_S = 300.0  # every upload committed within this, or the summary says INCOMPLETE
+NOTIFY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 60.0
+
+
+# ============================================================================ the two demos
+def demo_local(
+    settings: Settings,
+    images: Path,
+    *,
+    limit: int | None = None,
+    skip_fit: bool = False,
+    spark: SparkSession | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fit (unless skip_fit), stream stream/ through a fresh run folder of the landing dir, summarise, plot."""
+    started = time.perf_counter()
+    run_dir = new_run_dir(settings, "local")
+    stream_settings = settings.replace(trigger=TRIGGER)
+    # A fresh folder under the watched source: re-runs get new paths, so the checkpoint
+    # (which remembers every file it committed) never skips them; labels still come from
+    # the class folder. Only this folder's rows are counted.
+    landing = join_uri(stream_settings.source_uri, run_dir.name)
+    with contextlib.ExitStack() as stack:
+        spark = spark or owned_spark(stack, settings, uris=[settings.source_uri, settings.output_uri,
+                                                           settings.errors_uri, settings.checkpoint_uri])
+        if not skip_fit:
+            fit_on_subset(settings, images, spark, progress)
+        staged = stack.enter_context(staged_images(images / "stream", limit, run_dir / "staging"))
+        streamed = stream_uploads(spark, stream_settings, staged, landing, progress=progress)
+        client = registry.connect(settings)
+        fit_run = report.describe_fit(client, streamed.resolved)
+        plot_files = report.plot_demo(spark, client, fit_run, streamed.resolved, streamed.results, run_dir / "plots")
+    return report.summarise(
+        mode="local", started=started, streamed=streamed, fit_run=fit_run, fitted_now=not skip_fit,
+        settings=stream_settings, source=landing, plots_dir=run_dir / "plots", plot_files=plot_files,
+    )
+
+
+def demo_aws(
+    settings: Settings,
+    images: Path,
+    *,
+    limit: int | None = None,
+    spark: SparkSession | None = None,
+    progress: bool = True,
+    world: EmulatedAws | None = None,
+) -> dict[str, Any]:
+    """The event-driven architecture on emulated AWS; pass `world` to inspect it before it is torn down."""
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if world is None:
+            world = stack.enter_context(emulated_aws(new_run_dir(settings, "aws"), settings.aws_region))
+        log.info(LAMBDA_NOTE)
+        spark, fallback_reason = spark_for_aws(stack, settings, world, spark)
+        fallback_reason = fallback_reason or s3a_problem(spark, world)
+        if fallback_reason:
+            log.warning("FALLING BACK to a local directory for the stream: %s", fallback_reason)
+        world.mlflow.wait_ready()
+        fit_settings = settings.replace(mlflow_tracking_uri=world.mlflow.url, s3_endpoint_url=world.endpoint)
+        fit_on_subset(fit_settings, images, spark, progress)
+        stream_settings, landing = aws_stream_layout(fit_settings, world, fallback_reason is not None)
+        staged = stack.enter_context(staged_images(images / "stream", limit, world.run_dir / "staging"))
+        pollers = stack.enter_context(EventPollers(world))
+        # Uploads always go to S3 (that is what fires the events); after a fall-back the
+        # stream watches a local copy instead.
+        mirror = f"s3://{world.bucket}/{IMAGES_PREFIX}" if fallback_reason else None
+        streamed = stream_uploads(spark, stream_settings, staged, landing, endpoint_url=world.endpoint,
+                                  mirror=mirror, progress=progress)
+        s3_uploads = (streamed.mirror or streamed.upload).uploaded
+        notified = pollers.wait_for(s3_uploads, NOTIFY_TIMEOUT_S)
+        pollers.stop()
+        client = registry.connect(stream_settings)
+        fit_run = report.describe_fit(client, streamed.resolved)
+        plot_files = report.plot_demo(spark, client, fit_run, streamed.resolved, streamed.results, world.run_dir / "plots")
+        results_copy = keep_results(stream_settings, landing, world.endpoint, world.run_dir / "results.parquet")
+        return report.summarise(
+            mode="aws-emulated", started=started, streamed=streamed, fit_run=fit_run, fitted_now=True,
+            settings=stream_settings, source=landing, plots_dir=world.run_dir / "plots", plot_files=plot_files,
+            notifications={**pollers.counts(), "expected": s3_uploads, "complete": notified},
+            fallback_reason=fallback_reason, results_copy=str(results_copy) if results_copy else None,
+            emulator={"bucket": world.bucket, "moto": world.endpoint, "mlflow": world.mlflow.url,
+                      "note": LAMBDA_NOTE},
+        )
+
+
+# ============================================================================ shared steps
+def new_run_dir(settings: Settings, kind: str) -> Path:
+    """<state>/demo/<kind>-<UTC time>: this run's plots, staging and (emulated) server files."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    base = settings.state / "demo"
+    candidate, n = base / f"{kind}-{stamp}", 1
+    while candidate.exists():
+        n += 1
+        candidate = base / f"{kind}-{stamp}-{n}"
+    candidate.mkdir(parents=True)
+    return candidate
+
+
+def join_uri(root: str, name: str) -> str:
+    return f"{root.rstrip('/')}/{name}"
+
+
+def owned_spark(stack: contextlib.ExitStack, settings: Settings, uris: list[str]) -> SparkSession:
+    """A session this demo creates is also stopped by it (a session passed in belongs to the caller)."""
+
+    spark = get_spark(settings, "fruits-demo", uris=uris)
+    stack.callback(spark.stop)
+    return spark
+
+
+def fit_on_subset(settings: Settings, images: Path, spark: SparkSession, progress: bool) -> dict[str, Any]:
+
+    log.info("fitting on %s (1-NN evaluated on %s), tracking to %s", images / "subset", images / "test",
+             settings.tracking_uri)
+    summary = fit(settings, str(images / "subset"), str(images / "test"), spark=spark, progress=progress)
+    log.info("registered %s v%s as @%s: 1-NN accuracy %.3f, explained variance %.3f, %.0f s",
+             summary["model_name"], summary["model_version"], summary["alias"], summary["knn_accuracy"] or 0.0,
+             summary["explained_variance"], summary["seconds"])
+    return summary
+
+
+def pick_images(stream_dir: Path, limit: int) -> list[Path]:
+    """`limit` images spread over the classes: round-robin over sorted class folders and sorted files."""
+
+    per_class = [
+        sorted(p for p in folder.iterdir() if p.is_file() and is_image_name(p.name))
+        for folder in sorted(stream_dir.iterdir())
+        if folder.is_dir() and not folder.name.startswith((".", "_"))
+    ]
+    picked: list[Path] = []
+    for rank in range(max((len(files) for files in per_class), default=0)):
+        for files in per_class:
+            if rank < len(files) and len(picked) < limit:
+                picked.append(files[rank])
+    return picked
+
+
+@contextlib.contextmanager
+def staged_images(stream_dir: Path, limit: int | None, staging: Path) -> Iterator[Path]:
+    """The folder to upload: stream/ itself, or a temporary copy of `limit` of its images (class folders kept)."""
+    if limit is None:
+        yield stream_dir
+        return
+    picked = pick_images(stream_dir, limit)
+    if not picked:
+        raise FruitsError(f"no images in class folders under {stream_dir}")
+    try:
+        for image in picked:
+            target = staging / image.parent.name / image.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(image, target)
+        log.info("--limit %d: %d images from %d classes", limit, len(picked), len({p.parent.name for p in picked}))
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass
+class Streamed:
+    """What one stream-while-uploading pass produced."""
+
+    upload: UploadReport  # into the folder the stream watches
+    mirror: UploadReport | None  # the extra upload to S3 after an s3a fall-back
+    stream: dict[str, Any]  # StreamingJob.summary()
+    resolved: ResolvedModel
+    results: pd.DataFrame  # this run's rows: path, label, pca
+    errors: pd.DataFrame  # this run's quarantined files: path, reason
+    complete: bool
+    ingest_seconds: float  # first upload -> every upload committed
+
+
+def stream_uploads(
+    spark: SparkSession,
+    settings: Settings,
+    images_dir: Path,
+    landing: str,
+    *,
+    endpoint_url: str | None = None,
+    mirror: str | None = None,
+    progress: bool = True,
+) -> Streamed:
+    """Start the stream, upload while it runs, wait until every upload is committed, stop gracefully."""
+    job = StreamingJob(settings, spark=spark)
+    try:
+        job.start()
+        t0 = time.perf_counter()
+        to_s3 = {"endpoint_url": endpoint_url, "region": settings.aws_region, "progress": progress}
+        mirrored = upload_dir(images_dir, mirror, **to_s3) if mirror else None
+        uploaded = upload_dir(images_dir, landing, **to_s3)
+        if uploaded.failed:
+            log.warning("%d uploads failed; waiting for the %d that succeeded", len(uploaded.failed), uploaded.uploaded)
+        results, errors, complete, done = wait_for_ingest(job, settings, landing, uploaded.uploaded, endpoint_url)
+        ingest_seconds = done - t0
+    finally:
+        stop_stream(job)
+    return Streamed(uploaded, mirrored, job.summary(), job.resolved, results, errors, complete, ingest_seconds)
+
+
+def stop_stream(job: StreamingJob) -> None:
+    """After the current micro-batch, as the job does on Ctrl-C."""
+    job.request_stop()
+    job.stop(grace_seconds=STOP_GRACE_S)
+
+
+def wait_for_ingest(
+    job: StreamingJob, settings: Settings, landing: str, expected: int, endpoint_url: str | None
+) -> tuple[pd.DataFrame, pd.DataFrame, bool, float]:
+    """Until every upload is a committed result or error row, read back from the tables (not the job's counters).
+
+    Polls the tables rather than blocking in process_available() first: the errors query
+    triggers 4x less often, and waiting for it would add seconds to the end-to-end time
+    measured here. It runs once at the end, so both queries and every progress event
+    (the latencies) are in before the stream stops.
+    """
+    deadline = time.monotonic() + INGEST_TIMEOUT_S
+    while True:
+        job.raise_if_failed()
+        results = run_rows(settings.output_uri, landing, endpoint_url, ["path"])
+        errors = run_rows(settings.errors_uri, landing, endpoint_url, ["path", "reason"])
+        done = time.perf_counter()
+        if len(results) + len(errors) >= expected:
+            break
+        if time.monotonic() > deadline:
+            log.warning("only %d of %d uploads committed after %.0f s", len(results) + len(errors), expected,
+                        INGEST_TIMEOUT_S)
+            break
+        time.sleep(0.5)
+    try:
+        job.process_available()
+    except Exception as exc:  # a failed query surfaces here as a Py4J/Spark error
+        raise FruitsError(f"the stream failed: {one_line(exc)}") from exc
+    results = run_rows(settings.output_uri, landing, endpoint_url, ["path", "label", "pca"])
+    errors = run_rows(settings.errors_uri, landing, endpoint_url, ["path", "reason"])
+    complete = len(results) + len(errors) >= expected
+    if complete:
+        log.info("all %d uploads committed: %d rows, %d errors", expected, len(results), len(errors))
+    return results, errors, complete, done
+
+
+
+
+def run_rows(table_uri: str, landing: str, endpoint_url: str | None, columns: list[str]) -> pd.DataFrame:
+    """Committed rows of a results/errors table whose file lies under `landing` (this run's uploads)."""
+
+
+    table = lake.read_table(table_uri, endpoint_url=endpoint_url, columns=columns)
+    if "path" not in table.column_names:  # nothing committed yet
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    frame = table.to_pandas()
+    prefix = comparable_path(landing) + "/"
+    return frame[frame["path"].map(lambda p: comparable_path(p).startswith(prefix))].reset_index(drop=True)
+
+
+def spark_for_aws(
+    stack: contextlib.ExitStack, settings: Settings, world: EmulatedAws, spark: SparkSession | None
+) -> tuple[SparkSession, str | None]:
+    """The caller's session, or a new one with the s3a jars pointed at moto; without the jars, one without s3a."""
+    if spark is not None:
+        return spark, None
+    try:
+        return owned_spark(stack, settings.replace(s3_endpoint_url=world.endpoint), [f"s3a://{world.bucket}/"]), None
+    except FruitsError as exc:  # the s3a jars are missing (raised before the JVM starts)
+        return owned_spark(stack, dataclasses.replace(settings, s3_endpoint_url=None), []), str(exc)
+
+
+def s3a_problem(spark: SparkSession, world: EmulatedAws) -> str | None:
+    """Why this session cannot use s3a:// on the emulated bucket, or None.
+
+    The bucket's endpoint is set per bucket (S3A's fs.s3a.bucket.NAME.* options), so a session
+    created earlier for another endpoint (tests, notebooks) reaches this moto server too.
+    """
+
+    options = {
+        "endpoint": world.endpoint,
+        "endpoint.region": world.region,
+        "connection.ssl.enabled": "false",
+        "path.style.access": "true",
+        "aws.credentials.provider": "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider",
+        "access.key": os.environ["AWS_ACCESS_KEY_ID"],
+        "secret.key": os.environ["AWS_SECRET_ACCESS_KEY"],
+    }
+    probe = f"s3a://{world.bucket}/{IMAGES_PREFIX}"
+    try:
+        hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+        for key, value in options.items():
+            hadoop.set(f"fs.s3a.bucket.{world.bucket}.{key}", value)
+        ensure_dir(spark, probe)
+        if not path_exists(spark, probe):
+            return f"s3a:// wrote {probe} but cannot see it"
+    except Exception as exc:
+        return f"s3a:// does not work in this Spark session ({one_line(exc)})"
+    return None
+
+
+def aws_stream_layout(settings: Settings, world: EmulatedAws, fell_back: bool) -> tuple[Settings, str]:
+    """Stream settings and the folder it watches: the emulated bucket, or local folders after a fall-back."""
+    if fell_back:
+        local = world.run_dir
+        stream = settings.replace(source=str(local / "landing"), output=str(local / "lake" / "results"),
+                                  errors=str(local / "lake" / "errors"), checkpoint=str(local / "checkpoints"))
+        return stream.replace(trigger=TRIGGER), stream.source_uri
+    root = f"s3a://{world.bucket}"
+    stream = settings.replace(source=f"{root}/{IMAGES_PREFIX}", output=f"{root}/results", errors=f"{root}/errors",
+                              checkpoint=f"{root}/checkpoints/stream", trigger=TRIGGER)
+    return stream, stream.source_uri
+
+
+def keep_results(settings: Settings, landing: str, endpoint_url: str, target: Path) -> Path | None:
+    """A local parquet copy of this run's results: the emulated bucket vanishes with the demo."""
+
+
+    table = lake.read_table(settings.output_uri, endpoint_url=endpoint_url)
+    if "path" not in table.column_names:
+        return None
+    prefix = comparable_path(landing) + "/"
+    mine = [comparable_path(p).startswith(prefix) for p in table.column("path").to_pylist()]
+    pq.write_table(table.filter(mine), target)
+    return target

@@ -1,0 +1,27 @@
+"""Project: features -> the registered model -> its outputs, as plain float arrays.
+
+The registered Spark ML PipelineModel reads one vector column and writes another; these names
+are part of the model's contract (also stored as registered-version tags by the fit). Outside
+the model everything is a plain float array, which pandas, pyarrow and any engine read.
+"""
+
+from __future__ import annotations
+
+from pyspark.ml import PipelineModel
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.sql import DataFrame
+
+MODEL_INPUT_COL = "features_vec"  # Vector[1280]: what the registered PipelineModel reads
+MODEL_OUTPUT_COL = "pca_vec"  # Vector[k]: what it writes
+
+
+def to_model_input(df: DataFrame, features_col: str = "features") -> DataFrame:
+    return df.withColumn(MODEL_INPUT_COL, array_to_vector(features_col))
+
+
+def project(df: DataFrame, model: PipelineModel, output_col: str = "pca") -> DataFrame:
+    """features (float array) -> model -> `output_col` (float array); the vector columns are dropped."""
+    projected = model.transform(to_model_input(df))
+    intermediate = {MODEL_INPUT_COL, MODEL_OUTPUT_COL}
+    projected = projected.withColumn(output_col, vector_to_array(MODEL_OUTPUT_COL, dtype="float32"))
+    return projected.select(*[c for c in [*df.columns, output_col] if c not in intermediate])

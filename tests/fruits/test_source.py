@@ -1,0 +1,76 @@
+"""The source rules: image names, labels from folders, and the Spark reader on real files."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fruits import source
+from fruits.spark import qualify
+
+
+# --------------------------------------------------------------------------- labels
+@pytest.mark.parametrize(
+    ("path", "root", "label"),
+    [
+        ("file:/data/subset/Apple Red 1/r_12_100.jpg", None, "Apple Red 1"),
+        ("file:/data/subset/Apple Red 1/r_12_100.jpg", "/data/subset", "Apple Red 1"),
+        ("file:///data/subset/Apple Red 1/r_12_100.jpg", "file:/data/subset/", "Apple Red 1"),
+        ("s3a://bucket/images/Pepper Red/1_100.jpg", "s3a://bucket/images", "Pepper Red"),
+        ("s3a://bucket/images/upload/2026/Kaki/x.png", "s3a://bucket/images/", "Kaki"),
+        ("file:/landing/loose.jpg", "/landing", None),
+        ("s3://bucket/images/loose.jpg", "s3://bucket/images/", None),
+        ("file:/landing/Cherry+Wax%20Red/a.jpg", "/landing", "Cherry+Wax%20Red"),
+    ],
+)
+def test_label_is_the_parent_folder_and_null_at_the_root(path: str, root: str | None, label: str | None) -> None:
+    assert source.label_from_path(path, root) == label
+
+
+def test_image_names_are_case_insensitive_and_hidden_files_are_not_images() -> None:
+    assert source.is_image_name("a/B.JPG") and source.is_image_name("x.jpeg") and source.is_image_name("y.Png")
+    for name in ("a/.x.jpg", "a/_x.jpg", "a/x.jpg.tmp", "a/x.jpg._COPYING_", "a/x.gif", "a/x.txt"):
+        assert not source.is_image_name(name), name
+    assert source.IMAGE_GLOB == "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
+
+
+
+
+def test_reader_takes_images_in_any_case_and_skips_hidden_and_partial_files(spark, data_dir: Path, tmp_path: Path):
+    jpg = next((data_dir / "subset" / "Limes").glob("*.jpg"))
+    layout = [
+        "Limes/a.jpg", "Limes/B.JPG", "Limes/c.jpeg", "Limes/d.PNG", "Limes/sub/e.jpg", "loose.jpg",
+        # never images for the pipeline:
+        "Limes/.f.jpg", "Limes/_g.jpg", "Limes/h.jpg._COPYING_", "Limes/i.jpg.tmp", "_tmp/j.jpg", ".k/l.jpg",
+        "Limes/m.txt",
+    ]
+    for rel in layout:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(jpg, tmp_path / rel)
+    found = sorted(r.path.split(str(tmp_path))[1] for r in source.read_images(spark, str(tmp_path)).select("path").collect())
+    assert found == ["/Limes/B.JPG", "/Limes/a.jpg", "/Limes/c.jpeg", "/Limes/d.PNG", "/Limes/sub/e.jpg", "/loose.jpg"]
+
+
+def test_native_label_column_matches_the_python_rule(spark, tmp_path: Path) -> None:
+    root = "file:" + str(tmp_path)
+    paths = [
+        f"{root}/Apple Red 1/r_1_100.jpg",
+        f"{root}/Cherry Wax Red/x+y.jpg",
+        f"{root}/2026/11/Kaki/a.jpg",
+        f"{root}/loose.jpg",
+        "s3a://bucket/images/Pear/p.jpg",
+        "s3a://bucket/images/p.jpg",
+    ]
+    # The last two are outside the root: they keep their parent folder's name.
+    expected = ["Apple Red 1", "Cherry Wax Red", "Kaki", None, "Pear", "images"]
+    df = spark.createDataFrame([(p,) for p in paths], "path string")
+    for rule_root in (str(tmp_path), root + "/"):
+        native = [r.label for r in df.select(source.label_column("path", rule_root).alias("label")).collect()]
+        assert native == expected
+        assert [source.label_from_path(p, rule_root) for p in paths] == expected
+
+
+def test_qualify_gives_the_form_spark_writes_in_path(spark, tmp_path: Path) -> None:
+    assert qualify(spark, str(tmp_path)) == "file:" + str(tmp_path)
