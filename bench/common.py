@@ -90,6 +90,17 @@ def scratch_state(state: Path, base) -> Path:
     return scratch(state, base)
 
 
+def table_paths(uri: str) -> list[str]:
+    """The `path` column of a Delta table (empty if it does not exist), read with delta-rs alone."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(uri).to_pyarrow_table(columns=["path"]).column("path").to_pylist()
+    except TableNotFoundError:
+        return []
+
+
 def has_model(settings) -> bool:
     """The alias exists AND the stream would accept its model (the featurizer check it applies)."""
     from fruits import registry

@@ -16,7 +16,7 @@ load for its first ~10-15 s) and fails the growth check: validate small runs at 
 Every second (`--interval`; shorter for a soak under ~50 s) this samples the RSS of the whole
 process tree (psutil, children recursive): the Python driver, the JVM it launched, the PySpark
 Python workers (daemon + forked workers, reported together), plus anything else; and the
-committed rows (the sink's commit log, as fruits.lake reads it). RSS sums double-count pages a
+committed rows (the results table's Delta log: row counts of the committed files). RSS sums double-count pages a
 forked worker shares with the daemon, so the absolute total overstates the footprint a little;
 growth is what this watches. Transient forks of the JVM (Hadoop's local FS runs shell commands;
 between fork and exec a child shows the JVM's whole RSS) are not counted.
@@ -54,7 +54,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from common import DATA, OUT, ROOT, ensure_model, image_files, land, machine, project_settings, python_env, save, \
-    scratch_state
+    scratch_state, table_paths
 
 MiB = 2**20
 STARTUP_TIMEOUT_S = 300.0
@@ -80,6 +80,8 @@ def main() -> int:
                                                                    "for the real soak)")
     parser.add_argument("--rate", type=float, default=60.0, help="uploads per second, steady")
     parser.add_argument("--trigger", default="1s", help="the job's micro-batch trigger")
+    parser.add_argument("--maintenance-interval", default="2m",
+                        help="the job's lake maintenance interval: compaction and vacuum run during the soak")
     parser.add_argument("--max-growth", type=float, default=0.10,
                         help="fail if the JVM's live heap (100%% vs 20%% committed), or the Python workers' or "
                              "driver's RSS (last 20%% vs 20-40%%), grows by more than this")
@@ -114,6 +116,7 @@ def main() -> int:
     landing.mkdir()
     command = [sys.executable, "-m", "cli", "stream", "--source", str(landing), "--output", str(results),
                "--errors", str(errors), "--checkpoint", str(work / "checkpoint"), "--trigger", args.trigger,
+               "--maintenance-interval", args.maintenance_interval,
                "--state-dir", str(state), "--tracking-uri", base.tracking_uri, "--json"]
     stdout_path, stderr_path = work / "stream.stdout", work / "stream.stderr"
     problems: list[str] = []
@@ -124,10 +127,6 @@ def main() -> int:
             proc = subprocess.Popen(command, cwd=ROOT, env=python_env(), stdout=out, stderr=err,
                                     start_new_session=True)  # its own process group
         root = psutil.Process(proc.pid)
-        t_spawn = time.perf_counter()
-        wait_until_watching(proc, stderr_path)
-        print(f"job ready in {time.perf_counter() - t_spawn:.1f} s (pid {proc.pid}); feeding", flush=True)
-
         counter = RowCounter(str(results))
         warm = [(files[i * len(files) // args.warmup], f"w_{files[i * len(files) // args.warmup].name}")
                 for i in range(min(args.warmup, len(files)))] if args.warmup > 0 else []
@@ -199,20 +198,10 @@ def main() -> int:
 
 
 # ----------------------------------------------------------------------------- the job
-def wait_until_watching(proc: subprocess.Popen, stderr_path: Path) -> None:
-    """The job logs 'watching <source> -> ...' once both queries are started."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"soak.py: the streaming job exited at start ({proc.returncode}):\n{tail(stderr_path)}")
-        if "fruits.stream: watching " in stderr_path.read_text(errors="replace"):
-            return
-        time.sleep(0.5)
-    raise SystemExit(f"soak.py: the streaming job did not start within {STARTUP_TIMEOUT_S:g} s:\n{tail(stderr_path)}")
-
-
 def warm_up(warm: list[tuple[Path, str]], landing: Path, counter: RowCounter, proc: subprocess.Popen,
             stderr_path: Path) -> None:
+    """Land the warm-up files and wait until they are committed: the job is then started and warm
+    (model loaded, Python workers and their engines built); the clock is its own progress."""
     t0 = time.perf_counter()
     for src, name in warm:
         land(src, landing, name)
@@ -279,30 +268,30 @@ class Feeder(threading.Thread):
 
 
 class RowCounter:
-    """Committed rows, incrementally: the sink's commit log (fruits.lake) + each new file's parquet footer."""
+    """Committed rows, from the results table's Delta log (the row count of each committed file)."""
 
     def __init__(self, uri: str):
         self.uri = uri
-        self.counts: dict[str, int] = {}
+        self.table = None
 
     def rows(self) -> int:
-        import pyarrow.parquet as pq
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
 
-        from fruits import lake
-
-        total = 0
-        for path in lake.committed_files(self.uri):
-            if path not in self.counts:
-                self.counts[path] = pq.ParquetFile(path).metadata.num_rows
-            total += self.counts[path]
-        return total
+        try:
+            if self.table is None:
+                self.table = DeltaTable(self.uri)
+            else:
+                self.table.update_incremental()
+        except TableNotFoundError:
+            return 0
+        actions = self.table.get_add_actions(flatten=True)
+        return sum(n or 0 for n in actions.column("num_records").to_pylist()) if actions.num_rows else 0
 
 
 def exactly_once(results: str, errors: str, uploads: list[tuple[Path, str]]) -> list[str]:
     """One committed row per upload: same count, no duplicate path, none missing; no errors rows."""
-    from fruits import lake
-
-    paths = lake.read_table(results, columns=["path"]).column("path").to_pylist() if Path(results).exists() else []
+    paths = table_paths(results)
     expected = {f"{src.parent.name}/{name}" for src, name in uploads}
     got = ["/".join(p.rstrip("/").split("/")[-2:]) for p in paths]
     problems = []
@@ -310,7 +299,7 @@ def exactly_once(results: str, errors: str, uploads: list[tuple[Path, str]]) -> 
         dupes = len(got) - len(set(got))
         problems.append(f"exactly once violated: {len(got)} rows for {len(expected)} uploads, {dupes} duplicate "
                         f"paths, {len(expected - set(got))} missing, {len(set(got) - expected)} unexpected")
-    error_rows = lake.read_table(errors).num_rows
+    error_rows = len(table_paths(errors))
     if error_rows:
         problems.append(f"{error_rows} rows in the errors table (every upload is a valid image)")
     return problems

@@ -1,4 +1,4 @@
-"""Streaming job vs pure engine: steady-state throughput ratio, and upload->commit latency.
+"""Streaming job vs pure engine: steady-state throughput ratio, upload->commit latency, the driver's share.
 
 One run, same machine, same images (stream/, 640 files):
 1. baseline: pure ONNX Runtime in this process (all cores), bytes -> features, decode included;
@@ -6,9 +6,16 @@ One run, same machine, same images (stream/, 640 files):
    `--copies` x 640 uploads (new names) appears at once (one directory rename) and is drained
    (processingTime 1 s, --max-files-per-trigger): images/s from the rename to the last commit;
 3. latency: with a 1 s trigger, files trickle into the landing dir at `--rate` files/s; each
-   file's latency is its batch's commit time minus the file's modification (upload) time.
+   file's latency is its batch's commit time minus the file's modification (upload) time;
+4. the driver (--driver-files, default 10x the default batch of 1000): one micro-batch's frame
+   built by the job's own MicroBatch.rows() over that many files, run twice: written nowhere
+   (Spark's noop sink: executors only) and collected to the driver as Arrow then committed
+   to a Delta table, as the job does. Their difference is what passing through the driver costs.
 
     .venv/bin/python bench/stream.py [--copies 4] [--rate 20] [--seconds 30] [--max-files 1000]
+                                     [--driver-files 10000]
+
+Numbers come from the job's JSON progress lines (stream-progress.jsonl), never from log wording.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="files per second in the latency phase")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the latency phase")
     parser.add_argument("--max-files", type=int, default=1000, help="maxFilesPerTrigger")
+    parser.add_argument("--driver-files", type=int, default=10_000,
+                        help="files in the one micro-batch of the driver check (0: skip it)")
     parser.add_argument("--verbose", action="store_true", help="print each micro-batch's timings")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
@@ -50,7 +59,8 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     try:
-        throughput, latency = run_stream(base, files, work, args)
+        throughput, latency, settings, job = run_stream(base, files, work, args)
+        driver = driver_share(settings, job, files, work, args.driver_files) if args.driver_files else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ratio = throughput / pure
@@ -58,13 +68,18 @@ def main() -> None:
     print(f"upload->commit latency at {args.rate:g} files/s, 1 s trigger: p50 {latency['latency_p50_s']:.2f} s, "
           f"p95 {latency['latency_p95_s']:.2f} s, max {latency['latency_max_s']:.2f} s "
           f"({latency['files']} files)")
+    if driver:
+        print(f"one micro-batch of {driver['files']} files: executors only (noop) {driver['noop_s']:.1f} s; "
+              f"collected to the driver as Arrow {driver['collect_s']:.1f} s ({driver['arrow_mb']:.0f} MB), "
+              f"then Delta commit {driver['commit_s']:.1f} s: the driver adds "
+              f"{driver['driver_share']:.0%} to the batch")
     path = save("stream", {"pure_ort_images_per_second": round(pure, 1),
                            "stream_images_per_second": round(throughput, 1), "ratio": round(ratio, 3),
-                           "latency": latency, "args": vars(args)})
+                           "latency": latency, "driver": driver, "args": vars(args)})
     print(f"saved {path}")
 
 
-def run_stream(base: Settings, files: list[Path], work: Path, args) -> tuple[float, dict]:
+def run_stream(base: Settings, files: list[Path], work: Path, args):
     from streaming.job import StreamingJob
 
     landing = work / "landing"
@@ -88,19 +103,19 @@ def run_stream(base: Settings, files: list[Path], work: Path, args) -> tuple[flo
     job = StreamingJob(settings)
     job.start()
     job.process_available()  # warm: Python workers and their engines exist
-    warm = sum(r["input"] for r in _results(settings))
+    warm = len(_progress(settings))
     appeared = time.time()
     staging.rename(landing / "backlog")
     job.process_available()
-    records = _results(settings)
-    assert sum(r["input"] for r in records) == warm + backlog, "backlog not fully committed"
+    records = _progress(settings)[warm:]
+    assert sum(r["files"] for r in records) == backlog, "backlog not fully committed"
     throughput = backlog / (records[-1]["committed_at"] - appeared)
     if args.verbose:
-        for query in job.queries:
-            for p in query.recentProgress:
-                if p.numInputRows:
-                    print(f"  {query.name} batch {p.batchId}: {p.numInputRows} rows, {p.durationMs}")
-    print(f"backlog of {backlog} files drained in {len(records) - 1} batch(es) of at most {args.max_files}")
+        for r in records:
+            print(f"  batch {r['batch']}: {r['files']} files in {r['seconds']:.2f} s (commit {r['commit_seconds']:.2f} s)")
+    print(f"backlog of {backlog} files drained in {len(records)} batch(es) of at most {args.max_files}; "
+          f"Delta commits took {sum(r['commit_seconds'] for r in records):.1f} s of "
+          f"{sum(r['seconds'] for r in records):.1f} s")
 
     # Latency phase: a steady trickle of uploads with the job idling between them.
     before = len(job.monitor.snapshot().latencies)
@@ -121,8 +136,6 @@ def run_stream(base: Settings, files: list[Path], work: Path, args) -> tuple[flo
     feeder.start()
     feeder.join()
     job.process_available()
-    job.request_stop()
-    job.run_until_stopped()
     latencies = np.array(list(job.monitor.snapshot().latencies)[before:])
     latency = {
         "files": int(len(latencies)),
@@ -131,13 +144,45 @@ def run_stream(base: Settings, files: list[Path], work: Path, args) -> tuple[flo
         "latency_p95_s": float(np.percentile(latencies, 95)),
         "latency_max_s": float(latencies.max()),
     }
-    return throughput, latency
+    job.request_stop()
+    job.run_until_stopped()
+    return throughput, latency, settings, job
 
 
-def _results(settings: Settings) -> list[dict]:
+def driver_share(settings: Settings, job, files: list[Path], work: Path, n: int) -> dict:
+    """The job's own micro-batch frame over `n` files: executors only, vs collected + committed on the driver."""
+    from datetime import datetime, timezone
+
+    from fruits import source
+    from fruits.sinks import DeltaSink, RESULTS
+
+    folder = work / "driver"
+    for i in range(n):
+        f = files[i % len(files)]
+        land(f, folder, f"d{i}_{f.name}")
+    batch = job.batch
+    frame = batch.rows(source.read_images(job.spark, str(folder)), datetime.now(timezone.utc), batch.model.model)
+    frame.write.format("noop").mode("overwrite").save()  # warm the workers on this plan
+    start = time.perf_counter()
+    frame.write.format("noop").mode("overwrite").save()
+    noop = time.perf_counter() - start
+    start = time.perf_counter()
+    rows = frame.toArrow()
+    collect = time.perf_counter() - start
+    results, _ = batch.split(rows, 0, datetime.now(timezone.utc), batch.model.resolved)
+    start = time.perf_counter()
+    DeltaSink(settings, str(work / "driver-results"), RESULTS, "bench").append(results, 0)
+    commit = time.perf_counter() - start
+    assert results.num_rows == n, f"{results.num_rows} of {n} rows"
+    return {"files": n, "noop_s": round(noop, 2), "collect_s": round(collect, 2), "commit_s": round(commit, 2),
+            "arrow_mb": round(rows.nbytes / 2**20, 1),
+            "driver_share": round((collect + commit - noop) / noop, 3)}
+
+
+def _progress(settings: Settings) -> list[dict]:
     import json
 
-    return [r for r in map(json.loads, settings.progress_log.read_text().splitlines()) if r["query"] == "results"]
+    return [json.loads(line) for line in settings.progress_log.read_text().splitlines()]
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "setup": "make the offline weights and the s3a jars available (run by `make`)",
     "fit": "fit StandardScaler + PCA on MobileNetV2 features and register the model in MLflow",
     "stream": "watch the images prefix; featurize, project and append new uploads to the lake",
+    "lake": "show the results and errors tables; compact and vacuum them",
     "upload": "upload a folder of images to s3://bucket/prefix/, keeping class folders",
     "emr": "plan, create, feed, watch and terminate the EMR cluster",
 }

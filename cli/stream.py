@@ -2,9 +2,10 @@
 
 A long-running Spark Structured Streaming job (EMR in production, local[*] here). The model is
 resolved from the MLflow registry by alias at start (the version is pinned for the run) and
-refused if it was fitted with a different featurizer. Results and errors are written exactly
-once; SIGTERM or Ctrl-C stops after the current micro-batch (a second one stops at once); a
-restart resumes from the checkpoint.
+refused if it was fitted with a different featurizer. Each upload is read once and lands in one
+of two Delta tables, results or errors, exactly once. SIGTERM, Ctrl-C or a `_stop` object under
+the checkpoint stops after the current micro-batch (a second signal stops at once); a restart
+resumes from the checkpoint.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="backpressure: at most N files per micro-batch (default 1000)")
     parser.add_argument("--max-image-mb", type=float, metavar="MB",
                         help="files over this size go to the errors table unread (default 64)")
+    parser.add_argument("--maintenance-interval", metavar="EVERY",
+                        help="compact and vacuum the tables every EVERY while streaming (default 1h), or 'off'")
     add_job_flags(parser)
 
 

@@ -117,7 +117,7 @@ def demo_aws(
         client = registry.connect(stream_settings)
         fit_run = report.describe_fit(client, streamed.resolved)
         plot_files = report.plot_demo(spark, client, fit_run, streamed.resolved, streamed.results, world.run_dir / "plots")
-        results_copy = keep_results(stream_settings, landing, world.endpoint, world.run_dir / "results.parquet")
+        results_copy = keep_results(stream_settings, landing, world.run_dir / "results.parquet")
         return report.summarise(
             mode="aws-emulated", started=started, streamed=streamed, fit_run=fit_run, fitted_now=True,
             settings=stream_settings, source=landing, plots_dir=world.run_dir / "plots", plot_files=plot_files,
@@ -234,7 +234,7 @@ def stream_uploads(
         uploaded = upload_dir(images_dir, landing, **to_s3)
         if uploaded.failed:
             log.warning("%d uploads failed; waiting for the %d that succeeded", len(uploaded.failed), uploaded.uploaded)
-        results, errors, complete, done = wait_for_ingest(job, settings, landing, uploaded.uploaded, endpoint_url)
+        results, errors, complete, done = wait_for_ingest(job, settings, landing, uploaded.uploaded)
         ingest_seconds = done - t0
     finally:
         stop_stream(job)
@@ -248,20 +248,14 @@ def stop_stream(job: StreamingJob) -> None:
 
 
 def wait_for_ingest(
-    job: StreamingJob, settings: Settings, landing: str, expected: int, endpoint_url: str | None
+    job: StreamingJob, settings: Settings, landing: str, expected: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, bool, float]:
-    """Until every upload is a committed result or error row, read back from the tables (not the job's counters).
-
-    Polls the tables rather than blocking in process_available() first: the errors query
-    triggers 4x less often, and waiting for it would add seconds to the end-to-end time
-    measured here. It runs once at the end, so both queries and every progress event
-    (the latencies) are in before the stream stops.
-    """
+    """Until every upload is a committed result or error row, read back from the tables (not the job's counters)."""
     deadline = time.monotonic() + INGEST_TIMEOUT_S
     while True:
         job.raise_if_failed()
-        results = run_rows(settings.output_uri, landing, endpoint_url, ["path"])
-        errors = run_rows(settings.errors_uri, landing, endpoint_url, ["path", "reason"])
+        results = run_rows(settings, settings.output_uri, landing, ["path"])
+        errors = run_rows(settings, settings.errors_uri, landing, ["path", "reason"])
         done = time.perf_counter()
         if len(results) + len(errors) >= expected:
             break
@@ -274,21 +268,17 @@ def wait_for_ingest(
         job.process_available()
     except Exception as exc:  # a failed query surfaces here as a Py4J/Spark error
         raise FruitsError(f"the stream failed: {one_line(exc)}") from exc
-    results = run_rows(settings.output_uri, landing, endpoint_url, ["path", "label", "pca"])
-    errors = run_rows(settings.errors_uri, landing, endpoint_url, ["path", "reason"])
+    results = run_rows(settings, settings.output_uri, landing, ["path", "label", "pca"])
+    errors = run_rows(settings, settings.errors_uri, landing, ["path", "reason"])
     complete = len(results) + len(errors) >= expected
     if complete:
         log.info("all %d uploads committed: %d rows, %d errors", expected, len(results), len(errors))
     return results, errors, complete, done
 
 
-
-
-def run_rows(table_uri: str, landing: str, endpoint_url: str | None, columns: list[str]) -> pd.DataFrame:
+def run_rows(settings: Settings, table_uri: str, landing: str, columns: list[str]) -> pd.DataFrame:
     """Committed rows of a results/errors table whose file lies under `landing` (this run's uploads)."""
-
-
-    table = lake.read_table(table_uri, endpoint_url=endpoint_url, columns=columns)
+    table = lake.read_table(settings, table_uri, columns=columns)
     if "path" not in table.column_names:  # nothing committed yet
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     frame = table.to_pandas()
@@ -350,11 +340,9 @@ def aws_stream_layout(settings: Settings, world: EmulatedAws, fell_back: bool) -
     return stream, stream.source_uri
 
 
-def keep_results(settings: Settings, landing: str, endpoint_url: str, target: Path) -> Path | None:
+def keep_results(settings: Settings, landing: str, target: Path) -> Path | None:
     """A local parquet copy of this run's results: the emulated bucket vanishes with the demo."""
-
-
-    table = lake.read_table(settings.output_uri, endpoint_url=endpoint_url)
+    table = lake.read_table(settings, settings.output_uri)
     if "path" not in table.column_names:
         return None
     prefix = comparable_path(landing) + "/"

@@ -1,100 +1,132 @@
-"""Read the streaming job's parquet output without Spark, seeing only committed files.
+"""The lake: the stream's results and errors as Delta Lake tables, through delta-rs (no Spark, no JVM).
 
-Spark's file sink commits a micro-batch by writing `_spark_metadata/<batch>` (compacted every
-few batches into `<batch>.compact`). A batch killed half-way can leave parquet files that no
-log entry names; Spark readers ignore them, and so must anyone else, or they count rows twice.
-`committed_files` replays that log; `read_table` reads just those files with pyarrow.
+Any engine reads them: `deltalake.DeltaTable(uri).to_pandas()`, Polars (`pl.read_delta`), DuckDB
+over `DeltaTable(uri).to_pyarrow_dataset()`, Spark with Delta (EMR), Athena (Glue table with
+`table_type=DELTA`). A reader sees only committed transactions: a micro-batch killed half-way
+leaves at most unreferenced files, which no reader counts and `vacuum` removes.
+
+Storage is chosen by URI, as everywhere: a path or file:// URI, or s3:// / s3a:// (the same bucket;
+delta-rs speaks s3://). On S3, commits are atomic through S3's conditional writes (put-if-absent),
+which delta-rs 1.x uses by default: no lock table is needed, even with several writers.
+Credentials come from the standard AWS_* environment variables or the instance profile.
+
+Maintenance (`maintain`): compaction of small files (optimize), removal of files no longer
+referenced after the retention period (vacuum), and a checkpoint of the log. Compaction commits
+concurrently with the stream's appends without conflict (it only rewrites files, dataChange=false).
 """
 
 from __future__ import annotations
 
-import json
-import posixpath
+import logging
 import re
-from typing import TYPE_CHECKING
-from urllib.parse import unquote
+import time
+from dataclasses import dataclass
+from typing import Any
 
-if TYPE_CHECKING:
-    import pyarrow as pa
-    import pyarrow.fs as pafs
+import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 
-_BATCH_FILE = re.compile(r"^(\d+)(\.compact)?$")
+from fruits.settings import Settings
 
+log = logging.getLogger(__name__)
 
-def filesystem(uri: str, endpoint_url: str | None = None) -> tuple[pafs.FileSystem, str]:
-    """A pyarrow filesystem and the path inside it, for a local path, file://, s3:// or s3a:// URI."""
-    import pyarrow.fs as pafs
-
-    if uri.startswith(("s3://", "s3a://")):
-        bucket_key = uri.split("://", 1)[1]
-        options = {"endpoint_override": endpoint_url} if endpoint_url else {}
-        if endpoint_url and endpoint_url.startswith("http://"):
-            options["scheme"] = "http"
-        return pafs.S3FileSystem(**options), bucket_key.rstrip("/")
-    path = re.sub(r"^file:/*", "/", uri) if uri.startswith("file:") else uri
-    return pafs.LocalFileSystem(), path.rstrip("/")
+# Written into the tables at creation: how long removed files and old log entries are kept (time
+# travel window, and the grace period for readers still on an older version).
+TABLE_CONFIGURATION = {
+    "delta.deletedFileRetentionDuration": "interval 7 days",
+    "delta.logRetentionDuration": "interval 7 days",
+    "delta.checkpointInterval": "100",
+}
 
 
-def committed_files(uri: str, endpoint_url: str | None = None) -> list[str]:
-    """Paths (inside the returned filesystem) of the parquet files the sink has committed."""
-    import pyarrow.fs as pafs
-
-    fs, root = filesystem(uri, endpoint_url)
-    log_dir = f"{root}/_spark_metadata"
-    infos = fs.get_file_info(pafs.FileSelector(log_dir, allow_not_found=True))
-    batches = sorted(
-        ((int(m[1]), bool(m[2]), i.path) for i in infos if (m := _BATCH_FILE.match(posixpath.basename(i.path)))),
-    )
-    if not batches:
-        return []
-    last_compact = max((b for b, compact, _ in batches if compact), default=-1)
-    files: dict[str, None] = {}
-    for batch, compact, path in batches:
-        if batch < last_compact or (batch == last_compact and not compact):
-            continue
-        with fs.open_input_stream(path) as stream:
-            lines = stream.read().decode().splitlines()
-        for line in lines[1:]:  # first line is the log version, e.g. "v1"
-            entry = json.loads(line)
-            key = _strip(entry["path"])
-            if entry.get("action", "add") == "add":
-                files[key] = None
-            else:
-                files.pop(key, None)
-    return list(files)
+def table_uri(uri: str) -> str:
+    """The form delta-rs takes: 's3a://b/k' -> 's3://b/k', 'file:///x' or 'file:/x' -> '/x'."""
+    if uri.startswith("s3a://"):
+        return "s3://" + uri.removeprefix("s3a://")
+    if uri.startswith("file:"):
+        return re.sub(r"^file:/*", "/", uri)
+    return uri
 
 
-def read_table(uri: str, endpoint_url: str | None = None, columns: list[str] | None = None) -> pa.Table:
-    """The committed rows as one pyarrow Table (partition columns restored from the paths).
+def storage_options(settings: Settings, uri: str) -> dict[str, str]:
+    """delta-rs options for `uri`: the S3 endpoint and region from the settings (credentials from the env)."""
+    if not table_uri(uri).startswith("s3://"):
+        return {}
+    options = {"AWS_REGION": settings.aws_region}
+    if settings.s3_endpoint_url:
+        options["AWS_ENDPOINT_URL"] = settings.s3_endpoint_url
+        if settings.s3_endpoint_url.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+    return options
 
-    Works for the results table (file sink: only files in its commit log) and the errors table
-    (files written atomically one per batch: every visible file).
-    """
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-    import pyarrow.fs as pafs
 
-    fs, root = filesystem(uri, endpoint_url)
-    has_log = fs.get_file_info(f"{root}/_spark_metadata").type != pafs.FileType.NotFound
-    if not has_log:
-        # Not a file-sink table (e.g. the errors table, written file by file atomically).
-        if fs.get_file_info(root).type == pafs.FileType.NotFound:
-            return pa.table({})
-        return ds.dataset(root, filesystem=fs, format="parquet", partitioning="hive").to_table(columns=columns)
-    files = committed_files(uri, endpoint_url)
-    if not files:
+def open_table(settings: Settings, uri: str) -> DeltaTable | None:
+    """The table at `uri`, or None if nothing has been committed there yet."""
+    return open_table_at(table_uri(uri), storage_options(settings, uri))
+
+
+def open_table_at(location: str, options: dict[str, str]) -> DeltaTable | None:
+    try:
+        return DeltaTable(location, storage_options=options)
+    except TableNotFoundError:
+        return None
+
+
+def read_table(settings: Settings, uri: str, columns: list[str] | None = None) -> pa.Table:
+    """The committed rows (an empty table when nothing is committed yet)."""
+    table = open_table(settings, uri)
+    if table is None:
         return pa.table({})
-    dataset = ds.dataset(files, filesystem=fs, format="parquet", partitioning="hive", partition_base_dir=root)
-    return dataset.to_table(columns=columns)
+    return table.to_pyarrow_table(columns=columns)
 
 
-def _strip(path: str) -> str:
-    """'file:///a%20b/c' -> '/a b/c'; 's3a://bucket/k' -> 'bucket/k' (the form pyarrow filesystems use).
+def describe(settings: Settings, uri: str) -> dict[str, Any] | None:
+    """Rows, files and version of the table (None if it does not exist yet)."""
+    table = open_table(settings, uri)
+    if table is None:
+        return None
+    actions = table.get_add_actions(flatten=True)
+    rows = sum(v for v in actions.column("num_records").to_pylist() if v is not None) if actions.num_rows else 0
+    return {"uri": uri, "version": table.version(), "files": actions.num_rows, "rows": rows}
 
-    The sink's log holds URIs, so spaces, '%' and non-ASCII names arrive percent-encoded.
+
+@dataclass(frozen=True)
+class Maintenance:
+    """What one `maintain` pass did to one table."""
+
+    uri: str
+    files_before: int
+    files_after: int
+    files_compacted: int
+    files_vacuumed: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def maintain(settings: Settings, uri: str, *, vacuum_hours: int | None = None) -> Maintenance | None:
+    """Compact small files, vacuum unreferenced ones older than the retention, checkpoint the log.
+
+    Safe while a stream appends: compaction does not conflict with appends, and vacuum only
+    deletes files no snapshot within the retention period refers to. `vacuum_hours` None keeps
+    the table's own retention (7 days).
     """
-    if path.startswith("file:"):
-        return unquote(re.sub(r"^file:/*", "/", path))
-    if "://" in path:
-        return unquote(path.split("://", 1)[1])
-    return path
+    table = open_table(settings, uri)
+    if table is None:
+        return None
+    started = time.perf_counter()
+    before = len(table.file_uris())
+    compacted = table.optimize.compact()
+    table.update_incremental()
+    vacuumed = table.vacuum(retention_hours=vacuum_hours, dry_run=False,
+                            enforce_retention_duration=vacuum_hours is None)
+    table.update_incremental()
+    table.create_checkpoint()
+    table.cleanup_metadata()
+    done = Maintenance(uri, before, len(table.file_uris()), int(compacted.get("numFilesRemoved", 0)), len(vacuumed),
+                       round(time.perf_counter() - started, 3))
+    log.info("maintained %s: %d -> %d files (%d compacted, %d vacuumed) in %.1f s", uri, done.files_before,
+             done.files_after, done.files_compacted, done.files_vacuumed, done.seconds)
+    return done

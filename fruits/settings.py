@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -58,6 +59,8 @@ class Settings:
     checkpoint: str | None = None
     trigger: str = "2s"
     max_files_per_trigger: int = 1000
+    # Lake maintenance from the stream (compaction + vacuum): an interval, or "off".
+    maintenance_interval: str = "1h"
     # Hostile-input limits: bigger files are quarantined without being read.
     max_image_bytes: int = 64 * MiB
     max_image_pixels: int = 64_000_000
@@ -117,6 +120,7 @@ class Settings:
             raise FruitsError("image size limits (--max-image-mb, FRUITS_MAX_IMAGE_BYTES/PIXELS) must be positive")
         if not self.model_name or not self.alias:
             raise FruitsError("model name and alias must not be empty")
+        interval_seconds(self.maintenance_interval, "--maintenance-interval", allow_off=True)
 
     # ---------------------------------------------------------------- derived
     @property
@@ -179,6 +183,22 @@ class Settings:
             if (local / "models").is_dir():
                 return local
         return None
+
+
+_INTERVAL = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def interval_seconds(text: str, flag: str, *, allow_off: bool = False, extra: str = "") -> float:
+    """'500ms', '2s', '1.5m', '1h' -> seconds; 'off' -> 0 where allowed. Anything else: a one-line error."""
+    if allow_off and text.strip().lower() in ("off", "0"):
+        return 0.0
+    match = _INTERVAL.match(text.strip())
+    seconds = float(match[1]) * _UNIT_SECONDS[match[2]] if match else 0.0
+    if seconds < 0.001:
+        choices = " or 'off'" if allow_off else (f" {extra}" if extra else "")
+        raise FruitsError(f"{flag} must be an interval like 2s, 500ms, 1m{choices}, got {text!r}")
+    return seconds
 
 
 def fields_of(cls: type) -> set[str]:

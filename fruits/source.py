@@ -9,11 +9,14 @@ image-name and label rules; a test checks that both agree on a table of names.
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from fruits.spark import hadoop_fs
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
 # The schema Spark's binaryFile source reads (a stream needs it explicitly).
@@ -85,3 +88,35 @@ def label_column(path: Column | str, root: str) -> Column:
     return F.when((parent == F.lit("")) | (parent == F.lit(root_cmp)), F.lit(None).cast("string")).otherwise(
         F.regexp_extract(parent, r"([^/]+)$", 1)
     )
+
+
+def files_assigned_to_batch(spark: SparkSession, checkpoint: str, batch_id: int) -> list[str]:
+    """Every path the file source assigned to micro-batch `batch_id`, as Spark writes it in `path`.
+
+    The batch's DataFrame does not hold them all: Spark's scan drops zero-length files, and skips
+    files deleted since they were listed. The source's log in the checkpoint is the only record
+    of them (`<checkpoint>/sources/0/<batch>`, every 10th batch compacted into `<batch>.compact`
+    holding the earlier entries too): a version line, then one JSON object per file.
+    """
+    fs, folder = hadoop_fs(spark, f"{checkpoint.rstrip('/')}/sources/0")
+    jvm = spark.sparkContext._jvm
+    for name in (str(batch_id), f"{batch_id}.compact"):
+        log_file = jvm.org.apache.hadoop.fs.Path(folder, name)
+        if not fs.exists(log_file):
+            continue
+        stream = fs.open(log_file)
+        try:
+            text = bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream)).decode()
+        finally:
+            stream.close()
+        entries = [json.loads(line) for line in text.splitlines()[1:] if line.strip()]
+        # Converted as FileStreamSource.getBatch converts them, so they equal the `path` column.
+        return [str(jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(e["path"]))) for e in entries
+                if e.get("batchId") == batch_id]
+    raise FileNotFoundError(f"no source log for micro-batch {batch_id} under {checkpoint}")
+
+
+def file_size(spark: SparkSession, path: str) -> int | None:
+    """Size in bytes, or None if the file no longer exists (any storage Spark reads)."""
+    fs, hpath = hadoop_fs(spark, path)
+    return int(fs.getFileStatus(hpath).getLen()) if fs.exists(hpath) else None

@@ -1,147 +1,146 @@
-"""Watch the images prefix; featurize, project and append each new upload to partitioned parquet.
+"""The streaming job's lifecycle: resolve and check the model, run ONE query, stop cleanly, summarise.
 
 A long-running Spark Structured Streaming job (EMR in production, local[*] here). The model is
 resolved from the MLflow registry by alias at start (the version is pinned for the run) and
-refused if it was fitted with a different featurizer. Two checkpointed queries, both exactly
-once: results (Spark's file sink) and errors (files that cannot become features: empty,
-undecodable, too large; one parquet file per micro-batch, written atomically). SIGTERM or
-Ctrl-C stops after the current micro-batch; a restart resumes from the checkpoint.
+refused if it was fitted with a different featurizer. Each micro-batch is streaming.batch's
+MicroBatch: every upload read once, both Delta tables committed once (fruits.sinks).
 
-Output (parquet):
-  results: path, label, size, modification_time, ingest_time, features[1280], pca[k],
-           model_name, model_version, featurizer_sha256; partitioned by ingest_date
-  errors:  path, label, size, modification_time, ingest_time, reason, detail, batch_id;
-           one file per micro-batch that had errors, not partitioned (errors are few)
+Stopping: SIGTERM or Ctrl-C, `request_stop()`, or a `_stop` marker file/object under the
+checkpoint (what `fruits emr stop` writes on a cluster, where signals do not reach the Python
+driver) all stop after the current micro-batch; a second signal stops at once. Whatever is
+interrupted is redone from the checkpoint on restart, and the tables skip what they already have.
+
+Maintenance: every `maintenance_interval` a background thread compacts small files and vacuums
+unreferenced ones (fruits.lake.maintain). Compaction commits alongside the stream's appends
+without conflict, so ingestion never pauses for it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import re
 import signal
 import threading
 import time
+import uuid
 from typing import Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from fruits import registry
+from fruits import lake, registry, source
 from fruits.exceptions import FruitsError, one_line
 from fruits.featurize import Featurizer, check_compatible
-from fruits.registry import ResolvedModel
-from fruits.settings import Settings
-from fruits.source import label_from_path
-from fruits.spark import ensure_dir, get_spark, qualify
-from streaming.frames import PARTITION_COLUMNS, errors_source, results_frame
-from streaming.monitor import Monitor, make_listener
-from streaming.quarantine import QuarantineWriter, remove_partial_writes
+from fruits.settings import Settings, interval_seconds
+from fruits.sinks import LakeWriter
+from fruits.spark import ensure_dir, get_spark, hadoop_fs, qualify, storage_errors
+from streaming.batch import ActiveModel, MicroBatch
+from streaming.lease import CheckpointLease
+from streaming.monitor import Monitor
 
 log = logging.getLogger("fruits.stream")
-RESULTS_QUERY = "fruits-results"
-ERRORS_QUERY = "fruits-errors"
+QUERY_NAME = "fruits-stream"
 AVAILABLE_NOW = "available-now"
-ERRORS_BATCH_FACTOR = 4  # the errors query triggers 4x less often, with 4x more files per batch
-_INTERVAL = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
+STOP_MARKER = "_stop"  # under the checkpoint: stop after the current micro-batch
+IDENTITY_FILE = "fruits-stream.json"  # under the checkpoint: this stream's id (the tables' app id)
+STOP_MARKER_POLL_S = 5.0
 
 
-def trigger_options(trigger: str, slower: int = 1) -> dict[str, Any]:
-    """'2s' -> processingTime='2000 milliseconds'; 'available-now' -> availableNow=True.
-
-    Whole milliseconds always (Spark rejects '1.5 minutes'); `slower` stretches the interval
-    (the errors query runs less often).
-    """
+def trigger_options(trigger: str) -> dict[str, Any]:
+    """'2s' -> processingTime='2000 milliseconds'; 'available-now' -> availableNow=True."""
     if trigger == AVAILABLE_NOW:
         return {"availableNow": True}
-    match = _INTERVAL.match(trigger.strip())
-    milliseconds = round(float(match[1]) * _UNIT_MS[match[2]]) if match else 0
-    if milliseconds < 1:
-        raise FruitsError(f"--trigger must be an interval like 2s, 500ms, 1m or '{AVAILABLE_NOW}', got {trigger!r}")
-    return {"processingTime": f"{milliseconds * slower} milliseconds"}
+    seconds = interval_seconds(trigger, "--trigger", extra=f"or '{AVAILABLE_NOW}'")
+    return {"processingTime": f"{round(seconds * 1000)} milliseconds"}  # whole ms: Spark rejects '1.5 minutes'
 
 
 class StreamingJob:
-    """The query lifecycle: resolve + check the model, start both queries, stop cleanly, summarise."""
+    """Start, run until stopped, stop after the current micro-batch, summarise."""
 
     def __init__(self, settings: Settings, model_uri: str | None = None, spark: SparkSession | None = None):
         self.settings = settings
         self.model_uri = model_uri or f"models:/{settings.model_name}@{settings.alias}"
         self.trigger = trigger_options(settings.trigger)
+        self.maintenance_every = interval_seconds(settings.maintenance_interval, "--maintenance-interval",
+                                                  allow_off=True)
         self.spark = spark
-        self.queries: list[StreamingQuery] = []
-        self.resolved: ResolvedModel | None = None
-        self.monitor: Monitor | None = None
+        self.query: StreamingQuery | None = None
+        self.batch: MicroBatch | None = None
+        self.monitor = Monitor(settings.progress_log)
+        self.app_id: str | None = None
         self._stop_requested = threading.Event()
         self._stop_now = threading.Event()
+        self._maintenance: threading.Thread | None = None
+        self._lease: CheckpointLease | None = None
         self._started_at = 0.0
-        self._listener = None
+
+    @property
+    def resolved(self) -> registry.ResolvedModel | None:
+        return self.batch.model.resolved if self.batch else None
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
         s = self.settings
-        uris = [s.source_uri, s.output_uri, s.errors_uri, s.checkpoint_uri]
-        self.spark = self.spark or get_spark(s, "fruits-stream", uris=uris)
+        self.spark = self.spark or get_spark(s, "fruits-stream", uris=[s.source_uri, s.checkpoint_uri])
         client = registry.connect(s)
-        self.resolved = registry.resolve(client, self.model_uri)
+        resolved = registry.resolve(client, self.model_uri)
         featurizer = Featurizer.load(s)
-        check_compatible(self.resolved.spec, featurizer.spec, self.resolved.label)
-        model = registry.load_spark_model(self.resolved)
-        log.info("model %s resolved to version %s (run %s); featurizer %s", self.model_uri, self.resolved.version,
-                 self.resolved.run_id, featurizer.spec.describe())
+        check_compatible(resolved.spec, featurizer.spec, resolved.label)
+        model = ActiveModel(resolved, registry.load_spark_model(resolved))
+        log.info("model %s resolved to version %s (run %s); featurizer %s", self.model_uri, resolved.version,
+                 resolved.run_id, featurizer.spec.describe())
 
         ensure_dir(self.spark, s.source_uri)  # a stream source must exist when the query starts
-        source_root = qualify(self.spark, s.source_uri)
-        self.monitor = Monitor(RESULTS_QUERY, s.progress_log)
-        self._listener = make_listener(self.monitor)
-        self.spark.streams.addListener(self._listener)
-
-        results = results_frame(self.spark, s, s.source_uri, source_root, featurizer, model, self.resolved)
         checkpoint = s.checkpoint_uri.rstrip("/")
-        remove_partial_writes(self.spark, s.errors_uri)
-        quarantine = QuarantineWriter(
-            s, f"{checkpoint}/errors", lambda path: label_from_path(path, source_root), self.monitor.on_errors
+        self._lease = CheckpointLease(self.spark, checkpoint)
+        self._lease.acquire()  # one stream per checkpoint: a second one stops here, before any work
+        self.app_id = stream_identity(self.spark, checkpoint, s)
+        self.clear_stop_marker()
+        self.batch = MicroBatch(
+            s, qualify(self.spark, s.source_uri), featurizer, model, LakeWriter(s, self.app_id), self.monitor,
+            absent_files=self._absent_files,
         )
         self._started_at = time.perf_counter()
-        # Quarantine needs no low latency: fewer, larger batches leave the cores to the
-        # featurizer (measured: running it at the results' pace cost a third of the throughput).
-        errors_settings = s.replace(max_files_per_trigger=ERRORS_BATCH_FACTOR * s.max_files_per_trigger)
-        self.queries.append(
-            errors_source(self.spark, errors_settings, s.source_uri, source_root)
-            .writeStream.queryName(ERRORS_QUERY)
-            .foreachBatch(quarantine)
-            .option("checkpointLocation", f"{checkpoint}/errors")
-            .trigger(**trigger_options(s.trigger, slower=ERRORS_BATCH_FACTOR))
-            .start()
-        )
-        self.queries.append(
-            results.writeStream.queryName(RESULTS_QUERY)
-            .format("parquet")
-            .outputMode("append")
-            .partitionBy(*PARTITION_COLUMNS)
-            .option("path", s.output_uri)
-            .option("checkpointLocation", f"{checkpoint}/results")
+        self.query = (
+            source.read_images(self.spark, s.source_uri, stream=True, max_files_per_trigger=s.max_files_per_trigger)
+            .writeStream.queryName(QUERY_NAME)
+            .foreachBatch(self.batch)
+            .option("checkpointLocation", checkpoint)
             .trigger(**self.trigger)
             .start()
         )
+        if self.maintenance_every and AVAILABLE_NOW != s.trigger:
+            self._maintenance = threading.Thread(target=self._maintain_periodically, name="lake-maintenance",
+                                                 daemon=True)
+            self._maintenance.start()
         log.info("watching %s -> %s (errors %s), trigger %s, at most %d files per batch",
                  s.source_uri, s.output_uri, s.errors_uri, s.trigger, s.max_files_per_trigger)
 
+    def _absent_files(self, batch_id: int, seen: set[str]) -> list[tuple[str, int | None]]:
+        listed = source.files_assigned_to_batch(self.spark, self.settings.checkpoint_uri, batch_id)
+        return [(path, source.file_size(self.spark, path)) for path in listed if path not in seen]
+
     # ------------------------------------------------------------------ run / stop
     def run_until_stopped(self, handle_signals: bool = False, timeout: float | None = None) -> None:
-        """Block until the queries end (available-now), a stop is requested, or `timeout` passes."""
+        """Block until the query ends (available-now), a stop is requested, or `timeout` passes."""
         previous = {}
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self._on_signal)
         deadline = None if timeout is None else time.monotonic() + timeout
+        next_marker_check = time.monotonic() + STOP_MARKER_POLL_S
         try:
-            while not self._stop_requested.is_set():
-                active = [q for q in self.queries if q.isActive]
-                if not active:
-                    break
-                active[0].awaitTermination(0.5)  # short waits let Python handle signals
+            while not self._stop_requested.is_set() and self.query is not None and self.query.isActive:
+                self.query.awaitTermination(0.5)  # short waits let Python handle signals
                 self.raise_if_failed()
+                if self._lease is not None and self._lease.lost.is_set():
+                    self.stop()
+                    raise FruitsError("another stream took this checkpoint over (this one looked dead): stopped")
+                if time.monotonic() >= next_marker_check:
+                    next_marker_check = time.monotonic() + STOP_MARKER_POLL_S
+                    if self.stop_marker_present():
+                        log.info("stop marker %s found: stopping after the current micro-batch", self._marker_uri())
+                        self._stop_requested.set()
                 if deadline is not None and time.monotonic() > deadline:
                     break
             self.stop()
@@ -163,74 +162,121 @@ class StreamingJob:
         self._stop_requested.set()
 
     def process_available(self) -> None:
-        """Block until everything in the source right now is committed by both queries (tests, demos)."""
-        for query in self.queries:
-            query.processAllAvailable()
-        self._drain_progress_events()
-
-    def _drain_progress_events(self) -> None:
-        """Progress events reach the listener asynchronously: wait until the monitor has them all."""
-        if self.spark is not None:
-            self.spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty()
+        """Block until everything in the source right now is committed (tests, demos)."""
+        if self.query is not None:
+            self.query.processAllAvailable()
 
     def stop(self, grace_seconds: float = 120.0) -> None:
-        """Stop after the micro-batch each query is running now has committed (bounded wait).
+        """Stop after the micro-batch running now has committed (bounded wait).
 
-        Under a backlog the next batch starts as soon as one commits, so "wait until idle" could
-        wait forever: instead, note each busy query's last completed batch and stop once every
-        one has moved past it. A batch started meanwhile is interrupted and redone from the
-        checkpoint on restart, so nothing is lost or written twice either way.
+        A batch Spark starts in the meantime is interrupted; it is redone from the checkpoint on
+        restart and the tables skip anything it had already committed.
         """
+        self._stop_requested.set()
         deadline = time.monotonic() + grace_seconds
-        running = {q.id: _last_batch(q) for q in self.queries if q.isActive and q.status.get("isTriggerActive")}
-
-        def settled(query: StreamingQuery) -> bool:
-            return (
-                query.id not in running
-                or not query.isActive
-                or not query.status.get("isTriggerActive")
-                or _last_batch(query) > running[query.id]
-            )
-
-        while time.monotonic() < deadline and not self._stop_now.is_set() and not all(settled(q) for q in self.queries):
+        while (self.batch is not None and self.batch.running.is_set() and not self._stop_now.is_set()
+               and time.monotonic() < deadline):
             time.sleep(0.05)
-        for query in self.queries:
-            if query.isActive:
-                query.stop()
-        if self._listener is not None and self.spark is not None:
-            self._drain_progress_events()  # the last batches must reach the summary
-            self.spark.streams.removeListener(self._listener)
-            self._listener = None
+        if self.query is not None and self.query.isActive:
+            self.query.stop()
+        if self._maintenance is not None:
+            self._maintenance.join(timeout=grace_seconds)
+            self._maintenance = None
+        if self.query is not None and self.stop_marker_present():
+            self.clear_stop_marker()
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
 
     def raise_if_failed(self) -> None:
         """A failed query as a one-line FruitsError (the full trace is in Spark's log)."""
-        for query in self.queries:
-            error = query.exception()
-            if error is not None:
-                raise FruitsError(f"streaming query {query.name} failed: {one_line(error)}")
+        error = self.query.exception() if self.query is not None else None
+        if error is not None:
+            raise FruitsError(f"the stream failed: {cause_of(error)}")
+
+    # ------------------------------------------------------------------ stop marker
+    def _marker_uri(self) -> str:
+        return f"{self.settings.checkpoint_uri.rstrip('/')}/{STOP_MARKER}"
+
+    def stop_marker_present(self) -> bool:
+        try:
+            fs, path = hadoop_fs(self.spark, self._marker_uri())
+            return bool(fs.exists(path))
+        except Exception as exc:  # a storage hiccup must not stop the stream
+            log.warning("cannot check the stop marker %s: %s", self._marker_uri(), one_line(exc))
+            return False
+
+    def clear_stop_marker(self) -> None:
+        with storage_errors(self._marker_uri(), "delete"):
+            fs, path = hadoop_fs(self.spark, self._marker_uri())
+            if fs.exists(path):
+                fs.delete(path, False)
+
+    # ------------------------------------------------------------------ maintenance
+    def _maintain_periodically(self) -> None:
+        while not self._stop_requested.wait(self.maintenance_every):
+            for uri in (self.settings.output_uri, self.settings.errors_uri):
+                try:
+                    lake.maintain(self.settings, uri)
+                except Exception as exc:  # the next pass tries again; ingestion goes on regardless
+                    log.warning("maintenance of %s failed: %s", uri, one_line(exc))
 
     # ------------------------------------------------------------------ report
     def summary(self) -> dict[str, Any]:
-        totals = self.monitor.snapshot() if self.monitor else None
+        totals = self.monitor.snapshot()
+        resolved = self.resolved
         elapsed = time.perf_counter() - self._started_at if self._started_at else 0.0
         summary = {
-            "rows": totals.rows if totals else 0,
-            "errors": totals.errors if totals else 0,
-            "batches": totals.batches if totals else 0,
-            "files": totals.input if totals else 0,
-            "model_name": self.resolved.name if self.resolved else None,
-            "model_version": self.resolved.version if self.resolved else None,
+            "rows": totals.rows,
+            "errors": totals.errors,
+            "batches": totals.batches,
+            "files": totals.files,
+            "model_name": resolved.name if resolved else None,
+            "model_version": resolved.version if resolved else None,
             "seconds": round(elapsed, 2),
-            "rows_per_second": round(totals.input / totals.busy_seconds, 1) if totals and totals.busy_seconds else None,
+            "rows_per_second": round(totals.files / totals.busy_seconds, 1) if totals.busy_seconds else None,
             "output": self.settings.output_uri,
             "errors_output": self.settings.errors_uri,
             "checkpoint": self.settings.checkpoint_uri,
             "progress_log": str(self.settings.progress_log),
         }
-        summary.update(totals.latency_percentiles() if totals else {})
+        summary.update(totals.latency_percentiles())
         return summary
 
 
-def _last_batch(query: StreamingQuery) -> int:
-    """Id of the last micro-batch the query completed (-1 before the first)."""
-    return int((query.lastProgress or {}).get("batchId", -1))
+def stream_identity(spark: SparkSession, checkpoint: str, settings: Settings) -> str:
+    """This stream's id, kept in its checkpoint: created at the first start, read at every restart.
+
+    The tables record each micro-batch under this id, so a new checkpoint (a reset stream, whose
+    batch ids start again at 0) is never mistaken for the old one.
+    """
+    uri = f"{checkpoint}/{IDENTITY_FILE}"
+    jvm = spark.sparkContext._jvm
+    with storage_errors(uri, "use the checkpoint"):
+        fs, path = hadoop_fs(spark, uri)
+        if not fs.exists(path):
+            identity = {"app_id": f"fruits-stream-{uuid.uuid4()}", "results": settings.output_uri,
+                        "errors": settings.errors_uri}
+            stream = fs.create(path, False)  # no overwrite: a concurrent first start fails here, not later
+            try:
+                stream.write(bytearray(json.dumps(identity).encode()))
+            finally:
+                stream.close()
+        reader = fs.open(path)
+        try:
+            identity = json.loads(bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(reader)).decode())
+        finally:
+            reader.close()
+    for table, now in (("results", settings.output_uri), ("errors", settings.errors_uri)):
+        if identity.get(table) not in (None, now):
+            log.warning("this checkpoint wrote its %s to %s before, now to %s", table, identity[table], now)
+    return identity["app_id"]
+
+
+def cause_of(error: Any) -> str:
+    """The message a person needs from a failed query: our own FruitsError if the batch raised one."""
+    text = str(error)
+    marker = "fruits.exceptions.FruitsError: "
+    if marker in text:
+        return text.split(marker, 1)[1].splitlines()[0]
+    return one_line(error)

@@ -10,10 +10,47 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
+
+from fruits.sinks import ERRORS, RESULTS
+
+
+def table_rows(uri: Path | str, columns: list[str] | None = None, storage_options: dict | None = None) -> list:
+    """The committed rows of a Delta table, read with delta-rs alone (no Spark, nothing of ours)."""
+    from types import SimpleNamespace
+
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(str(uri), storage_options=storage_options)
+    except TableNotFoundError:
+        return []
+    return [SimpleNamespace(**row) for row in table.to_pyarrow_table(columns=columns).to_pylist()]
+
+
+SINK_TIME = datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
+
+
+def result_rows(*paths: str) -> pa.Table:
+    """Results rows as the stream writes them, one per path."""
+    return pa.Table.from_pylist([
+        {"path": p, "label": "Kaki", "size": 4096, "modification_time": SINK_TIME, "ingest_time": SINK_TIME,
+         "features": [0.5] * 1280, "pca": [0.25] * 300, "model_name": "fruits-pca", "model_version": "1",
+         "featurizer_sha256": "ab" * 32, "ingest_date": date(2026, 12, 1)} for p in paths], schema=RESULTS.schema)
+
+
+def error_rows(*paths: str, batch: int = 0) -> pa.Table:
+    """Error rows (empty files) as the stream writes them, one per path."""
+    return pa.Table.from_pylist([
+        {"path": p, "label": "Kaki", "size": 0, "modification_time": None, "ingest_time": SINK_TIME, "reason": "empty",
+         "detail": "file has 0 bytes", "batch_id": batch} for p in paths], schema=ERRORS.schema)
+
 
 
 # From ../shared/models/keras/README.md: the identity of the genuine ImageNet weights.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -74,3 +75,25 @@ def test_native_label_column_matches_the_python_rule(spark, tmp_path: Path) -> N
 
 def test_qualify_gives_the_form_spark_writes_in_path(spark, tmp_path: Path) -> None:
     assert qualify(spark, str(tmp_path)) == "file:" + str(tmp_path)
+
+
+def write_source_log(folder: Path, name: str, entries: list[tuple[str, int]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["v1"] + [json.dumps({"path": p, "timestamp": 1, "batchId": b}) for p, b in entries]
+    (folder / name).write_text("\n".join(lines) + "\n")
+
+
+def test_batch_files_come_from_the_plain_or_the_compacted_source_log(spark, tmp_path: Path) -> None:
+    log = tmp_path / "sources" / "0"
+    write_source_log(log, "3", [("file:///data/Apple%20Red%201/a.jpg", 3), ("file:///data/Kaki/b.jpg", 3)])
+    # Every 10th batch Spark compacts the log: batch 9 lives in 9.compact with all earlier entries.
+    write_source_log(log, "9.compact", [("file:///data/Kaki/old.jpg", 8), ("file:///data/Kaki/c%2Bd.jpg", 9)])
+    assert source.files_assigned_to_batch(spark, str(tmp_path), 3) == ["file:/data/Apple Red 1/a.jpg",
+                                                                       "file:/data/Kaki/b.jpg"]
+    assert source.files_assigned_to_batch(spark, str(tmp_path), 9) == ["file:/data/Kaki/c+d.jpg"]
+
+
+def test_file_size_is_none_once_deleted(spark, tmp_path: Path) -> None:
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert source.file_size(spark, f"file:{tmp_path}/empty.jpg") == 0
+    assert source.file_size(spark, f"file:{tmp_path}/deleted.jpg") is None

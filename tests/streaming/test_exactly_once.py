@@ -1,4 +1,8 @@
-"""A stream killed with SIGKILL while uploads keep arriving restarts with no loss and no duplicates."""
+"""Exactly once with real processes: SIGKILL mid-stream then restart, and the same stream started twice.
+
+Uploads are fed at the stream's own pace (a bounded backlog of uncommitted files), never on a
+timer, so both tests hold however busy the machine is.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +15,40 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import duckdb
+import polars as pl
 import pytest
-from support import wait_until
+from deltalake import DeltaTable
+from support import table_rows, wait_until
 
-from fruits import lake
 from fruits.upload import land
 
 pytestmark = pytest.mark.slow
 BACKLOG = 12  # uploads landed but not yet committed, at most
 
 
-def committed_rows(output: Path) -> int:
-    return lake.read_table(str(output), columns=["path"]).num_rows if (output / "_spark_metadata").is_dir() else 0
+def committed(output: Path) -> int:
+    return len(table_rows(output, ["path"]))
+
+
+class Feeder(threading.Thread):
+    """Lands `uploads` one by one while fewer than BACKLOG of them wait for the stream."""
+
+    def __init__(self, uploads: list[Path], landing: Path, output: Path):
+        super().__init__(daemon=True)
+        self.uploads, self.landing, self.output = uploads, landing, output
+        self.landed: list[Path] = []
+        self.done = threading.Event()
+        self.cancelled = threading.Event()
+
+    def run(self) -> None:
+        for src in self.uploads:
+            while len(self.landed) - committed(self.output) >= BACKLOG and not self.cancelled.is_set():
+                self.cancelled.wait(0.2)
+            if self.cancelled.is_set():
+                return
+            self.landed.append(land(src.read_bytes(), self.landing / src.parent.name / src.name))
+        self.done.set()
 
 
 def start_stream(args: list[str], log: Path) -> subprocess.Popen:
@@ -34,62 +60,91 @@ def start_stream(args: list[str], log: Path) -> subprocess.Popen:
     )
 
 
-def test_sigkill_mid_stream_then_restart_is_exactly_once(settings, fitted, data_dir: Path, tmp_path: Path, spark):
-    landing, output, errors, checkpoint = (tmp_path / n for n in ("landing", "results", "errors", "checkpoint"))
-    uploads = sorted((data_dir / "stream").glob("*/*.jpg"))[::4]  # 160 files over all 32 classes
+def stream_args(tmp_path: Path, settings) -> tuple[list[str], Path, Path]:
+    landing, output = tmp_path / "landing", tmp_path / "results"
     args = [
-        "--source", str(landing), "--output", str(output), "--errors", str(errors), "--checkpoint", str(checkpoint),
-        "--trigger", "500ms", "--max-files-per-trigger", "6",
+        "--source", str(landing), "--output", str(output), "--errors", str(tmp_path / "errors"),
+        "--checkpoint", str(tmp_path / "checkpoint"), "--trigger", "500ms", "--max-files-per-trigger", "6",
         "--state-dir", str(settings.state_dir), "--tracking-uri", settings.tracking_uri, "--json", "-q",
     ]
-    landed: list[Path] = []
-    feeding_done = threading.Event()
-    stop_feeding = threading.Event()
+    return args, landing, output
 
-    def feed() -> None:
-        """Uploads arrive before, during and after the kill, at the stream's own pace: the next file
-        lands only while fewer than BACKLOG are waiting, so however fast or slow the machine, the
-        stream is mid-way through the uploads when it is killed."""
-        for src in uploads:
-            while len(landed) - committed_rows(output) >= BACKLOG and not stop_feeding.is_set():
-                stop_feeding.wait(0.2)
-            if stop_feeding.is_set():
-                return
-            landed.append(land(src.read_bytes(), landing / src.parent.name / src.name))
-        feeding_done.set()
 
+def stop_gracefully(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGTERM)  # finish the current micro-batch, then exit 0
+    out, _ = process.communicate(timeout=180)
+    return out
+
+
+def assert_each_upload_once(output: Path, landed: list[Path], expected: int) -> None:
+    """Read by engines that know nothing of Spark: delta-rs, Polars, DuckDB."""
+    rows = table_rows(output, ["path", "label"])
+    counts = Counter(Path(r.path.removeprefix("file:")) for r in rows)
+    assert len(landed) == expected and set(counts) == set(landed)  # nothing lost
+    assert max(counts.values()) == 1  # nothing twice
+    assert all(r.label == Path(r.path).parent.name for r in rows)
+    assert pl.read_delta(str(output)).select(pl.col("path").n_unique()).item() == pl.read_delta(str(output)).height
+    dataset = DeltaTable(str(output)).to_pyarrow_dataset()  # noqa: F841  (DuckDB scans it by name)
+    assert duckdb.sql("select count(*), count(distinct path) from dataset").fetchall() == [(expected, expected)]
+
+
+def test_sigkill_mid_stream_then_restart_is_exactly_once(settings, fitted, data_dir: Path, tmp_path: Path):
+    args, landing, output = stream_args(tmp_path, settings)
+    uploads = sorted((data_dir / "stream").glob("*/*.jpg"))[::4]  # 160 files over all 32 classes
+    feeder = Feeder(uploads, landing, output)
     log = tmp_path / "stream.log"
     first = start_stream(args, log)
-    feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
     try:
-        wait_until(lambda: committed_rows(output) >= 18, 300, "some committed batches", first)
+        wait_until(lambda: committed(output) >= 18, 600, "some committed batches", first)
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(30)
-    at_kill = committed_rows(output)
+    at_kill = committed(output)
     assert first.returncode == -signal.SIGKILL
-    assert at_kill < len(uploads) and not feeding_done.is_set()  # holds by construction: the feeder waits
+    assert at_kill < len(uploads) and not feeder.done.is_set()  # holds by construction: the feeder waits
 
     second = start_stream(args, log)
     try:
-        feeder.join(600)
-        assert feeding_done.is_set()
-        wait_until(lambda: committed_rows(output) >= len(uploads), 240, "every upload committed", second)
-        second.send_signal(signal.SIGTERM)  # graceful: finish the current micro-batch, then exit 0
-        out, _ = second.communicate(timeout=120)
+        feeder.join(900)
+        assert feeder.done.is_set()
+        wait_until(lambda: committed(output) >= len(uploads), 600, "every upload committed", second)
+        out = stop_gracefully(second)
     finally:
-        stop_feeding.set()
+        feeder.cancelled.set()
         if second.poll() is None:
             os.killpg(second.pid, signal.SIGKILL)
     assert second.returncode == 0, log.read_text()[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["model_version"] == fitted["model_version"] and summary["errors"] == 0
     assert 0 < summary["rows"] <= len(uploads) - at_kill + 6  # the restart did the rest (and at most redid one batch)
+    assert_each_upload_once(output, feeder.landed, len(uploads))
 
-    rows = spark.read.parquet(str(output)).select("path", "label").collect()
-    counts = Counter(Path(r.path.removeprefix("file:")) for r in rows)
-    assert set(counts) == set(landed) and len(landed) == len(uploads)  # nothing lost
-    assert max(counts.values()) == 1  # nothing twice
-    assert all(r.label == Path(r.path).parent.name for r in rows)
-    assert committed_rows(output) == len(uploads)  # pyarrow via the commit log agrees with Spark
+
+def test_the_same_stream_started_twice_refuses_the_second_and_writes_nothing_twice(settings, fitted, data_dir: Path,
+                                                                                   tmp_path: Path):
+    args, landing, output = stream_args(tmp_path, settings)
+    uploads = sorted((data_dir / "stream").glob("*/*.jpg"))[1::8]  # 80 files over all 32 classes
+    feeder = Feeder(uploads, landing, output)
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = start_stream(args, first_log)
+    feeder.start()
+    try:
+        wait_until(lambda: committed(output) >= 6, 600, "the first stream's first batches", first)
+        second = start_stream(args, second_log)  # an operator's mistake: the same checkpoint and tables
+        second.wait(300)
+        assert second.returncode == 1, second_log.read_text()[-3000:]
+        last = second_log.read_text().strip().splitlines()[-1]
+        assert last.startswith("fruits stream: error: another stream holds checkpoint "), last
+        assert f"pid {first.pid}" in last
+        assert first.poll() is None  # the first one goes on
+        feeder.join(900)
+        assert feeder.done.is_set()
+        wait_until(lambda: committed(output) >= len(uploads), 600, "every upload committed", first)
+        stop_gracefully(first)
+    finally:
+        feeder.cancelled.set()
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert first.returncode == 0, first_log.read_text()[-3000:]
+    assert_each_upload_once(output, feeder.landed, len(uploads))
