@@ -182,7 +182,8 @@ def driver_share(settings: Settings, job, files: list[Path], work: Path, n: int)
 def _progress(settings: Settings) -> list[dict]:
     import json
 
-    return [json.loads(line) for line in settings.progress_log.read_text().splitlines()]
+    records = [json.loads(line) for line in settings.progress_log.read_text().splitlines()]
+    return [r for r in records if r["event"] == "batch" and not r["replayed"]]
 
 
 if __name__ == "__main__":

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from cli.console import add_common_flags, setup_logging
 from fruits import __version__
@@ -25,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "fit": "fit StandardScaler + PCA on MobileNetV2 features and register the model in MLflow",
     "stream": "watch the images prefix; featurize, project and append new uploads to the lake",
     "lake": "show the results and errors tables; compact and vacuum them",
+    "report": "plot a stream's progress over time (throughput, latency, predictions, model swaps) as a PNG",
     "upload": "upload a folder of images to s3://bucket/prefix/, keeping class folders",
     "emr": "plan, create, feed, watch and terminate the EMR cluster",
 }
@@ -75,5 +79,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> NoReturn:
+    """The `fruits` executable (also `python -m cli` and spark-submit's cli/spark_entry.py).
+
+    Once the command is done and its output flushed, the process leaves without the interpreter's
+    own teardown: native thread pools (Arrow's, delta-rs') sometimes abort it ("terminate called
+    without an active exception", exit 134) after all the work succeeded, which would turn a
+    finished job into a failed step. The Spark session is stopped first, as a normal exit would.
+    """
+    code = main()
+    if "pyspark" in sys.modules:  # only if a job started one: --help stays free of Spark
+        from pyspark.sql import SparkSession
+
+        session = SparkSession.getActiveSession()
+        if session is not None:
+            session.stop()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

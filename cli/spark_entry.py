@@ -1,7 +1,5 @@
 """spark-submit's Python file on EMR: `spark-submit ... spark_entry.py stream --source ...` is `fruits stream ...`."""
 
-import sys
+from cli.main import entry
 
-from cli.main import main
-
-sys.exit(main())
+entry()

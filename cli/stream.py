@@ -1,8 +1,9 @@
 """Watch the images prefix; featurize, project and append each new upload to the lake.
 
 A long-running Spark Structured Streaming job (EMR in production, local[*] here). The model is
-resolved from the MLflow registry by alias at start (the version is pinned for the run) and
-refused if it was fitted with a different featurizer. Each upload is read once and lands in one
+resolved from the MLflow registry by alias and refused if it was fitted with a different
+featurizer; when the alias moves to a new compatible version, the stream swaps it in between
+micro-batches, without a restart. Each upload is read once and lands in one
 of two Delta tables, results or errors, exactly once. SIGTERM, Ctrl-C or a `_stop` object under
 the checkpoint stops after the current micro-batch (a second signal stops at once); a restart
 resumes from the checkpoint.
@@ -30,6 +31,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="files over this size go to the errors table unread (default 64)")
     parser.add_argument("--maintenance-interval", metavar="EVERY",
                         help="compact and vacuum the tables every EVERY while streaming (default 1h), or 'off'")
+    parser.add_argument("--model-refresh-interval", metavar="EVERY",
+                        help="re-resolve the model alias every EVERY and swap in a new champion between "
+                             "micro-batches (default 10s), or 'off' to keep the version resolved at start")
     add_job_flags(parser)
 
 

@@ -110,3 +110,51 @@ def confusion(truth: Sequence[str], predicted: Sequence[str], path: Path, title:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def stream_report(batches: Sequence[dict], swaps: Sequence[dict], path: Path, title: str) -> Path:
+    """The stream over time from its JSON progress lines: throughput and latency; with a classifier
+    head, mean confidence, novel fraction and the predicted classes; hot model swaps as lines."""
+    plt = _pyplot()
+    start = min(b["committed_at"] for b in batches)
+    t = np.array([(b["committed_at"] - start) / 60 for b in batches])
+    has_head = any(b.get("predictions") for b in batches)
+    fig, axes = plt.subplots(3 if has_head else 1, 1, figsize=(11, 9 if has_head else 3.6), sharex=True,
+                             squeeze=False)
+    axes = axes[:, 0]
+    rate = [b["files"] / b["seconds"] if b["seconds"] else 0 for b in batches]
+    axes[0].plot(t, rate, ".-", color="tab:blue", label="files/s while busy")
+    axes[0].set_ylabel("files/s")
+    latency = axes[0].twinx()
+    latency.plot(t, [b.get("latency_p50_s") or 0 for b in batches], ".", color="tab:orange", label="latency p50 (s)")
+    latency.set_ylabel("upload->commit p50 (s)", color="tab:orange")
+    axes[0].set_title(title)
+    if has_head:
+        with_head = [(x, b) for x, b in zip(t, batches, strict=True) if b.get("predictions")]
+        xs = np.array([x for x, _ in with_head])
+        axes[1].plot(xs, [b["mean_confidence"] for _, b in with_head], ".-", label="mean confidence")
+        axes[1].plot(xs, [b["novel_fraction"] for _, b in with_head], ".-", color="tab:red", label="novel fraction")
+        axes[1].set_ylim(0, 1.02)
+        axes[1].legend(loc="lower left", fontsize=8)
+        totals: dict[str, int] = {}
+        for _, b in with_head:
+            for label, n in b["predictions"].items():
+                totals[label] = totals.get(label, 0) + n
+        top = sorted(totals, key=totals.get, reverse=True)[:12]
+        colours = class_colours(list(totals))
+        shares = np.array([[b["predictions"].get(label, 0) / max(1, sum(b["predictions"].values())) for _, b in with_head]
+                           for label in top])
+        axes[2].stackplot(xs, shares, labels=top, colors=[colours[label] for label in top])
+        axes[2].set_ylabel("share of predictions")
+        axes[2].set_ylim(0, 1)
+        axes[2].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title="top classes")
+    for swap in swaps:
+        for ax in axes:
+            ax.axvline((swap["at"] - start) / 60, color="black", linestyle="--", linewidth=1)
+        axes[0].annotate(f"v{swap['from_version']} -> v{swap['to_version']}", ((swap["at"] - start) / 60, 0),
+                         xycoords=("data", "axes fraction"), fontsize=8, rotation=90, va="bottom")
+    axes[-1].set_xlabel("minutes since the first batch")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

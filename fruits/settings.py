@@ -61,6 +61,8 @@ class Settings:
     max_files_per_trigger: int = 1000
     # Lake maintenance from the stream (compaction + vacuum): an interval, or "off".
     maintenance_interval: str = "1h"
+    # How often the stream re-resolves its model alias (hot swap), or "off" to pin the version for the run.
+    model_refresh_interval: str = "10s"
     # Hostile-input limits: bigger files are quarantined without being read.
     max_image_bytes: int = 64 * MiB
     max_image_pixels: int = 64_000_000
@@ -121,6 +123,7 @@ class Settings:
         if not self.model_name or not self.alias:
             raise FruitsError("model name and alias must not be empty")
         interval_seconds(self.maintenance_interval, "--maintenance-interval", allow_off=True)
+        interval_seconds(self.model_refresh_interval, "--model-refresh-interval", allow_off=True)
 
     # ---------------------------------------------------------------- derived
     @property

@@ -96,6 +96,7 @@ class MicroBatch:
             batch=batch_id, files=rows.num_rows + len(absent), rows=results.num_rows, errors=errors.num_rows, seconds=round(time.perf_counter() - started, 3),
             committed_at=committed_at, model_version=active.resolved.version,
             commit_seconds=round(time.perf_counter() - computed, 3),
+            **prediction_summary(results),
             latencies=tuple(committed_at - us / 1e6 for us in mtimes if us is not None),
         ))
 
@@ -148,3 +149,18 @@ def absent_rows(absent: list[tuple[str, int | None]], batch_id: int, ingest_time
                      "modification_time": None, "ingest_time": ingest_time, "reason": reason, "detail": detail,
                      "batch_id": batch_id})
     return pa.Table.from_pylist(rows, schema=ERRORS.schema)
+
+
+def prediction_summary(results: pa.Table) -> dict:
+    """What the model said about a batch: rows per predicted class, mean confidence, novel fraction.
+
+    Empty when the model has no classifier head (the results then have no `prediction` column).
+    """
+    if "prediction" not in results.column_names or not results.num_rows:
+        return {}
+    counts = pc.value_counts(results.column("prediction")).to_pylist()
+    return {
+        "predictions": {c["values"]: c["counts"] for c in counts if c["values"] is not None},
+        "mean_confidence": round(pc.mean(results.column("confidence")).as_py(), 4),
+        "novel_fraction": round(pc.mean(pc.cast(results.column("is_novel"), pa.float64())).as_py(), 4),
+    }

@@ -10,9 +10,11 @@ checkpoint (what `fruits emr stop` writes on a cluster, where signals do not rea
 driver) all stop after the current micro-batch; a second signal stops at once. Whatever is
 interrupted is redone from the checkpoint on restart, and the tables skip what they already have.
 
-Maintenance: every `maintenance_interval` a background thread compacts small files and vacuums
-unreferenced ones (fruits.lake.maintain). Compaction commits alongside the stream's appends
-without conflict, so ingestion never pauses for it.
+Background threads (not with --trigger available-now): every `maintenance_interval` the tables'
+small files are compacted and unreferenced ones vacuumed (fruits.lake.maintain; compaction
+commits alongside the stream's appends without conflict, so ingestion never pauses for it), and
+every `model_refresh_interval` the model alias is re-resolved: a new compatible champion is
+swapped in between micro-batches with no restart (streaming.models).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from fruits.sinks import LakeWriter
 from fruits.spark import ensure_dir, get_spark, hadoop_fs, qualify, storage_errors
 from streaming.batch import ActiveModel, MicroBatch
 from streaming.lease import CheckpointLease
+from streaming.models import ModelWatcher
 from streaming.monitor import Monitor
 
 log = logging.getLogger("fruits.stream")
@@ -63,6 +66,8 @@ class StreamingJob:
         self.trigger = trigger_options(settings.trigger)
         self.maintenance_every = interval_seconds(settings.maintenance_interval, "--maintenance-interval",
                                                   allow_off=True)
+        self.model_refresh_every = interval_seconds(settings.model_refresh_interval, "--model-refresh-interval",
+                                                    allow_off=True)
         self.spark = spark
         self.query: StreamingQuery | None = None
         self.batch: MicroBatch | None = None
@@ -70,7 +75,7 @@ class StreamingJob:
         self.app_id: str | None = None
         self._stop_requested = threading.Event()
         self._stop_now = threading.Event()
-        self._maintenance: threading.Thread | None = None
+        self._background: list[threading.Thread] = []
         self._lease: CheckpointLease | None = None
         self._started_at = 0.0
 
@@ -109,12 +114,24 @@ class StreamingJob:
             .trigger(**self.trigger)
             .start()
         )
-        if self.maintenance_every and AVAILABLE_NOW != s.trigger:
-            self._maintenance = threading.Thread(target=self._maintain_periodically, name="lake-maintenance",
-                                                 daemon=True)
-            self._maintenance.start()
+        if s.trigger != AVAILABLE_NOW:  # a drain is short: nothing to maintain or swap meanwhile
+            if self.maintenance_every:
+                self._run_in_background("lake-maintenance", self._maintain_periodically)
+            if self.model_refresh_every:
+                watcher = ModelWatcher(client, self.model_uri, featurizer.spec, lambda: self.batch.model,
+                                       self._swap_model, self.monitor.swapped, self.monitor.refused)
+                self._run_in_background("model-watch",
+                                        lambda: watcher.run(self.model_refresh_every, self._stop_requested))
         log.info("watching %s -> %s (errors %s), trigger %s, at most %d files per batch",
                  s.source_uri, s.output_uri, s.errors_uri, s.trigger, s.max_files_per_trigger)
+
+    def _run_in_background(self, name: str, target: Any) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._background.append(thread)
+
+    def _swap_model(self, model: ActiveModel) -> None:
+        self.batch.model = model  # one attribute write: the next micro-batch reads it once, at its start
 
     def _absent_files(self, batch_id: int, seen: set[str]) -> list[tuple[str, int | None]]:
         listed = source.files_assigned_to_batch(self.spark, self.settings.checkpoint_uri, batch_id)
@@ -179,9 +196,9 @@ class StreamingJob:
             time.sleep(0.05)
         if self.query is not None and self.query.isActive:
             self.query.stop()
-        if self._maintenance is not None:
-            self._maintenance.join(timeout=grace_seconds)
-            self._maintenance = None
+        for thread in self._background:
+            thread.join(timeout=grace_seconds)
+        self._background = []
         if self.query is not None and self.stop_marker_present():
             self.clear_stop_marker()
         if self._lease is not None:
@@ -233,6 +250,8 @@ class StreamingJob:
             "files": totals.files,
             "model_name": resolved.name if resolved else None,
             "model_version": resolved.version if resolved else None,
+            "model_versions": totals.model_versions,  # every version the batches used, in order
+            "model_swaps": totals.model_swaps,
             "seconds": round(elapsed, 2),
             "rows_per_second": round(totals.files / totals.busy_seconds, 1) if totals.busy_seconds else None,
             "output": self.settings.output_uri,

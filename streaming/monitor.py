@@ -1,8 +1,9 @@
 """Observability: one log line per micro-batch, the same numbers as a JSON line, and run totals.
 
 The micro-batch itself measures what it did (`BatchMetrics`): no listener, no extra pass over the
-data. The JSON lines (`<state>/stream-progress.jsonl`, rotated) are the contract for scripts and
-benchmarks; the log line is for people and may change its wording.
+data. The JSON lines (`<state>/stream-progress.jsonl`, rotated) are the contract for scripts,
+benchmarks and `fruits report`: one `{"event": "batch", ...}` per micro-batch and one
+`{"event": "model_swap", ...}` per hot model swap (`model_refused` for an incompatible one). The log line is for people and may change.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,10 +49,14 @@ class BatchMetrics:
     latencies: tuple[float, ...] = ()
     commit_seconds: float = 0.0  # of `seconds`: the Delta commits (the rest: read, featurize, project, collect)
     replayed: bool = False  # committed before a restart: skipped, nothing written again
+    # What the model said about this batch (None when the model has no classifier head).
+    predictions: dict[str, int] | None = None  # class -> rows
+    mean_confidence: float | None = None
+    novel_fraction: float | None = None
 
     def record(self) -> dict[str, Any]:
-        """The JSON line."""
-        record = {k: v for k, v in asdict(self).items() if k != "latencies"}
+        """The JSON line (`event` "batch")."""
+        record = {"event": "batch", **{k: v for k, v in asdict(self).items() if k != "latencies"}}
         record["rows_per_s"] = round(self.files / self.seconds, 1) if self.seconds else None
         record.update(percentiles(self.latencies))
         return record
@@ -64,6 +70,9 @@ class Totals:
     errors: int = 0
     busy_seconds: float = 0.0
     latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    model_swaps: int = 0
+    model_refusals: int = 0  # alias moves to a model fitted with another featurizer: refused, old model kept
+    model_versions: list[str] = field(default_factory=list)  # in the order the batches used them
 
     def latency_percentiles(self) -> dict[str, float | None]:
         return percentiles(self.latencies)
@@ -81,6 +90,8 @@ class Monitor:
         if not metrics.replayed:
             with self._lock:
                 t = self.totals
+                if not t.model_versions or t.model_versions[-1] != metrics.model_version:
+                    t.model_versions.append(metrics.model_version)
                 t.batches += 1
                 t.files += metrics.files
                 t.rows += metrics.rows
@@ -98,6 +109,17 @@ class Monitor:
             record["latency_p50_s"] or 0.0, record["latency_max_s"] or 0.0,
         )
 
+    def swapped(self, old: str, new: str) -> None:
+        """The stream's model moved from version `old` to `new` (used from the next micro-batch)."""
+        with self._lock:
+            self.totals.model_swaps += 1
+        self._append({"event": "model_swap", "from_version": old, "to_version": new, "at": time.time()})
+
+    def refused(self, version: str, reason: str) -> None:
+        with self._lock:
+            self.totals.model_refusals += 1
+        self._append({"event": "model_refused", "version": version, "reason": reason, "at": time.time()})
+
     def _append(self, record: dict[str, Any]) -> None:
         if self.progress_log is None:
             return
@@ -112,4 +134,5 @@ class Monitor:
     def snapshot(self) -> Totals:
         with self._lock:
             t = self.totals
-            return Totals(t.batches, t.files, t.rows, t.errors, t.busy_seconds, deque(t.latencies))
+            return Totals(t.batches, t.files, t.rows, t.errors, t.busy_seconds, deque(t.latencies), t.model_swaps,
+                          t.model_refusals, list(t.model_versions))
