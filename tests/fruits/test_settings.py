@@ -42,3 +42,21 @@ def test_a_string_state_dir_is_a_path() -> None:
 def test_bad_values_are_one_line_errors(env: dict, message: str) -> None:
     with pytest.raises(FruitsError, match=message):
         Settings.load(env=env)
+
+
+def test_replace_can_unset_an_optional_field_and_the_environment_is_read_only_at_load() -> None:
+    s = Settings.load(env={"KERAS_HOME": "/opt/keras", "FRUITS_DRIVER_MEMORY": "6g"}, output="/tmp/out")
+    assert (s.keras_home, s.driver_memory, s.output_uri) == (Path("/opt/keras"), "6g", "/tmp/out")
+    reset = s.replace(output=None)
+    assert reset.output is None and reset.output_uri.endswith(".fruits/lake/results")
+    assert Settings.load(env={}).keras_home is None  # hermetic: nothing leaks from the real environment
+    assert Settings.load(env={"PYSPARK_GATEWAY_PORT": "4711"}).under_spark_submit is True
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("maintenance_interval", "often", "--maintenance-interval must be an interval like 2s, 500ms, 1m or 'off'"),
+    ("model_refresh_interval", "-1s", "--model-refresh-interval must be an interval"),
+])
+def test_bad_intervals_are_one_line_errors(field: str, value: str, message: str) -> None:
+    with pytest.raises(FruitsError, match=message):
+        Settings.load(env={}, **{field: value})
