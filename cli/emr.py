@@ -13,6 +13,7 @@ AWS_ENDPOINT_URL_EMR / AWS_ENDPOINT_URL.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -79,7 +80,8 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--bucket", required=True, help="the project bucket, fruits-<account>-<region>")
     c.add_argument("--region", help="AWS region (default env AWS_REGION, else eu-west-3)")
     c.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})")
-    c.add_argument("--release-label", default=DEFAULT_RELEASE, help=f"emr-7.x release (default {DEFAULT_RELEASE}, Spark 3.5)")
+    c.add_argument("--release-label", default=DEFAULT_RELEASE,
+                   help=f"EMR release (default {DEFAULT_RELEASE}: Spark 4.1.1, long-term support; see docs/emr.md)")
     c.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE, help=f"all nodes (default {DEFAULT_INSTANCE_TYPE})")
     c.add_argument("--core", type=int, default=DEFAULT_CORE_NODES, metavar="N",
                    help=f"core nodes, on-demand (default {DEFAULT_CORE_NODES})")
@@ -173,7 +175,7 @@ def _planned(args: argparse.Namespace, region: str) -> tuple[ClusterOptions, dic
     from infra.cost import estimate_cost
 
     options = options_from_args(args, region)
-    request = planned_request(options)
+    request = planned_request(options, today=dt.date.today())
     cost = estimate_cost(request, region, args.images_per_second_per_node, spot_fraction=args.spot_fraction)
     if cost.per_hour is None:
         log.warning("part of the cluster's price is unknown for %s: see the cost lines", region)
@@ -182,7 +184,7 @@ def _planned(args: argparse.Namespace, region: str) -> tuple[ClusterOptions, dic
 
 def _run_plan(args: argparse.Namespace, region: str, settings: Settings) -> int:
     options, request, cost = _planned(args, region)
-    human = "\n".join([json.dumps(request, indent=2), options.bootstrap.describe(), *cost.lines()])
+    human = "\n".join([json.dumps(request, indent=2), options.release.describe(), options.bootstrap.describe(), *cost.lines()])
     emit_summary({"request": request, "cost": cost.to_dict()}, args.json, human)
     return 0
 

@@ -6,6 +6,7 @@ checked, the request built, then checked again as a whole (infra/validate.py).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,13 +35,11 @@ from infra.defaults import (
     SERVICE_ROLE,
 )
 from infra.prices import PriceTable, load_prices
-from infra.release import RELEASE_PATTERN
+from infra.release import Release, release
 from infra.validate import NESTED_CLASSIFICATION, validate_request
 
 log = logging.getLogger(__name__)
 
-# What infra/bootstrap.sh installs on every node (Amazon Linux 2023: `dnf install python3.11`).
-NODE_PYTHON = "/usr/bin/python3.11"
 # Executors run as the `yarn` user, whose home is not hadoop's: point Keras at the bootstrap's cache.
 NODE_KERAS_HOME = "/home/hadoop/.keras"
 IDLE_TIMEOUT_RANGE = (60, 7 * 24 * 3600)  # AutoTerminationPolicy.IdleTimeout limits (1 min .. 7 days)
@@ -81,6 +80,10 @@ class ClusterOptions:
         return self.wheelhouse or self.s3(WHEELHOUSE_KEY)
 
     @property
+    def release(self) -> Release:
+        return release(self.release_label)
+
+    @property
     def processing_nodes(self) -> int:
         return self.core_count + self.task_count
 
@@ -110,16 +113,14 @@ class BootstrapArgs:
         return f"bootstrap: installs {self.wheel}[keras] from the wheelhouse {self.wheelhouse} only (no package index)"
 
 
-def validate_options(options: ClusterOptions, prices: PriceTable | None = None) -> None:
+def validate_options(options: ClusterOptions, prices: PriceTable | None = None, today: dt.date | None = None) -> None:
     """Our own rules on the options; the built request gets botocore's checks in validate_request."""
     prices = prices or load_prices()
     check_bucket(options.bucket)
     check_region(options.region)
-    if not RELEASE_PATTERN.match(options.release_label):
-        raise FruitsError(
-            f"--release-label {options.release_label!r} is not an emr-7.x release (e.g. {DEFAULT_RELEASE}): "
-            "the jobs need EMR 7 (Spark 3.5, Amazon Linux 2023 with python3.11)"
-        )
+    chosen = release(options.release_label, today)
+    if chosen.warning:
+        log.warning("%s", chosen.warning)
     prices.require_known(options.instance_type)
     if options.core_count < 1:
         raise FruitsError("--core must be at least 1: core nodes run the executors and hold HDFS")
@@ -162,10 +163,10 @@ def parse_conf(text: str) -> tuple[str, str, str]:
 
 
 def spark_configurations(
-    processing_nodes: int, extra: Sequence[tuple[str, str, str]] = ()
+    processing_nodes: int, node_python: str, extra: Sequence[tuple[str, str, str]] = ()
 ) -> list[dict[str, Any]]:
     """EMR Configurations: Spark defaults for the jobs, the node Python, then the user's --conf on top."""
-    python_env = {"PYSPARK_PYTHON": NODE_PYTHON, "PYSPARK_DRIVER_PYTHON": NODE_PYTHON, "KERAS_HOME": NODE_KERAS_HOME}
+    python_env = {"PYSPARK_PYTHON": node_python, "PYSPARK_DRIVER_PYTHON": node_python, "KERAS_HOME": NODE_KERAS_HOME}
     spark_defaults = {
         # The application settings of the local session factory (Arrow batch size, worker reuse,
         # one task per core...), so `spark-submit` on the cluster behaves like `fruits` locally.
@@ -175,11 +176,12 @@ def spark_configurations(
         # pending-task heuristic is not streaming-aware. Static: one executor per processing node.
         "spark.dynamicAllocation.enabled": "false",
         "spark.executor.instances": str(processing_nodes),
-        # client-mode driver on the primary, executors and the YARN AM: all on the bootstrap's python3.11.
-        "spark.pyspark.python": NODE_PYTHON,
-        "spark.pyspark.driver.python": NODE_PYTHON,
-        "spark.executorEnv.PYSPARK_PYTHON": NODE_PYTHON,
-        "spark.yarn.appMasterEnv.PYSPARK_PYTHON": NODE_PYTHON,
+        # client-mode driver on the primary, executors and the YARN AM: all on the release's Python 3.11
+        # (never the system python3, 3.9 on Amazon Linux 2023), where the bootstrap installed the project.
+        "spark.pyspark.python": node_python,
+        "spark.pyspark.driver.python": node_python,
+        "spark.executorEnv.PYSPARK_PYTHON": node_python,
+        "spark.yarn.appMasterEnv.PYSPARK_PYTHON": node_python,
         "spark.executorEnv.KERAS_HOME": NODE_KERAS_HOME,
         "spark.yarn.appMasterEnv.KERAS_HOME": NODE_KERAS_HOME,
     }
@@ -265,7 +267,9 @@ def build_request(options: ClusterOptions, prices: PriceTable | None = None) -> 
                 "ScriptBootstrapAction": {"Path": options.s3(BOOTSTRAP_SCRIPT_KEY), "Args": options.bootstrap.as_list()},
             }
         ],
-        "Configurations": spark_configurations(options.processing_nodes, options.extra_configurations),
+        "Configurations": spark_configurations(
+            options.processing_nodes, options.release.node_python, options.extra_configurations
+        ),
         "VisibleToAllUsers": True,
         "JobFlowRole": options.instance_profile,
         "ServiceRole": options.service_role,
@@ -276,10 +280,12 @@ def build_request(options: ClusterOptions, prices: PriceTable | None = None) -> 
     return request
 
 
-def planned_request(options: ClusterOptions, prices: PriceTable | None = None) -> dict[str, Any]:
-    """The checked request `plan` prints and `up` sends."""
+def planned_request(
+    options: ClusterOptions, prices: PriceTable | None = None, today: dt.date | None = None
+) -> dict[str, Any]:
+    """The checked request `plan` prints and `up` sends; `today` refuses a release past its end of support."""
     prices = prices or load_prices()
-    validate_options(options, prices)
+    validate_options(options, prices, today)
     request = build_request(options, prices)
     validate_request(request, prices)
     return request

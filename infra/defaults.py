@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-# emr-7.10.0 ships Spark 3.5.5 (EMR release guide, "Spark release history").
-DEFAULT_RELEASE = "emr-7.10.0"
+# The long-term-support Spark 4 runtime: Spark 4.1.1, the local pyspark pin (infra/release.py has the table).
+DEFAULT_RELEASE = "emr-spark-8.1.0"
 DEFAULT_REGION = "eu-west-3"
 DEFAULT_NAME = "fruits-stream"
 DEFAULT_INSTANCE_TYPE = "m5.xlarge"

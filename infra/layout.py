@@ -18,11 +18,21 @@ DEFAULT_WHEEL = f"fruits-{__version__}-py3-none-any.whl"
 WEIGHTS_KEY = "models/keras/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 IMAGES_PREFIX = "images/"
 FEATURES_PREFIX = "features/"
-RESULTS_PREFIX = "results/"
-ERRORS_PREFIX = "errors/"
-CHECKPOINT_PREFIX = "checkpoints/stream/"
+# The stream's Delta tables and checkpoint, as the streaming job names them (no trailing slash).
+RESULTS_TABLE = "results"
+ERRORS_TABLE = "errors"
+CHECKPOINT = "checkpoints/stream"
+# The streaming job stops after its current micro-batch when this object exists directly under its
+# checkpoint, and deletes it when it has stopped (`fruits emr stop` writes it).
+STOP_MARKER = "_stop"
 EMR_LOGS_PREFIX = "logs/emr/"
 
 
 def s3_uri(bucket: str, key: str = "") -> str:
+    """For what AWS itself reads (LogUri, the bootstrap action's path) and the AWS CLI (`aws s3 cp`)."""
     return f"s3://{bucket}/{key}"
+
+
+def s3a_uri(bucket: str, key: str = "") -> str:
+    """For what Spark and the jobs read and write: emr-spark-8.x has no EMRFS, S3 is reached through S3A."""
+    return f"s3a://{bucket}/{key}"

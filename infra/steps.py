@@ -10,14 +10,14 @@ from fruits.exceptions import FruitsError
 from infra.checks import check_bucket
 from infra.defaults import JOBS
 from infra.layout import (
-    CHECKPOINT_PREFIX,
-    ERRORS_PREFIX,
+    CHECKPOINT,
+    ERRORS_TABLE,
     FEATURES_PREFIX,
     IMAGES_PREFIX,
-    RESULTS_PREFIX,
+    RESULTS_TABLE,
     SPARK_ENTRY_KEY,
     WEIGHTS_KEY,
-    s3_uri,
+    s3a_uri,
 )
 from infra.validate import validate_parameters
 
@@ -53,8 +53,9 @@ def build_steps(job: str, options: JobOptions) -> list[dict[str, Any]]:
     check_bucket(options.bucket)
     check_tracking_uri(options.tracking_uri)
 
+    # s3a://: emr-spark-8.x has no EMRFS, and whether it maps s3:// to S3A is not documented.
     def s3(key: str) -> str:
-        return s3_uri(options.bucket, key)
+        return s3a_uri(options.bucket, key)
 
     common = ["--tracking-uri", options.tracking_uri, "--weights", options.weights or s3(WEIGHTS_KEY)]
     if options.engine:
@@ -68,9 +69,9 @@ def build_steps(job: str, options: JobOptions) -> list[dict[str, Any]]:
     stream = [
         "stream",
         "--source", s3(IMAGES_PREFIX),
-        "--output", s3(RESULTS_PREFIX),
-        "--errors", s3(ERRORS_PREFIX),
-        "--checkpoint", s3(CHECKPOINT_PREFIX),
+        "--output", s3(RESULTS_TABLE),
+        "--errors", s3(ERRORS_TABLE),
+        "--checkpoint", s3(CHECKPOINT),
         *common,
     ]  # fmt: skip
     if options.trigger:

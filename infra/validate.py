@@ -13,9 +13,10 @@ from typing import Any
 
 from fruits.exceptions import FruitsError
 from infra.prices import PriceTable, load_prices
-from infra.release import RELEASE_PATTERN
+from infra.release import release
 
 # Top-level classifications the EMR launcher accepts; `export` only nested inside a *-env one.
+# No emrfs-site: EMRFS is gone from emr-spark-8.x (S3 is reached through S3A).
 KNOWN_CLASSIFICATIONS = frozenset(
     {
         "spark",
@@ -32,7 +33,6 @@ KNOWN_CLASSIFICATIONS = frozenset(
         "hadoop-env",
         "hadoop-log4j",
         "mapred-site",
-        "emrfs-site",
         "livy-conf",
         "livy-env",
     }
@@ -85,8 +85,7 @@ def validate_request(request: Mapping[str, Any], prices: PriceTable | None = Non
     """Everything checkable without AWS on a run_job_flow request (so an edited request is checked too)."""
     prices = prices or load_prices()
     validate_parameters("RunJobFlow", request)
-    if not RELEASE_PATTERN.match(request.get("ReleaseLabel", "")):
-        raise FruitsError(f"ReleaseLabel {request.get('ReleaseLabel')!r} is not an emr-7.x release")
+    release(request.get("ReleaseLabel", ""))
     for group in request["Instances"].get("InstanceGroups", []):
         prices.require_known(group["InstanceType"])
     check_classifications(request.get("Configurations", []), parent=None)

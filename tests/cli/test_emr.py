@@ -46,7 +46,7 @@ def test_plan_prints_request_and_cost_without_any_network(no_network: list, caps
     assert rc == 0 and no_network == []
     request, cost = summary["request"], summary["cost"]
     assert request["Name"] == "fruits-stream"
-    assert request["ReleaseLabel"] == "emr-7.10.0"
+    assert request["ReleaseLabel"] == "emr-spark-8.1.0"
     assert request["LogUri"] == f"s3://{BUCKET}/logs/emr/"
     assert [(g["InstanceRole"], g["Market"], g["InstanceCount"]) for g in request["Instances"]["InstanceGroups"]] == [
         ("MASTER", "ON_DEMAND", 1),
@@ -64,7 +64,8 @@ def test_plan_human_output_shows_pretty_request_and_cost_lines(no_network: list,
     assert main(["emr", "plan", "--bucket", BUCKET, "--region", "us-east-1"]) == 0
     out = capsys.readouterr().out
 
-    assert '  "ReleaseLabel": "emr-7.10.0",' in out  # indented JSON, not one line
+    assert '  "ReleaseLabel": "emr-spark-8.1.0",' in out  # indented JSON, not one line
+    assert "release: emr-spark-8.1.0 (Spark 4.1.1, Scala 2.13.17, Python 3.11, Delta 4.2.0; long-term support until 2029-09-07)" in out
     assert "primary 1 x m5.xlarge ON_DEMAND $0.2400/h each = $0.2400/h" in out  # 0.192 + 0.048
     assert "total   $0.7200/h" in out  # 3 x 0.24
     # 2 core nodes x 75 img/s (the default) = 150 img/s = 540,000 img/h; 0.72 / 0.54 = 1.3333
@@ -111,7 +112,7 @@ def test_plan_in_a_region_without_prices_says_unknown(no_network: list, capsys: 
     ("flags", "message"),
     [
         (["--instance-type", "m5.xlarg"], "unknown instance type 'm5.xlarg': known types are c5.xlarge, m5.2xlarge"),
-        (["--release-label", "emr-6.15.0"], "is not an emr-7.x release"),
+        (["--release-label", "emr-7.10.0"], "--release-label 'emr-7.10.0' is not supported: use one of emr-spark-8.1.0"),
         (["--conf", "sparkdefaults:spark.executor.memory=10g"], "unknown configuration classification 'sparkdefaults'"),
         (["--conf", "spark-defaults"], "is not CLASSIFICATION:PROPERTY=VALUE"),
         (["--bucket", "Fruits_Bucket"], "is not a valid S3 bucket name"),
@@ -150,7 +151,7 @@ def test_up_submit_status_down_on_moto(
 
     cluster = client.describe_cluster(ClusterId=cluster_id)["Cluster"]
     assert cluster["Name"] == name
-    assert cluster["ReleaseLabel"] == "emr-7.10.0"
+    assert cluster["ReleaseLabel"] == "emr-spark-8.1.0"
     assert [a["Name"] for a in cluster["Applications"]] == ["Spark"]
     assert cluster["LogUri"] == f"s3://{BUCKET}/logs/emr/"
     assert cluster["VisibleToAllUsers"] is True
@@ -188,7 +189,7 @@ def test_up_submit_status_down_on_moto(
     assert steps.keys() == {"fruits-fit", "fruits-stream"}
     stream_args = steps["fruits-stream"]["Config"]["Args"]
     assert stream_args[:5] == ["spark-submit", "--deploy-mode", "client", "--master", "yarn"]
-    assert stream_args[stream_args.index("--source") + 1] == f"s3://{BUCKET}/images/"
+    assert stream_args[stream_args.index("--source") + 1] == f"s3a://{BUCKET}/images/"
     assert stream_args[stream_args.index("--tracking-uri") + 1] == "http://mlflow.internal:5000"
     assert steps["fruits-stream"]["ActionOnFailure"] == "CONTINUE"
     assert steps["fruits-fit"]["ActionOnFailure"] == "CANCEL_AND_WAIT"
@@ -232,3 +233,11 @@ def test_spark_entry_runs_the_cli_and_exits_with_its_code() -> None:
     planned = run("emr", "plan", "--bucket", BUCKET, "--json")
     assert planned.returncode == 0
     assert last_json(planned.stdout)["request"]["Name"] == "fruits-stream"
+
+
+def test_plan_on_the_older_spark_4_release_warns_and_says_why(no_network: list, capsys: pytest.CaptureFixture) -> None:
+    assert main(["emr", "plan", "--bucket", BUCKET, "--release-label", "emr-spark-8.0.0", "--json"]) == 0
+    captured = capsys.readouterr()
+
+    assert last_json(captured.out)["request"]["ReleaseLabel"] == "emr-spark-8.0.0"
+    assert "emr-spark-8.0.0 runs Spark 4.0.2" in captured.err and "use emr-spark-8.1.0 (long-term support)" in captured.err

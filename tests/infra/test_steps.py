@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 
 from aws_support import BUCKET, WEIGHTS_URI
+
+# emr-spark-8.x has no EMRFS: every URI Spark or the jobs open is s3a://.
+WEIGHTS_S3A = WEIGHTS_URI.replace("s3://", "s3a://")
 from fruits.exceptions import FruitsError
 from infra.steps import JobOptions, build_steps, check_tracking_uri
 
@@ -15,27 +18,27 @@ def test_steps_run_our_jobs_through_spark_submit() -> None:
     )
     fit, stream = build_steps("both", options)
 
-    spark_submit = ["spark-submit", "--deploy-mode", "client", "--master", "yarn", f"s3://{BUCKET}/bootstrap/spark_entry.py"]
+    spark_submit = ["spark-submit", "--deploy-mode", "client", "--master", "yarn", f"s3a://{BUCKET}/bootstrap/spark_entry.py"]
     assert (fit["Name"], fit["ActionOnFailure"]) == ("fruits-fit", "CANCEL_AND_WAIT")
     assert (stream["Name"], stream["ActionOnFailure"]) == ("fruits-stream", "CONTINUE")
     assert fit["HadoopJarStep"] == {
         "Jar": "command-runner.jar",
         "Args": [
             *spark_submit, "fit",
-            "--images", f"s3://{BUCKET}/images/",
-            "--features-output", f"s3://{BUCKET}/features/",
+            "--images", f"s3a://{BUCKET}/images/",
+            "--features-output", f"s3a://{BUCKET}/features/",
             "--tracking-uri", "http://mlflow.internal:5000",
-            "--weights", WEIGHTS_URI,
+            "--weights", WEIGHTS_S3A,
         ],
     }  # fmt: skip
     assert stream["HadoopJarStep"]["Args"] == [
         *spark_submit, "stream",
-        "--source", f"s3://{BUCKET}/images/",
-        "--output", f"s3://{BUCKET}/results/",
-        "--errors", f"s3://{BUCKET}/errors/",
-        "--checkpoint", f"s3://{BUCKET}/checkpoints/stream/",
+        "--source", f"s3a://{BUCKET}/images/",
+        "--output", f"s3a://{BUCKET}/results",
+        "--errors", f"s3a://{BUCKET}/errors",
+        "--checkpoint", f"s3a://{BUCKET}/checkpoints/stream",  # the stop marker goes directly under it
         "--tracking-uri", "http://mlflow.internal:5000",
-        "--weights", WEIGHTS_URI,
+        "--weights", WEIGHTS_S3A,
         "--trigger", "10s",
         "--max-files-per-trigger", "500",
     ]  # fmt: skip
