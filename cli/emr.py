@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cli.console import emit_summary
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     from infra.cost import CostEstimate
 
 log = logging.getLogger(__name__)
+
+# Where infra/build_wheelhouse.sh's output lands in docs/aws.md's walk-through.
+DEFAULT_LOCK = "build/wheelhouse/requirements.lock"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -103,6 +108,11 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
         help=f"S3 prefix of the wheels the nodes install, no package index (default s3://BUCKET/{WHEELHOUSE_KEY})",
     )  # fmt: skip
     c.add_argument(
+        "--lock", default=DEFAULT_LOCK, metavar="PATH",
+        help=f"the wheelhouse's requirements.lock as built here; its sha256 goes in the request (default {DEFAULT_LOCK})",
+    )  # fmt: skip
+    c.add_argument("--lock-sha256", metavar="HEX", help="that sha256 given directly (instead of --lock)")
+    c.add_argument(
         "--conf", action="append", default=[], metavar="CLASSIFICATION:PROPERTY=VALUE",
         help="extra EMR configuration, repeatable (e.g. spark-defaults:spark.executor.memory=10g)",
     )  # fmt: skip
@@ -166,8 +176,17 @@ def options_from_args(args: argparse.Namespace, region: str) -> ClusterOptions:
         instance_profile=args.instance_profile,
         wheel=args.wheel,
         wheelhouse=args.wheelhouse,
+        lock_sha256=_lock_sha256(args),
         extra_configurations=tuple(parse_conf(c) for c in args.conf),
     )
+
+
+def _lock_sha256(args: argparse.Namespace) -> str | None:
+    """--lock-sha256, else the sha256 of the local --lock file, else None (plan warns, up refuses)."""
+    if args.lock_sha256:
+        return args.lock_sha256
+    lock = Path(args.lock)
+    return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
 
 
 def _planned(args: argparse.Namespace, region: str) -> tuple[ClusterOptions, dict[str, Any], CostEstimate]:
@@ -176,6 +195,14 @@ def _planned(args: argparse.Namespace, region: str) -> tuple[ClusterOptions, dic
 
     options = options_from_args(args, region)
     request = planned_request(options, today=dt.date.today())
+    if options.lock_sha256 is None:
+        message = (
+            f"no {args.lock} and no --lock-sha256: the bootstrap checks the wheelhouse's requirements.lock against a "
+            "sha256 in the request; build the wheelhouse first (infra/build_wheelhouse.sh, docs/emr.md)"
+        )
+        if args.emr_action != "plan":
+            raise FruitsError(message)
+        log.warning("%s", message)
     cost = estimate_cost(request, region, args.images_per_second_per_node, spot_fraction=args.spot_fraction)
     if cost.per_hour is None:
         log.warning("part of the cluster's price is unknown for %s: see the cost lines", region)

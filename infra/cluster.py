@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,6 @@ from fruits.spark import APP_CONF
 from infra.checks import check_bucket, check_fraction, check_region
 from infra.layout import (
     BOOTSTRAP_SCRIPT_KEY,
-    CONSTRAINTS_KEY,
     DEFAULT_WHEEL,
     EMR_LOGS_PREFIX,
     WEIGHTS_KEY,
@@ -69,6 +69,9 @@ class ClusterOptions:
     wheel: str = DEFAULT_WHEEL
     # s3:// prefix of the wheelhouse; None: s3://bucket/bootstrap/wheelhouse/.
     wheelhouse: str | None = None
+    # sha256 of the wheelhouse's requirements.lock (infra/build_wheelhouse.sh): the bootstrap refuses
+    # any other lock. None only for `plan` before the wheelhouse is built (`up` refuses it).
+    lock_sha256: str | None = None
     # (classification, property, value) from --conf, merged over the defaults.
     extra_configurations: tuple[tuple[str, str, str], ...] = ()
 
@@ -77,7 +80,8 @@ class ClusterOptions:
 
     @property
     def wheelhouse_uri(self) -> str:
-        return self.wheelhouse or self.s3(WHEELHOUSE_KEY)
+        """A prefix, so always with its trailing slash (requirements.lock is read under it)."""
+        return (self.wheelhouse.rstrip("/") + "/") if self.wheelhouse else self.s3(WHEELHOUSE_KEY)
 
     @property
     def release(self) -> Release:
@@ -90,27 +94,39 @@ class ClusterOptions:
     @property
     def bootstrap(self) -> BootstrapArgs:
         return BootstrapArgs(
+            region=self.region,
+            python=self.release.node_python,
             wheel=self.s3(f"bootstrap/{self.wheel}"),
-            constraints=self.s3(CONSTRAINTS_KEY),
-            weights=self.s3(WEIGHTS_KEY),
             wheelhouse=self.wheelhouse_uri,
+            lock_sha256=self.lock_sha256 or LOCK_SHA256_UNKNOWN,
+            weights=self.s3(WEIGHTS_KEY),
         )
+
+
+# What `plan` shows before the wheelhouse is built; `up` refuses to send it.
+LOCK_SHA256_UNKNOWN = "<sha256 of requirements.lock: build the wheelhouse>"
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
 class BootstrapArgs:
-    """What infra/bootstrap.sh receives, by name; `as_list` is the order the script reads them in."""
+    """What infra/bootstrap.sh receives, as --name value pairs (the script takes them in any order)."""
 
+    region: str
+    python: str
     wheel: str
-    constraints: str
-    weights: str
     wheelhouse: str
+    lock_sha256: str
+    weights: str
 
     def as_list(self) -> list[str]:
-        return [self.wheel, self.constraints, self.weights, self.wheelhouse]
+        return [item for name, value in vars(self).items() for item in (f"--{name.replace('_', '-')}", value)]
 
     def describe(self) -> str:
-        return f"bootstrap: installs {self.wheel}[keras] from the wheelhouse {self.wheelhouse} only (no package index)"
+        return (
+            f"bootstrap: installs {self.wheelhouse}requirements.lock (sha256 {self.lock_sha256}, every wheel hashed, "
+            f"{self.wheel} included) into {self.python}, no package index"
+        )
 
 
 def validate_options(options: ClusterOptions, prices: PriceTable | None = None, today: dt.date | None = None) -> None:
@@ -135,6 +151,8 @@ def validate_options(options: ClusterOptions, prices: PriceTable | None = None, 
     if options.ebs_size_gb is not None and options.ebs_size_gb < 1:
         raise FruitsError("--ebs-gb must be at least 1")
     check_wheelhouse(options)
+    if options.lock_sha256 is not None and not SHA256_PATTERN.match(options.lock_sha256):
+        raise FruitsError(f"--lock-sha256 {options.lock_sha256!r} is not a sha256 (64 lowercase hex digits)")
 
 
 def check_wheelhouse(options: ClusterOptions) -> None:

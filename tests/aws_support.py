@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,3 +37,33 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     return attempts
+
+
+def fake_wheel(
+    directory: Path,
+    name: str,
+    version: str,
+    tag: str = "py3-none-any",
+    requires: Sequence[str] = (),
+    extras: Sequence[str] = (),
+    files: Mapping[str, str] | None = None,
+) -> Path:
+    """A minimal valid wheel: enough metadata for pip to resolve and install it, plus `files` (path -> text)."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    metadata = [
+        "Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
+        *[f"Provides-Extra: {e}" for e in extras], *[f"Requires-Dist: {r}" for r in requires],
+    ]  # fmt: skip
+    path = directory / f"{dist}-{tag}.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for member, text in (files or {}).items():
+            wheel.writestr(member, text)
+        wheel.writestr(f"{dist}.dist-info/METADATA", "\n".join(metadata) + "\n")
+        wheel.writestr(f"{dist}.dist-info/WHEEL", f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: {tag}\n")
+        wheel.writestr(f"{dist}.dist-info/RECORD", "")
+    return path
+
+
+def constraint_pins(root: Path) -> dict[str, str]:
+    """name -> version from constraints.txt (the pins the scripts must honour)."""
+    return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (root / "constraints.txt").read_text(), re.M))

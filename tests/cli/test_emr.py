@@ -20,12 +20,18 @@ from cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = "/usr/bin/python3.11"
-BOOTSTRAP_ARGS = (
-    f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl",
-    f"s3://{BUCKET}/bootstrap/constraints.txt",
-    WEIGHTS_URI,
-    WHEELHOUSE_URI,
-)
+LOCK_SHA256 = "0123456789abcdef" * 4  # a well-formed sha256 for commands that need one
+
+
+def named(args: list[str]) -> dict[str, str]:
+    """bootstrap.sh's --name value pairs as a dict (asserts they are pairs)."""
+    assert len(args) % 2 == 0 and all(a.startswith("--") for a in args[::2]), args
+    return dict(zip(args[::2], args[1::2], strict=True))
+
+
+def bootstrap_args(request: dict) -> dict[str, str]:
+    (action,) = request["BootstrapActions"]
+    return named(action["ScriptBootstrapAction"]["Args"])
 
 
 def test_top_level_import_stays_light() -> None:
@@ -52,8 +58,7 @@ def test_plan_prints_request_and_cost_without_any_network(no_network: list, caps
         ("MASTER", "ON_DEMAND", 1),
         ("CORE", "ON_DEMAND", 2),
     ]
-    (bootstrap,) = request["BootstrapActions"]
-    assert bootstrap["ScriptBootstrapAction"]["Args"][3] == WHEELHOUSE_URI
+    assert bootstrap_args(request)["--wheelhouse"] == WHEELHOUSE_URI
     assert cost["region"] == "eu-west-3"  # conftest's AWS_REGION
     assert cost["per_hour"] == pytest.approx(0.816)  # 3 x (0.224 + 0.048)
     assert cost["per_million_images"] == pytest.approx(1.133333, rel=1e-5)  # 0.816 / (2 x 100 x 3600) x 1e6
@@ -71,10 +76,34 @@ def test_plan_human_output_shows_pretty_request_and_cost_lines(no_network: list,
     # 2 core nodes x 75 img/s (the default) = 150 img/s = 540,000 img/h; 0.72 / 0.54 = 1.3333
     assert "per 1M images $1.3333" in out
     assert (
-        f"bootstrap: installs s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl[keras] "
-        f"from the wheelhouse {WHEELHOUSE_URI} only (no package index)"
+        f"bootstrap: installs {WHEELHOUSE_URI}requirements.lock (sha256 <sha256 of requirements.lock: build the "
+        f"wheelhouse>, every wheel hashed, s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl included) into "
+        "/usr/bin/python3.11, no package index"
     ) in out
     assert no_network == []
+
+
+def test_plan_and_up_put_the_local_locks_sha256_in_the_request(
+    no_network: list, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("fruits[keras]==0.1.0 --hash=sha256:" + "1" * 64 + "\n")
+    assert main(["emr", "plan", "--bucket", BUCKET, "--lock", str(lock), "--json"]) == 0
+    captured = capsys.readouterr()
+
+    # That one line's sha256, from `sha256sum` when the test was written.
+    expected = "1cb4e026cf62d48b015e088e248640958274a0a5dbf98920bd88b2b7bc5aa30f"
+    assert bootstrap_args(last_json(captured.out)["request"])["--lock-sha256"] == expected
+    assert "requirements.lock" not in captured.err  # no warning: the request is complete
+
+
+def test_up_refuses_a_request_without_the_locks_sha256(no_network: list, capsys: pytest.CaptureFixture) -> None:
+    rc = main(["emr", "up", "--bucket", BUCKET, "--lock", "/nonexistent/requirements.lock"])
+    err = capsys.readouterr().err
+
+    assert rc == 1 and no_network == []
+    assert "no /nonexistent/requirements.lock and no --lock-sha256: the bootstrap checks" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_plan_takes_another_wheelhouse(no_network: list, capsys: pytest.CaptureFixture) -> None:
@@ -82,8 +111,7 @@ def test_plan_takes_another_wheelhouse(no_network: list, capsys: pytest.CaptureF
     assert main(["emr", "plan", "--bucket", BUCKET, "--wheelhouse", wheelhouse, "--json"]) == 0
     captured = capsys.readouterr()
 
-    args = last_json(captured.out)["request"]["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"]
-    assert args == [*BOOTSTRAP_ARGS[:3], wheelhouse]
+    assert bootstrap_args(last_json(captured.out)["request"])["--wheelhouse"] == wheelhouse
     assert "outside" not in captured.err  # under bootstrap/: the stack's instance role reads it
 
 
@@ -93,8 +121,7 @@ def test_plan_warns_when_the_instance_role_cannot_read_the_wheelhouse(
     assert main(["emr", "plan", "--bucket", BUCKET, "--wheelhouse", "s3://shared-wheels/fruits/", "--json"]) == 0
     captured = capsys.readouterr()
 
-    args = last_json(captured.out)["request"]["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"]
-    assert args[3] == "s3://shared-wheels/fruits/"
+    assert bootstrap_args(last_json(captured.out)["request"])["--wheelhouse"] == "s3://shared-wheels/fruits/"
     assert f"--wheelhouse s3://shared-wheels/fruits/ is outside s3://{BUCKET}/bootstrap/" in captured.err
 
 
@@ -128,7 +155,7 @@ def test_plan_in_a_region_without_prices_says_unknown(no_network: list, capsys: 
 def test_up_rejects_bad_input_before_any_call(
     flags: list[str], message: str, no_network: list, capsys: pytest.CaptureFixture
 ) -> None:
-    rc = main(["emr", "up", "--bucket", BUCKET, *flags])
+    rc = main(["emr", "up", "--bucket", BUCKET, "--lock-sha256", LOCK_SHA256, *flags])
     err = capsys.readouterr().err
 
     assert rc == 1
@@ -146,7 +173,7 @@ def test_up_submit_status_down_on_moto(
     client = boto3.client("emr", region_name="eu-west-3", endpoint_url=moto_server)
 
     assert main(["emr", "up", "--bucket", BUCKET, *aws, "--task", "2", "--idle-timeout", "3600",
-                 "--owner", "vision-team", "--json"]) == 0  # fmt: skip
+                 "--owner", "vision-team", "--lock-sha256", LOCK_SHA256, "--json"]) == 0  # fmt: skip
     cluster_id = last_json(capsys.readouterr().out)["cluster_id"]
 
     cluster = client.describe_cluster(ClusterId=cluster_id)["Cluster"]
@@ -171,12 +198,14 @@ def test_up_submit_status_down_on_moto(
     ]
     (bootstrap,) = client.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"]
     assert bootstrap["ScriptPath"] == f"s3://{BUCKET}/bootstrap/bootstrap.sh"
-    assert bootstrap["Args"] == [
-        f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl",
-        f"s3://{BUCKET}/bootstrap/constraints.txt",
-        WEIGHTS_URI,
-        f"s3://{BUCKET}/bootstrap/wheelhouse/",  # what bootstrap.sh installs from, with no package index
-    ]
+    assert named(bootstrap["Args"]) == {
+        "--region": "eu-west-3",  # every `aws s3` call of the bootstrap names it
+        "--python": PYTHON,
+        "--wheel": f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl",
+        "--wheelhouse": WHEELHOUSE_URI,  # what bootstrap.sh installs from, with no package index
+        "--lock-sha256": LOCK_SHA256,  # the only requirements.lock it accepts
+        "--weights": WEIGHTS_URI,
+    }
 
     # The tracking URI comes from the environment when the flag is absent; the cluster is found by name.
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")

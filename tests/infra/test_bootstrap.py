@@ -1,26 +1,51 @@
-"""infra/bootstrap.sh, run by bash on a fake EMR node: S3 is a directory, `aws`/`sudo`/`dnf`/`python3.11` stubs.
+"""infra/bootstrap.sh on a fake EMR node, with real pip: S3 is a directory, `aws`, `sudo` and `dnf` are stubs.
 
-The stubs record every call; the assertions are on what the script asked for (which wheels, which
-index flags, which constraints) and on what it left on the node (the weights cache, no temp files).
+The node's Python is a fresh venv without pip (an emr-spark-8.x node's Python 3.11 may have none);
+the wheelhouse holds the real pip wheel that ships inside CPython (ensurepip's), and minimal wheels
+for the project and its dependencies. pip really installs them with --require-hashes, so a tampered
+lock, project wheel or pip wheel is refused by the code that would refuse it on a node.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aws_support import BUCKET, WEIGHTS_URI, WHEELHOUSE_URI
+from aws_support import BUCKET, REGION, WEIGHTS_URI, WHEELHOUSE_URI, fake_wheel
 
 ROOT = Path(__file__).resolve().parents[2]
-BOOTSTRAP_ARGS = (
-    f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl",
-    f"s3://{BUCKET}/bootstrap/constraints.txt",
-    WEIGHTS_URI,
-    WHEELHOUSE_URI,
-)
+WHEEL_URI = f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def bundled_pip_wheel() -> Path:
+    """The genuine pip wheel CPython bundles for ensurepip: available offline wherever Python is."""
+    import ensurepip
+
+    (wheel,) = (Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl")
+    return wheel
+
+
+def write_lock(wheelhouse: Path, project: Path, extra: tuple[Path, ...] = ()) -> Path:
+    """requirements.lock as build_wheelhouse.sh writes it: name==version --hash=sha256:... per wheel."""
+    def pin(wheel: Path, extras: str = "") -> str:
+        name, version = wheel.name.split("-")[:2]
+        return f"{name.replace('_', '-').lower()}{extras}=={version} --hash=sha256:{sha256(wheel)}"
+
+    lines = [pin(w) for w in sorted(wheelhouse.glob("*.whl"))] + [pin(project, "[keras]")] + [pin(w) for w in extra]
+    lock = wheelhouse / "requirements.lock"
+    lock.write_text("# test lock\n" + "\n".join(lines) + "\n")
+    return lock
 
 
 def _stub(bin_dir: Path, name: str, body: str) -> None:
@@ -29,142 +54,150 @@ def _stub(bin_dir: Path, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
-# Two wheels stand in for the wheelhouse that infra/build_wheelhouse.sh builds (the real one is ~0.5 GB).
-FAKE_WHEELS = (
-    "numpy-2.4.6-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
-    "tensorflow_cpu-2.21.0-cp311-cp311-manylinux_2_27_x86_64.whl",
-)
-
-
 @pytest.fixture
 def node(tmp_path: Path) -> dict[str, Any]:
-    """A fake EMR node: S3 is a directory, `aws`/`sudo`/`dnf`/`python3.11` are recording stubs."""
     s3, bin_dir, calls, tmpdir = tmp_path / "s3", tmp_path / "bin", tmp_path / "calls", tmp_path / "var-tmp"
     wheelhouse = s3 / BUCKET / "bootstrap" / "wheelhouse"
     for d in (wheelhouse, s3 / BUCKET / "models" / "keras", bin_dir, calls, tmpdir):
         d.mkdir(parents=True)
-    (s3 / BUCKET / "bootstrap" / "fruits-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
-    (s3 / BUCKET / "bootstrap" / "constraints.txt").write_text((ROOT / "constraints.txt").read_text())
-    for name in FAKE_WHEELS:
-        (wheelhouse / name).write_bytes(b"wheel")
-    weights = s3 / BUCKET / WEIGHTS_URI.removeprefix(f"s3://{BUCKET}/")
-    weights.write_bytes(b"h5 weights")
+    shutil.copy(bundled_pip_wheel(), wheelhouse)
+    fake_wheel(wheelhouse, "onnxruntime", "1.0", files={"onnxruntime/__init__.py": "__version__ = 'stub'\n"})
+    fake_wheel(wheelhouse, "fruitsdep-keras", "1.0")
+    project = fake_wheel(
+        s3 / BUCKET / "bootstrap", "fruits", "0.1.0", requires=["onnxruntime", 'fruitsdep-keras; extra == "keras"'],
+        extras=["keras"], files={"fruits/__init__.py": "__version__ = '0.1.0'\n"},
+    )  # fmt: skip
+    lock = write_lock(wheelhouse, project)
+    (s3 / BUCKET / WEIGHTS_URI.removeprefix(f"s3://{BUCKET}/")).write_bytes(b"h5 weights")
+
+    venv = tmp_path / "node-python"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python3.11"
+    assert python.exists()
 
     _stub(bin_dir, "sudo", 'exec "$@"\n')
-    _stub(bin_dir, "dnf", f'echo "dnf $*" >> {calls}/log\n')
-    # `aws s3 sync` of a prefix that does not exist copies nothing and succeeds, as on S3.
+    _stub(bin_dir, "dnf", f'echo "dnf $*" >> {calls}/dnf.log\n')
+    # `aws s3 cp|sync SRC DST --region R --only-show-errors`; a missing prefix syncs nothing and succeeds, as on S3.
     _stub(bin_dir, "aws", f"""echo "aws $*" >> {calls}/aws.log
-op="$1 $2"; shift 2
-[ "$1" = --only-show-errors ] && shift
-src="{s3}/${{1#s3://}}"
+op="$2"; src="{s3}/${{3#s3://}}"; dst="$4"
 case "$op" in
-  "s3 cp") cp "$src" "$2" ;;
-  "s3 sync") mkdir -p "$2"; if [ -d "$src" ]; then cp -R "$src/." "$2/"; fi ;;
+  cp) cp "$src" "$dst" ;;
+  sync) mkdir -p "$dst"; if [ -d "$src" ]; then cp -R "$src/." "$dst/"; fi ;;
   *) echo "aws stub: no $op" >&2; exit 2 ;;
 esac
 """)
-    # pip install: keep the constraints file it was given and what its --find-links directory held then
-    # (the bootstrap deletes its working directory on exit).
-    _stub(
-        bin_dir,
-        "python3.11",
-        f"""echo "python3.11 $*" >> {calls}/log
-case "$*" in
-  "-m pip --version") exit 0 ;;
-  "-m pip show"*) [ -n "${{FAKE_PYSPARK_INSTALLED:-}}" ] ;;
-  "-m pip install"*)
-    prev=""
-    for a in "$@"; do
-      links=""
-      [ "$prev" = --find-links ] && links="$a"
-      case "$a" in --find-links=*) links="${{a#--find-links=}}" ;; esac
-      [ -n "$links" ] && {{ echo "$links" >> {calls}/find-links-dirs; ls "$links" > {calls}/find-links-listing.txt; }}
-      [ -f "$a" ] && cp "$a" {calls}/constraints-used.txt
-      prev="$a"
-    done
-    exit 0 ;;
-  "-c "*) echo "fruits 0.1.0 onnxruntime stub" ;;
-esac
-""",
-    )
-    env = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "KERAS_HOME": str(tmp_path / "home" / ".keras"),
-        "TMPDIR": str(tmpdir),
-    }
-    return {"env": env, "calls": calls, "keras_home": tmp_path / "home" / ".keras", "s3": s3, "tmpdir": tmpdir}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "home" / ".keras"),
+           "TMPDIR": str(tmpdir)}  # fmt: skip
+    args = {
+        "--region": REGION, "--python": str(python), "--wheel": WHEEL_URI, "--wheelhouse": WHEELHOUSE_URI,
+        "--lock-sha256": sha256(lock), "--weights": WEIGHTS_URI,
+    }  # fmt: skip
+    return {"env": env, "calls": calls, "args": args, "python": python, "wheelhouse": wheelhouse, "project": project,
+            "keras_home": tmp_path / "home" / ".keras", "tmpdir": tmpdir}  # fmt: skip
 
 
-def _bootstrap(node: dict[str, Any], *args: str, **env: str) -> subprocess.CompletedProcess:
-    script = ROOT / "infra" / "bootstrap.sh"
-    env = {**node["env"], **env}
-    return subprocess.run(["bash", str(script), *args], capture_output=True, text=True, env=env, timeout=30)
+def bootstrap(node: dict[str, Any], **changes: str | None) -> subprocess.CompletedProcess:
+    args = {**node["args"], **changes}
+    argv = [item for name, value in args.items() if value is not None for item in (name, value)]
+    return subprocess.run(["bash", str(ROOT / "infra" / "bootstrap.sh"), *argv], capture_output=True, text=True,
+                          env=node["env"], timeout=120)  # fmt: skip
 
 
-def test_bootstrap_installs_without_pyspark_and_caches_the_weights(node: dict[str, Any]) -> None:
-    first, second = _bootstrap(node, *BOOTSTRAP_ARGS), _bootstrap(node, *BOOTSTRAP_ARGS)  # idempotent: twice in a row
+def installed(node: dict[str, Any]) -> dict[str, str]:
+    code = "import importlib.metadata as m, json; print(json.dumps({d.name: d.version for d in m.distributions()}))"
+    # The node's environment: no PYTHONPATH from the test run may add distributions.
+    out = subprocess.run([str(node["python"]), "-c", code], capture_output=True, text=True, check=True,
+                         env=node["env"]).stdout  # fmt: skip
+    return json.loads(out)
 
-    assert first.returncode == 0, first.stderr
-    assert second.returncode == 0, second.stderr
-    log = (node["calls"] / "log").read_text()
-    assert "dnf" not in log  # python3.11 was already there
-    assert "fruits-0.1.0-py3-none-any.whl[keras]" in log
-    used = (node["calls"] / "constraints-used.txt").read_text().splitlines()
-    assert "numpy==2.4.6" in used and "tensorflow_cpu==2.21.0" in used  # the other pins are kept
-    assert not [line for line in used if line.lower().startswith("pyspark")]
+
+def test_installs_the_locked_wheels_with_hashes_into_the_releases_python(node: dict[str, Any]) -> None:
+    first, second = bootstrap(node), bootstrap(node)  # idempotent: twice in a row
+
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert installed(node) == {"fruits": "0.1.0", "onnxruntime": "1.0", "fruitsdep-keras": "1.0",
+                               "pip": bundled_pip_wheel().name.split("-")[1]}  # fmt: skip
+    assert "fruits 0.1.0 onnxruntime stub" in first.stdout
+    assert "installing requirements.lock (4 wheels, hashes required, no package index)" in first.stdout
     cached = node["keras_home"] / "models" / WEIGHTS_URI.rsplit("/", 1)[1]
     assert cached.read_bytes() == b"h5 weights"
-    assert "fruits-bootstrap" in first.stdout and "done" in first.stdout.splitlines()[-1]
+    assert not (node["calls"] / "dnf.log").exists()  # the release brings its Python: nothing from dnf
+    assert list(node["tmpdir"].iterdir()) == []  # staged on disk under TMPDIR, then removed
 
 
-def test_bootstrap_installs_from_the_synced_wheelhouse_and_no_index(node: dict[str, Any]) -> None:
-    runs = [_bootstrap(node, *BOOTSTRAP_ARGS) for _ in range(2)]
+def test_every_s3_call_names_the_region(node: dict[str, Any]) -> None:
+    assert bootstrap(node).returncode == 0
+    calls = (node["calls"] / "aws.log").read_text().splitlines()
 
-    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
-    aws_calls = (node["calls"] / "aws.log").read_text().splitlines()
-    syncs = [line.split() for line in aws_calls if line.startswith("aws s3 sync")]
-    assert [sync[:5] for sync in syncs] == [["aws", "s3", "sync", "--only-show-errors", WHEELHOUSE_URI]] * 2
-    synced_dirs = [sync[5] for sync in syncs]
-    calls = (node["calls"] / "log").read_text().splitlines()
-    # Every pip call that could fetch a package (all but `--version` and `show`) is an install, one per run.
-    pip_calls = [line for line in calls if line.startswith("python3.11 -m pip") and line.split()[3] not in ("--version", "show")]
-    installs = [line for line in pip_calls if line.split()[3] == "install"]
-    assert len(installs) == len(pip_calls) == 2
-    for install in installs:
-        words = install.split()
-        assert "--no-index" in words  # never an install that may reach a package index
-        assert not {"--index-url", "-i", "--extra-index-url"} & set(words)
-        assert "--only-binary=:all:" in words  # nothing is built on the nodes
-    # pip looked only in the directory the wheelhouse was synced to, and found its wheels there.
-    assert (node["calls"] / "find-links-dirs").read_text().splitlines() == synced_dirs
-    assert sorted((node["calls"] / "find-links-listing.txt").read_text().split()) == sorted(FAKE_WHEELS)
-    # Staged under TMPDIR (on disk on the nodes, not the /tmp tmpfs) and removed afterwards.
-    assert all(Path(d).is_relative_to(node["tmpdir"]) for d in synced_dirs)
-    assert list(node["tmpdir"].iterdir()) == []
-    assert f"syncing {WHEELHOUSE_URI}" in runs[0].stdout and "from 2 wheels, no package index" in runs[0].stdout
+    assert [c.split()[2] for c in calls] == ["sync", "cp", "cp"]  # wheelhouse, wheel, weights
+    assert all(c.endswith(f"--region {REGION} --only-show-errors") for c in calls), calls
 
 
-def test_bootstrap_stops_on_an_empty_wheelhouse_before_pip(node: dict[str, Any]) -> None:
-    missing = f"s3://{BUCKET}/bootstrap/wheelhouse-never-uploaded/"
-    result = _bootstrap(node, *BOOTSTRAP_ARGS[:3], missing)
+def test_a_lock_other_than_the_requests_is_refused_before_pip_runs(node: dict[str, Any]) -> None:
+    lock = node["wheelhouse"] / "requirements.lock"
+    lock.write_text(lock.read_text() + "evil==1.0 --hash=sha256:" + "0" * 64 + "\n")  # someone edited the bucket's copy
+    result = bootstrap(node)
 
     assert result.returncode == 1
-    assert f"ERROR: no wheels under {missing}" in result.stdout
-    assert "pip install" not in (node["calls"] / "log").read_text()
-    assert list(node["tmpdir"].iterdir()) == []
+    assert f"the cluster request says {node['args']['--lock-sha256']}: refusing to install" in result.stdout
+    assert "fruits" not in installed(node)
 
 
-def test_bootstrap_fails_if_pyspark_got_installed(node: dict[str, Any]) -> None:
-    result = _bootstrap(node, *BOOTSTRAP_ARGS, FAKE_PYSPARK_INSTALLED="1")
-
-    assert result.returncode == 1
-    assert "pip installed pyspark" in result.stdout
-
-
-def test_bootstrap_needs_its_four_arguments(node: dict[str, Any]) -> None:
-    result = _bootstrap(node, *BOOTSTRAP_ARGS[:3])  # the old three-argument call
+def test_a_tampered_project_wheel_is_refused_by_pip(node: dict[str, Any]) -> None:
+    tampered = fake_wheel(node["project"].parent, "fruits", "0.1.0", requires=["onnxruntime"], extras=["keras"],
+                          files={"fruits/__init__.py": "import os  # not what was built\n"})  # fmt: skip
+    assert tampered == node["project"]
+    result = bootstrap(node)
 
     assert result.returncode != 0
-    assert "usage: bootstrap.sh WHEEL_URI CONSTRAINTS_URI WEIGHTS_URI WHEELHOUSE_URI" in result.stderr
+    assert "DO NOT MATCH THE HASHES" in result.stderr
+    assert "fruits" not in installed(node)
+
+
+def test_a_pip_wheel_the_lock_does_not_pin_is_never_run(node: dict[str, Any]) -> None:
+    (pip_wheel,) = node["wheelhouse"].glob("pip-*.whl")
+    fake_wheel(node["wheelhouse"], "pip", pip_wheel.name.split("-")[1], files={"pip/__main__.py": "raise SystemExit(9)\n"})
+    result = bootstrap(node)
+
+    assert result.returncode == 1
+    assert f"{pip_wheel.name} is not the pip wheel requirements.lock pins: refusing to run it" in result.stdout
+
+
+def test_pyspark_in_the_lock_fails_the_bootstrap(node: dict[str, Any]) -> None:
+    pyspark = fake_wheel(node["wheelhouse"], "pyspark", "4.1.1")
+    lock = write_lock(node["wheelhouse"], node["project"])
+    assert "pyspark==4.1.1" in lock.read_text()
+    result = bootstrap(node, **{"--lock-sha256": sha256(lock)})
+
+    assert result.returncode == 1 and pyspark.exists()
+    assert "pip installed pyspark; it would shadow EMR's Spark" in result.stdout
+
+
+def test_no_python_of_the_release_stops_with_a_clear_error_and_no_dnf(node: dict[str, Any]) -> None:
+    result = bootstrap(node, **{"--python": "/usr/bin/python3.11-not-here"})
+
+    assert result.returncode == 1
+    assert "/usr/bin/python3.11-not-here is not on this node: the release should bring it" in result.stdout
+    assert not (node["calls"] / "dnf.log").exists() and not (node["calls"] / "aws.log").exists()
+
+
+def test_an_empty_wheelhouse_stops_before_pip(node: dict[str, Any]) -> None:
+    result = bootstrap(node, **{"--wheelhouse": f"s3://{BUCKET}/bootstrap/wheelhouse-never-uploaded/"})
+
+    assert result.returncode == 1
+    assert "no requirements.lock under s3://" in result.stdout
+    assert "fruits" not in installed(node)
+    assert list(node["tmpdir"].iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"--lock-sha256": None}, "missing LOCK_SHA256"), ({"--constraints": "x"}, "unknown argument --constraints")],
+)
+def test_arguments_are_named_and_all_required(node: dict[str, Any], changes: dict, message: str) -> None:
+    result = bootstrap(node, **changes)
+
+    assert result.returncode == 2
+    assert message in result.stderr and "usage: bootstrap.sh --region REGION" in result.stderr
     assert not (node["calls"] / "aws.log").exists()  # nothing fetched

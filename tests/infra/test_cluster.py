@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aws_support import BUCKET, WEIGHTS_URI, WHEELHOUSE_URI
+from fruits.exceptions import FruitsError
 from infra.cluster import ClusterOptions, planned_request
 from infra.layout import WEIGHTS_KEY
 
 PYTHON = "/usr/bin/python3.11"
+LOCK_SHA256 = "0123456789abcdef" * 4
 
 
 def test_full_request_carries_every_option() -> None:
@@ -22,6 +26,7 @@ def test_full_request_carries_every_option() -> None:
         idle_timeout_seconds=1800,
         owner="vision-team",
         cost_center="cc-42",
+        lock_sha256=LOCK_SHA256,
         extra_configurations=(
             ("spark-defaults", "spark.executor.memory", "10g"),
             ("yarn-site", "yarn.log-aggregation-enable", "true"),
@@ -57,11 +62,13 @@ def test_full_request_carries_every_option() -> None:
             "ScriptBootstrapAction": {
                 "Path": f"s3://{BUCKET}/bootstrap/bootstrap.sh",
                 "Args": [
-                    f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl",
-                    f"s3://{BUCKET}/bootstrap/constraints.txt",
-                    WEIGHTS_URI,
-                    WHEELHOUSE_URI,
-                ],
+                    "--region", "us-east-1",
+                    "--python", PYTHON,
+                    "--wheel", f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl",
+                    "--wheelhouse", WHEELHOUSE_URI,
+                    "--lock-sha256", LOCK_SHA256,
+                    "--weights", WEIGHTS_URI,
+                ],  # fmt: skip
             },
         }
     ]
@@ -84,3 +91,13 @@ def test_weights_key_is_the_file_the_featurizer_expects() -> None:
     from fruits.weights import WEIGHTS_FILE
 
     assert WEIGHTS_KEY == f"models/keras/{WEIGHTS_FILE}"
+
+
+def test_a_malformed_lock_sha256_is_refused() -> None:
+    with pytest.raises(FruitsError, match="--lock-sha256 'ABC' is not a sha256"):
+        planned_request(ClusterOptions(bucket=BUCKET, lock_sha256="ABC"))
+
+
+def test_a_wheelhouse_given_without_its_slash_is_still_a_prefix() -> None:
+    options = ClusterOptions(bucket=BUCKET, wheelhouse=f"s3://{BUCKET}/bootstrap/wheelhouse-2026-11")
+    assert options.bootstrap.wheelhouse == f"s3://{BUCKET}/bootstrap/wheelhouse-2026-11/"
