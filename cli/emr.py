@@ -1,13 +1,14 @@
-"""Plan, create, feed, watch and terminate the EMR cluster that runs the Fruits! jobs.
+"""Plan, create, feed, watch, stop and terminate the EMR cluster that runs the Fruits! jobs.
 
-`plan` prints the run_job_flow request and its cost estimate without any AWS call. `up` checks the
-same request offline, then creates the cluster. `submit --job stream|fit|both` adds the jobs as
-spark-submit steps. `status` prints the cluster state and one line per step. `down --yes`
-terminates the cluster. See docs/emr.md.
+`plan` prints the run_job_flow request, its cost and the side-by-side cost against EMR
+Serverless, without any AWS call. `up` checks the same request offline, then creates the
+cluster. `submit --job stream|fit|both` adds the jobs as spark-submit steps. `status` prints the
+cluster state and one line per step. `stop` asks the stream to stop after its current
+micro-batch. `down --yes` terminates the cluster. See docs/emr.md.
 
 Every request is checked offline before it is sent (infra/validate.py). Costs come from
-infra/prices.json (infra/cost.py). The EMR endpoint is --endpoint-url, else boto3's own
-AWS_ENDPOINT_URL_EMR / AWS_ENDPOINT_URL.
+infra/prices.json (infra/cost.py). The endpoints are --endpoint-url, else boto3's own
+AWS_ENDPOINT_URL_<SERVICE> / AWS_ENDPOINT_URL.
 """
 
 from __future__ import annotations
@@ -20,6 +21,19 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cli.aws_common import (
+    add_comparison_flags,
+    add_endpoint_flag,
+    add_job_flags,
+    add_output_flags,
+    add_region_flag,
+    add_stop_action,
+    dispatch,
+    equivalent_serverless_cost,
+    job_options,
+    run_stop,
+    side_by_side,
+)
 from cli.console import emit_summary
 from fruits.exceptions import FruitsError
 from infra.defaults import (
@@ -30,10 +44,9 @@ from infra.defaults import (
     DEFAULT_RELEASE,
     DEFAULT_SPOT_FRACTION,
     INSTANCE_PROFILE,
-    JOBS,
     SERVICE_ROLE,
 )
-from infra.layout import DEFAULT_WHEEL, WEIGHTS_KEY, WHEELHOUSE_KEY
+from infra.layout import DEFAULT_WHEEL, WHEELHOUSE_KEY
 
 if TYPE_CHECKING:
     from fruits.settings import Settings
@@ -51,39 +64,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     plan = actions.add_parser("plan", help="print the run_job_flow request and its cost; no AWS call")
     _cluster_flags(plan)
+    add_comparison_flags(plan)
     up = actions.add_parser("up", help="validate offline, then create the cluster; prints its id")
     _cluster_flags(up)
-    _aws_flags(up)
+    add_endpoint_flag(up, "emr")
 
     submit = actions.add_parser("submit", help="add the streaming and/or fit job as spark-submit steps")
-    submit.add_argument("--bucket", required=True, help="the project bucket, fruits-<account>-<region>")
-    submit.add_argument("--job", choices=JOBS, default="stream", help="which step(s) to add; both = fit, then stream")
-    submit.add_argument("--tracking-uri", help="MLflow tracking server (default env MLFLOW_TRACKING_URI)")
-    submit.add_argument("--weights", help=f"weights URI (default s3://BUCKET/{WEIGHTS_KEY})")
-    submit.add_argument("--fit-images", metavar="URI", help="labelled images for fit (default s3://BUCKET/images/)")
-    submit.add_argument("--engine", choices=("onnx", "keras"), help="featurizer engine (default: the job's)")
-    submit.add_argument("--trigger", help="stream micro-batch interval, e.g. 10s (default: the job's)")
-    submit.add_argument("--max-files-per-trigger", type=int, metavar="N", help="stream batch cap (default: the job's)")
+    add_job_flags(submit)
     _target_flags(submit)
-    _aws_flags(submit)
+    add_endpoint_flag(submit, "emr")
 
     status = actions.add_parser("status", help="cluster state and one line per step")
     _target_flags(status)
-    _aws_flags(status)
+    add_endpoint_flag(status, "emr")
+
+    stop = add_stop_action(actions)
 
     down = actions.add_parser("down", help="terminate the cluster (needs --yes)")
     down.add_argument("--yes", action="store_true", help="really terminate: the stream stops, the cluster is gone")
     _target_flags(down)
-    _aws_flags(down)
+    add_endpoint_flag(down, "emr")
 
-    for action in (plan, up, submit, status, down):
-        _output_flags(action)
+    for action in (plan, up, submit, status, stop, down):
+        add_output_flags(action)
 
 
 def _cluster_flags(parser: argparse.ArgumentParser) -> None:
     c = parser.add_argument_group("cluster")
     c.add_argument("--bucket", required=True, help="the project bucket, fruits-<account>-<region>")
-    c.add_argument("--region", help="AWS region (default env AWS_REGION, else eu-west-3)")
+    add_region_flag(c)
     c.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})")
     c.add_argument("--release-label", default=DEFAULT_RELEASE,
                    help=f"EMR release (default {DEFAULT_RELEASE}: Spark 4.1.1, long-term support; see docs/emr.md)")
@@ -130,28 +139,12 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
 def _target_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-id", help="j-... (default: the one active cluster named --name)")
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name to look up (default {DEFAULT_NAME})")
-    parser.add_argument("--region", help="AWS region (default env AWS_REGION, else eu-west-3)")
-
-
-def _aws_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint-url", help="EMR endpoint (tests, emulators); default AWS_ENDPOINT_URL_EMR / AWS_ENDPOINT_URL")
-
-
-def _output_flags(parser: argparse.ArgumentParser) -> None:
-    """--json/-v/-q after the action too; SUPPRESS keeps `fruits emr --json plan` from being reset."""
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON summary as the last stdout line")
-    parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging")
-    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only")
+    add_region_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from fruits.settings import Settings
-
-    # The one place the environment is read: everything below receives values.
-    settings = Settings.load()
-    region = args.region or settings.aws_region
-    handlers = {"plan": _run_plan, "up": _run_up, "submit": _run_submit, "status": _run_status, "down": _run_down}
-    return handlers[args.emr_action](args, region, settings)
+    return dispatch(args.emr_action, args, {"plan": _run_plan, "up": _run_up, "submit": _run_submit, "status": _run_status,
+                                        "stop": _run_stop, "down": _run_down})  # fmt: skip
 
 
 def options_from_args(args: argparse.Namespace, region: str) -> ClusterOptions:
@@ -211,8 +204,11 @@ def _planned(args: argparse.Namespace, region: str) -> tuple[ClusterOptions, dic
 
 def _run_plan(args: argparse.Namespace, region: str, settings: Settings) -> int:
     options, request, cost = _planned(args, region)
-    human = "\n".join([json.dumps(request, indent=2), options.release.describe(), options.bootstrap.describe(), *cost.lines()])
-    emit_summary({"request": request, "cost": cost.to_dict()}, args.json, human)
+    serverless = equivalent_serverless_cost(options.bucket, region, cost.processing_nodes, args.images_per_second_per_node)
+    comparison = side_by_side(region, cost, serverless, args)
+    human = "\n".join([json.dumps(request, indent=2), options.release.describe(), options.bootstrap.describe(),
+                       *cost.lines(), *comparison.events.lines(), *comparison.lines()])  # fmt: skip
+    emit_summary({"request": request, "cost": cost.to_dict(), "comparison": comparison.to_dict()}, args.json, human)
     return 0
 
 
@@ -232,18 +228,9 @@ def _run_up(args: argparse.Namespace, region: str, settings: Settings) -> int:
 
 def _run_submit(args: argparse.Namespace, region: str, settings: Settings) -> int:
     from infra.aws import add_steps, emr_client, find_cluster
-    from infra.steps import JobOptions, build_steps, check_tracking_uri
+    from infra.steps import build_steps
 
-    job_options = JobOptions(
-        bucket=args.bucket,
-        tracking_uri=check_tracking_uri(args.tracking_uri or settings.mlflow_tracking_uri),
-        weights=args.weights,
-        fit_images=args.fit_images,
-        engine=args.engine,
-        trigger=args.trigger,
-        max_files_per_trigger=args.max_files_per_trigger,
-    )
-    steps = build_steps(args.job, job_options)
+    steps = build_steps(args.job, job_options(args, settings))
     client = emr_client(region, args.endpoint_url)
     cluster_id = find_cluster(client, args.cluster_id, args.name)
     step_ids = add_steps(client, cluster_id, steps)
@@ -265,11 +252,18 @@ def _run_status(args: argparse.Namespace, region: str, settings: Settings) -> in
     return 0
 
 
+def _run_stop(args: argparse.Namespace, region: str, settings: Settings) -> int:
+    return run_stop(args, settings, requested_by="fruits emr stop")
+
+
 def _run_down(args: argparse.Namespace, region: str, settings: Settings) -> int:
     from infra.aws import emr_client, find_cluster, terminate_cluster
 
     if not args.yes:
-        raise FruitsError("terminating stops the stream and deletes the cluster: add --yes to confirm")
+        raise FruitsError(
+            "terminating stops the stream at once and deletes the cluster: add --yes to confirm "
+            "(`fruits emr stop` first stops it gracefully)"
+        )
     client = emr_client(region, args.endpoint_url)
     cluster_id = find_cluster(client, args.cluster_id, args.name)
     state = terminate_cluster(client, cluster_id)

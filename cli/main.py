@@ -25,7 +25,8 @@ COMMANDS: dict[str, str] = {
     "fit": "fit StandardScaler + PCA on MobileNetV2 features and register the model in MLflow",
     "stream": "watch the images prefix; featurize, project and append new uploads to the lake",
     "upload": "upload a folder of images to s3://bucket/prefix/, keeping class folders",
-    "emr": "plan, create, feed, watch and terminate the EMR cluster",
+    "emr": "plan, create, feed, watch, stop and terminate the EMR cluster",
+    "serverless": "plan, create, feed, watch, stop and delete the EMR Serverless application",
 }
 
 

@@ -20,3 +20,6 @@ DEFAULT_SPOT_FRACTION = 0.4
 DEFAULT_IMAGES_PER_SECOND_PER_NODE = 75.0
 # `submit --job`: `both` runs the fit first, because the stream needs its model.
 JOBS = ("stream", "fit", "both")
+# EMR Serverless: the application `fruits serverless up` creates, and the stack's job runtime role.
+DEFAULT_APPLICATION_NAME = "fruits"
+JOB_ROLE = "fruits-emr-serverless-job-role"

@@ -13,7 +13,8 @@ WHEELHOUSE_KEY = "bootstrap/wheelhouse/"
 BOOTSTRAP_SCRIPT_KEY = "bootstrap/bootstrap.sh"
 # spark-submit's Python file: cli/spark_entry.py, uploaded here (docs/aws.md).
 SPARK_ENTRY_KEY = "bootstrap/spark_entry.py"
-CONSTRAINTS_KEY = "bootstrap/constraints.txt"
+# EMR Serverless: the packed virtual environment every worker unpacks (infra/build_venv_archive.sh).
+VENV_ARCHIVE_KEY = "bootstrap/venv/fruits-venv.tar.gz"
 DEFAULT_WHEEL = f"fruits-{__version__}-py3-none-any.whl"
 WEIGHTS_KEY = "models/keras/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 IMAGES_PREFIX = "images/"
@@ -26,6 +27,7 @@ CHECKPOINT = "checkpoints/stream"
 # checkpoint, and deletes it when it has stopped (`fruits emr stop` writes it).
 STOP_MARKER = "_stop"
 EMR_LOGS_PREFIX = "logs/emr/"
+SERVERLESS_LOGS_PREFIX = "logs/serverless/"
 
 
 def s3_uri(bucket: str, key: str = "") -> str:

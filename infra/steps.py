@@ -46,10 +46,8 @@ def check_tracking_uri(uri: str | None) -> str:
     return uri
 
 
-def build_steps(job: str, options: JobOptions) -> list[dict[str, Any]]:
-    """add_job_flow_steps Steps for `--job`; `both` runs fit first because the stream needs its model."""
-    if job not in JOBS:
-        raise FruitsError(f"--job must be one of {', '.join(JOBS)}, got {job!r}")
+def job_arguments(job: str, options: JobOptions) -> list[str]:
+    """`fruits fit ...` / `fruits stream ...` as the cluster or EMR Serverless runs them (after spark_entry.py)."""
     check_bucket(options.bucket)
     check_tracking_uri(options.tracking_uri)
 
@@ -60,12 +58,13 @@ def build_steps(job: str, options: JobOptions) -> list[dict[str, Any]]:
     common = ["--tracking-uri", options.tracking_uri, "--weights", options.weights or s3(WEIGHTS_KEY)]
     if options.engine:
         common += ["--engine", options.engine]
-    fit = [
-        "fit",
-        "--images", options.fit_images or s3(IMAGES_PREFIX),
-        "--features-output", s3(FEATURES_PREFIX),
-        *common,
-    ]  # fmt: skip
+    if job == "fit":
+        return [
+            "fit",
+            "--images", options.fit_images or s3(IMAGES_PREFIX),
+            "--features-output", s3(FEATURES_PREFIX),
+            *common,
+        ]  # fmt: skip
     stream = [
         "stream",
         "--source", s3(IMAGES_PREFIX),
@@ -78,23 +77,29 @@ def build_steps(job: str, options: JobOptions) -> list[dict[str, Any]]:
         stream += ["--trigger", options.trigger]
     if options.max_files_per_trigger is not None:
         stream += ["--max-files-per-trigger", str(options.max_files_per_trigger)]
+    return stream
 
-    def step(name: str, on_failure: str, job_args: list[str]) -> dict[str, Any]:
+
+def build_steps(job: str, options: JobOptions) -> list[dict[str, Any]]:
+    """add_job_flow_steps Steps for `--job`; `both` runs fit first because the stream needs its model."""
+    if job not in JOBS:
+        raise FruitsError(f"--job must be one of {', '.join(JOBS)}, got {job!r}")
+    entry = s3a_uri(options.bucket, SPARK_ENTRY_KEY)
+
+    def step(name: str, on_failure: str, job_name: str) -> dict[str, Any]:
         # Arrow, worker reuse and the Python are cluster-wide spark-defaults (see cluster.spark_configurations).
-        spark_submit = ["spark-submit", "--deploy-mode", "client", "--master", "yarn", s3(SPARK_ENTRY_KEY)]
+        spark_submit = ["spark-submit", "--deploy-mode", "client", "--master", "yarn", entry]
         return {
             "Name": name,
             "ActionOnFailure": on_failure,
-            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": [*spark_submit, *job_args]},
+            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": [*spark_submit, *job_arguments(job_name, options)]},
         }
 
     # A failed fit cancels the queued stream (it would only fail on the missing model) and keeps the
     # cluster up for a look at the logs; a failed stream leaves the cluster running for a resubmit.
-    steps = {
-        "fit": step("fruits-fit", "CANCEL_AND_WAIT", fit),
-        "stream": step("fruits-stream", "CONTINUE", stream),
-    }
+    steps = {"fit": lambda: step("fruits-fit", "CANCEL_AND_WAIT", "fit"),
+             "stream": lambda: step("fruits-stream", "CONTINUE", "stream")}  # fmt: skip
     names = ["fit", "stream"] if job == "both" else [job]
-    result = [steps[n] for n in names]
+    result = [steps[n]() for n in names]
     validate_parameters("AddJobFlowSteps", {"JobFlowId": "j-PLACEHOLDER", "Steps": result})
     return result

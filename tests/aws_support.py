@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import shutil
 import socket
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -67,3 +69,45 @@ def fake_wheel(
 def constraint_pins(root: Path) -> dict[str, str]:
     """name -> version from constraints.txt (the pins the scripts must honour)."""
     return dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)$", (root / "constraints.txt").read_text(), re.M))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def bundled_pip_wheel() -> Path:
+    """The genuine pip wheel CPython bundles for ensurepip: available offline wherever Python is."""
+    import ensurepip
+
+    (wheel,) = (Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl")
+    return wheel
+
+
+def write_lock(wheelhouse: Path, project: Path) -> Path:
+    """requirements.lock as build_wheelhouse.sh writes it: name==version --hash=sha256:... per wheel."""
+    def pin(wheel: Path, extras: str = "") -> str:
+        name, version = wheel.name.split("-")[:2]
+        return f"{name.replace('_', '-').lower()}{extras}=={version} --hash=sha256:{sha256(wheel)}"
+
+    lines = [pin(w) for w in sorted(wheelhouse.glob("*.whl"))] + [pin(project, "[keras]")]
+    lock = wheelhouse / "requirements.lock"
+    lock.write_text("# test lock\n" + "\n".join(lines) + "\n")
+    return lock
+
+
+def small_wheelhouse(wheelhouse: Path, dist: Path) -> tuple[Path, Path]:
+    """The real pip wheel, minimal wheels for the project and two dependencies, and their lock.
+
+    Returns (project wheel, lock). The project imports as `fruits` and depends on an `onnxruntime`
+    stand-in, so `import fruits, onnxruntime` works wherever they are installed.
+    """
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    dist.mkdir(parents=True, exist_ok=True)
+    shutil.copy(bundled_pip_wheel(), wheelhouse)
+    fake_wheel(wheelhouse, "onnxruntime", "1.0", files={"onnxruntime/__init__.py": "__version__ = 'stub'\n"})
+    fake_wheel(wheelhouse, "fruitsdep-keras", "1.0")
+    project = fake_wheel(
+        dist, "fruits", "0.1.0", requires=["onnxruntime", 'fruitsdep-keras; extra == "keras"'], extras=["keras"],
+        files={"fruits/__init__.py": "__version__ = '0.1.0'\n"},
+    )  # fmt: skip
+    return project, write_lock(wheelhouse, project)

@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from aws_support import BUCKET, WEIGHTS_URI, WHEELHOUSE_URI, last_json, no_network  # noqa: F401  (a fixture)
+from aws_support import BUCKET, WEIGHTS_URI, WHEELHOUSE_URI, last_json
 from cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,10 +34,11 @@ def bootstrap_args(request: dict) -> dict[str, str]:
     return named(action["ScriptBootstrapAction"]["Args"])
 
 
-def test_top_level_import_stays_light() -> None:
-    """`fruits emr --help` imports cli.emr: it must not drag in boto3, botocore, Spark or the infra logic."""
+@pytest.mark.parametrize("module", ["cli.emr", "cli.serverless"])
+def test_top_level_import_stays_light(module: str) -> None:
+    """`fruits emr --help` imports cli.emr only: no boto3, botocore, Spark, MLflow, nor the infra logic."""
     code = (
-        "import sys, cli.emr; heavy = {'boto3', 'botocore', 'pyspark', 'py4j', 'mlflow'};"
+        f"import sys, {module}; heavy = {{'boto3', 'botocore', 'pyspark', 'py4j', 'mlflow'}};"
         "print(sorted({m.split('.')[0] for m in sys.modules} & heavy), sorted(m for m in sys.modules if m.startswith('infra.')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout

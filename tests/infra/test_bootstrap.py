@@ -8,9 +8,7 @@ lock, project wheel or pip wheel is refused by the code that would refuse it on 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,34 +16,10 @@ from typing import Any
 
 import pytest
 
-from aws_support import BUCKET, REGION, WEIGHTS_URI, WHEELHOUSE_URI, fake_wheel
+from aws_support import BUCKET, REGION, WEIGHTS_URI, WHEELHOUSE_URI, bundled_pip_wheel, fake_wheel, sha256, small_wheelhouse, write_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 WHEEL_URI = f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def bundled_pip_wheel() -> Path:
-    """The genuine pip wheel CPython bundles for ensurepip: available offline wherever Python is."""
-    import ensurepip
-
-    (wheel,) = (Path(ensurepip.__file__).parent / "_bundled").glob("pip-*.whl")
-    return wheel
-
-
-def write_lock(wheelhouse: Path, project: Path, extra: tuple[Path, ...] = ()) -> Path:
-    """requirements.lock as build_wheelhouse.sh writes it: name==version --hash=sha256:... per wheel."""
-    def pin(wheel: Path, extras: str = "") -> str:
-        name, version = wheel.name.split("-")[:2]
-        return f"{name.replace('_', '-').lower()}{extras}=={version} --hash=sha256:{sha256(wheel)}"
-
-    lines = [pin(w) for w in sorted(wheelhouse.glob("*.whl"))] + [pin(project, "[keras]")] + [pin(w) for w in extra]
-    lock = wheelhouse / "requirements.lock"
-    lock.write_text("# test lock\n" + "\n".join(lines) + "\n")
-    return lock
 
 
 def _stub(bin_dir: Path, name: str, body: str) -> None:
@@ -60,14 +34,7 @@ def node(tmp_path: Path) -> dict[str, Any]:
     wheelhouse = s3 / BUCKET / "bootstrap" / "wheelhouse"
     for d in (wheelhouse, s3 / BUCKET / "models" / "keras", bin_dir, calls, tmpdir):
         d.mkdir(parents=True)
-    shutil.copy(bundled_pip_wheel(), wheelhouse)
-    fake_wheel(wheelhouse, "onnxruntime", "1.0", files={"onnxruntime/__init__.py": "__version__ = 'stub'\n"})
-    fake_wheel(wheelhouse, "fruitsdep-keras", "1.0")
-    project = fake_wheel(
-        s3 / BUCKET / "bootstrap", "fruits", "0.1.0", requires=["onnxruntime", 'fruitsdep-keras; extra == "keras"'],
-        extras=["keras"], files={"fruits/__init__.py": "__version__ = '0.1.0'\n"},
-    )  # fmt: skip
-    lock = write_lock(wheelhouse, project)
+    project, lock = small_wheelhouse(wheelhouse, s3 / BUCKET / "bootstrap")
     (s3 / BUCKET / WEIGHTS_URI.removeprefix(f"s3://{BUCKET}/")).write_bytes(b"h5 weights")
 
     venv = tmp_path / "node-python"
