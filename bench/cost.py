@@ -58,13 +58,15 @@ def main() -> int:
     parser.add_argument("--node-factor", type=float, default=1.0, metavar="F",
                         help="images/s of one m5.xlarge = F x this machine's (default 1.0)")
     parser.add_argument("--spot-fraction", type=float, default=None, metavar="F",
-                        help="spot EC2 price as a fraction of on-demand (default: infra/emr.py's, 0.4)")
+                        help="spot EC2 price as a fraction of on-demand (default: infra/defaults.py's, 0.4)")
     args = parser.parse_args()
     if args.node_factor <= 0:
         sys.exit("cost.py: --node-factor must be positive")
 
-    from fruits.errors import FruitsError
-    from infra.emr import DEFAULT_SPOT_FRACTION, ClusterOptions, cost_per_million, estimate_cost, load_prices
+    from fruits.exceptions import FruitsError
+    from infra.cluster import ClusterOptions, build_request
+    from infra.cost import DEFAULT_SPOT_FRACTION, cost_per_million, estimate_cost
+    from infra.prices import load_prices
 
     spot_fraction = DEFAULT_SPOT_FRACTION if args.spot_fraction is None else args.spot_fraction
     here, source = measured_rate(args)
@@ -98,9 +100,9 @@ def main() -> int:
             ours = None if any(p is None for p in parts) else sum(parts)
             # Cross-check against the estimate `fruits emr plan` prints for the same cluster.
             try:
-                plan = estimate_cost(ClusterOptions(bucket="bench-cost", region=region, core_count=CORE_NODES,
-                                                    task_count=tasks), region, per_node,
-                                     spot_fraction=spot_fraction, prices=prices)
+                request = build_request(ClusterOptions(bucket="bench-cost", region=region, core_count=CORE_NODES,
+                                                       task_count=tasks), prices)
+                plan = estimate_cost(request, region, per_node, spot_fraction=spot_fraction, prices=prices)
             except FruitsError as exc:
                 problems.append(f"{region} {name}: {exc}")
                 continue

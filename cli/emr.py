@@ -1,3 +1,271 @@
-"""Plan, create, feed, watch and terminate the EMR cluster that runs the Fruits! jobs (see docs/emr.md)."""
+"""Plan, create, feed, watch, stop and terminate the EMR cluster that runs the Fruits! jobs.
 
-from infra.emr import configure, run  # noqa: F401  (moved here by the infra split)
+`plan` prints the run_job_flow request, its cost and the side-by-side cost against EMR
+Serverless, without any AWS call. `up` checks the same request offline, then creates the
+cluster. `submit --job stream|fit|both` adds the jobs as spark-submit steps. `status` prints the
+cluster state and one line per step. `stop` asks the stream to stop after its current
+micro-batch. `down --yes` terminates the cluster. See docs/emr.md.
+
+Every request is checked offline before it is sent (infra/validate.py). Costs come from
+infra/prices.json (infra/cost.py). The endpoints are --endpoint-url, else boto3's own
+AWS_ENDPOINT_URL_<SERVICE> / AWS_ENDPOINT_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cli.aws_common import (
+    add_comparison_flags,
+    add_endpoint_flag,
+    add_job_flags,
+    add_output_flags,
+    add_region_flag,
+    add_stop_action,
+    dispatch,
+    equivalent_serverless_cost,
+    job_options,
+    run_stop,
+    side_by_side,
+)
+from cli.console import emit_summary
+from fruits.exceptions import FruitsError
+from infra.defaults import (
+    DEFAULT_CORE_NODES,
+    DEFAULT_IMAGES_PER_SECOND_PER_NODE,
+    DEFAULT_INSTANCE_TYPE,
+    DEFAULT_NAME,
+    DEFAULT_RELEASE,
+    DEFAULT_SPOT_FRACTION,
+    INSTANCE_PROFILE,
+    SERVICE_ROLE,
+)
+from infra.layout import DEFAULT_WHEEL, WHEELHOUSE_KEY
+
+if TYPE_CHECKING:
+    from fruits.settings import Settings
+    from infra.cluster import ClusterOptions
+    from infra.cost import CostEstimate
+
+log = logging.getLogger(__name__)
+
+# Where infra/build_wheelhouse.sh's output lands in docs/aws.md's walk-through.
+DEFAULT_LOCK = "build/wheelhouse/requirements.lock"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="emr_action", metavar="ACTION", required=True)
+
+    plan = actions.add_parser("plan", help="print the run_job_flow request and its cost; no AWS call")
+    _cluster_flags(plan)
+    add_comparison_flags(plan)
+    up = actions.add_parser("up", help="validate offline, then create the cluster; prints its id")
+    _cluster_flags(up)
+    add_endpoint_flag(up, "emr")
+
+    submit = actions.add_parser("submit", help="add the streaming and/or fit job as spark-submit steps")
+    add_job_flags(submit)
+    _target_flags(submit)
+    add_endpoint_flag(submit, "emr")
+
+    status = actions.add_parser("status", help="cluster state and one line per step")
+    _target_flags(status)
+    add_endpoint_flag(status, "emr")
+
+    stop = add_stop_action(actions)
+
+    down = actions.add_parser("down", help="terminate the cluster (needs --yes)")
+    down.add_argument("--yes", action="store_true", help="really terminate: the stream stops, the cluster is gone")
+    _target_flags(down)
+    add_endpoint_flag(down, "emr")
+
+    for action in (plan, up, submit, status, stop, down):
+        add_output_flags(action)
+
+
+def _cluster_flags(parser: argparse.ArgumentParser) -> None:
+    c = parser.add_argument_group("cluster")
+    c.add_argument("--bucket", required=True, help="the project bucket, fruits-<account>-<region>")
+    add_region_flag(c)
+    c.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})")
+    c.add_argument("--release-label", default=DEFAULT_RELEASE,
+                   help=f"EMR release (default {DEFAULT_RELEASE}: Spark 4.1.1, long-term support; see docs/emr.md)")
+    c.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE, help=f"all nodes (default {DEFAULT_INSTANCE_TYPE})")
+    c.add_argument("--core", type=int, default=DEFAULT_CORE_NODES, metavar="N",
+                   help=f"core nodes, on-demand (default {DEFAULT_CORE_NODES})")
+    c.add_argument("--task", type=int, default=0, metavar="M", help="task nodes, spot (default 0)")
+    c.add_argument(
+        "--spot-bid-fraction", type=float, metavar="F", help="spot bid as a fraction of on-demand (default: capped at on-demand)"
+    )
+    c.add_argument("--ebs-gb", type=int, metavar="GB", help="one gp3 data volume per node (default: EMR's own for the type)")
+    c.add_argument("--subnet-id", help="EC2 subnet (default: the account's default VPC)")
+    c.add_argument("--key-name", help="EC2 key pair for SSH to the nodes")
+    c.add_argument("--idle-timeout", type=int, metavar="SECONDS", help="auto-terminate after this long idle (60..604800)")
+    c.add_argument("--owner", help="owner tag")
+    c.add_argument("--cost-center", help="cost-center tag")
+    c.add_argument("--service-role", default=SERVICE_ROLE, help=f"EMR service role (default {SERVICE_ROLE})")
+    c.add_argument("--instance-profile", default=INSTANCE_PROFILE, help=f"EC2 instance profile (default {INSTANCE_PROFILE})")
+    c.add_argument("--wheel", default=DEFAULT_WHEEL, help=f"project wheel under s3://BUCKET/bootstrap/ (default {DEFAULT_WHEEL})")
+    c.add_argument(
+        "--wheelhouse", metavar="URI",
+        help=f"S3 prefix of the wheels the nodes install, no package index (default s3://BUCKET/{WHEELHOUSE_KEY})",
+    )  # fmt: skip
+    c.add_argument(
+        "--lock", default=DEFAULT_LOCK, metavar="PATH",
+        help=f"the wheelhouse's requirements.lock as built here; its sha256 goes in the request (default {DEFAULT_LOCK})",
+    )  # fmt: skip
+    c.add_argument("--lock-sha256", metavar="HEX", help="that sha256 given directly (instead of --lock)")
+    c.add_argument(
+        "--conf", action="append", default=[], metavar="CLASSIFICATION:PROPERTY=VALUE",
+        help="extra EMR configuration, repeatable (e.g. spark-defaults:spark.executor.memory=10g)",
+    )  # fmt: skip
+    cost = parser.add_argument_group("cost estimate")
+    cost.add_argument(
+        "--images-per-second-per-node", type=float, default=DEFAULT_IMAGES_PER_SECOND_PER_NODE, metavar="R",
+        help=f"throughput of one core/task node (default {DEFAULT_IMAGES_PER_SECOND_PER_NODE:g}, see docs/emr.md)",
+    )  # fmt: skip
+    cost.add_argument(
+        "--spot-fraction", type=float, default=DEFAULT_SPOT_FRACTION, metavar="F",
+        help=f"expected spot EC2 price as a fraction of on-demand (default {DEFAULT_SPOT_FRACTION:g})",
+    )  # fmt: skip
+
+
+def _target_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cluster-id", help="j-... (default: the one active cluster named --name)")
+    parser.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name to look up (default {DEFAULT_NAME})")
+    add_region_flag(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return dispatch(args.emr_action, args, {"plan": _run_plan, "up": _run_up, "submit": _run_submit, "status": _run_status,
+                                        "stop": _run_stop, "down": _run_down})  # fmt: skip
+
+
+def options_from_args(args: argparse.Namespace, region: str) -> ClusterOptions:
+    from infra.cluster import ClusterOptions, parse_conf
+
+    return ClusterOptions(
+        bucket=args.bucket,
+        region=region,
+        name=args.name,
+        release_label=args.release_label,
+        instance_type=args.instance_type,
+        core_count=args.core,
+        task_count=args.task,
+        spot_bid_fraction=args.spot_bid_fraction,
+        ebs_size_gb=args.ebs_gb,
+        subnet_id=args.subnet_id,
+        key_name=args.key_name,
+        idle_timeout_seconds=args.idle_timeout,
+        owner=args.owner,
+        cost_center=args.cost_center,
+        service_role=args.service_role,
+        instance_profile=args.instance_profile,
+        wheel=args.wheel,
+        wheelhouse=args.wheelhouse,
+        lock_sha256=_lock_sha256(args),
+        extra_configurations=tuple(parse_conf(c) for c in args.conf),
+    )
+
+
+def _lock_sha256(args: argparse.Namespace) -> str | None:
+    """--lock-sha256, else the sha256 of the local --lock file, else None (plan warns, up refuses)."""
+    if args.lock_sha256:
+        return args.lock_sha256
+    lock = Path(args.lock)
+    return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
+
+
+def _planned(args: argparse.Namespace, region: str) -> tuple[ClusterOptions, dict[str, Any], CostEstimate]:
+    from infra.cluster import planned_request
+    from infra.cost import estimate_cost
+
+    options = options_from_args(args, region)
+    request = planned_request(options, today=dt.date.today())
+    if options.lock_sha256 is None:
+        message = (
+            f"no {args.lock} and no --lock-sha256: the bootstrap checks the wheelhouse's requirements.lock against a "
+            "sha256 in the request; build the wheelhouse first (infra/build_wheelhouse.sh, docs/emr.md)"
+        )
+        if args.emr_action != "plan":
+            raise FruitsError(message)
+        log.warning("%s", message)
+    cost = estimate_cost(request, region, args.images_per_second_per_node, spot_fraction=args.spot_fraction)
+    if cost.per_hour is None:
+        log.warning("part of the cluster's price is unknown for %s: see the cost lines", region)
+    return options, request, cost
+
+
+def _run_plan(args: argparse.Namespace, region: str, settings: Settings) -> int:
+    options, request, cost = _planned(args, region)
+    serverless = equivalent_serverless_cost(options.bucket, region, cost.processing_nodes, args.images_per_second_per_node)
+    comparison = side_by_side(region, cost, serverless, args)
+    human = "\n".join([json.dumps(request, indent=2), options.release.describe(), options.bootstrap.describe(),
+                       *cost.lines(), *comparison.events.lines(), *comparison.lines()])  # fmt: skip
+    emit_summary({"request": request, "cost": cost.to_dict(), "comparison": comparison.to_dict()}, args.json, human)
+    return 0
+
+
+def _run_up(args: argparse.Namespace, region: str, settings: Settings) -> int:
+    from infra.aws import create_cluster, emr_client
+
+    _, request, cost = _planned(args, region)
+    cluster_id = create_cluster(emr_client(region, args.endpoint_url), request)
+    per_hour = "an unknown amount" if cost.per_hour is None else f"${cost.per_hour:.4f}/h"
+    human = (
+        f"{cluster_id}\ncreated {request['Name']} ({request['ReleaseLabel']}) in {region}; it costs {per_hour} "
+        f"until `fruits emr down --cluster-id {cluster_id} --yes`"
+    )
+    emit_summary({"cluster_id": cluster_id, "region": region, "cost": cost.to_dict()}, args.json, human)
+    return 0
+
+
+def _run_submit(args: argparse.Namespace, region: str, settings: Settings) -> int:
+    from infra.aws import add_steps, emr_client, find_cluster
+    from infra.steps import build_steps
+
+    steps = build_steps(args.job, job_options(args, settings))
+    client = emr_client(region, args.endpoint_url)
+    cluster_id = find_cluster(client, args.cluster_id, args.name)
+    step_ids = add_steps(client, cluster_id, steps)
+    added = [{"id": sid, "name": s["Name"]} for sid, s in zip(step_ids, steps, strict=True)]
+    human = "\n".join(f"added step {a['id']} {a['name']} to {cluster_id}" for a in added)
+    emit_summary({"cluster_id": cluster_id, "steps": added}, args.json, human)
+    return 0
+
+
+def _run_status(args: argparse.Namespace, region: str, settings: Settings) -> int:
+    from infra.aws import cluster_status, emr_client, find_cluster
+
+    client = emr_client(region, args.endpoint_url)
+    status = cluster_status(client, find_cluster(client, args.cluster_id, args.name))
+    reason = f" ({status['state_reason']})" if status["state_reason"] else ""
+    lines = [f"cluster {status['cluster_id']} {status['name']}: {status['state']}{reason}"]
+    lines += [f"step {s['id']} {s['name']}: {s['state']}" for s in status["steps"]]
+    emit_summary(status, args.json, "\n".join(lines))
+    return 0
+
+
+def _run_stop(args: argparse.Namespace, region: str, settings: Settings) -> int:
+    return run_stop(args, settings, requested_by="fruits emr stop")
+
+
+def _run_down(args: argparse.Namespace, region: str, settings: Settings) -> int:
+    from infra.aws import emr_client, find_cluster, terminate_cluster
+
+    if not args.yes:
+        raise FruitsError(
+            "terminating stops the stream at once and deletes the cluster: add --yes to confirm "
+            "(`fruits emr stop` first stops it gracefully)"
+        )
+    client = emr_client(region, args.endpoint_url)
+    cluster_id = find_cluster(client, args.cluster_id, args.name)
+    state = terminate_cluster(client, cluster_id)
+    emit_summary({"cluster_id": cluster_id, "state": state}, args.json, f"{cluster_id}: {state}")
+    return 0

@@ -30,7 +30,8 @@ COMMANDS: dict[str, str] = {
     "lake": "show the results and errors tables; compact and vacuum them",
     "report": "plot a stream's progress over time (throughput, latency, predictions, model swaps) as a PNG",
     "upload": "upload a folder of images to s3://bucket/prefix/, keeping class folders",
-    "emr": "plan, create, feed, watch and terminate the EMR cluster",
+    "emr": "plan, create, feed, watch, stop and terminate the EMR cluster",
+    "serverless": "plan, create, feed, watch, stop and delete the EMR Serverless application",
 }
 
 

@@ -166,12 +166,14 @@ def allows(statements: list[dict[str, Any]], action: str, resource: str, **conte
 
 
 def role_statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    """Every statement a role gets: its inline policies and the template's managed policies it attaches."""
     resolve = Resolver(template)
-    statements = [
-        resolve(s)
-        for policy in template["Resources"][role]["Properties"].get("Policies", [])
-        for s in policy["PolicyDocument"]["Statement"]
-    ]
+    props = template["Resources"][role]["Properties"]
+    documents = [policy["PolicyDocument"] for policy in props.get("Policies", [])]
+    for arn in props.get("ManagedPolicyArns", []):
+        if isinstance(arn, dict) and "Ref" in arn:  # a policy of this template; AWS-managed ones are checked by name
+            documents.append(template["Resources"][arn["Ref"]]["Properties"]["PolicyDocument"])
+    statements = [resolve(s) for document in documents for s in document["Statement"]]
     assert all(s["Effect"] == "Allow" for s in statements), "the evaluator assumes allow-only role policies"
     return statements
 
@@ -394,9 +396,13 @@ def test_no_other_passrole_in_the_template(template: dict[str, Any]) -> None:
     assert len(passing) == 1
 
 
+JOB_ROLES = ["EmrInstanceRole", "ServerlessJobRole"]  # the same data access wherever the jobs run
+
+
+@pytest.mark.parametrize("role", JOB_ROLES)
 @pytest.mark.parametrize("prefix", ["images/", "models/", "bootstrap/"])
-def test_emr_instance_role_reads_but_never_writes_inputs(template: dict[str, Any], prefix: str) -> None:
-    statements = role_statements(template, "EmrInstanceRole")
+def test_job_roles_read_but_never_write_inputs(template: dict[str, Any], prefix: str, role: str) -> None:
+    statements = role_statements(template, role)
     key = f"{BUCKET_ARN}/{prefix}Apple Red 1/r_12_100.jpg"
     assert allows(statements, "s3:GetObject", key)
     assert allows(statements, "s3:ListBucket", BUCKET_ARN, **{"s3:prefix": prefix})
@@ -404,17 +410,19 @@ def test_emr_instance_role_reads_but_never_writes_inputs(template: dict[str, Any
     assert writable == []
 
 
+@pytest.mark.parametrize("role", JOB_ROLES)
 @pytest.mark.parametrize("prefix", ["results/", "errors/", "checkpoints/", "logs/", "features/", "mlflow/"])
-def test_emr_instance_role_writes_outputs(template: dict[str, Any], prefix: str) -> None:
-    statements = role_statements(template, "EmrInstanceRole")
+def test_job_roles_write_outputs(template: dict[str, Any], prefix: str, role: str) -> None:
+    statements = role_statements(template, role)
     key = f"{BUCKET_ARN}/{prefix}stream/date=2025-01-01/part-00000.snappy.parquet"
     for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"):
         assert allows(statements, action, key), action
     assert allows(statements, "s3:ListBucket", BUCKET_ARN, **{"s3:prefix": f"{prefix}stream/"})
 
 
-def test_emr_instance_role_stays_inside_the_bucket(template: dict[str, Any]) -> None:
-    statements = role_statements(template, "EmrInstanceRole")
+@pytest.mark.parametrize("role", JOB_ROLES)
+def test_job_roles_stay_inside_the_bucket(template: dict[str, Any], role: str) -> None:
+    statements = role_statements(template, role)
     # Listing the whole bucket, or another project's prefix, is not granted.
     assert not allows(statements, "s3:ListBucket", BUCKET_ARN)
     assert not allows(statements, "s3:ListBucket", BUCKET_ARN, **{"s3:prefix": "secrets/"})
@@ -426,9 +434,20 @@ def test_emr_instance_role_stays_inside_the_bucket(template: dict[str, Any]) -> 
         r for s in statements for r in listify(s["Resource"])
         if r != BUCKET_ARN and not r.startswith(f"{BUCKET_ARN}/")
     }
-    # The only resource outside the data bucket: EMR's public tooling bucket, read-only.
-    assert foreign == {f"arn:aws:s3:::{REGION}.elasticmapreduce/*"}
+    # The only resource outside the data bucket: the cluster's read of EMR's public tooling bucket.
+    assert foreign == ({f"arn:aws:s3:::{REGION}.elasticmapreduce/*"} if role == "EmrInstanceRole" else set())
     assert not allows(statements, "s3:PutObject", f"arn:aws:s3:::{REGION}.elasticmapreduce/x")
+
+
+def test_serverless_job_role_is_assumed_by_this_accounts_applications_only(template: dict[str, Any]) -> None:
+    role = Resolver(template)(template["Resources"]["ServerlessJobRole"]["Properties"])
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "emr-serverless.amazonaws.com"}
+    assert trust["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": ACCOUNT},
+        "ArnLike": {"aws:SourceArn": f"arn:aws:emr-serverless:{REGION}:{ACCOUNT}:/applications/*"},
+    }
+    assert role["RoleName"] == "fruits-emr-serverless-job-role"  # infra/defaults.py JOB_ROLE
 
 
 def test_mlflow_server_policy_reaches_only_the_mlflow_prefix(template: dict[str, Any]) -> None:
@@ -535,6 +554,11 @@ def test_stack_deploys_on_moto(moto_server: str) -> None:
         "Service": "elasticmapreduce.amazonaws.com"
     }
     # moto does not attach a template's ManagedPolicyArns: test_emr_service_role checks it.
+    assert outputs["ServerlessJobRoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/{project}-emr-serverless-job-role"
+    serverless_role = iam.get_role(RoleName=f"{project}-emr-serverless-job-role")["Role"]
+    assert serverless_role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "emr-serverless.amazonaws.com"
+    }
     profile = iam.get_instance_profile(InstanceProfileName=f"{project}-emr-ec2-profile")["InstanceProfile"]
     assert [r["RoleName"] for r in profile["Roles"]] == [f"{project}-emr-ec2-role"]
     assert outputs["MlflowArtifactRoot"] == f"s3://{bucket}/mlflow/"

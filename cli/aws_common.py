@@ -1,0 +1,145 @@
+"""What `fruits emr` and `fruits serverless` share: flags, the jobs' options, the cost table, the graceful stop.
+
+Imports nothing heavy at the top (the commands' --help stays fast); the infra modules are imported
+by the functions that run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from cli.console import emit_summary
+from infra.defaults import JOBS
+from infra.layout import CHECKPOINT, STOP_MARKER, WEIGHTS_KEY
+
+if TYPE_CHECKING:
+    from fruits.settings import Settings
+    from infra.cost import Comparison, CostEstimate, ServerlessCostEstimate
+    from infra.steps import JobOptions
+
+WIRINGS = ("lambda-sns", "s3-sqs")
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """--json/-v/-q after the action too; SUPPRESS keeps `fruits emr --json plan` from being reset."""
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON summary as the last stdout line")
+    parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging")
+    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only")
+
+
+def add_region_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--region", help="AWS region (default env AWS_REGION, else eu-west-3)")
+
+
+def add_endpoint_flag(parser: argparse.ArgumentParser, service: str) -> None:
+    env = service.upper().replace("-", "_")
+    parser.add_argument("--endpoint-url", help=f"{service} endpoint (tests, emulators); default AWS_ENDPOINT_URL_{env} / AWS_ENDPOINT_URL")
+
+
+def add_job_flags(parser: argparse.ArgumentParser, jobs: tuple[str, ...] = JOBS) -> None:
+    """What `submit` passes to `fruits fit` / `fruits stream` on AWS."""
+    parser.add_argument("--bucket", required=True, help="the project bucket, fruits-<account>-<region>")
+    parser.add_argument("--job", choices=jobs, default="stream",
+                        help="which job(s): " + ("both = fit, then stream" if "both" in jobs else "fit or stream"))
+    parser.add_argument("--tracking-uri", help="MLflow tracking server (default env MLFLOW_TRACKING_URI)")
+    parser.add_argument("--weights", help=f"weights URI (default s3a://BUCKET/{WEIGHTS_KEY})")
+    parser.add_argument("--fit-images", metavar="URI", help="labelled images for fit (default s3a://BUCKET/images/)")
+    parser.add_argument("--engine", choices=("onnx", "keras"), help="featurizer engine (default: the job's)")
+    parser.add_argument("--trigger", help="stream micro-batch interval, e.g. 10s (default: the job's)")
+    parser.add_argument("--max-files-per-trigger", type=int, metavar="N", help="stream batch cap (default: the job's)")
+
+
+def add_comparison_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("side-by-side cost (EMR on EC2 vs EMR Serverless)")
+    group.add_argument("--fit-run-images", type=int, default=10_000, metavar="N",
+                       help="labelled images of the fit run the table prices (default 10000)")
+    group.add_argument("--wiring", choices=WIRINGS, default="lambda-sns",
+                       help="upload notifications: S3 -> Lambda -> SNS -> SQS (default) or S3 -> SQS directly")
+    group.add_argument("--lambda-ms", type=float, default=100.0, metavar="MS",
+                       help="billed duration of one Lambda invocation (default 100, an assumption)")
+
+
+def add_stop_action(actions: Any) -> argparse.ArgumentParser:
+    stop = actions.add_parser(
+        "stop", help="stop the stream gracefully: it finishes its current micro-batch, then exits",
+        description=f"Writes the marker {STOP_MARKER} under the stream's checkpoint (s3://BUCKET/{CHECKPOINT}/). "
+                    "The stream stops after its current micro-batch and deletes the marker.",
+    )  # fmt: skip
+    stop.add_argument("--bucket", required=True, help="the project bucket, fruits-<account>-<region>")
+    stop.add_argument("--checkpoint-key", default=CHECKPOINT, metavar="KEY",
+                      help=f"the stream's checkpoint under the bucket (default {CHECKPOINT})")
+    add_region_flag(stop)
+    stop.add_argument("--endpoint-url", help="S3 endpoint (tests, emulators); default AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL")
+    return stop
+
+
+def region_of(args: argparse.Namespace, settings: Settings) -> str:
+    return args.region or settings.aws_region
+
+
+def dispatch(action: str, args: argparse.Namespace, handlers: dict[str, Callable[..., int]]) -> int:
+    """Run the action's handler with the region and the settings, built once here from the environment."""
+    from fruits.settings import Settings
+
+    settings = Settings.load()
+    return handlers[action](args, region_of(args, settings), settings)
+
+
+def job_options(args: argparse.Namespace, settings: Settings) -> JobOptions:
+    from infra.steps import JobOptions, check_tracking_uri
+
+    return JobOptions(
+        bucket=args.bucket,
+        tracking_uri=check_tracking_uri(args.tracking_uri or settings.mlflow_tracking_uri),
+        weights=args.weights,
+        fit_images=args.fit_images,
+        engine=args.engine,
+        trigger=args.trigger,
+        max_files_per_trigger=args.max_files_per_trigger,
+    )
+
+
+def side_by_side(
+    region: str, ec2: CostEstimate, serverless: ServerlessCostEstimate, args: argparse.Namespace
+) -> Comparison:
+    from infra.cost import Comparison, estimate_event_path
+
+    events = estimate_event_path(region, args.wiring, args.lambda_ms)
+    return Comparison(region, ec2, serverless, events, args.fit_run_images)
+
+
+def equivalent_cluster_cost(bucket: str, region: str, processing_nodes: int, images_per_second: float) -> CostEstimate:
+    """The default EMR cluster with as many processing nodes as the Serverless job has executors."""
+    from infra.cluster import ClusterOptions, build_request
+    from infra.cost import estimate_cost
+
+    request = build_request(ClusterOptions(bucket=bucket, region=region, core_count=processing_nodes))
+    return estimate_cost(request, region, images_per_second)
+
+
+def equivalent_serverless_cost(bucket: str, region: str, executors: int, images_per_second: float) -> ServerlessCostEstimate:
+    """The default EMR Serverless job with as many executors as the cluster has processing nodes."""
+    from infra.cost import estimate_serverless_cost
+    from infra.serverless import ServerlessOptions
+
+    return estimate_serverless_cost(ServerlessOptions(bucket=bucket, region=region, executors=executors), images_per_second)
+
+
+def run_stop(args: argparse.Namespace, settings: Settings, requested_by: str) -> int:
+    from infra.aws import client, request_stop
+    from infra.checks import check_bucket
+
+    check_bucket(args.bucket)
+    key = f"{args.checkpoint_key.strip('/')}/{STOP_MARKER}"
+    request_stop(client("s3", region_of(args, settings), args.endpoint_url), args.bucket, key, requested_by)
+    uri = f"s3://{args.bucket}/{key}"
+    emit_summary(
+        {"stop_marker": uri, "requested": True},
+        args.json,
+        f"stop requested: {uri}\nthe stream finishes its current micro-batch, stops, and deletes the marker; "
+        "then `status` shows the stream step or job run as completed",
+    )
+    return 0
+

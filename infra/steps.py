@@ -1,0 +1,105 @@
+"""The spark-submit steps that run `fruits fit` / `fruits stream` on the cluster; pure (no AWS call)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from fruits.exceptions import FruitsError
+from infra.checks import check_bucket
+from infra.defaults import JOBS
+from infra.layout import (
+    CHECKPOINT,
+    ERRORS_TABLE,
+    FEATURES_PREFIX,
+    IMAGES_PREFIX,
+    RESULTS_TABLE,
+    SPARK_ENTRY_KEY,
+    WEIGHTS_KEY,
+    s3a_uri,
+)
+from infra.validate import validate_parameters
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What the spark-submit steps pass to `fruits fit` / `fruits stream` on the cluster."""
+
+    bucket: str
+    tracking_uri: str
+    weights: str | None = None  # default: the weights file under s3://bucket/models/keras/
+    fit_images: str | None = None  # default: s3://bucket/images/ (the uploads, kept in class folders)
+    engine: str | None = None
+    trigger: str | None = None
+    max_files_per_trigger: int | None = None
+
+
+def check_tracking_uri(uri: str | None) -> str:
+    """The registry must outlive the cluster: a sqlite file or a local path on the primary does not."""
+    if not uri:
+        raise FruitsError("the jobs need an MLflow tracking server: pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    if urlparse(uri).scheme in ("", "file", "sqlite"):
+        raise FruitsError(
+            f"--tracking-uri {uri!r} would live on the cluster's disk and die with it: use a tracking server (http[s]://...)"
+        )
+    return uri
+
+
+def job_arguments(job: str, options: JobOptions) -> list[str]:
+    """`fruits fit ...` / `fruits stream ...` as the cluster or EMR Serverless runs them (after spark_entry.py)."""
+    check_bucket(options.bucket)
+    check_tracking_uri(options.tracking_uri)
+
+    # s3a://: emr-spark-8.x has no EMRFS, and whether it maps s3:// to S3A is not documented.
+    def s3(key: str) -> str:
+        return s3a_uri(options.bucket, key)
+
+    common = ["--tracking-uri", options.tracking_uri, "--weights", options.weights or s3(WEIGHTS_KEY)]
+    if options.engine:
+        common += ["--engine", options.engine]
+    if job == "fit":
+        return [
+            "fit",
+            "--images", options.fit_images or s3(IMAGES_PREFIX),
+            "--features-output", s3(FEATURES_PREFIX),
+            *common,
+        ]  # fmt: skip
+    stream = [
+        "stream",
+        "--source", s3(IMAGES_PREFIX),
+        "--output", s3(RESULTS_TABLE),
+        "--errors", s3(ERRORS_TABLE),
+        "--checkpoint", s3(CHECKPOINT),
+        *common,
+    ]  # fmt: skip
+    if options.trigger:
+        stream += ["--trigger", options.trigger]
+    if options.max_files_per_trigger is not None:
+        stream += ["--max-files-per-trigger", str(options.max_files_per_trigger)]
+    return stream
+
+
+def build_steps(job: str, options: JobOptions) -> list[dict[str, Any]]:
+    """add_job_flow_steps Steps for `--job`; `both` runs fit first because the stream needs its model."""
+    if job not in JOBS:
+        raise FruitsError(f"--job must be one of {', '.join(JOBS)}, got {job!r}")
+    entry = s3a_uri(options.bucket, SPARK_ENTRY_KEY)
+
+    def step(name: str, on_failure: str, job_name: str) -> dict[str, Any]:
+        # Arrow, worker reuse and the Python are cluster-wide spark-defaults (see cluster.spark_configurations).
+        spark_submit = ["spark-submit", "--deploy-mode", "client", "--master", "yarn", entry]
+        return {
+            "Name": name,
+            "ActionOnFailure": on_failure,
+            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": [*spark_submit, *job_arguments(job_name, options)]},
+        }
+
+    # A failed fit cancels the queued stream (it would only fail on the missing model) and keeps the
+    # cluster up for a look at the logs; a failed stream leaves the cluster running for a resubmit.
+    steps = {"fit": lambda: step("fruits-fit", "CANCEL_AND_WAIT", "fit"),
+             "stream": lambda: step("fruits-stream", "CONTINUE", "stream")}  # fmt: skip
+    names = ["fit", "stream"] if job == "both" else [job]
+    result = [steps[n]() for n in names]
+    validate_parameters("AddJobFlowSteps", {"JobFlowId": "j-PLACEHOLDER", "Steps": result})
+    return result

@@ -1,0 +1,51 @@
+"""infra/steps.py: the spark-submit steps that run `fruits fit` / `fruits stream` on the cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from aws_support import BUCKET, WEIGHTS_URI
+
+# emr-spark-8.x has no EMRFS: every URI Spark or the jobs open is s3a://.
+WEIGHTS_S3A = WEIGHTS_URI.replace("s3://", "s3a://")
+from fruits.exceptions import FruitsError
+from infra.steps import JobOptions, build_steps, check_tracking_uri
+
+
+def test_steps_run_our_jobs_through_spark_submit() -> None:
+    options = JobOptions(
+        bucket=BUCKET, tracking_uri="http://mlflow.internal:5000", trigger="10s", max_files_per_trigger=500
+    )
+    fit, stream = build_steps("both", options)
+
+    spark_submit = ["spark-submit", "--deploy-mode", "client", "--master", "yarn", f"s3a://{BUCKET}/bootstrap/spark_entry.py"]
+    assert (fit["Name"], fit["ActionOnFailure"]) == ("fruits-fit", "CANCEL_AND_WAIT")
+    assert (stream["Name"], stream["ActionOnFailure"]) == ("fruits-stream", "CONTINUE")
+    assert fit["HadoopJarStep"] == {
+        "Jar": "command-runner.jar",
+        "Args": [
+            *spark_submit, "fit",
+            "--images", f"s3a://{BUCKET}/images/",
+            "--features-output", f"s3a://{BUCKET}/features/",
+            "--tracking-uri", "http://mlflow.internal:5000",
+            "--weights", WEIGHTS_S3A,
+        ],
+    }  # fmt: skip
+    assert stream["HadoopJarStep"]["Args"] == [
+        *spark_submit, "stream",
+        "--source", f"s3a://{BUCKET}/images/",
+        "--output", f"s3a://{BUCKET}/results",
+        "--errors", f"s3a://{BUCKET}/errors",
+        "--checkpoint", f"s3a://{BUCKET}/checkpoints/stream",  # the stop marker goes directly under it
+        "--tracking-uri", "http://mlflow.internal:5000",
+        "--weights", WEIGHTS_S3A,
+        "--trigger", "10s",
+        "--max-files-per-trigger", "500",
+    ]  # fmt: skip
+    assert [s["Name"] for s in build_steps("stream", options)] == ["fruits-stream"]
+
+
+@pytest.mark.parametrize("uri", [None, "sqlite:////tmp/mlflow.db", "/home/hadoop/mlruns", "file:///mnt/mlruns"])
+def test_steps_refuse_a_registry_that_dies_with_the_cluster(uri: str | None) -> None:
+    with pytest.raises(FruitsError, match="tracking"):
+        check_tracking_uri(uri)
