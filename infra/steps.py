@@ -36,12 +36,23 @@ class JobOptions:
 
 
 def check_tracking_uri(uri: str | None) -> str:
-    """The registry must outlive the cluster: a sqlite file or a local path on the primary does not."""
+    """The registry must outlive the cluster, and no credential may ride in the URI.
+
+    A sqlite file or a local path on the primary dies with the cluster. A URI's user:password
+    would be readable by anyone who may describe the cluster's steps or the job run: credentials
+    go in a Secrets Manager secret instead (`fruits emr up --mlflow-secret`).
+    """
     if not uri:
         raise FruitsError("the jobs need an MLflow tracking server: pass --tracking-uri or set MLFLOW_TRACKING_URI")
-    if urlparse(uri).scheme in ("", "file", "sqlite"):
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file", "sqlite"):
         raise FruitsError(
             f"--tracking-uri {uri!r} would live on the cluster's disk and die with it: use a tracking server (http[s]://...)"
+        )
+    if parsed.username is not None or parsed.password is not None:
+        raise FruitsError(
+            "--tracking-uri carries credentials, which anyone who can describe the steps or job runs would read: "
+            "store them in a Secrets Manager secret and give its ARN to `fruits emr up --mlflow-secret` (docs/aws.md)"
         )
     return uri
 

@@ -49,3 +49,11 @@ def test_steps_run_our_jobs_through_spark_submit() -> None:
 def test_steps_refuse_a_registry_that_dies_with_the_cluster(uri: str | None) -> None:
     with pytest.raises(FruitsError, match="tracking"):
         check_tracking_uri(uri)
+
+
+@pytest.mark.parametrize("uri", ["http://admin:s3cret@mlflow.internal:5000", "https://token@mlflow.example"])
+def test_steps_refuse_credentials_in_the_tracking_uri(uri: str) -> None:
+    """They would be in the step arguments (and the job run), readable by anyone who may describe them."""
+    with pytest.raises(FruitsError, match="carries credentials") as refused:
+        build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri=uri))
+    assert "s3cret" not in str(refused.value) and "token" not in str(refused.value)
