@@ -53,6 +53,9 @@ def add_job_flags(parser: argparse.ArgumentParser, jobs: tuple[str, ...] = JOBS)
     parser.add_argument("--engine", choices=("onnx", "keras"), help="featurizer engine (default: the job's)")
     parser.add_argument("--trigger", help="stream micro-batch interval, e.g. 10s (default: the job's)")
     parser.add_argument("--max-files-per-trigger", type=int, metavar="N", help="stream batch cap (default: the job's)")
+    parser.add_argument("--notifications", metavar="QUEUE_URL",
+                        help="the stack's SQS queue (output NotificationsQueueUrl): the stream reads uploads from it "
+                             "instead of listing images/ (default: listing)")
     parser.add_argument("--skip-model-check", action="store_true",
                         help="do not ask the MLflow server for the registered model before a stream (a server reachable "
                              "only from inside the VPC)")
@@ -121,6 +124,7 @@ def job_options(args: argparse.Namespace, settings: Settings) -> JobOptions:
         engine=args.engine,
         trigger=args.trigger,
         max_files_per_trigger=args.max_files_per_trigger,
+        notifications=args.notifications,
     )
 
 

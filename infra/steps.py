@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -33,6 +34,9 @@ class JobOptions:
     engine: str | None = None
     trigger: str | None = None
     max_files_per_trigger: int | None = None
+    # The stack's queue (output NotificationsQueueUrl): the stream reads new uploads from it
+    # instead of listing images/ every trigger. None: listing.
+    notifications: str | None = None
 
 
 def check_tracking_uri(uri: str | None) -> str:
@@ -88,7 +92,19 @@ def job_arguments(job: str, options: JobOptions) -> list[str]:
         stream += ["--trigger", options.trigger]
     if options.max_files_per_trigger is not None:
         stream += ["--max-files-per-trigger", str(options.max_files_per_trigger)]
+    if options.notifications:
+        stream += ["--notifications", check_queue_url(options.notifications)]
     return stream
+
+
+def check_queue_url(url: str) -> str:
+    """An SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>), not an ARN or a name."""
+    if not re.fullmatch(r"https://sqs\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?", url):
+        raise FruitsError(
+            f"--notifications {url!r} is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>: "
+            "the stack's output NotificationsQueueUrl)"
+        )
+    return url
 
 
 def build_steps(job: str, options: JobOptions) -> list[dict[str, Any]]:

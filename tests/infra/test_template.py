@@ -1,9 +1,9 @@
 """infra/template.yaml: lint, static security checks on the parsed template, a real stack on moto.
 
-moto's CloudFormation creates the bucket (with its encryption), the topic, the function and the
-IAM roles, but it ignores the bucket's NotificationConfiguration, lifecycle, public access block,
-ownership and versioning, skips the bucket and topic policies and the email subscription, and never
-evaluates IAM policies. Everything it cannot see is asserted on the parsed template below,
+moto's CloudFormation creates the bucket (with its encryption), the topic, the queues, the keys, the
+function and the IAM roles, but it ignores the bucket's NotificationConfiguration, lifecycle, public
+access block, ownership and versioning, skips the bucket, topic and queue policies, the SNS
+subscriptions, Glue and Athena, and never evaluates IAM policies. Everything it cannot see is asserted on the parsed template below,
 evaluating the policies the way IAM matches them (wildcards, StringLike conditions).
 """
 
@@ -169,25 +169,37 @@ def test_versioning_is_bounded_and_logs_expire(template: dict[str, Any]) -> None
 
 
 # ---------------------------------------------------------------------------- notification
-def test_notification_targets_the_lambda_on_images_with_image_suffixes(template: dict[str, Any]) -> None:
-    bucket = template["Resources"]["DataBucket"]
-    configs = bucket["Properties"]["NotificationConfiguration"]["LambdaConfigurations"]
+def notification_rules(template: dict[str, Any], **parameters: str) -> dict[str, Any]:
+    """The bucket's NotificationConfiguration with these parameters (Fn::If resolved, NoValue dropped)."""
+    resolved = Resolver(template, **parameters)(template["Resources"]["DataBucket"]["Properties"]["NotificationConfiguration"])
+    return {kind: rules for kind, rules in resolved.items() if rules != "<AWS::NoValue>"}
+
+
+@pytest.mark.parametrize(
+    ("wiring", "kind", "target"),
+    [("lambda-sns", "LambdaConfigurations", ("Function", "<UploadNotifier.Arn>")),
+     ("s3-sqs", "QueueConfigurations", ("Queue", "<NotificationsQueue.Arn>"))],
+)  # fmt: skip
+def test_uploads_reach_exactly_one_target_per_wiring(template: dict[str, Any], wiring: str, kind: str,
+                                                    target: tuple[str, str]) -> None:  # fmt: skip
+    configs = notification_rules(template, NotificationWiring=wiring)
+    assert list(configs) == [kind]  # never both: S3 rejects overlapping rules
     suffixes = set()
-    for config in configs:
+    for config in configs[kind]:
         assert config["Event"] == "s3:ObjectCreated:*"
-        assert config["Function"] == {"Fn::GetAtt": ["UploadNotifier", "Arn"]}
+        assert config[target[0]] == target[1]
         rules = {r["Name"].lower(): r["Value"] for r in config["Filter"]["S3Key"]["Rules"]}
         assert set(rules) == {"prefix", "suffix"}
-        assert rules["prefix"] == {"Ref": "ImagesPrefix"}
+        assert rules["prefix"] == "images/"
         suffixes.add(rules["suffix"])
-    assert len(configs) == len(IMAGE_SUFFIXES)
-    assert suffixes == IMAGE_SUFFIXES
+    assert len(configs[kind]) == len(IMAGE_SUFFIXES) and suffixes == IMAGE_SUFFIXES
     # S3 rejects overlapping rules: same event, and one suffix ending with another.
     for a in suffixes:
         for b in suffixes - {a}:
             assert not a.endswith(b)
-    assert "UploadNotifierS3Permission" in listify(bucket["DependsOn"])
-    assert template["Resources"]["UploadNotifierS3Permission"]["Type"] == "AWS::Lambda::Permission"
+    # S3 checks the target's permission when the configuration is saved: both exist first.
+    bucket = template["Resources"]["DataBucket"]
+    assert {"UploadNotifierS3Permission", "NotificationsQueuePolicy"} <= set(listify(bucket["DependsOn"]))
 
 
 def test_invoke_permission_names_the_bucket_without_a_cycle(template: dict[str, Any]) -> None:
@@ -251,8 +263,8 @@ def test_lambda_role_only_publishes_to_its_topic_and_writes_its_logs(template: d
 
 def test_email_subscription_only_when_an_address_is_given(template: dict[str, Any]) -> None:
     subscriptions = resources_of(template, "AWS::SNS::Subscription")
-    assert len(subscriptions) == 1
-    (subscription,) = subscriptions.values()
+    assert set(subscriptions) == {"UploadsEmailSubscription", "NotificationsSubscription"}  # the queue's: test_queue.py
+    subscription = subscriptions["UploadsEmailSubscription"]
     assert subscription["Properties"]["Protocol"] == "email"
     assert subscription["Properties"]["TopicArn"] == {"Ref": "UploadsTopic"}
     condition = template["Conditions"][subscription["Condition"]]
@@ -270,7 +282,7 @@ def _lambda_zip() -> bytes:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:Tried to parse .*Policy")
+@pytest.mark.filterwarnings("ignore:Tried to parse")
 def test_stack_deploys_on_moto(moto_server: str) -> None:
     # A project name of its own: the moto server is shared with other tests that may create
     # buckets named after the default project.
