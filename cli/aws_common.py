@@ -35,7 +35,11 @@ def add_region_flag(parser: argparse.ArgumentParser) -> None:
 
 def add_endpoint_flag(parser: argparse.ArgumentParser, service: str) -> None:
     env = service.upper().replace("-", "_")
-    parser.add_argument("--endpoint-url", help=f"{service} endpoint (tests, emulators); default AWS_ENDPOINT_URL_{env} / AWS_ENDPOINT_URL")
+    parser.add_argument(
+        "--endpoint-url",
+        help=f"one endpoint for every AWS call of this command (tests, emulators); default boto3's AWS_ENDPOINT_URL_{env}, "
+        "AWS_ENDPOINT_URL_S3... / AWS_ENDPOINT_URL",
+    )
 
 
 def add_job_flags(parser: argparse.ArgumentParser, jobs: tuple[str, ...] = JOBS) -> None:
@@ -49,6 +53,28 @@ def add_job_flags(parser: argparse.ArgumentParser, jobs: tuple[str, ...] = JOBS)
     parser.add_argument("--engine", choices=("onnx", "keras"), help="featurizer engine (default: the job's)")
     parser.add_argument("--trigger", help="stream micro-batch interval, e.g. 10s (default: the job's)")
     parser.add_argument("--max-files-per-trigger", type=int, metavar="N", help="stream batch cap (default: the job's)")
+    parser.add_argument("--notifications", metavar="QUEUE_URL",
+                        help="the stack's SQS queue (output NotificationsQueueUrl): the stream reads uploads from it "
+                             "instead of listing images/ (default: listing)")
+    parser.add_argument("--skip-model-check", action="store_true",
+                        help="do not ask the MLflow server for the registered model before a stream (a server reachable "
+                             "only from inside the VPC)")
+
+
+def preflight(args: argparse.Namespace, jobs: JobOptions, settings: Settings, s3: Any,
+              extra: tuple[tuple[str, str], ...] = ()) -> None:  # fmt: skip
+    """Refuse what cannot work before anything is added (infra/preflight.py)."""
+    from infra.layout import IMAGES_PREFIX, SPARK_ENTRY_KEY, s3a_uri
+    from infra.preflight import check_fit_images, check_registered_model, check_stream_source, require_objects
+
+    require_objects(s3, jobs.bucket, ((SPARK_ENTRY_KEY, "upload cli/spark_entry.py there (docs/aws.md)"), *extra))
+    images = s3a_uri(jobs.bucket, IMAGES_PREFIX)
+    if args.job in ("fit", "both"):
+        check_fit_images(s3, jobs.fit_images or images, settings.pca_k)
+    if args.job in ("stream", "both"):
+        check_stream_source(s3, images)
+    if args.job == "stream" and not args.skip_model_check:
+        check_registered_model(jobs.tracking_uri, settings.model_name, settings.alias)
 
 
 def add_comparison_flags(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +124,7 @@ def job_options(args: argparse.Namespace, settings: Settings) -> JobOptions:
         engine=args.engine,
         trigger=args.trigger,
         max_files_per_trigger=args.max_files_per_trigger,
+        notifications=args.notifications,
     )
 
 

@@ -29,6 +29,7 @@ from cli.aws_common import (
     add_region_flag,
     add_stop_action,
     dispatch,
+    preflight,
     equivalent_serverless_cost,
     job_options,
     run_stop,
@@ -37,6 +38,7 @@ from cli.aws_common import (
 from cli.console import emit_summary
 from fruits.exceptions import FruitsError
 from infra.defaults import (
+    AM_NODE_LABELS,
     DEFAULT_CORE_NODES,
     DEFAULT_IMAGES_PER_SECOND_PER_NODE,
     DEFAULT_INSTANCE_TYPE,
@@ -44,6 +46,7 @@ from infra.defaults import (
     DEFAULT_RELEASE,
     DEFAULT_SPOT_FRACTION,
     INSTANCE_PROFILE,
+    SECURITY_CONFIGURATION,
     SERVICE_ROLE,
 )
 from infra.layout import DEFAULT_WHEEL, WHEELHOUSE_KEY
@@ -104,7 +107,20 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
         "--spot-bid-fraction", type=float, metavar="F", help="spot bid as a fraction of on-demand (default: capped at on-demand)"
     )
     c.add_argument("--ebs-gb", type=int, metavar="GB", help="one gp3 data volume per node (default: EMR's own for the type)")
-    c.add_argument("--subnet-id", help="EC2 subnet (default: the account's default VPC)")
+    c.add_argument("--subnet-id", metavar="ID",
+                   help="private subnet tagged for-use-with-amazon-emr-managed-policies=true, with an S3 gateway endpoint "
+                        "(required by up; docs/aws.md)")
+    c.add_argument("--primary-security-group", metavar="ID", help="EMR-managed security group of the primary node")
+    c.add_argument("--core-security-group", metavar="ID", help="EMR-managed security group of core and task nodes")
+    c.add_argument("--service-access-security-group", metavar="ID",
+                   help="EMR service access security group (a private subnet needs it); all three or none")
+    c.add_argument("--security-configuration", default=SECURITY_CONFIGURATION, metavar="NAME",
+                   help=f"the stack's EMR security configuration (default {SECURITY_CONFIGURATION})")
+    c.add_argument("--am-node-label", choices=AM_NODE_LABELS, default=AM_NODE_LABELS[0],
+                   help="YARN node label the application master must run on: never a spot task node (default ON_DEMAND)")
+    c.add_argument("--mlflow-secret", metavar="ARN",
+                   help="Secrets Manager secret {username, password} of the MLflow server, written to the driver's "
+                        "~/.mlflow/credentials by the bootstrap (never in the request or the steps)")
     c.add_argument("--key-name", help="EC2 key pair for SSH to the nodes")
     c.add_argument("--idle-timeout", type=int, metavar="SECONDS", help="auto-terminate after this long idle (60..604800)")
     c.add_argument("--owner", help="owner tag")
@@ -161,6 +177,12 @@ def options_from_args(args: argparse.Namespace, region: str) -> ClusterOptions:
         spot_bid_fraction=args.spot_bid_fraction,
         ebs_size_gb=args.ebs_gb,
         subnet_id=args.subnet_id,
+        primary_security_group=args.primary_security_group,
+        core_security_group=args.core_security_group,
+        service_access_security_group=args.service_access_security_group,
+        security_configuration=args.security_configuration,
+        am_node_label=args.am_node_label,
+        mlflow_secret_arn=args.mlflow_secret,
         key_name=args.key_name,
         idle_timeout_seconds=args.idle_timeout,
         owner=args.owner,
@@ -182,20 +204,15 @@ def _lock_sha256(args: argparse.Namespace) -> str | None:
     return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
 
 
-def _planned(args: argparse.Namespace, region: str) -> tuple[ClusterOptions, dict[str, Any], CostEstimate]:
+def _planned(args: argparse.Namespace, region: str, launching: bool = False
+             ) -> tuple[ClusterOptions, dict[str, Any], CostEstimate]:  # fmt: skip
     from infra.cluster import planned_request
     from infra.cost import estimate_cost
 
     options = options_from_args(args, region)
-    request = planned_request(options, today=dt.date.today())
+    request = planned_request(options, today=dt.date.today(), launching=launching)
     if options.lock_sha256 is None:
-        message = (
-            f"no {args.lock} and no --lock-sha256: the bootstrap checks the wheelhouse's requirements.lock against a "
-            "sha256 in the request; build the wheelhouse first (infra/build_wheelhouse.sh, docs/emr.md)"
-        )
-        if args.emr_action != "plan":
-            raise FruitsError(message)
-        log.warning("%s", message)
+        log.warning("no %s and no --lock-sha256: `up` needs the wheelhouse's lock (infra/build_wheelhouse.sh)", args.lock)
     cost = estimate_cost(request, region, args.images_per_second_per_node, spot_fraction=args.spot_fraction)
     if cost.per_hour is None:
         log.warning("part of the cluster's price is unknown for %s: see the cost lines", region)
@@ -203,19 +220,26 @@ def _planned(args: argparse.Namespace, region: str) -> tuple[ClusterOptions, dic
 
 
 def _run_plan(args: argparse.Namespace, region: str, settings: Settings) -> int:
+    from infra.network import gateway_endpoint_buckets
+
     options, request, cost = _planned(args, region)
     serverless = equivalent_serverless_cost(options.bucket, region, cost.processing_nodes, args.images_per_second_per_node)
     comparison = side_by_side(region, cost, serverless, args)
-    human = "\n".join([json.dumps(request, indent=2), options.release.describe(), options.bootstrap.describe(),
+    endpoint = gateway_endpoint_buckets(region, options.bucket)
+    network = ["network: the subnet's S3 gateway endpoint (its policy, if restrictive) must let the nodes reach:"]
+    network += [f"  {b.arn:<62} {b.access:<10} {b.why}" for b in endpoint]
+    human = "\n".join([json.dumps(request, indent=2), options.release.describe(), options.bootstrap.describe(), *network,
                        *cost.lines(), *comparison.events.lines(), *comparison.lines()])  # fmt: skip
-    emit_summary({"request": request, "cost": cost.to_dict(), "comparison": comparison.to_dict()}, args.json, human)
+    summary = {"request": request, "cost": cost.to_dict(), "comparison": comparison.to_dict(),
+               "gateway_endpoint_buckets": [{"bucket": b.bucket, "access": b.access, "why": b.why} for b in endpoint]}  # fmt: skip
+    emit_summary(summary, args.json, human)
     return 0
 
 
 def _run_up(args: argparse.Namespace, region: str, settings: Settings) -> int:
     from infra.aws import create_cluster, emr_client
 
-    _, request, cost = _planned(args, region)
+    _, request, cost = _planned(args, region, launching=True)
     cluster_id = create_cluster(emr_client(region, args.endpoint_url), request)
     per_hour = "an unknown amount" if cost.per_hour is None else f"${cost.per_hour:.4f}/h"
     human = (
@@ -227,13 +251,18 @@ def _run_up(args: argparse.Namespace, region: str, settings: Settings) -> int:
 
 
 def _run_submit(args: argparse.Namespace, region: str, settings: Settings) -> int:
-    from infra.aws import add_steps, emr_client, find_cluster
+    from infra.aws import add_steps, client, emr_client, find_cluster, live_steps
+    from infra.preflight import check_no_live_stream
     from infra.steps import build_steps
 
-    steps = build_steps(args.job, job_options(args, settings))
-    client = emr_client(region, args.endpoint_url)
-    cluster_id = find_cluster(client, args.cluster_id, args.name)
-    step_ids = add_steps(client, cluster_id, steps)
+    jobs = job_options(args, settings)
+    steps = build_steps(args.job, jobs)
+    emr = emr_client(region, args.endpoint_url)
+    cluster_id = find_cluster(emr, args.cluster_id, args.name)
+    preflight(args, jobs, settings, client("s3", region, args.endpoint_url))
+    if args.job in ("stream", "both"):
+        check_no_live_stream(live_steps(emr, cluster_id), f"cluster {cluster_id}")
+    step_ids = add_steps(emr, cluster_id, steps)
     added = [{"id": sid, "name": s["Name"]} for sid, s in zip(step_ids, steps, strict=True)]
     human = "\n".join(f"added step {a['id']} {a['name']} to {cluster_id}" for a in added)
     emit_summary({"cluster_id": cluster_id, "steps": added}, args.json, human)

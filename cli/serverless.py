@@ -25,6 +25,7 @@ from cli.aws_common import (
     add_region_flag,
     add_stop_action,
     dispatch,
+    preflight,
     equivalent_cluster_cost,
     job_options,
     run_stop,
@@ -196,13 +197,19 @@ def _run_up(args: argparse.Namespace, region: str, settings: Settings) -> int:
 
 
 def _run_submit(args: argparse.Namespace, region: str, settings: Settings) -> int:
-    from infra.aws import account_id, client, find_application, start_job_run
+    from infra.aws import account_id, client, find_application, live_job_runs, start_job_run
+    from infra.preflight import check_no_live_stream, split_s3_uri
     from infra.serverless import job_run_request
 
     options = options_from_args(args, region)
     jobs = job_options(args, settings)
     serverless = client("emr-serverless", region, args.endpoint_url)
     application_id = find_application(serverless, args.application_id, args.name)
+    archive_bucket, archive_key = split_s3_uri(options.venv_archive_uri)
+    extra = ((archive_key.rstrip("/"), "build and upload it (infra/build_venv_archive.sh, docs/emr.md)"),)
+    preflight(args, jobs, settings, client("s3", region, args.endpoint_url), extra if archive_bucket == jobs.bucket else ())
+    if args.job == "stream":
+        check_no_live_stream(live_job_runs(serverless, application_id), f"application {application_id}")
     role = args.job_role if args.job_role.startswith("arn:") else _role_arn(
         args.job_role, account_id(client("sts", region, args.endpoint_url))
     )

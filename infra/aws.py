@@ -69,6 +69,13 @@ def add_steps(client: Any, cluster_id: str, steps: list[dict[str, Any]]) -> list
         return client.add_job_flow_steps(JobFlowId=cluster_id, Steps=steps)["StepIds"]
 
 
+def live_steps(client: Any, cluster_id: str) -> list[dict[str, str]]:
+    """The cluster's steps that are pending or running (name, id, state)."""
+    with aws_errors("list_steps"):
+        pages = client.get_paginator("list_steps").paginate(ClusterId=cluster_id, StepStates=["PENDING", "RUNNING"])
+        return [{"name": s["Name"], "id": s["Id"], "state": s["Status"]["State"]} for page in pages for s in page["Steps"]]
+
+
 def cluster_status(client: Any, cluster_id: str) -> dict[str, Any]:
     """State of the cluster and of each step, oldest step first."""
     with aws_errors("describe_cluster"):
@@ -146,11 +153,17 @@ def application_status(serverless: Any, application_id: str) -> dict[str, Any]:
     }
 
 
+def live_job_runs(serverless: Any, application_id: str) -> list[dict[str, str]]:
+    """The application's job runs that are not finished (name, id, state)."""
+    with aws_errors("list_job_runs"):
+        pages = serverless.get_paginator("list_job_runs").paginate(applicationId=application_id, states=RUNNING_JOB_STATES)
+        return [{"name": r.get("name", ""), "id": r["id"], "state": r["state"]} for page in pages for r in page["jobRuns"]]
+
+
 def delete_application(serverless: Any, application_id: str, wait_seconds: float = 600) -> str:
     """Cancel live job runs (streams get their grace period), stop the application, then delete it."""
-    with aws_errors("cancel_job_run"):
-        pages = serverless.get_paginator("list_job_runs").paginate(applicationId=application_id, states=RUNNING_JOB_STATES)
-        for run in [r for page in pages for r in page["jobRuns"]]:
+    for run in live_job_runs(serverless, application_id):
+        with aws_errors("cancel_job_run"):
             serverless.cancel_job_run(applicationId=application_id, jobRunId=run["id"],
                                       shutdownGracePeriodInSeconds=CANCEL_GRACE_SECONDS)  # fmt: skip
     with aws_errors("stop_application"):

@@ -2,7 +2,7 @@
 # EMR bootstrap action for the Fruits! pipeline (set by `fruits emr up`; `fruits emr plan` prints it).
 #
 #   bootstrap.sh --region REGION --python PATH --wheel WHEEL_URI --wheelhouse WHEELHOUSE_URI \
-#                --lock-sha256 HEX --weights WEIGHTS_URI
+#                --lock-sha256 HEX --weights WEIGHTS_URI [--mlflow-secret SECRET_ARN]
 #     e.g. --region eu-west-3 --python /usr/bin/python3.11
 #          --wheel s3://B/bootstrap/fruits-0.1.0-py3-none-any.whl --wheelhouse s3://B/bootstrap/wheelhouse/
 #          --lock-sha256 <sha256 of wheelhouse/requirements.lock, from infra/build_wheelhouse.sh>
@@ -22,13 +22,17 @@
 #      sha256; --no-index, so no package index is ever contacted. No pyspark: EMR brings its own;
 #   4. copies the MobileNetV2 weights into a Keras cache, so weights="imagenet" resolves on the
 #      nodes without downloading anything (the registered model pins the weights' sha256 and the
-#      stream refuses a mismatch).
+#      stream refuses a mismatch);
+#   5. with --mlflow-secret, writes the MLflow server's credentials (a Secrets Manager secret
+#      {"username": ..., "password": ...}) to this user's ~/.mlflow/credentials, mode 600, where
+#      MLflow reads them: the client-mode driver runs as this user, and no credential appears in
+#      the cluster request, the step arguments or the logs.
 # Idempotent: re-running re-downloads, and pip skips what is already installed.
 # Its stdout/stderr land in s3://B/logs/emr/<cluster>/node/<instance>/bootstrap-actions/1/.
 set -euo pipefail
 
-usage="usage: bootstrap.sh --region REGION --python PATH --wheel WHEEL_URI --wheelhouse WHEELHOUSE_URI --lock-sha256 HEX --weights WEIGHTS_URI"
-REGION="" PYTHON="" WHEEL_URI="" WHEELHOUSE_URI="" LOCK_SHA256="" WEIGHTS_URI=""
+usage="usage: bootstrap.sh --region REGION --python PATH --wheel WHEEL_URI --wheelhouse WHEELHOUSE_URI --lock-sha256 HEX --weights WEIGHTS_URI [--mlflow-secret SECRET_ARN]"
+REGION="" PYTHON="" WHEEL_URI="" WHEELHOUSE_URI="" LOCK_SHA256="" WEIGHTS_URI="" MLFLOW_SECRET=""
 while [ "$#" -gt 0 ]; do
     [ "$#" -ge 2 ] || { echo "bootstrap.sh: $1 needs a value; $usage" >&2; exit 2; }
     case "$1" in
@@ -38,6 +42,7 @@ while [ "$#" -gt 0 ]; do
         --wheelhouse) WHEELHOUSE_URI="$2" ;;
         --lock-sha256) LOCK_SHA256="$2" ;;
         --weights) WEIGHTS_URI="$2" ;;
+        --mlflow-secret) MLFLOW_SECRET="$2" ;;
         *) echo "bootstrap.sh: unknown argument $1; $usage" >&2; exit 2 ;;
     esac
     shift 2
@@ -101,4 +106,23 @@ mv -f "$target.part" "$target"
 # Executors run as yarn: let it read the cache and traverse (not list) the home directory above it.
 chmod -R a+rX "$KERAS_HOME"
 chmod o+x "$(dirname "$KERAS_HOME")"
+
+if [ -n "$MLFLOW_SECRET" ]; then
+    log "writing the MLflow credentials of $MLFLOW_SECRET to $HOME/.mlflow/credentials"
+    secret="$(aws secretsmanager get-secret-value --region "$REGION" --secret-id "$MLFLOW_SECRET" \
+        --query SecretString --output text)"
+    # `set -e` does not apply inside a `( ... ) || fail` list: every step is chained with &&.
+    (
+        umask 077 &&
+        mkdir -p "$HOME/.mlflow" &&
+        # MLflow's own credentials file (mlflow.utils.credentials): [mlflow] username and password.
+        "$PYTHON" -c '
+import json, sys
+secret = json.load(sys.stdin)
+print("[mlflow]")
+print("mlflow_tracking_username = " + secret["username"])
+print("mlflow_tracking_password = " + secret["password"])' <<<"$secret" > "$HOME/.mlflow/credentials.part" 2>/dev/null &&
+        mv -f "$HOME/.mlflow/credentials.part" "$HOME/.mlflow/credentials"
+    ) || { rm -f "$HOME/.mlflow/credentials.part"; fail "$MLFLOW_SECRET is not a JSON secret with \"username\" and \"password\""; }
+fi
 log "done"

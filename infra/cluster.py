@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -26,16 +25,27 @@ from infra.layout import (
     s3_uri,
 )
 from infra.defaults import (
+    AM_NODE_LABELS,
     DEFAULT_CORE_NODES,
     DEFAULT_INSTANCE_TYPE,
     DEFAULT_NAME,
     DEFAULT_REGION,
     DEFAULT_RELEASE,
     INSTANCE_PROFILE,
+    SECURITY_CONFIGURATION,
     SERVICE_ROLE,
 )
 from infra.prices import PriceTable, load_prices
 from infra.release import Release, release
+from infra.sizing import (
+    AM_MEMORY_MB,
+    AM_OVERHEAD_MB,
+    DRIVER_MEMORY_MB,
+    EXECUTOR_MEMORY_KEYS,
+    YARN_NODE_MEMORY_MB,
+    emr_executor_split,
+    executor_conf,
+)
 from infra.validate import NESTED_CLASSIFICATION, validate_request
 
 log = logging.getLogger(__name__)
@@ -59,7 +69,18 @@ class ClusterOptions:
     # Spot bid as a fraction of the on-demand EC2 price; None leaves BidPrice out (capped at on-demand).
     spot_bid_fraction: float | None = None
     ebs_size_gb: int | None = None
+    # A private subnet tagged for-use-with-amazon-emr-managed-policies=true, with an S3 gateway
+    # endpoint; `up` refuses to launch without one (the default VPC is neither private nor tagged).
     subnet_id: str | None = None
+    # EMR-managed security groups (all three, or none and EMR creates them in the tagged VPC).
+    primary_security_group: str | None = None
+    core_security_group: str | None = None
+    service_access_security_group: str | None = None
+    security_configuration: str = SECURITY_CONFIGURATION
+    am_node_label: str = AM_NODE_LABELS[0]
+    # Secrets Manager secret {"username", "password"} for the MLflow server: the bootstrap writes it to
+    # the driver user's ~/.mlflow/credentials, so no credential is in the request or the steps.
+    mlflow_secret_arn: str | None = None
     key_name: str | None = None
     idle_timeout_seconds: int | None = None
     owner: str | None = None
@@ -100,7 +121,12 @@ class ClusterOptions:
             wheelhouse=self.wheelhouse_uri,
             lock_sha256=self.lock_sha256 or LOCK_SHA256_UNKNOWN,
             weights=self.s3(WEIGHTS_KEY),
+            mlflow_secret=self.mlflow_secret_arn,
         )
+
+    @property
+    def security_groups(self) -> tuple[str | None, str | None, str | None]:
+        return self.primary_security_group, self.core_security_group, self.service_access_security_group
 
 
 # What `plan` shows before the wheelhouse is built; `up` refuses to send it.
@@ -118,9 +144,15 @@ class BootstrapArgs:
     wheelhouse: str
     lock_sha256: str
     weights: str
+    mlflow_secret: str | None = None  # an ARN, never the secret itself
 
     def as_list(self) -> list[str]:
-        return [item for name, value in vars(self).items() for item in (f"--{name.replace('_', '-')}", value)]
+        return [
+            item
+            for name, value in vars(self).items()
+            if value is not None
+            for item in (f"--{name.replace('_', '-')}", value)
+        ]
 
     def describe(self) -> str:
         return (
@@ -129,8 +161,13 @@ class BootstrapArgs:
         )
 
 
-def validate_options(options: ClusterOptions, prices: PriceTable | None = None, today: dt.date | None = None) -> None:
-    """Our own rules on the options; the built request gets botocore's checks in validate_request."""
+def validate_options(
+    options: ClusterOptions, prices: PriceTable | None = None, today: dt.date | None = None, launching: bool = False
+) -> None:
+    """Our own rules on the options; the built request gets botocore's checks in validate_request.
+
+    `launching` (for `up`): what `plan` may leave open must be there (subnet, lock sha256).
+    """
     prices = prices or load_prices()
     check_bucket(options.bucket)
     check_region(options.region)
@@ -153,7 +190,54 @@ def validate_options(options: ClusterOptions, prices: PriceTable | None = None, 
     check_wheelhouse(options)
     if options.lock_sha256 is not None and not SHA256_PATTERN.match(options.lock_sha256):
         raise FruitsError(f"--lock-sha256 {options.lock_sha256!r} is not a sha256 (64 lowercase hex digits)")
+    check_network(options, launching)
+    check_sizing(options)
+    if options.am_node_label not in AM_NODE_LABELS:
+        raise FruitsError(f"--am-node-label must be one of {', '.join(AM_NODE_LABELS)}, got {options.am_node_label!r}")
+    if options.mlflow_secret_arn is not None and not options.mlflow_secret_arn.startswith("arn:aws:secretsmanager:"):
+        raise FruitsError(f"--mlflow-secret {options.mlflow_secret_arn!r} is not a Secrets Manager secret ARN")
+    if launching and options.lock_sha256 is None:
+        raise FruitsError(
+            "no requirements.lock sha256: the bootstrap checks the wheelhouse's lock against the one in the request; "
+            "build the wheelhouse first (infra/build_wheelhouse.sh, docs/emr.md) or pass --lock-sha256"
+        )
 
+
+def check_network(options: ClusterOptions, launching: bool) -> None:
+    """A private subnet, and either all three EMR-managed security groups or none."""
+    if options.subnet_id is None:
+        message = (
+            "no --subnet-id: the cluster needs a private subnet tagged for-use-with-amazon-emr-managed-policies=true "
+            "with an S3 gateway endpoint (the default VPC's subnets are neither; docs/aws.md, 'Network')"
+        )
+        if launching:
+            raise FruitsError(message)
+        log.warning("%s", message)
+    elif not re.fullmatch(r"subnet-[0-9a-f]{8,17}", options.subnet_id):
+        raise FruitsError(f"--subnet-id {options.subnet_id!r} is not a subnet id (subnet-0123abcd...)")
+    given = [g for g in options.security_groups if g]
+    if given and len(given) != 3:
+        raise FruitsError(
+            "give all three of --primary-security-group, --core-security-group and --service-access-security-group, "
+            "or none (EMR then creates its own in the subnet's VPC, which must be tagged too)"
+        )
+    for group in given:
+        if not re.fullmatch(r"sg-[0-9a-f]{8,17}", group):
+            raise FruitsError(f"{group!r} is not a security group id (sg-0123abcd...)")
+
+
+def check_sizing(options: ClusterOptions) -> None:
+    """Executors must be sized: from the instance type's known YARN memory, or by the person with --conf."""
+    if options.instance_type in YARN_NODE_MEMORY_MB:
+        return
+    given = {key for classification, key, _ in options.extra_configurations if classification == "spark-defaults"}
+    missing = [key for key in EXECUTOR_MEMORY_KEYS if key not in given]
+    if missing:
+        raise FruitsError(
+            f"the YARN memory of {options.instance_type} is not in infra/sizing.py: size the executors yourself with "
+            + " ".join(f"--conf spark-defaults:{key}=..." for key in missing)
+            + " (docs/emr.md, 'Sizing the executors')"
+        )
 
 def check_wheelhouse(options: ClusterOptions) -> None:
     """--wheelhouse must be an S3 prefix; outside s3://bucket/bootstrap/ the stack's instance role cannot read it."""
@@ -180,10 +264,9 @@ def parse_conf(text: str) -> tuple[str, str, str]:
     return classification, key, value
 
 
-def spark_configurations(
-    processing_nodes: int, node_python: str, extra: Sequence[tuple[str, str, str]] = ()
-) -> list[dict[str, Any]]:
-    """EMR Configurations: Spark defaults for the jobs, the node Python, then the user's --conf on top."""
+def spark_configurations(options: ClusterOptions, vcpu: int) -> list[dict[str, Any]]:
+    """EMR Configurations: Spark defaults for the jobs, sizes, AM placement, the node Python, then --conf on top."""
+    node_python = options.release.node_python
     python_env = {"PYSPARK_PYTHON": node_python, "PYSPARK_DRIVER_PYTHON": node_python, "KERAS_HOME": NODE_KERAS_HOME}
     spark_defaults = {
         # The application settings of the local session factory (Arrow batch size, worker reuse,
@@ -193,7 +276,7 @@ def spark_configurations(
         # micro-batches, then pays a new JVM + Python worker + engine load on the next burst, and its
         # pending-task heuristic is not streaming-aware. Static: one executor per processing node.
         "spark.dynamicAllocation.enabled": "false",
-        "spark.executor.instances": str(processing_nodes),
+        "spark.executor.instances": str(options.processing_nodes),
         # client-mode driver on the primary, executors and the YARN AM: all on the release's Python 3.11
         # (never the system python3, 3.9 on Amazon Linux 2023), where the bootstrap installed the project.
         "spark.pyspark.python": node_python,
@@ -202,19 +285,34 @@ def spark_configurations(
         "spark.yarn.appMasterEnv.PYSPARK_PYTHON": node_python,
         "spark.executorEnv.KERAS_HOME": NODE_KERAS_HOME,
         "spark.yarn.appMasterEnv.KERAS_HOME": NODE_KERAS_HOME,
+        # No maximizeResourceAllocation: it sizes one JVM to the node and leaves PySpark's workers
+        # (the featurizer) in the 10 % overhead. Explicit sizes instead (infra/sizing.py).
+        "spark.driver.memory": f"{DRIVER_MEMORY_MB}m",
+        "spark.yarn.am.memory": f"{AM_MEMORY_MB}m",
+        "spark.yarn.am.memoryOverhead": f"{AM_OVERHEAD_MB}m",
     }
+    split = emr_executor_split(options.instance_type)
+    if split is not None:
+        spark_defaults.update(executor_conf(vcpu, split))
     configurations: list[dict[str, Any]] = [
-        # One executor sized to the whole node (all vCPUs: one Python worker per core, 1 thread each).
-        {"Classification": "spark", "Properties": {"maximizeResourceAllocation": "true"}},
         {"Classification": "spark-defaults", "Properties": spark_defaults},
         {
             "Classification": "spark-env",
             "Properties": {},
             "Configurations": [{"Classification": NESTED_CLASSIFICATION, "Properties": python_env}],
         },
+        # Task nodes are spot: a reclaimed node that hosts the application master kills the whole
+        # stream. Node labels keep the AM on on-demand nodes (off by default since EMR 6).
+        {
+            "Classification": "yarn-site",
+            "Properties": {
+                "yarn.node-labels.enabled": "true",
+                "yarn.node-labels.am.default-node-label-expression": options.am_node_label,
+            },
+        },
     ]
     by_name = {c["Classification"]: c for c in configurations}
-    for classification, key, value in extra:
+    for classification, key, value in options.extra_configurations:
         if classification not in by_name:
             by_name[classification] = {"Classification": classification, "Properties": {}}
             configurations.append(by_name[classification])
@@ -262,6 +360,11 @@ def build_request(options: ClusterOptions, prices: PriceTable | None = None) -> 
     }
     if options.subnet_id:
         instances["Ec2SubnetId"] = options.subnet_id
+    primary, core, service_access = options.security_groups
+    if primary and core and service_access:
+        instances["EmrManagedMasterSecurityGroup"] = primary
+        instances["EmrManagedSlaveSecurityGroup"] = core
+        instances["ServiceAccessSecurityGroup"] = service_access
     if options.key_name:
         instances["Ec2KeyName"] = options.key_name
 
@@ -285,9 +388,9 @@ def build_request(options: ClusterOptions, prices: PriceTable | None = None) -> 
                 "ScriptBootstrapAction": {"Path": options.s3(BOOTSTRAP_SCRIPT_KEY), "Args": options.bootstrap.as_list()},
             }
         ],
-        "Configurations": spark_configurations(
-            options.processing_nodes, options.release.node_python, options.extra_configurations
-        ),
+        "Configurations": spark_configurations(options, int(prices.instance_types[options.instance_type]["vcpu"])),
+        # IMDSv2 only (hop limit 1), local disks and EBS encrypted: the stack's AWS::EMR::SecurityConfiguration.
+        "SecurityConfiguration": options.security_configuration,
         "VisibleToAllUsers": True,
         "JobFlowRole": options.instance_profile,
         "ServiceRole": options.service_role,
@@ -299,11 +402,11 @@ def build_request(options: ClusterOptions, prices: PriceTable | None = None) -> 
 
 
 def planned_request(
-    options: ClusterOptions, prices: PriceTable | None = None, today: dt.date | None = None
+    options: ClusterOptions, prices: PriceTable | None = None, today: dt.date | None = None, launching: bool = False
 ) -> dict[str, Any]:
-    """The checked request `plan` prints and `up` sends; `today` refuses a release past its end of support."""
+    """The checked request `plan` prints and `up` (launching) sends; `today` refuses a release past its support."""
     prices = prices or load_prices()
-    validate_options(options, prices, today)
+    validate_options(options, prices, today, launching)
     request = build_request(options, prices)
     validate_request(request, prices)
     return request

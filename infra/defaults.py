@@ -9,7 +9,13 @@ DEFAULT_NAME = "fruits-stream"
 DEFAULT_INSTANCE_TYPE = "m5.xlarge"
 DEFAULT_CORE_NODES = 2
 SERVICE_ROLE = "fruits-emr-service-role"
-INSTANCE_PROFILE = "fruits-emr-ec2-profile"
+# EMR rejects an instance profile whose name differs from its role's ("invalid instance profile"):
+# the stack gives both this one name.
+INSTANCE_PROFILE = "fruits-emr-ec2-role"
+# The stack's EMR security configuration: IMDSv2 only, local disks and EBS encrypted.
+SECURITY_CONFIGURATION = "fruits-emr-security"
+# Where YARN keeps the application master: on on-demand nodes, never on spot task nodes.
+AM_NODE_LABELS = ("ON_DEMAND", "CORE")
 # Assumption, not a quote: spot has recently cleared around 30-50% of on-demand EC2 for m5 in the
 # EU regions; 0.4 is the middle. Tune with --spot-fraction.
 DEFAULT_SPOT_FRACTION = 0.4

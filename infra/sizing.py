@@ -50,3 +50,27 @@ def driver_conf(cores: int, split: MemorySplit) -> dict[str, str]:
         "spark.driver.memory": f"{split.heap_mb}m",
         "spark.driver.memoryOverhead": f"{split.overhead_mb}m",
     }
+
+
+# ============================================================================ EMR on EC2 nodes
+# yarn.nodemanager.resource.memory-mb by instance type: the EMR release guide's "Task
+# configuration" table (7.x/6.x; emr-spark-8.x is assumed the same until checked on a node with
+# `yarn node -list -showDetails`). Only types read from that table are here; for any other type
+# the executors must be sized with --conf (docs/emr.md, "Sizing the executors").
+YARN_NODE_MEMORY_MB = {"m5.xlarge": 12288}
+# The client-mode application master (Spark's ExecutorLauncher) needs a container on a core node
+# too: spark.yarn.am.memory + its overhead, rounded up. Every executor leaves that much free, so
+# the AM fits on whichever core node YARN picks.
+AM_MEMORY_MB = 512
+AM_OVERHEAD_MB = 384
+AM_ROOM_MB = 1024
+# The driver runs in client mode on the primary (16 GiB on an m5.xlarge): its JVM heap.
+DRIVER_MEMORY_MB = 6144
+# The settings a person must give with --conf when the instance type's YARN memory is unknown.
+EXECUTOR_MEMORY_KEYS = ("spark.executor.memory", "spark.executor.pyspark.memory")
+
+
+def emr_executor_split(instance_type: str) -> MemorySplit | None:
+    """One executor per node, filling the node's YARN memory but for room for the AM; None if unknown."""
+    node_mb = YARN_NODE_MEMORY_MB.get(instance_type)
+    return None if node_mb is None else executor_split(node_mb - AM_ROOM_MB)

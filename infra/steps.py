@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -33,15 +34,29 @@ class JobOptions:
     engine: str | None = None
     trigger: str | None = None
     max_files_per_trigger: int | None = None
+    # The stack's queue (output NotificationsQueueUrl): the stream reads new uploads from it
+    # instead of listing images/ every trigger. None: listing.
+    notifications: str | None = None
 
 
 def check_tracking_uri(uri: str | None) -> str:
-    """The registry must outlive the cluster: a sqlite file or a local path on the primary does not."""
+    """The registry must outlive the cluster, and no credential may ride in the URI.
+
+    A sqlite file or a local path on the primary dies with the cluster. A URI's user:password
+    would be readable by anyone who may describe the cluster's steps or the job run: credentials
+    go in a Secrets Manager secret instead (`fruits emr up --mlflow-secret`).
+    """
     if not uri:
         raise FruitsError("the jobs need an MLflow tracking server: pass --tracking-uri or set MLFLOW_TRACKING_URI")
-    if urlparse(uri).scheme in ("", "file", "sqlite"):
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file", "sqlite"):
         raise FruitsError(
             f"--tracking-uri {uri!r} would live on the cluster's disk and die with it: use a tracking server (http[s]://...)"
+        )
+    if parsed.username is not None or parsed.password is not None:
+        raise FruitsError(
+            "--tracking-uri carries credentials, which anyone who can describe the steps or job runs would read: "
+            "store them in a Secrets Manager secret and give its ARN to `fruits emr up --mlflow-secret` (docs/aws.md)"
         )
     return uri
 
@@ -77,7 +92,19 @@ def job_arguments(job: str, options: JobOptions) -> list[str]:
         stream += ["--trigger", options.trigger]
     if options.max_files_per_trigger is not None:
         stream += ["--max-files-per-trigger", str(options.max_files_per_trigger)]
+    if options.notifications:
+        stream += ["--notifications", check_queue_url(options.notifications)]
     return stream
+
+
+def check_queue_url(url: str) -> str:
+    """An SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>), not an ARN or a name."""
+    if not re.fullmatch(r"https://sqs\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?", url):
+        raise FruitsError(
+            f"--notifications {url!r} is not an SQS queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>: "
+            "the stack's output NotificationsQueueUrl)"
+        )
+    return url
 
 
 def build_steps(job: str, options: JobOptions) -> list[dict[str, Any]]:

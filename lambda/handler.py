@@ -6,6 +6,7 @@ import the `fruits` package: the image-name rule below mirrors `fruits.images.is
 Environment:
     TOPIC_ARN       SNS topic to publish to (required).
     IMAGES_PREFIX   only keys under this prefix are announced (default "images/").
+    EXPECTED_BUCKET only records of this bucket are announced (the stack sets it; unset: any bucket).
     LOG_LEVEL       logging level (default INFO).
     AWS_ENDPOINT_URL_SNS / AWS_ENDPOINT_URL   honoured by boto3 itself (moto in tests).
 
@@ -124,8 +125,12 @@ def label_of(key: str, prefix: str) -> str | None:
     return posixpath.basename(parent) or None
 
 
-def skip_reason(message: dict[str, Any], prefix: str) -> str | None:
+def skip_reason(message: dict[str, Any], prefix: str, expected_bucket: str = "") -> str | None:
     """Why a well-formed record is not announced, or None to publish it."""
+    if expected_bucket and message["bucket"] != expected_bucket:
+        # A notification configured on another bucket by mistake (or a forged test event) must
+        # not announce objects the stream cannot, and must not, read.
+        return f"bucket {message['bucket']!r} is not {expected_bucket!r}"
     if not message["event_name"].startswith("ObjectCreated:"):
         return f"event {message['event_name']}"
     if not message["key"].startswith(prefix):
@@ -168,6 +173,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
     if topic_arn.count(":") < 5:
         raise RuntimeError(f"TOPIC_ARN must be an SNS topic ARN, got {topic_arn!r}")
     prefix = images_prefix()
+    expected_bucket = os.environ.get("EXPECTED_BUCKET", "")
     event = event if isinstance(event, dict) else {}
     records = event.get("Records")
     summary = {"published": 0, "skipped": 0, "malformed": 0}
@@ -182,7 +188,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
             summary["malformed"] += 1
             log.warning("record %d malformed, skipped: %s", index, exc)
             continue
-        reason = skip_reason(message, prefix)
+        reason = skip_reason(message, prefix, expected_bucket)
         if reason:
             summary["skipped"] += 1
             log.info("record %d skipped (%s): s3://%s/%s", index, reason, message["bucket"], message["key"])

@@ -111,3 +111,16 @@ def small_wheelhouse(wheelhouse: Path, dist: Path) -> tuple[Path, Path]:
         files={"fruits/__init__.py": "__version__ = '0.1.0'\n"},
     )  # fmt: skip
     return project, write_lock(wheelhouse, project)
+
+
+def put_labelled_images(s3, bucket: str, per_class: dict[str, int]) -> None:
+    for label, count in per_class.items():
+        for i in range(count):
+            s3.put_object(Bucket=bucket, Key=f"images/{label}/r_{i}_100.jpg", Body=b"\xff\xd8 jpeg bytes")
+
+
+def make_bucket(s3, bucket: str) -> None:
+    try:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass

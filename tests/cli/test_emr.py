@@ -21,6 +21,9 @@ from cli.main import main
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = "/usr/bin/python3.11"
 LOCK_SHA256 = "0123456789abcdef" * 4  # a well-formed sha256 for commands that need one
+SUBNET = "subnet-0a1b2c3d"
+SECURITY_GROUPS = ["--primary-security-group", "sg-0aaa1111", "--core-security-group", "sg-0bbb2222",
+                   "--service-access-security-group", "sg-0ccc3333"]
 
 
 def named(args: list[str]) -> dict[str, str]:
@@ -61,6 +64,7 @@ def test_plan_prints_request_and_cost_without_any_network(no_network: list, caps
     ]
     assert bootstrap_args(request)["--wheelhouse"] == WHEELHOUSE_URI
     assert cost["region"] == "eu-west-3"  # conftest's AWS_REGION
+    assert {b["bucket"] for b in summary["gateway_endpoint_buckets"]} >= {BUCKET, "al2023-repos-eu-west-3-de612dc2"}
     assert cost["per_hour"] == pytest.approx(0.816)  # 3 x (0.224 + 0.048)
     assert cost["per_million_images"] == pytest.approx(1.133333, rel=1e-5)  # 0.816 / (2 x 100 x 3600) x 1e6
     assert [g["per_hour"] for g in cost["groups"]] == pytest.approx([0.272, 0.544])
@@ -99,12 +103,20 @@ def test_plan_and_up_put_the_local_locks_sha256_in_the_request(
 
 
 def test_up_refuses_a_request_without_the_locks_sha256(no_network: list, capsys: pytest.CaptureFixture) -> None:
-    rc = main(["emr", "up", "--bucket", BUCKET, "--lock", "/nonexistent/requirements.lock"])
+    rc = main(["emr", "up", "--bucket", BUCKET, "--subnet-id", SUBNET, "--lock", "/nonexistent/requirements.lock"])
     err = capsys.readouterr().err
 
     assert rc == 1 and no_network == []
-    assert "no /nonexistent/requirements.lock and no --lock-sha256: the bootstrap checks" in err
+    assert "no requirements.lock sha256: the bootstrap checks the wheelhouse's lock" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_up_refuses_to_launch_without_a_subnet(no_network: list, capsys: pytest.CaptureFixture) -> None:
+    """The default VPC is neither private nor tagged for AmazonEMRServicePolicy_v2: no silent default."""
+    assert main(["emr", "up", "--bucket", BUCKET, "--lock-sha256", LOCK_SHA256]) == 1
+    err = capsys.readouterr().err
+    assert "no --subnet-id: the cluster needs a private subnet tagged for-use-with-amazon-emr-managed-policies=true" in err
+    assert no_network == [] and len(err.strip().splitlines()) == 1
 
 
 def test_plan_takes_another_wheelhouse(no_network: list, capsys: pytest.CaptureFixture) -> None:
@@ -151,12 +163,15 @@ def test_plan_in_a_region_without_prices_says_unknown(no_network: list, capsys: 
         (["--wheelhouse", f"s3://{BUCKET}"], "is not an S3 prefix"),
         (["--wheelhouse", "s3://Wheels_Bucket/w/"], "--wheelhouse bucket 'Wheels_Bucket' is not a valid S3 bucket name"),
         (["--region", "ap-southeast-2", "--task", "1", "--spot-bid-fraction", "0.5"], "on-demand price of m5.xlarge"),
+        (["--subnet-id", "vpc-0a1b2c3d"], "is not a subnet id"),
+        (["--primary-security-group", "sg-0a1b2c3d"], "give all three of --primary-security-group"),
+        (["--instance-type", "r5.xlarge"], "the YARN memory of r5.xlarge is not in infra/sizing.py"),
     ],
 )
 def test_up_rejects_bad_input_before_any_call(
     flags: list[str], message: str, no_network: list, capsys: pytest.CaptureFixture
 ) -> None:
-    rc = main(["emr", "up", "--bucket", BUCKET, "--lock-sha256", LOCK_SHA256, *flags])
+    rc = main(["emr", "up", "--bucket", BUCKET, "--lock-sha256", LOCK_SHA256, "--subnet-id", SUBNET, *flags])
     err = capsys.readouterr().err
 
     assert rc == 1
@@ -166,15 +181,15 @@ def test_up_rejects_bad_input_before_any_call(
 
 
 # ---------------------------------------------------------------------------- lifecycle on moto
-def test_up_submit_status_down_on_moto(
-    moto_server: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+def test_up_submit_status_stop_down_on_moto(
+    moto_server: str, project_bucket: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     name = f"fruits-test-{uuid.uuid4().hex[:8]}"  # other tests share the moto server
     aws = ["--endpoint-url", moto_server, "--name", name]
     client = boto3.client("emr", region_name="eu-west-3", endpoint_url=moto_server)
 
-    assert main(["emr", "up", "--bucket", BUCKET, *aws, "--task", "2", "--idle-timeout", "3600",
-                 "--owner", "vision-team", "--lock-sha256", LOCK_SHA256, "--json"]) == 0  # fmt: skip
+    assert main(["emr", "up", "--bucket", BUCKET, *aws, "--task", "2", "--idle-timeout", "3600", "--subnet-id", SUBNET,
+                 *SECURITY_GROUPS, "--owner", "vision-team", "--lock-sha256", LOCK_SHA256, "--json"]) == 0  # fmt: skip
     cluster_id = last_json(capsys.readouterr().out)["cluster_id"]
 
     cluster = client.describe_cluster(ClusterId=cluster_id)["Cluster"]
@@ -184,7 +199,13 @@ def test_up_submit_status_down_on_moto(
     assert cluster["LogUri"] == f"s3://{BUCKET}/logs/emr/"
     assert cluster["VisibleToAllUsers"] is True
     assert cluster["ServiceRole"] == "fruits-emr-service-role"
-    assert cluster["Ec2InstanceAttributes"]["IamInstanceProfile"] == "fruits-emr-ec2-profile"
+    # The instance profile has its role's name (EMR refuses any other); the stack's security configuration.
+    assert cluster["Ec2InstanceAttributes"]["IamInstanceProfile"] == "fruits-emr-ec2-role"
+    assert cluster["SecurityConfiguration"] == "fruits-emr-security"
+    attributes = cluster["Ec2InstanceAttributes"]
+    assert attributes["Ec2SubnetId"] == SUBNET
+    assert (attributes["EmrManagedMasterSecurityGroup"], attributes["EmrManagedSlaveSecurityGroup"],
+            attributes["ServiceAccessSecurityGroup"]) == ("sg-0aaa1111", "sg-0bbb2222", "sg-0ccc3333")  # fmt: skip
     assert {"Key": "owner", "Value": "vision-team"} in cluster["Tags"]
     sent = {c["Classification"]: c for c in cluster["Configurations"]}
     assert sent["spark-defaults"]["Properties"]["spark.executor.instances"] == "4"  # 2 core + 2 task
@@ -215,6 +236,11 @@ def test_up_submit_status_down_on_moto(
     assert added["cluster_id"] == cluster_id
     assert [s["name"] for s in added["steps"]] == ["fruits-fit", "fruits-stream"]
 
+    # A second stream would queue behind the first forever (one step at a time): refused.
+    assert main(["emr", "submit", "--bucket", BUCKET, "--job", "stream", "--skip-model-check", *aws]) == 1
+    assert "a stream is already" in capsys.readouterr().err
+    assert len(client.list_steps(ClusterId=cluster_id)["Steps"]) == 2
+
     steps = {s["Name"]: s for s in client.list_steps(ClusterId=cluster_id)["Steps"]}
     assert steps.keys() == {"fruits-fit", "fruits-stream"}
     stream_args = steps["fruits-stream"]["Config"]["Args"]
@@ -229,6 +255,12 @@ def test_up_submit_status_down_on_moto(
     assert status["cluster_id"] == cluster_id
     assert status["state"] in {"STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"}
     assert [s["name"] for s in status["steps"]] == ["fruits-fit", "fruits-stream"]  # oldest first
+
+    # The graceful stop: the marker the stream polls, directly under its checkpoint.
+    assert main(["emr", "stop", "--bucket", BUCKET, "--endpoint-url", moto_server, "--json"]) == 0
+    assert last_json(capsys.readouterr().out)["stop_marker"] == f"s3://{BUCKET}/checkpoints/stream/_stop"
+    s3 = boto3.client("s3", region_name="eu-west-3", endpoint_url=moto_server)
+    assert b"fruits emr stop" in s3.get_object(Bucket=BUCKET, Key="checkpoints/stream/_stop")["Body"].read()
 
     assert main(["emr", "down", *aws]) == 1  # no --yes: nothing happens
     assert "--yes" in capsys.readouterr().err

@@ -45,7 +45,9 @@ def node(tmp_path: Path) -> dict[str, Any]:
     _stub(bin_dir, "sudo", 'exec "$@"\n')
     _stub(bin_dir, "dnf", f'echo "dnf $*" >> {calls}/dnf.log\n')
     # `aws s3 cp|sync SRC DST --region R --only-show-errors`; a missing prefix syncs nothing and succeeds, as on S3.
+    # `aws secretsmanager get-secret-value ...` prints the secret the test wrote to secret.json.
     _stub(bin_dir, "aws", f"""echo "aws $*" >> {calls}/aws.log
+if [ "$1" = secretsmanager ]; then cat {tmp_path}/secret.json; exit 0; fi
 op="$2"; src="{s3}/${{3#s3://}}"; dst="$4"
 case "$op" in
   cp) cp "$src" "$dst" ;;
@@ -60,7 +62,7 @@ esac
         "--lock-sha256": sha256(lock), "--weights": WEIGHTS_URI,
     }  # fmt: skip
     return {"env": env, "calls": calls, "args": args, "python": python, "wheelhouse": wheelhouse, "project": project,
-            "keras_home": tmp_path / "home" / ".keras", "tmpdir": tmpdir}  # fmt: skip
+            "keras_home": tmp_path / "home" / ".keras", "tmpdir": tmpdir, "home": tmp_path}  # fmt: skip
 
 
 def bootstrap(node: dict[str, Any], **changes: str | None) -> subprocess.CompletedProcess:
@@ -168,3 +170,30 @@ def test_arguments_are_named_and_all_required(node: dict[str, Any], changes: dic
     assert result.returncode == 2
     assert message in result.stderr and "usage: bootstrap.sh --region REGION" in result.stderr
     assert not (node["calls"] / "aws.log").exists()  # nothing fetched
+
+
+SECRET_ARN = "arn:aws:secretsmanager:eu-west-3:123456789012:secret:fruits/mlflow-AbCdEf"
+
+
+def test_the_mlflow_secret_becomes_a_private_credentials_file_and_is_never_logged(node: dict[str, Any]) -> None:
+    (node["home"] / "secret.json").write_text('{"username": "fruits-jobs", "password": "pa55 w0rd"}')
+    result = bootstrap(node, **{"--mlflow-secret": SECRET_ARN})
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    credentials = node["home"] / ".mlflow" / "credentials"
+    # MLflow's own file (mlflow.utils.credentials reads [mlflow] mlflow_tracking_username/password).
+    assert credentials.read_text() == "[mlflow]\nmlflow_tracking_username = fruits-jobs\nmlflow_tracking_password = pa55 w0rd\n"
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    assert "pa55" not in result.stdout + result.stderr
+    (call,) = [c for c in (node["calls"] / "aws.log").read_text().splitlines() if "secretsmanager" in c]
+    assert call.split()[1:3] == ["secretsmanager", "get-secret-value"]
+    assert f"--region {REGION}" in call and f"--secret-id {SECRET_ARN}" in call
+
+
+def test_a_secret_without_username_and_password_fails_the_bootstrap(node: dict[str, Any]) -> None:
+    (node["home"] / "secret.json").write_text('"just-a-password"')
+    result = bootstrap(node, **{"--mlflow-secret": SECRET_ARN})
+
+    assert result.returncode == 1
+    assert "is not a JSON secret with \"username\" and \"password\"" in result.stdout
+    assert not (node["home"] / ".mlflow" / "credentials").exists()

@@ -49,3 +49,23 @@ def test_steps_run_our_jobs_through_spark_submit() -> None:
 def test_steps_refuse_a_registry_that_dies_with_the_cluster(uri: str | None) -> None:
     with pytest.raises(FruitsError, match="tracking"):
         check_tracking_uri(uri)
+
+
+@pytest.mark.parametrize("uri", ["http://admin:s3cret@mlflow.internal:5000", "https://token@mlflow.example"])
+def test_steps_refuse_credentials_in_the_tracking_uri(uri: str) -> None:
+    """They would be in the step arguments (and the job run), readable by anyone who may describe them."""
+    with pytest.raises(FruitsError, match="carries credentials") as refused:
+        build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri=uri))
+    assert "s3cret" not in str(refused.value) and "token" not in str(refused.value)
+
+
+def test_the_stream_reads_the_queue_when_given_one() -> None:
+    queue = "https://sqs.eu-west-3.amazonaws.com/123456789012/fruits-uploads"
+    (stream,) = build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="http://m:5000", notifications=queue))
+    args = stream["HadoopJarStep"]["Args"]
+    assert args[args.index("--notifications") + 1] == queue
+    (listing,) = build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="http://m:5000"))
+    assert "--notifications" not in listing["HadoopJarStep"]["Args"]
+    with pytest.raises(FruitsError, match="is not an SQS queue URL"):
+        build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="http://m:5000",
+                                         notifications="arn:aws:sqs:eu-west-3:123456789012:fruits-uploads"))  # fmt: skip

@@ -36,7 +36,8 @@ def test_validate_request_applies_botocore_and_service_model_enums() -> None:
         validate_request(bad_role)
 
     nested = copy.deepcopy(request)
-    nested["Configurations"][1]["Configurations"] = [{"Classification": "export", "Properties": {}}]
+    (defaults,) = [c for c in nested["Configurations"] if c["Classification"] == "spark-defaults"]
+    defaults["Configurations"] = [{"Classification": "export", "Properties": {}}]
     with pytest.raises(FruitsError, match="'export' cannot be nested in 'spark-defaults'"):
         validate_request(nested)
 
@@ -45,3 +46,10 @@ def test_validate_request_applies_botocore_and_service_model_enums() -> None:
             "AddJobFlowSteps",
             {"JobFlowId": "j-1", "Steps": [{"Name": "x", "ActionOnFailure": "KEEP_GOING", "HadoopJarStep": {"Jar": "a"}}]},
         )
+
+
+def test_emrfs_site_is_refused_on_a_release_without_emrfs() -> None:
+    request = planned_request(ClusterOptions(bucket=BUCKET))
+    request["Configurations"].append({"Classification": "emrfs-site", "Properties": {"fs.s3.consistent": "true"}})
+    with pytest.raises(FruitsError, match="unknown configuration classification 'emrfs-site'"):
+        validate_request(request)

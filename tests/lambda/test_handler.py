@@ -31,6 +31,7 @@ def aws(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Clients on the moto server, and the handler's environment pointed at it."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", moto_server)
     monkeypatch.delenv("IMAGES_PREFIX", raising=False)
+    monkeypatch.delenv("EXPECTED_BUCKET", raising=False)
     # The handler caches its client per container; each test is a fresh container.
     lambda_handler.sns_client.cache_clear()
     yield {
@@ -187,6 +188,19 @@ def test_images_prefix_from_the_environment_is_a_folder(
 
     assert lambda_handler.handler(event, None) == {"published": 1, "skipped": 2, "malformed": 0}
     assert [m["key"] for m, _ in announcements(aws["sqs"], topic["queue_url"])] == ["uploads/Kiwi/1.jpg"]
+
+
+def test_records_of_another_bucket_are_skipped_when_the_bucket_is_expected(
+    aws: dict[str, Any], topic: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stack sets EXPECTED_BUCKET: a notification wired to the function from elsewhere publishes nothing."""
+    monkeypatch.setenv("EXPECTED_BUCKET", BUCKET)
+    foreign = s3_record("images/Kiwi/2.jpg")
+    foreign["s3"]["bucket"]["name"] = "someone-elses-bucket"
+    event = {"Records": [s3_record("images/Kiwi/1.jpg"), foreign]}
+
+    assert lambda_handler.handler(event, None) == {"published": 1, "skipped": 1, "malformed": 0}
+    assert [(m["bucket"], m["key"]) for m, _ in announcements(aws["sqs"], topic["queue_url"])] == [(BUCKET, "images/Kiwi/1.jpg")]
 
 
 def test_s3_test_event_publishes_nothing(aws: dict[str, Any], topic: dict[str, str]) -> None:

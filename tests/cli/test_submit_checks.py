@@ -1,0 +1,98 @@
+"""`submit` refuses what cannot work (issue 10, finding 2), against moto S3/EMR and a real MLflow server.
+
+The documented order is: upload the labelled images, then `submit --job both` (the fit registers
+the model the stream loads). Each refusal below would otherwise fail on the cluster: a fit on an
+empty prefix (and its CANCEL_AND_WAIT then cancels the queued stream), a stream with no model.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import boto3
+import pytest
+from mlflow import MlflowClient
+
+from aws_support import BUCKET, REGION, last_json, make_bucket, put_labelled_images
+from cli.main import main
+
+
+@pytest.fixture
+def cluster(moto_server: str, project_bucket: str, capsys: pytest.CaptureFixture) -> dict:
+    name = f"fruits-test-{uuid.uuid4().hex[:8]}"
+    aws = ["--endpoint-url", moto_server, "--name", name]
+    assert main(["emr", "up", "--bucket", project_bucket, *aws, "--subnet-id", "subnet-0a1b2c3d",
+                 "--lock-sha256", "ab" * 32, "--json"]) == 0  # fmt: skip
+    cluster_id = last_json(capsys.readouterr().out)["cluster_id"]
+    emr = boto3.client("emr", region_name=REGION, endpoint_url=moto_server)
+    s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_server)
+    return {"aws": aws, "id": cluster_id, "emr": emr, "s3": s3}
+
+
+def steps_of(cluster: dict) -> list[str]:
+    return [s["Name"] for s in cluster["emr"].list_steps(ClusterId=cluster["id"])["Steps"]]
+
+
+def refused(argv: list[str], capsys: pytest.CaptureFixture) -> str:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_a_fit_on_an_empty_or_thin_prefix_is_refused(cluster: dict, capsys: pytest.CaptureFixture) -> None:
+    bucket = f"fruits-thin-{uuid.uuid4().hex[:8]}"
+    make_bucket(cluster["s3"], bucket)
+    cluster["s3"].put_object(Bucket=bucket, Key="bootstrap/spark_entry.py", Body=b"entry")
+    submit = ["emr", "submit", "--bucket", bucket, "--job", "both", *cluster["aws"], "--tracking-uri", "http://m:5000"]
+
+    err = refused(submit, capsys)
+    assert f"s3a://{bucket}/images/ holds 0 labelled images in 0 class folders: the fit needs at least 300" in err
+
+    put_labelled_images(cluster["s3"], bucket, {"Kumquats": 299})
+    cluster["s3"].put_object(Bucket=bucket, Key="images/loose.jpg", Body=b"x")  # no class folder: not counted
+    cluster["s3"].put_object(Bucket=bucket, Key="images/_tmp/a.jpg", Body=b"x")  # hidden folder: not counted
+    err = refused(submit, capsys)
+    assert "holds 299 labelled images in 1 class folders" in err
+    assert steps_of(cluster) == []  # nothing was added
+
+
+def test_a_missing_entry_script_is_refused(cluster: dict, capsys: pytest.CaptureFixture) -> None:
+    bucket = f"fruits-noentry-{uuid.uuid4().hex[:8]}"
+    make_bucket(cluster["s3"], bucket)
+    err = refused(["emr", "submit", "--bucket", bucket, "--job", "fit", *cluster["aws"], "--tracking-uri", "http://m:5000"],
+                  capsys)  # fmt: skip
+    assert f"s3://{bucket}/bootstrap/spark_entry.py is missing: upload cli/spark_entry.py there" in err
+
+
+def test_a_stream_without_a_registered_model_is_refused_until_one_is_registered(
+    cluster: dict, mlflow_server: str, capsys: pytest.CaptureFixture
+) -> None:
+    submit = ["emr", "submit", "--bucket", BUCKET, "--job", "stream", *cluster["aws"], "--tracking-uri", mlflow_server]
+    err = refused(submit, capsys)
+    assert f"no model fruits-pca@champion in the registry at {mlflow_server}" in err
+    assert steps_of(cluster) == []
+
+    registry = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    registry.create_registered_model("fruits-pca")
+    version = registry.create_model_version("fruits-pca", source="s3://fruits/mlflow/1/model", run_id=None)
+    registry.set_registered_model_alias("fruits-pca", "champion", version.version)
+
+    assert main([*submit, "--json"]) == 0
+    assert [s["name"] for s in last_json(capsys.readouterr().out)["steps"]] == ["fruits-stream"]
+
+
+def test_an_unreachable_tracking_server_says_how_to_skip_the_check(cluster: dict, capsys: pytest.CaptureFixture) -> None:
+    submit = ["emr", "submit", "--bucket", BUCKET, "--job", "stream", *cluster["aws"], "--tracking-uri", "http://127.0.0.1:9"]
+    err = refused(submit, capsys)
+    assert "cannot reach the MLflow server at http://127.0.0.1:9" in err and "--skip-model-check" in err
+
+    assert main([*submit, "--skip-model-check"]) == 0  # a server reachable only from inside the VPC
+    assert steps_of(cluster) == ["fruits-stream"]
+
+
+def test_serverless_refuses_a_missing_venv_archive(moto_server: str, capsys: pytest.CaptureFixture) -> None:
+    err = refused(["serverless", "submit", "--bucket", BUCKET, "--job", "fit", "--endpoint-url", moto_server,
+                   "--application-id", "00fakeapp", "--venv-archive", f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz",
+                   "--tracking-uri", "http://m:5000"], capsys)  # fmt: skip
+    assert f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz is missing: build and upload it (infra/build_venv_archive.sh" in err
