@@ -74,9 +74,10 @@ def bootstrap(node: dict[str, Any], **changes: str | None) -> subprocess.Complet
 
 def installed(node: dict[str, Any]) -> dict[str, str]:
     code = "import importlib.metadata as m, json; print(json.dumps({d.name: d.version for d in m.distributions()}))"
-    # The node's environment: no PYTHONPATH from the test run may add distributions.
+    # The node's environment: no PYTHONPATH from the test run may add distributions, and no current
+    # directory either (`python -c` puts it on sys.path: the checkout's fruits.egg-info would count).
     out = subprocess.run([str(node["python"]), "-c", code], capture_output=True, text=True, check=True,
-                         env=node["env"]).stdout  # fmt: skip
+                         env=node["env"], cwd=node["home"]).stdout  # fmt: skip
     return json.loads(out)
 
 
