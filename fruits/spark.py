@@ -1,7 +1,8 @@
 """Spark session factory: one function for local[*], s3a:// against an S3-compatible endpoint, and EMR.
 
 - Launched by spark-submit (EMR steps): the master and cluster settings come from spark-submit;
-  only the application settings below are added. `s3://` goes through EMRFS, nothing to set.
+  only the application settings below are added. `s3a://` goes through the release's own S3A
+  connector (emr-spark-8.x has no EMRFS; its steps use s3a:// URIs), nothing to set.
 - Local: `local[*]`, loopback only, a quiet log, warehouse under the state directory.
 - s3a:// (and s3:// outside EMR, through the same S3A filesystem): the hadoop-aws + AWS SDK
   jars that `fruits setup --s3a-jars` caches, pointed at `settings.s3_endpoint_url` (a moto
@@ -36,7 +37,7 @@ _LOG4J = Path(__file__).with_name("log4j2.properties")
 
 
 def needs_s3a(settings: Settings, uris: Iterable[str]) -> bool:
-    """Outside spark-submit (EMR has EMRFS): s3:// or s3a:// in the job's URIs, or an S3 endpoint set."""
+    """Outside spark-submit (EMR brings S3A itself): s3:// or s3a:// in the job's URIs, or an S3 endpoint set."""
     if settings.under_spark_submit:
         return False
     return bool(settings.s3_endpoint_url) or any(str(u).startswith(("s3a://", "s3://")) for u in uris)
@@ -111,7 +112,7 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
         # hadoop-aws 3.3.1 against Spark's Hadoop 3.4+: these defaults changed format
         # ("60s" vs 60) between versions and must be plain numbers for the older jar.
         "spark.hadoop.fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
-        # s3:// means the same bucket through S3A locally (EMR maps it to EMRFS itself).
+        # s3:// means the same bucket through S3A locally, as it does for delta-rs and boto3.
         "spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
         "spark.hadoop.fs.s3a.threads.keepalivetime": "60",
         "spark.hadoop.fs.s3a.connection.establish.timeout": "30000",
