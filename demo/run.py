@@ -209,7 +209,7 @@ class Streamed:
     stream: dict[str, Any]  # StreamingJob.summary()
     resolved: ResolvedModel
     results: pd.DataFrame  # this run's rows: path, label, pca
-    errors: pd.DataFrame  # this run's quarantined files: path, reason
+    errors: pd.DataFrame  # this run's error rows: path, reason
     complete: bool
     ingest_seconds: float  # first upload -> every upload committed
 

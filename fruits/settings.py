@@ -63,7 +63,7 @@ class Settings:
     maintenance_interval: str = "1h"
     # How often the stream re-resolves its model alias (hot swap), or "off" to pin the version for the run.
     model_refresh_interval: str = "10s"
-    # Hostile-input limits: bigger files are quarantined without being read.
+    # Hostile-input limits: bigger files go to the errors table without being read.
     max_image_bytes: int = 64 * MiB
     max_image_pixels: int = 64_000_000
     # AWS

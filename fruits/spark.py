@@ -54,9 +54,9 @@ APP_CONF = {
     "spark.sql.session.timeZone": "UTC",
     # An upload deleted between a micro-batch's listing and its read (a GDPR erasure, a clean-up
     # script) must not fail the batch: the checkpoint pins the batch's files, so it would fail
-    # again on every restart. The quarantine records such files as "missing".
+    # again on every restart. The errors table records such files as "missing".
     "spark.sql.files.ignoreMissingFiles": "true",
-    # The file sink's own metadata log is the commit protocol; no _SUCCESS files needed.
+    # Nothing reads _SUCCESS markers (the lake's commits are Delta transactions): do not write them.
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     # Images are small and every task pays a fixed cost in the Python worker. With the
     # default 4 MB "open cost" a batch of 256 photos became 8+ tasks; at 64 KB the scan

@@ -1,1 +1,1 @@
-"""Streaming job: featurize and project new uploads into partitioned parquet."""
+"""Streaming job: featurize and project each new upload once into the lake's Delta tables."""

@@ -34,7 +34,7 @@ from streaming.monitor import BatchMetrics, Monitor
 
 log = logging.getLogger("fruits.stream")
 
-ROW_COLUMNS = ["path", "label", "size", "modification_time", "ingest_time", "features", "pca", "reason", "detail"]
+UPLOAD_COLUMNS = ["path", "label", "size", "modification_time", "ingest_time"]
 
 
 @dataclass
@@ -93,15 +93,16 @@ class MicroBatch:
         committed_at = time.time()
         mtimes = pc.cast(rows.column("modification_time"), pa.int64()).to_pylist()  # epoch microseconds
         self.monitor.record(BatchMetrics(
-            batch=batch_id, files=rows.num_rows + len(absent), rows=results.num_rows, errors=errors.num_rows, seconds=round(time.perf_counter() - started, 3),
-            committed_at=committed_at, model_version=active.resolved.version,
+            batch=batch_id, files=rows.num_rows + len(absent), rows=results.num_rows, errors=errors.num_rows,
+            seconds=round(time.perf_counter() - started, 3), committed_at=committed_at,
+            model_version=active.resolved.version,
             commit_seconds=round(time.perf_counter() - computed, 3),
             **prediction_summary(results),
             latencies=tuple(committed_at - us / 1e6 for us in mtimes if us is not None),
         ))
 
     def rows(self, files: DataFrame, ingest_time: datetime, model: PipelineModel) -> DataFrame:
-        """Every file of the batch as one row: features and projection, or the reason there are none."""
+        """Every file of the batch as one row: features and the model's outputs, or the reason there are none."""
         s = self.settings
         images = (
             files.withColumn("label", source.label_column("path", self.source_root))
@@ -109,16 +110,19 @@ class MicroBatch:
             .withColumnRenamed("modificationTime", "modification_time")
             .withColumn("ingest_time", F.lit(ingest_time).cast("timestamp"))
         )
-        too_large = images.filter(F.col("size") > s.max_image_bytes).select(
-            "path", "label", "size", "modification_time", "ingest_time",
-            F.lit(None).cast("array<float>").alias("features"), F.lit(None).cast("array<float>").alias("pca"),
-            F.lit("too_large").alias("reason"),
-            F.format_string(f"%,d bytes is over the {s.max_image_bytes:,}-byte limit; not read", "size").alias("detail"),
-        )
         readable = images.filter(F.col("size") <= s.max_image_bytes)
         featurized = featurize.featurize(readable, self.featurizer, s.max_image_pixels).drop("content")
         projected = project.project(featurized, model)
-        return too_large.unionByName(projected.select(*ROW_COLUMNS))
+        outputs = [f for f in projected.schema.fields if f.name not in featurized.columns]  # what the model adds
+        too_large = images.filter(F.col("size") > s.max_image_bytes).select(
+            *UPLOAD_COLUMNS,
+            F.lit(None).cast("array<float>").alias("features"),
+            *[F.lit(None).cast(f.dataType).alias(f.name) for f in outputs],
+            F.lit("too_large").alias("reason"),
+            F.format_string(f"%,d bytes is over the {s.max_image_bytes:,}-byte limit; not read", "size").alias("detail"),
+        )
+        columns = [*UPLOAD_COLUMNS, "features", *[f.name for f in outputs], "reason", "detail"]
+        return too_large.unionByName(projected.select(*columns))
 
     def split(self, rows: pa.Table, batch_id: int, ingest_time: datetime, resolved: ResolvedModel
               ) -> tuple[pa.Table, pa.Table]:

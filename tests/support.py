@@ -108,8 +108,8 @@ def _encode(img: Image.Image, fmt: str) -> bytes:
 
 
 def write_bad_corpus(target: Path, real_jpeg: bytes, oversized_bytes: int) -> dict[str, str]:
-    """Files that must be quarantined, by name -> expected reason."""
-    folder = target / "Quarantine Me"
+    """Files that must become error rows, by name -> expected reason."""
+    folder = target / "Bad Inputs"
     folder.mkdir(parents=True, exist_ok=True)
     floats = Image.fromarray(np.linspace(0, 1, 400, dtype=np.float32).reshape(20, 20), "F")
     corpus = {

@@ -83,7 +83,7 @@ def test_files_added_while_running_are_picked_up(spark, settings, fitted, data_d
     assert not job.query.isActive
 
 
-def test_bad_inputs_are_quarantined_and_the_rest_of_the_batch_is_written(
+def test_bad_inputs_become_error_rows_and_the_rest_of_the_batch_is_written(
     spark, settings, fitted, data_dir: Path, layout: Layout
 ) -> None:
     good = copy_classes(data_dir, layout.source, ["Apricot"], per_class=10)
@@ -105,7 +105,7 @@ def test_bad_inputs_are_quarantined_and_the_rest_of_the_batch_is_written(
     # A truncated JPEG may surface as "truncated" or "corrupt" depending on where libjpeg stops.
     assert got.pop("truncated.jpg") in {"truncated", "corrupt"}
     assert got == {k: v for k, v in expected.items() if k != "truncated.jpg"}
-    assert all(r.detail and r.label == "Quarantine Me" and r.size is not None for r in errors)
+    assert all(r.detail and r.label == "Bad Inputs" and r.size is not None for r in errors)
     huge = next(r for r in errors if r.reason == "too_large")
     assert huge.size > 256 * 1024 and "not read" in huge.detail
     summary = job.summary()
