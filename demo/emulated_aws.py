@@ -14,6 +14,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,10 +23,12 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import boto3
 from moto.server import ThreadedMotoServer
@@ -102,6 +105,68 @@ def _set_env(values: Mapping[str, str | None]) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+class CountingMotoServer(ThreadedMotoServer):
+    """A moto server on 127.0.0.1 that counts the requests it serves: ('s3', 'LIST'), ('sqs', 'ReceiveMessage')...
+
+    What benchmarks and tests need to say how many S3 LIST requests something made, whoever made
+    them (boto3 in Python, or S3A in Spark's JVM). `counts()` is a snapshot.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def _server_entry(self) -> None:
+        from moto.moto_server import threaded_moto_server as threaded
+        from werkzeug.serving import make_server
+
+        app = threaded.DomainDispatcherApplication(threaded.create_backend_app)
+
+        def counting(environ: dict[str, Any], start_response: Any) -> Any:
+            with self._lock:
+                self._counts[request_kind(environ)] += 1
+            return app(environ, start_response)
+
+        self._server = make_server(self._ip_address, self._port, counting, True,
+                                   request_handler=threaded.MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        with self._lock:
+            return Counter(self._counts)
+
+
+def request_kind(environ: Mapping[str, Any]) -> tuple[str, str]:
+    """(service, operation) of a request to moto, from its signature's scope and its shape.
+
+    S3 (path-style): a GET on the bucket alone is a LIST (ListObjects v1/v2); other operations are
+    named by method, with the object key or not (HEAD, GET, PUT...). Other services: the JSON
+    protocol's X-Amz-Target, else the query's Action.
+    """
+    match = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    service = match[1] if match else "unsigned"
+    method = environ.get("REQUEST_METHOD", "")
+    if service == "s3":
+        parts = [p for p in environ.get("PATH_INFO", "").split("/") if p]
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        subresources = set(query) - {"list-type", "prefix", "delimiter", "max-keys", "continuation-token",
+                                     "start-after", "marker", "encoding-type", "fetch-owner"}
+        if method == "GET" and len(parts) == 1 and not subresources:
+            return service, "LIST"
+        return service, method if len(parts) > 1 else f"{method} bucket"
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return service, target.rsplit(".", 1)[-1]
+    return service, parse_qs(environ.get("QUERY_STRING", "")).get("Action", [method])[0]
 
 
 def start_moto(stack: contextlib.ExitStack) -> str:

@@ -40,6 +40,13 @@ def is_image_name(path: str) -> bool:
     return bool(_IMAGE_NAME.search(name)) and not name.startswith((".", "_"))
 
 
+def in_hidden_folder(path: str, root: str = "") -> bool:
+    """Whether a folder between `root` and the file is named '.x' or '_x': Spark's listing never
+    enters those, so a source that does not list (notifications) must skip them too."""
+    relative = path[len(root):] if root and path.startswith(root) else path
+    return any(folder.startswith((".", "_")) for folder in relative.split("/")[:-1])
+
+
 def label_from_path(path: str, root: str | None = None) -> str | None:
     """The class of an image is the name of the folder that holds it.
 

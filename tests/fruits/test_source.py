@@ -37,6 +37,13 @@ def test_image_names_are_case_insensitive_and_hidden_files_are_not_images() -> N
     assert source.IMAGE_GLOB == "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
 
 
+def test_hidden_folders_are_those_under_the_root() -> None:
+    assert source.in_hidden_folder("images/_staging/Kaki/a.jpg", "images/")
+    assert source.in_hidden_folder("images/Kaki/.partial/a.jpg", "images/")
+    assert not source.in_hidden_folder("images/Kaki/a.jpg", "images/")
+    assert not source.in_hidden_folder("_root/images/Kaki/a.jpg", "_root/images/")  # the root itself may be
+
+
 
 
 def test_reader_takes_images_in_any_case_and_skips_hidden_and_partial_files(spark, data_dir: Path, tmp_path: Path):
