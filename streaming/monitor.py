@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections import deque
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ class BatchMetrics:
     latencies: tuple[float, ...] = ()
     commit_seconds: float = 0.0  # of `seconds`: the Delta commits (the rest: read, featurize, project, collect)
     replayed: bool = False  # committed before a restart: skipped, nothing written again
+    source: str = "listing"  # which source fed the batch: "listing" or "notifications"
+    source_counts: dict[str, int] | None = None  # notifications: what the source skipped or found (duplicates...)
 
     def record(self) -> dict[str, Any]:
         """The JSON line."""
@@ -64,6 +66,7 @@ class Totals:
     errors: int = 0
     busy_seconds: float = 0.0
     latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    source_counts: Counter = field(default_factory=Counter)
 
     def latency_percentiles(self) -> dict[str, float | None]:
         return percentiles(self.latencies)
@@ -87,15 +90,19 @@ class Monitor:
                 t.errors += metrics.errors
                 t.busy_seconds += metrics.seconds
                 t.latencies.extend(metrics.latencies)
+                t.source_counts.update(metrics.source_counts or {})
         record = metrics.record()
         self._append(record)
         if metrics.replayed:
             log.info("batch %d: committed before the restart, skipped", metrics.batch)
             return
+        skipped = {k: v for k, v in (metrics.source_counts or {}).items()
+                   if v and k in ("duplicates", "malformed", "test_events", "backfilled")}
         log.info(
-            "batch %d: %d files, %d rows, %d errors, %.1f files/s, %.2f s, upload->commit p50 %.1f s max %.1f s",
+            "batch %d: %d files, %d rows, %d errors, %.1f files/s, %.2f s, upload->commit p50 %.1f s max %.1f s%s",
             metrics.batch, metrics.files, metrics.rows, metrics.errors, record["rows_per_s"] or 0.0, metrics.seconds,
             record["latency_p50_s"] or 0.0, record["latency_max_s"] or 0.0,
+            f" ({metrics.source}: {', '.join(f'{v} {k}' for k, v in skipped.items())})" if skipped else "",
         )
 
     def _append(self, record: dict[str, Any]) -> None:
@@ -112,4 +119,5 @@ class Monitor:
     def snapshot(self) -> Totals:
         with self._lock:
             t = self.totals
-            return Totals(t.batches, t.files, t.rows, t.errors, t.busy_seconds, deque(t.latencies))
+            return Totals(t.batches, t.files, t.rows, t.errors, t.busy_seconds, deque(t.latencies),
+                          Counter(t.source_counts))
