@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import signal
 import struct
@@ -91,6 +92,37 @@ def stop_gracefully(process: subprocess.Popen) -> str:
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=180)
     return out
+
+
+def kill_mid_stream_then_restart(args: list[str], log: Path, feeder: Feeder, total: int, kill_after: int = 18
+                                 ) -> tuple[int, str, int]:
+    """`fruits stream ARGS` with `feeder` uploading meanwhile: SIGKILL the stream's whole process group
+    once `kill_after` uploads are committed (a lost machine), start it again, let the feeder finish,
+    wait until `total` uploads are committed, then SIGTERM it.
+
+    Returns (uploads committed at the kill, the restarted stream's stdout, its exit code).
+    """
+    first = start_stream(args, log)
+    feeder.start()
+    try:
+        wait_until(lambda: feeder.committed() >= kill_after, 600, "some committed batches", first)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(30)
+    at_kill = feeder.committed()
+    assert first.returncode == -signal.SIGKILL
+    assert at_kill < total and not feeder.done.is_set()  # holds by construction: the feeder waits
+    second = start_stream(args, log)
+    try:
+        feeder.join(900)
+        assert feeder.done.is_set()
+        wait_until(lambda: feeder.committed() >= total, 600, "every upload committed", second)
+        out = stop_gracefully(second)
+    finally:
+        feeder.cancelled.set()
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    return at_kill, out, second.returncode
 
 
 class Feeder(threading.Thread):

@@ -181,16 +181,6 @@ def test_retention_forgets_only_committed_batches_older_than_the_cutoff() -> Non
 
 
 # ============================================================================ the feed on moto
-@pytest.fixture
-def counting_moto():
-    from demo.emulated_aws import CountingMotoServer
-
-    server = CountingMotoServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 class Aws:
     """A bucket and a queue on a moto server, and a reader configuration over them (cap 3, limit 1000 B)."""
 

@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 import pytest
 from deltalake import DeltaTable
-from support import Feeder, start_stream, stop_gracefully, table_rows, wait_until
+from support import Feeder, kill_mid_stream_then_restart, start_stream, stop_gracefully, table_rows, wait_until
 
 from fruits.upload import land
 
@@ -61,28 +61,8 @@ def test_sigkill_mid_stream_then_restart_is_exactly_once(settings, fitted, data_
     uploads = sorted((data_dir / "stream").glob("*/*.jpg"))[::4]  # 160 files over all 32 classes
     feeder = feeder_for(uploads, landing, output)
     log = tmp_path / "stream.log"
-    first = start_stream(args, log)
-    feeder.start()
-    try:
-        wait_until(lambda: committed(output) >= 18, 600, "some committed batches", first)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(30)
-    at_kill = committed(output)
-    assert first.returncode == -signal.SIGKILL
-    assert at_kill < len(uploads) and not feeder.done.is_set()  # holds by construction: the feeder waits
-
-    second = start_stream(args, log)
-    try:
-        feeder.join(900)
-        assert feeder.done.is_set()
-        wait_until(lambda: committed(output) >= len(uploads), 600, "every upload committed", second)
-        out = stop_gracefully(second)
-    finally:
-        feeder.cancelled.set()
-        if second.poll() is None:
-            os.killpg(second.pid, signal.SIGKILL)
-    assert second.returncode == 0, log.read_text()[-3000:]
+    at_kill, out, code = kill_mid_stream_then_restart(args, log, feeder, len(uploads))
+    assert code == 0, log.read_text()[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["model_version"] == fitted["model_version"] and summary["errors"] == 0
     assert 0 < summary["rows"] <= len(uploads) - at_kill + 6  # the restart did the rest (and at most redid one batch)

@@ -9,17 +9,15 @@ waits on the clock: the feeder is paced on committed rows, waits poll the system
 from __future__ import annotations
 
 import json
-import os
-import signal
 import uuid
 from collections import Counter
 from pathlib import Path
 
 import boto3
 import pytest
-from support import Feeder, start_stream, stop_gracefully, table_rows, wait_until
+from support import Feeder, kill_mid_stream_then_restart, table_rows, wait_until
 
-from demo.emulated_aws import CountingMotoServer, EventPollers, wired_bucket
+from demo.emulated_aws import EventPollers, wired_bucket
 from demo.run import s3a_problem
 from streaming.job import StreamingJob
 
@@ -39,14 +37,6 @@ def s3_event(bucket: str, key: str, size: int, etag: str) -> dict:
 def in_queue(sqs, url: str) -> int:
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
-
-
-@pytest.fixture
-def counting_moto():
-    server = CountingMotoServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_uploads_through_lambda_sns_sqs_are_ingested_once_despite_copies_and_redeliveries(
@@ -151,28 +141,8 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(
                 "--output", str(output), "--errors", str(tmp_path / "errors"),
                 "--checkpoint", str(tmp_path / "checkpoint"), "--trigger", "500ms", "--max-files-per-trigger", "6",
                 "--state-dir", str(settings.state_dir), "--tracking-uri", settings.tracking_uri, "--json", "-q"]
-        first = start_stream(args, log)
-        feeder.start()
-        try:
-            wait_until(lambda: committed() >= 18, 600, "some committed batches", first)
-        finally:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait(30)
-        at_kill = committed()
-        assert first.returncode == -signal.SIGKILL
-        assert at_kill < len(uploads) and not feeder.done.is_set()  # by construction: the feeder waits
-
-        second = start_stream(args, log)
-        try:
-            feeder.join(900)
-            assert feeder.done.is_set()
-            wait_until(lambda: committed() >= len(uploads), 600, "every upload committed", second)
-            out = stop_gracefully(second)
-        finally:
-            feeder.cancelled.set()
-            if second.poll() is None:
-                os.killpg(second.pid, signal.SIGKILL)
-    assert second.returncode == 0, log.read_text()[-3000:]
+        at_kill, out, code = kill_mid_stream_then_restart(args, log, feeder, len(uploads))
+    assert code == 0, log.read_text()[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["source_mode"] == "notifications" and summary["errors"] == 0
     assert 0 < summary["rows"] <= len(uploads) - at_kill + 6  # the restart did the rest (and at most redid one batch)
