@@ -229,6 +229,7 @@ def stream_uploads(
     job = StreamingJob(settings, spark=spark)
     try:
         job.start()
+        wait_for_first_trigger(job)
         t0 = time.perf_counter()
         to_s3 = {"endpoint_url": endpoint_url, "region": settings.aws_region, "progress": progress}
         mirrored = upload_dir(images_dir, mirror, **to_s3) if mirror else None
@@ -240,6 +241,17 @@ def stream_uploads(
     finally:
         stop_stream(job)
     return Streamed(uploaded, mirrored, job.summary(), job.resolved, results, errors, complete, ingest_seconds)
+
+
+def wait_for_first_trigger(job: StreamingJob, timeout: float = INGEST_TIMEOUT_S) -> None:
+    """Until the query has run its first trigger, so the uploads arrive at a running stream (in notification
+    mode the first start lists what is already there: uploads made before it would be found that way)."""
+    deadline = time.monotonic() + timeout
+    while not job.query.recentProgress:
+        job.raise_if_failed()
+        if time.monotonic() > deadline:
+            raise FruitsError(f"the stream did not complete its first trigger within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def stop_stream(job: StreamingJob) -> None:

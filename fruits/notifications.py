@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -64,6 +65,8 @@ COMPACT_EVERY = 100  # committed lists folded into one index file (bounds the fi
 PROBE_EVERY_S = 5.0  # while idle with deletions waiting: how often Spark's commit log is read
 DRAIN_WAIT_S = 1  # long poll that proves the queue empty when draining
 MALFORMED_REMEMBERED = 10_000
+FETCH_THREADS = 16  # concurrent GETs per task (boto3's default pool holds 10 connections: raised below)
+FETCH_WINDOW = 64  # rows fetched ahead of what the task has handed to Spark
 COUNTERS = ("messages", "uploads", "duplicates", "test_events", "malformed", "ignored", "backfilled",
             "backfill_listings", "list_requests", "deleted")
 
@@ -519,7 +522,7 @@ def aws_client(service: str, region: str, endpoint: str | None = None) -> Any:
     from botocore.config import Config
 
     # Throttling and 5xx are retried here: a local[*] task is not retried by Spark.
-    config = Config(retries={"max_attempts": 8, "mode": "standard"})
+    config = Config(retries={"max_attempts": 8, "mode": "standard"}, max_pool_connections=FETCH_THREADS)
     return boto3.session.Session().client(service, region_name=region, endpoint_url=endpoint, config=config)
 
 
@@ -786,14 +789,22 @@ def plan_partitions(config: ReaderConfig, start: dict, end: dict) -> list[Upload
 
 def read_uploads(config: ReaderConfig, partition: UploadsPartition) -> Iterator[tuple]:
     """Rows (path, modificationTime, length, content). content None: zero-length or over the limit (never
-    downloaded), or gone or replaced since the notification (a GET conditional on the ETag)."""
+    downloaded), or gone or replaced since the notification (a GET conditional on the ETag).
+
+    GETs run FETCH_THREADS at a time, FETCH_WINDOW rows ahead at most (bounded memory): an S3 GET
+    waits tens of ms for its first byte, and a task reading one object after the other would
+    spend most of its time waiting."""
     s3 = None
-    for path, bucket, key, size, etag, event_time in partition.rows:
-        content = None
-        if 0 < size <= config.max_image_bytes:
-            s3 = s3 or aws_client("s3", config.region, config.s3_endpoint)
-            content = fetch(s3, bucket, key, etag)
-        yield path, parse_time(event_time), size, content
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
+        for start in range(0, len(partition.rows), FETCH_WINDOW):
+            window = partition.rows[start:start + FETCH_WINDOW]
+            wanted = [row for row in window if 0 < row[3] <= config.max_image_bytes]
+            if wanted and s3 is None:
+                s3 = aws_client("s3", config.region, config.s3_endpoint)  # thread-safe: one connection pool
+            fetched = pool.map(lambda row: fetch(s3, row[1], row[2], row[4]), wanted)
+            contents = {(row[1], row[2]): content for row, content in zip(wanted, fetched)}
+            for path, bucket, key, size, _etag, event_time in window:
+                yield path, parse_time(event_time), size, contents.get((bucket, key))
 
 
 def fetch(s3: Any, bucket: str, key: str, etag: str | None) -> bytes | None:
