@@ -61,7 +61,7 @@ def human_summary(s: dict[str, Any]) -> str:
     latency = (f", upload->commit latency p50 {s['latency_p50_s']:.1f} s, p95 {s['latency_p95_s']:.1f} s"
                if s.get("latency_p50_s") is not None else "")
     counts = s.get("source_counts") or {}
-    source = (f"notifications on {s['notifications']} ({counts.get('duplicates', 0)} duplicates, "
+    source = (f"notifications on {s['notification_queue']} ({counts.get('duplicates', 0)} duplicates, "
               f"{counts.get('backfilled', 0)} backfilled, {counts.get('test_events', 0)} test events, "
               f"{counts.get('malformed', 0)} malformed skipped)" if s.get("source_mode") == "notifications"
               else "listing")

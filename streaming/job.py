@@ -102,7 +102,7 @@ class StreamingJob:
         self._lease.acquire()  # one stream per checkpoint: a second one stops here, before any work
         self.app_id = stream_identity(self.spark, checkpoint, s)
         self.clear_stop_marker()
-        files, batch_options = self._source(checkpoint)
+        files, batch_options = self._source()
         self.batch = MicroBatch(s, featurizer=featurizer, model=model, lake=LakeWriter(s, self.app_id),
                                 monitor=self.monitor, **batch_options)
         self._started_at = time.perf_counter()
@@ -121,7 +121,7 @@ class StreamingJob:
         log.info("watching %s (%s) -> %s (errors %s), trigger %s, at most %d files per batch",
                  s.source_uri, via, s.output_uri, s.errors_uri, s.trigger, s.max_files_per_trigger)
 
-    def _source(self, checkpoint: str) -> tuple[DataFrame, dict[str, Any]]:
+    def _source(self) -> tuple[DataFrame, dict[str, Any]]:
         """The streaming DataFrame of uploads (binaryFile columns), and what MicroBatch needs to know of it."""
         s = self.settings
         if self.source_mode == NOTIFICATIONS:
@@ -260,7 +260,7 @@ class StreamingJob:
         summary = {
             "source_mode": self.source_mode,
             "source_counts": dict(totals.source_counts) if self.source_mode == NOTIFICATIONS else None,
-            "notifications": self.settings.notifications,
+            "notification_queue": self.settings.notifications,
             "rows": totals.rows,
             "errors": totals.errors,
             "batches": totals.batches,

@@ -363,3 +363,22 @@ def test_checkpoint_store_on_s3(moto_server, request) -> None:
 def test_checkpoint_on_another_storage_is_refused() -> None:
     with pytest.raises(FruitsError, match="local or s3://"):
         CheckpointStore("hdfs://nn/checkpoints", "eu-west-3")
+
+
+def test_the_periodic_backfill_finds_what_was_never_announced_within_the_retention(aws) -> None:
+    import time
+
+    clock = [time.time()]
+    feed = NotificationFeed(aws.config, clock=lambda: clock[0])
+    assert feed.latest() == {"batch": 0}  # the first start lists an empty prefix
+    aws.put("images/K/silent.jpg")  # its notification never comes
+    assert feed.latest() == {"batch": 0}  # no listing between backfills: that is the point
+    clock[0] += 3600.0  # --backfill-interval 1h
+    assert feed.latest() == {"batch": 1}
+    assert [r[0] for r in rows_of(aws.config, 0, 1)] == [f"s3a://{aws.bucket}/images/K/silent.jpg"]
+    feed.commit(1)
+    aws.put("images/K/old-and-silent.jpg")
+    clock[0] += 8 * 86400.0  # the next listing is 8 days later: older than the 7-day retention, the
+    assert feed.latest() == {"batch": 1}  # index no longer covers it, so it is left alone (as maxFileAge)
+    counts = persisted_counts(aws.config)
+    assert (counts["backfilled"], counts["backfill_listings"]) == (1, 2)
