@@ -19,6 +19,15 @@ from cli.console import add_job_flags, emit_summary, settings_from_args
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", metavar="URI", help="images prefix to watch (default .fruits/landing)")
+    parser.add_argument("--notifications", metavar="QUEUE_URL",
+                        help="read the upload notifications on this SQS queue instead of listing --source on every "
+                             "trigger (--source must then be s3://BUCKET/PREFIX/)")
+    parser.add_argument("--backfill-interval", metavar="EVERY",
+                        help="with --notifications: list --source at the first start and then every EVERY, for "
+                             "notifications that never came (default 1h), or 'off' after the first start")
+    parser.add_argument("--notification-retention", metavar="AGE",
+                        help="with --notifications: how long uploads are remembered to recognise duplicate "
+                             "notifications (default 7d; keep it above the queue's message retention)")
     parser.add_argument("--output", metavar="URI", help="results table (default .fruits/lake/results)")
     parser.add_argument("--errors", metavar="URI", help="errors table (default .fruits/lake/errors)")
     parser.add_argument("--checkpoint", metavar="URI", help="checkpoint root (default .fruits/checkpoints/stream)")
@@ -55,8 +64,14 @@ def run(args: argparse.Namespace) -> int:
 def human_summary(s: dict[str, Any]) -> str:
     latency = (f", upload->commit latency p50 {s['latency_p50_s']:.1f} s, p95 {s['latency_p95_s']:.1f} s"
                if s.get("latency_p50_s") is not None else "")
+    counts = s.get("source_counts") or {}
+    source = (f"notifications on {s['notification_queue']} ({counts.get('duplicates', 0)} duplicates, "
+              f"{counts.get('backfilled', 0)} backfilled, {counts.get('test_events', 0)} test events, "
+              f"{counts.get('malformed', 0)} malformed skipped)" if s.get("source_mode") == "notifications"
+              else "listing")
     return (
         f"streamed {s['rows']} rows and {s['errors']} errors in {s['batches']} batches with "
         f"{s['model_name']} v{s['model_version']} ({s['seconds']:.0f} s{latency})\n"
+        f"  source: {source}\n"
         f"  results: {s['output']}\n  errors:  {s['errors_output']}\n  checkpoint: {s['checkpoint']}"
     )

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -22,10 +23,12 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import boto3
 from moto.server import ThreadedMotoServer
@@ -52,8 +55,9 @@ class EmulatedAws:
     bucket: str
     topic_arn: str
     events_queue_url: str  # S3 ObjectCreated -> here: what triggers the Lambda
-    notifications_queue_url: str  # subscribed to the topic: what the Lambda announces
-    mlflow: MlflowServer
+    notifications_queue_url: str  # subscribed to the topic: what the Lambda announces (the demo counts them)
+    stream_queue_url: str  # subscribed to the topic too: what the stream consumes (with a dead-letter queue)
+    mlflow: MlflowServer | None = None  # None: the AWS side alone (tests, benchmarks)
 
 
 @contextlib.contextmanager
@@ -77,12 +81,22 @@ def emulated_aws(run_dir: Path, region: str) -> Iterator[EmulatedAws]:
                               region=region)
         stack.callback(mlflow.stop)
         mlflow.start()  # boots while the wiring and Spark start; wait_ready() before the fit
-        topic_arn, events_url, notifications_url = wire_notifications(endpoint, region, bucket, suffix)
-        stack.enter_context(patched_env({
-            "AWS_ENDPOINT_URL": endpoint, "TOPIC_ARN": topic_arn, "IMAGES_PREFIX": IMAGES_PREFIX,
-        }))
-        log.info("emulated AWS on %s: bucket %s, topic %s, mlflow server %s", endpoint, bucket, topic_arn, mlflow.url)
-        yield EmulatedAws(run_dir, region, endpoint, bucket, topic_arn, events_url, notifications_url, mlflow)
+        world = stack.enter_context(wired_bucket(run_dir, region, endpoint, bucket, suffix))
+        world.mlflow = mlflow
+        log.info("emulated AWS on %s: bucket %s, topic %s, mlflow server %s", endpoint, bucket, world.topic_arn,
+                 mlflow.url)
+        yield world
+
+
+@contextlib.contextmanager
+def wired_bucket(run_dir: Path, region: str, endpoint: str, bucket: str, suffix: str, stream_visibility_s: int = 30
+                 ) -> Iterator[EmulatedAws]:
+    """The event path on an existing bucket of a moto server (wire_notifications), with the environment
+    the Lambda handler reads (its topic, the images prefix, the moto endpoint) set for the block."""
+    topic_arn, events_url, notifications_url, stream_url = wire_notifications(endpoint, region, bucket, suffix,
+                                                                              stream_visibility_s)
+    with patched_env({"AWS_ENDPOINT_URL": endpoint, "TOPIC_ARN": topic_arn, "IMAGES_PREFIX": IMAGES_PREFIX}):
+        yield EmulatedAws(run_dir, region, endpoint, bucket, topic_arn, events_url, notifications_url, stream_url)
 
 
 @contextlib.contextmanager
@@ -104,6 +118,76 @@ def _set_env(values: Mapping[str, str | None]) -> None:
             os.environ[name] = value
 
 
+class CountingMotoServer(ThreadedMotoServer):
+    """A moto server on 127.0.0.1 that counts the requests it serves: ('s3', 'LIST'), ('sqs', 'ReceiveMessage')...
+
+    What benchmarks and tests need to say how many S3 LIST requests something made, whoever made
+    them (boto3 in Python, or S3A in Spark's JVM). `counts()` is a snapshot.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(ip_address="127.0.0.1", port=0, verbose=False)
+        self._counts: Counter[tuple[str, str]] = Counter()
+        self._object_gets: Counter[str] = Counter()  # "/bucket/key" -> GET requests
+        self._lock = threading.Lock()
+
+    def _server_entry(self) -> None:
+        from moto.moto_server import threaded_moto_server as threaded
+        from werkzeug.serving import make_server
+
+        app = threaded.DomainDispatcherApplication(threaded.create_backend_app)
+
+        def counting(environ: dict[str, Any], start_response: Any) -> Any:
+            kind = request_kind(environ)
+            with self._lock:
+                self._counts[kind] += 1
+                if kind == ("s3", "GET"):
+                    self._object_gets[environ.get("PATH_INFO", "")] += 1
+            return app(environ, start_response)
+
+        self._server = make_server(self._ip_address, self._port, counting, True,
+                                   request_handler=threaded.MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        with self._lock:
+            return Counter(self._counts)
+
+    def object_gets(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self._object_gets)
+
+
+def request_kind(environ: Mapping[str, Any]) -> tuple[str, str]:
+    """(service, operation) of a request to moto, from its signature's scope and its shape.
+
+    S3 (path-style): a GET on the bucket alone is a LIST (ListObjects v1/v2); other operations are
+    named by method, with the object key or not (HEAD, GET, PUT...). Other services: the JSON
+    protocol's X-Amz-Target, else the query's Action.
+    """
+    match = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    service = match[1] if match else "unsigned"
+    method = environ.get("REQUEST_METHOD", "")
+    if service == "s3":
+        parts = [p for p in environ.get("PATH_INFO", "").split("/") if p]
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        subresources = set(query) - {"list-type", "prefix", "delimiter", "max-keys", "continuation-token",
+                                     "start-after", "marker", "encoding-type", "fetch-owner"}
+        if method == "GET" and len(parts) == 1 and not subresources:
+            return service, "LIST"
+        return service, method if len(parts) > 1 else f"{method} bucket"
+    target = environ.get("HTTP_X_AMZ_TARGET", "")
+    if target:
+        return service, target.rsplit(".", 1)[-1]
+    return service, parse_qs(environ.get("QUERY_STRING", "")).get("Action", [method])[0]
+
+
 def start_moto(stack: contextlib.ExitStack) -> str:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -122,24 +206,32 @@ def create_bucket(endpoint: str, region: str, bucket: str) -> None:
     s3.create_bucket(Bucket=bucket, **location)
 
 
-def wire_notifications(endpoint: str, region: str, bucket: str, suffix: str) -> tuple[str, str, str]:
-    """S3 ObjectCreated on images/ -> SQS (the Lambda trigger, polled locally), and SNS -> SQS (a subscriber).
+def wire_notifications(endpoint: str, region: str, bucket: str, suffix: str, stream_visibility_s: int = 30
+                       ) -> tuple[str, str, str, str]:
+    """S3 ObjectCreated on images/ -> SQS (the Lambda trigger, polled locally), and SNS -> two SQS queues:
+    a subscriber the demo counts with, and the stream's queue (with a dead-letter queue, as in infra/).
 
     One rule per image suffix, as in infra/template.yaml: S3 allows one prefix and one suffix
     per rule. moto does not enforce queue policies, so none are set.
+    Returns (topic ARN, events queue URL, subscriber queue URL, stream queue URL).
     """
     sqs, sns, s3 = (aws_client(s, endpoint, region) for s in ("sqs", "sns", "s3"))
 
-    def queue(name: str) -> tuple[str, str]:
+    def queue(name: str, visibility_s: int = 5, **attributes: str) -> tuple[str, str]:
         # A short visibility timeout: a failed handler call is retried within seconds.
-        url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "5"})["QueueUrl"]
+        url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_s), **attributes}
+                               )["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         return url, arn
 
     events_url, events_arn = queue(f"fruits-s3-events-{suffix}")
     notifications_url, notifications_arn = queue(f"fruits-uploaded-subscriber-{suffix}")
+    _, dead_letters_arn = queue(f"fruits-uploaded-stream-dlq-{suffix}")
+    redrive = json.dumps({"deadLetterTargetArn": dead_letters_arn, "maxReceiveCount": 5})
+    stream_url, stream_arn = queue(f"fruits-uploaded-stream-{suffix}", stream_visibility_s, RedrivePolicy=redrive)
     topic_arn = sns.create_topic(Name=f"fruits-image-uploaded-{suffix}")["TopicArn"]
-    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=notifications_arn)
+    for arn in (notifications_arn, stream_arn):
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
     rules = [
         {
             "Id": f"fruits-images-{ext}",
@@ -151,7 +243,7 @@ def wire_notifications(endpoint: str, region: str, bucket: str, suffix: str) -> 
         for ext in IMAGE_EXTENSIONS
     ]
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": rules})
-    return topic_arn, events_url, notifications_url
+    return topic_arn, events_url, notifications_url, stream_url
 
 
 class MlflowServer:

@@ -143,6 +143,8 @@ def summarise(
         complete = complete and notifications["complete"]
     return {
         "mode": mode,
+        "source_mode": stream.get("source_mode"),
+        "source_counts": stream.get("source_counts"),
         "complete": complete,
         "images_uploaded": streamed.upload.uploaded,
         "upload_failures": len(streamed.upload.failed),
@@ -195,6 +197,13 @@ def human_summary(s: dict[str, Any]) -> str:
     rate = f"{s['rows_per_second']:.1f} rows/s while busy" if s["rows_per_second"] else "no batches"
     lines.append(f"  stream: {s['batches']} micro-batch{'' if s['batches'] == 1 else 'es'}, {rate}, "
                  f"{s['end_to_end_rows_per_second']} rows/s from first upload to last commit")
+    if s["source_mode"] == "notifications":
+        c = s["source_counts"] or {}
+        lines.append(f"  source: notifications (SQS, no listing): {c.get('uploads', 0)} uploads announced, "
+                     f"{c.get('duplicates', 0)} duplicates and {c.get('test_events', 0)} test events skipped, "
+                     f"{c.get('backfilled', 0)} found by the backfill")
+    else:
+        lines.append(f"  source: {s['source_mode']} (the prefix listed every trigger)")
     # The uploads arrive as a burst: when they come faster than the stream works, latency is mostly queueing.
     lines.append(f"  latency: the {s['images_uploaded']} uploads arrived within {s['upload_seconds']:.1f} s; "
                  f"upload->commit p50 {sec(s['latency_p50_s'])}, p95 {sec(s['latency_p95_s'])}")

@@ -5,8 +5,9 @@ trigger, "upload" stream/ into a fresh run folder of the landing directory while
 wait until every upload is committed.
 
 Emulated AWS (`make demo-aws`): the same on the event-driven AWS architecture emulated on
-127.0.0.1 (demo.emulated_aws): the fit logs to a real `mlflow server`, the stream reads and
-writes s3a:// on a moto server, uploads go to s3://BUCKET/images/ and fire the Lambda.
+127.0.0.1 (demo.emulated_aws): the fit logs to a real `mlflow server`, uploads go to
+s3://BUCKET/images/ and fire the Lambda, whose SNS messages reach the stream's SQS queue; the
+stream reads those notifications (no listing) and writes s3a:// on a moto server.
 """
 
 from __future__ import annotations
@@ -228,6 +229,7 @@ def stream_uploads(
     job = StreamingJob(settings, spark=spark)
     try:
         job.start()
+        wait_for_first_trigger(job)
         t0 = time.perf_counter()
         to_s3 = {"endpoint_url": endpoint_url, "region": settings.aws_region, "progress": progress}
         mirrored = upload_dir(images_dir, mirror, **to_s3) if mirror else None
@@ -239,6 +241,17 @@ def stream_uploads(
     finally:
         stop_stream(job)
     return Streamed(uploaded, mirrored, job.summary(), job.resolved, results, errors, complete, ingest_seconds)
+
+
+def wait_for_first_trigger(job: StreamingJob, timeout: float = INGEST_TIMEOUT_S) -> None:
+    """Until the query has run its first trigger, so the uploads arrive at a running stream (in notification
+    mode the first start lists what is already there: uploads made before it would be found that way)."""
+    deadline = time.monotonic() + timeout
+    while not job.query.recentProgress:
+        job.raise_if_failed()
+        if time.monotonic() > deadline:
+            raise FruitsError(f"the stream did not complete its first trigger within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 def stop_stream(job: StreamingJob) -> None:
@@ -328,7 +341,8 @@ def s3a_problem(spark: SparkSession, world: EmulatedAws) -> str | None:
 
 
 def aws_stream_layout(settings: Settings, world: EmulatedAws, fell_back: bool) -> tuple[Settings, str]:
-    """Stream settings and the folder it watches: the emulated bucket, or local folders after a fall-back."""
+    """Stream settings and the folder it watches: the emulated bucket through the notifications on the
+    stream's queue, or local folders (listed) after a fall-back."""
     if fell_back:
         local = world.run_dir
         stream = settings.replace(source=str(local / "landing"), output=str(local / "lake" / "results"),
@@ -336,7 +350,8 @@ def aws_stream_layout(settings: Settings, world: EmulatedAws, fell_back: bool) -
         return stream.replace(trigger=TRIGGER), stream.source_uri
     root = f"s3a://{world.bucket}"
     stream = settings.replace(source=f"{root}/{IMAGES_PREFIX}", output=f"{root}/results", errors=f"{root}/errors",
-                              checkpoint=f"{root}/checkpoints/stream", trigger=TRIGGER)
+                              checkpoint=f"{root}/checkpoints/stream", trigger=TRIGGER,
+                              notifications=world.stream_queue_url)
     return stream, stream.source_uri
 
 

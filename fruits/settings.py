@@ -59,6 +59,12 @@ class Settings:
     checkpoint: str | None = None
     trigger: str = "2s"
     max_files_per_trigger: int = 1000
+    # Notification mode: the SQS queue URL the upload notifications arrive on; None lists the source.
+    notifications: str | None = None
+    # Notification mode: list the prefix at first start and then this often, for notifications
+    # that never came (an interval, or "off"); uploads are remembered for dedup this long.
+    backfill_interval: str = "1h"
+    notification_retention: str = "7d"
     # Lake maintenance from the stream (compaction + vacuum): an interval, or "off".
     maintenance_interval: str = "1h"
     # How often the stream re-resolves its model alias (hot swap), or "off" to pin the version for the run.
@@ -124,6 +130,15 @@ class Settings:
             raise FruitsError("model name and alias must not be empty")
         interval_seconds(self.maintenance_interval, "--maintenance-interval", allow_off=True)
         interval_seconds(self.model_refresh_interval, "--model-refresh-interval", allow_off=True)
+        interval_seconds(self.backfill_interval, "--backfill-interval", allow_off=True)
+        interval_seconds(self.notification_retention, "--notification-retention")
+        if self.notifications is not None:
+            if not re.match(r"^https?://[^/]+/[^/]+/[^/]+$", self.notifications):
+                raise FruitsError("--notifications must be an SQS queue URL like "
+                                  f"https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, got {self.notifications!r}")
+            if not self.source_uri.startswith(("s3://", "s3a://")):
+                raise FruitsError("--notifications needs --source s3://BUCKET/PREFIX/ (the prefix the notifications "
+                                  f"announce), got {self.source_uri!r}")
 
     # ---------------------------------------------------------------- derived
     @property
@@ -188,12 +203,12 @@ class Settings:
         return None
 
 
-_INTERVAL = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_INTERVAL = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def interval_seconds(text: str, flag: str, *, allow_off: bool = False, extra: str = "") -> float:
-    """'500ms', '2s', '1.5m', '1h' -> seconds; 'off' -> 0 where allowed. Anything else: a one-line error."""
+    """'500ms', '2s', '1.5m', '1h', '7d' -> seconds; 'off' -> 0 where allowed. Anything else: a one-line error."""
     if allow_off and text.strip().lower() in ("off", "0"):
         return 0.0
     match = _INTERVAL.match(text.strip())

@@ -40,6 +40,13 @@ def is_image_name(path: str) -> bool:
     return bool(_IMAGE_NAME.search(name)) and not name.startswith((".", "_"))
 
 
+def in_hidden_folder(path: str, root: str = "") -> bool:
+    """Whether a folder between `root` and the file is named '.x' or '_x': Spark's listing never
+    enters those, so a source that does not list (notifications) must skip them too."""
+    relative = path[len(root):] if root and path.startswith(root) else path
+    return any(folder.startswith((".", "_")) for folder in relative.split("/")[:-1])
+
+
 def label_from_path(path: str, root: str | None = None) -> str | None:
     """The class of an image is the name of the folder that holds it.
 
@@ -94,26 +101,60 @@ def files_assigned_to_batch(spark: SparkSession, checkpoint: str, batch_id: int)
     """Every path the file source assigned to micro-batch `batch_id`, as Spark writes it in `path`.
 
     The batch's DataFrame does not hold them all: Spark's scan drops zero-length files, and skips
-    files deleted since they were listed. The source's log in the checkpoint is the only record
-    of them (`<checkpoint>/sources/0/<batch>`, every 10th batch compacted into `<batch>.compact`
-    holding the earlier entries too): a version line, then one JSON object per file.
+    files deleted since they were listed. The checkpoint is the only record of them, read here as
+    Spark's FileStreamSource reads it for the batch:
+    - `offsets/<batch>` (and the batch before): a version line, the batch's metadata, then the
+      source's offset `{"logOffset": N}`. The batch holds the source log's entries in
+      (previous logOffset, N]. Micro-batch ids and log offsets are not the same numbers once a
+      crash has fallen between the source's log write and the batch's offset write.
+    - `sources/0/<N>`, every 10th compacted into `<N>.compact` with the earlier entries too
+      (the plain files then go): a version line, then one JSON object per file, with its `batchId`
+      (the log offset) and its `path` as a URI.
     """
-    fs, folder = hadoop_fs(spark, f"{checkpoint.rstrip('/')}/sources/0")
+    root = checkpoint.rstrip("/")
+    end = _log_offset(spark, f"{root}/offsets/{batch_id}")
+    if end is None:
+        raise FileNotFoundError(f"no offsets for micro-batch {batch_id} under {checkpoint}")
+    start = _log_offset(spark, f"{root}/offsets/{batch_id - 1}") if batch_id > 0 else None
+    wanted = set(range(0 if start is None else start + 1, end + 1))
+    fs, folder = hadoop_fs(spark, f"{root}/sources/0")
+    names = {str(status.getPath().getName()) for status in fs.listStatus(folder)}
+    compacted = sorted(int(n.removesuffix(".compact")) for n in names if n.endswith(".compact"))
+    files = [f"{folder}/{i}" for i in sorted(wanted) if str(i) in names]
+    covered = {i for i in wanted if str(i) in names}
+    for i in sorted(wanted - covered):  # only in a compact file: the first one at or after it
+        compact = next((c for c in compacted if c >= i), None)
+        if compact is None:
+            raise FileNotFoundError(f"no source log entry {i} for micro-batch {batch_id} under {checkpoint}")
+        files.append(f"{folder}/{compact}.compact")
     jvm = spark.sparkContext._jvm
-    for name in (str(batch_id), f"{batch_id}.compact"):
-        log_file = jvm.org.apache.hadoop.fs.Path(folder, name)
-        if not fs.exists(log_file):
-            continue
-        stream = fs.open(log_file)
-        try:
-            text = bytes(jvm.org.apache.commons.io.IOUtils.toByteArray(stream)).decode()
-        finally:
-            stream.close()
-        entries = [json.loads(line) for line in text.splitlines()[1:] if line.strip()]
-        # Converted as FileStreamSource.getBatch converts them, so they equal the `path` column.
-        return [str(jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(e["path"]))) for e in entries
-                if e.get("batchId") == batch_id]
-    raise FileNotFoundError(f"no source log for micro-batch {batch_id} under {checkpoint}")
+    entries = [e for log_file in dict.fromkeys(files) for e in _json_lines(spark, log_file)[1:]
+               if e.get("batchId") in wanted]
+    # Converted as FileStreamSource.getBatch converts them, so they equal the `path` column.
+    paths = [str(jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(e["path"])))
+             for e in sorted(entries, key=lambda e: e["batchId"])]
+    return list(dict.fromkeys(paths))
+
+
+def _log_offset(spark: SparkSession, offsets_file: str) -> int | None:
+    """The file source's log offset recorded in one of Spark's offset files (None if there is none)."""
+    fs, path = hadoop_fs(spark, offsets_file)
+    if not fs.exists(path):
+        return None
+    lines = _json_lines(spark, offsets_file)
+    return int(lines[2]["logOffset"])  # "v1", the batch's metadata, then our one source's offset
+
+
+def _json_lines(spark: SparkSession, uri: str) -> list:
+    """A log file of Spark's: a version line (kept as a string), then one JSON document per line."""
+    fs, path = hadoop_fs(spark, uri)
+    stream = fs.open(path)
+    try:
+        text = bytes(spark.sparkContext._jvm.org.apache.commons.io.IOUtils.toByteArray(stream)).decode()
+    finally:
+        stream.close()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[:1] + [json.loads(line) for line in lines[1:]]
 
 
 def file_size(spark: SparkSession, path: str) -> int | None:

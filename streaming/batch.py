@@ -8,6 +8,13 @@ Delta tables are committed, each once, with the batch id as their transaction id
 (fruits.sinks). A re-run of a committed batch (after a crash) is recognised from the tables and
 skipped. Files the source assigned to the batch but Spark never handed over (zero-length, or
 deleted since they were listed) become error rows too.
+
+Two sources feed it the same columns (path, modificationTime, length, content). The file source
+(listing) gets the size filter pushed into its scan, so big files are never read. The
+notification source reads nothing it must not (zero-length and over-limit objects come with no
+content, as do objects deleted or replaced since they were announced), and a Python source cannot
+prune columns: its rows are classified in ONE pass, since a second branch would download every
+image again.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.ml import PipelineModel
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from fruits import featurize, project, source
@@ -45,9 +52,13 @@ class ActiveModel:
     model: PipelineModel
 
 
+LISTING, NOTIFICATIONS = "listing", "notifications"
+
+
 class MicroBatch:
     """foreachBatch function of the stream. `absent_files(batch_id, seen_paths)` lists the files the
-    source assigned to the batch that are not in it (listing mode), as (path, size or None)."""
+    source assigned to the batch that are not in it (listing mode), as (path, size or None);
+    `source_counts(batch_id)` what the notification source counted for it (duplicates...)."""
 
     def __init__(
         self,
@@ -58,6 +69,8 @@ class MicroBatch:
         lake: LakeWriter,
         monitor: Monitor,
         absent_files: Callable[[int, set[str]], list[tuple[str, int | None]]] | None = None,
+        source: str = LISTING,
+        source_counts: Callable[[int], dict[str, int]] | None = None,
     ):
         self.settings = settings
         self.source_root = source_root
@@ -66,6 +79,8 @@ class MicroBatch:
         self.lake = lake
         self.monitor = monitor
         self.absent_files = absent_files
+        self.source = source
+        self.source_counts = source_counts
         self.running = threading.Event()  # set while a batch is being processed (the job's graceful stop)
 
     def __call__(self, files: DataFrame, batch_id: int) -> None:
@@ -80,7 +95,7 @@ class MicroBatch:
         active = self.model  # one model for the whole batch, even if another is swapped in meanwhile
         if self.lake.done(batch_id):
             self.monitor.record(BatchMetrics(batch_id, 0, 0, 0, 0.0, time.time(), active.resolved.version,
-                                             replayed=True))
+                                             replayed=True, source=self.source))
             return
         ingest_time = datetime.now(timezone.utc)
         rows = self.rows(files, ingest_time, active.model).toArrow()
@@ -99,6 +114,7 @@ class MicroBatch:
             commit_seconds=round(time.perf_counter() - computed, 3),
             **prediction_summary(results),
             latencies=tuple(committed_at - us / 1e6 for us in mtimes if us is not None),
+            source=self.source, source_counts=self.source_counts(batch_id) if self.source_counts else None,
         ))
 
     def rows(self, files: DataFrame, ingest_time: datetime, model: PipelineModel) -> DataFrame:
@@ -110,19 +126,40 @@ class MicroBatch:
             .withColumnRenamed("modificationTime", "modification_time")
             .withColumn("ingest_time", F.lit(ingest_time).cast("timestamp"))
         )
+        if self.source == NOTIFICATIONS:
+            return self.rows_in_one_pass(images, model)
         readable = images.filter(F.col("size") <= s.max_image_bytes)
         featurized = featurize.featurize(readable, self.featurizer, s.max_image_pixels).drop("content")
         projected = project.project(featurized, model)
-        outputs = [f for f in projected.schema.fields if f.name not in featurized.columns]  # what the model adds
+        outputs = model_outputs(projected, featurized)
         too_large = images.filter(F.col("size") > s.max_image_bytes).select(
             *UPLOAD_COLUMNS,
             F.lit(None).cast("array<float>").alias("features"),
             *[F.lit(None).cast(f.dataType).alias(f.name) for f in outputs],
             F.lit("too_large").alias("reason"),
-            F.format_string(f"%,d bytes is over the {s.max_image_bytes:,}-byte limit; not read", "size").alias("detail"),
+            too_large_detail(s.max_image_bytes).alias("detail"),
         )
-        columns = [*UPLOAD_COLUMNS, "features", *[f.name for f in outputs], "reason", "detail"]
-        return too_large.unionByName(projected.select(*columns))
+        return too_large.unionByName(projected.select(*row_columns(outputs)))
+
+    def rows_in_one_pass(self, images: DataFrame, model: PipelineModel) -> DataFrame:
+        """Rows whose content the source left out are classified by size: over the limit -> too_large,
+        0 bytes -> empty, otherwise missing (deleted or replaced after it was announced)."""
+        limit = self.settings.max_image_bytes
+        featurized = featurize.featurize(images.withColumn("_unread", F.col("content").isNull()), self.featurizer,
+                                         self.settings.max_image_pixels).drop("content")
+        size = F.col("size")
+        unread = F.col("_unread")
+        classified = featurized.select(
+            *[c for c in featurized.columns if c not in ("reason", "detail", "_unread")],
+            F.when(size > limit, F.lit("too_large")).when(unread & (size == 0), F.lit("empty"))
+            .when(unread, F.lit("missing")).otherwise(F.col("reason")).alias("reason"),
+            F.when(size > limit, too_large_detail(limit))
+            .when(unread & (size == 0), F.lit("file has 0 bytes"))
+            .when(unread, F.lit("deleted or replaced after it was announced, before it could be read"))
+            .otherwise(F.col("detail")).alias("detail"),
+        )
+        projected = project.project(classified, model)
+        return projected.select(*row_columns(model_outputs(projected, classified)))
 
     def split(self, rows: pa.Table, batch_id: int, ingest_time: datetime, resolved: ResolvedModel
               ) -> tuple[pa.Table, pa.Table]:
@@ -142,13 +179,24 @@ class MicroBatch:
             ERRORS.schema)
 
 
+def too_large_detail(limit: int) -> Column:
+    return F.format_string(f"%,d bytes is over the {limit:,}-byte limit; not read", "size")
+
+
 def absent_rows(absent: list[tuple[str, int | None]], batch_id: int, ingest_time: datetime, source_root: str
                 ) -> pa.Table:
-    """Error rows for files the source listed but Spark never handed over: (path, size or None if gone)."""
+    """Error rows for files the source listed but Spark never handed over: (path, size or None if gone).
+
+    Spark's scan skips zero-length files (empty) and files deleted since the listing (missing); a
+    file that is still there with bytes in it was replaced since the listing, and is missing too.
+    """
     rows = []
     for path, size in absent:
-        reason, detail = (("missing", "deleted after it was listed, before it could be read") if size is None
-                          else ("empty", "file has 0 bytes"))
+        reason, detail = (
+            ("empty", "file has 0 bytes") if size == 0
+            else ("missing", "deleted after it was listed, before it could be read") if size is None
+            else ("missing", f"listed for this micro-batch but not read (now {size:,} bytes): replaced meanwhile?")
+        )
         rows.append({"path": path, "label": source.label_from_path(path, source_root), "size": size,
                      "modification_time": None, "ingest_time": ingest_time, "reason": reason, "detail": detail,
                      "batch_id": batch_id})
@@ -168,3 +216,12 @@ def prediction_summary(results: pa.Table) -> dict:
         "mean_confidence": round(pc.mean(results.column("confidence")).as_py(), 4),
         "novel_fraction": round(pc.mean(pc.cast(results.column("is_novel"), pa.float64())).as_py(), 4),
     }
+
+
+def model_outputs(projected: DataFrame, before: DataFrame) -> list:
+    """The columns the model added (pca, and a classifier head's), as fields: whatever the model gives."""
+    return [f for f in projected.schema.fields if f.name not in before.columns]
+
+
+def row_columns(outputs: list) -> list[str]:
+    return [*UPLOAD_COLUMNS, "features", *[f.name for f in outputs], "reason", "detail"]

@@ -10,6 +10,10 @@ checkpoint (what `fruits emr stop` writes on a cluster, where signals do not rea
 driver) all stop after the current micro-batch; a second signal stops at once. Whatever is
 interrupted is redone from the checkpoint on restart, and the tables skip what they already have.
 
+Source: the upload notifications on an SQS queue when `settings.notifications` names one
+(fruits.notifications: no listing but a periodic backfill), else Spark's file source, which lists
+the prefix on every trigger (local landing folders, tests, and the way to re-read everything).
+
 Background threads (not with --trigger available-now): every `maintenance_interval` the tables'
 small files are compacted and unreferenced ones vacuumed (fruits.lake.maintain; compaction
 commits alongside the stream's appends without conflict, so ingestion never pauses for it), and
@@ -27,16 +31,16 @@ import time
 import uuid
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from fruits import lake, registry, source
+from fruits import lake, notifications, registry, source
 from fruits.exceptions import FruitsError, one_line
 from fruits.featurize import Featurizer, check_compatible
 from fruits.settings import Settings, interval_seconds
 from fruits.sinks import LakeWriter
 from fruits.spark import ensure_dir, get_spark, hadoop_fs, qualify, storage_errors
-from streaming.batch import ActiveModel, MicroBatch
+from streaming.batch import LISTING, NOTIFICATIONS, ActiveModel, MicroBatch
 from streaming.lease import CheckpointLease
 from streaming.models import ModelWatcher
 from streaming.monitor import Monitor
@@ -62,6 +66,7 @@ class StreamingJob:
 
     def __init__(self, settings: Settings, model_uri: str | None = None, spark: SparkSession | None = None):
         self.settings = settings
+        self.source_mode = NOTIFICATIONS if settings.notifications else LISTING
         self.model_uri = model_uri or f"models:/{settings.model_name}@{settings.alias}"
         self.trigger = trigger_options(settings.trigger)
         self.maintenance_every = interval_seconds(settings.maintenance_interval, "--maintenance-interval",
@@ -86,7 +91,9 @@ class StreamingJob:
     # ------------------------------------------------------------------ start
     def start(self) -> None:
         s = self.settings
-        self.spark = self.spark or get_spark(s, "fruits-stream", uris=[s.source_uri, s.checkpoint_uri])
+        # The notification source reads S3 with boto3: only the listing makes Spark itself read the source.
+        uris = [s.checkpoint_uri] if self.source_mode == NOTIFICATIONS else [s.source_uri, s.checkpoint_uri]
+        self.spark = self.spark or get_spark(s, "fruits-stream", uris=uris)
         client = registry.connect(s)
         resolved = registry.resolve(client, self.model_uri)
         featurizer = Featurizer.load(s)
@@ -95,20 +102,17 @@ class StreamingJob:
         log.info("model %s resolved to version %s (run %s); featurizer %s", self.model_uri, resolved.version,
                  resolved.run_id, featurizer.spec.describe())
 
-        ensure_dir(self.spark, s.source_uri)  # a stream source must exist when the query starts
         checkpoint = s.checkpoint_uri.rstrip("/")
         self._lease = CheckpointLease(self.spark, checkpoint)
         self._lease.acquire()  # one stream per checkpoint: a second one stops here, before any work
         self.app_id = stream_identity(self.spark, checkpoint, s)
         self.clear_stop_marker()
-        self.batch = MicroBatch(
-            s, qualify(self.spark, s.source_uri), featurizer, model, LakeWriter(s, self.app_id), self.monitor,
-            absent_files=self._absent_files,
-        )
+        files, batch_options = self._source()
+        self.batch = MicroBatch(s, featurizer=featurizer, model=model, lake=LakeWriter(s, self.app_id),
+                                monitor=self.monitor, **batch_options)
         self._started_at = time.perf_counter()
         self.query = (
-            source.read_images(self.spark, s.source_uri, stream=True, max_files_per_trigger=s.max_files_per_trigger)
-            .writeStream.queryName(QUERY_NAME)
+            files.writeStream.queryName(QUERY_NAME)
             .foreachBatch(self.batch)
             .option("checkpointLocation", checkpoint)
             .trigger(**self.trigger)
@@ -122,8 +126,35 @@ class StreamingJob:
                                        self._swap_model, self.monitor.swapped, self.monitor.refused)
                 self._run_in_background("model-watch",
                                         lambda: watcher.run(self.model_refresh_every, self._stop_requested))
-        log.info("watching %s -> %s (errors %s), trigger %s, at most %d files per batch",
-                 s.source_uri, s.output_uri, s.errors_uri, s.trigger, s.max_files_per_trigger)
+        via = f"the notifications on {s.notifications}" if s.notifications else "listing it every trigger"
+        log.info("watching %s (%s) -> %s (errors %s), trigger %s, at most %d files per batch",
+                 s.source_uri, via, s.output_uri, s.errors_uri, s.trigger, s.max_files_per_trigger)
+
+    def _source(self) -> tuple[DataFrame, dict[str, Any]]:
+        """The streaming DataFrame of uploads (binaryFile columns), and what MicroBatch needs to know of it."""
+        s = self.settings
+        if self.source_mode == NOTIFICATIONS:
+            config = notifications.reader_config(
+                s, drain=s.trigger == AVAILABLE_NOW,
+                partitions=self.spark.sparkContext.defaultParallelism,
+                log_level=logging.getLevelName(log.getEffectiveLevel()))
+            store = config.store()
+            return notifications.read_stream(self.spark, config), {
+                "source_root": s.source_uri.rstrip("/"), "source": NOTIFICATIONS,
+                "source_counts": lambda batch_id: self._source_counts(store, batch_id)}
+        ensure_dir(self.spark, s.source_uri)  # a stream source must exist when the query starts
+        files = source.read_images(self.spark, s.source_uri, stream=True,
+                                   max_files_per_trigger=s.max_files_per_trigger)
+        return files, {"source_root": qualify(self.spark, s.source_uri), "source": LISTING,
+                       "absent_files": self._absent_files}
+
+    @staticmethod
+    def _source_counts(store: notifications.CheckpointStore, batch_id: int) -> dict[str, int] | None:
+        try:
+            return notifications.batch_counts(store, batch_id)
+        except Exception as exc:  # counts are for people: never fail a batch over them
+            log.warning("cannot read the notification counts of batch %d: %s", batch_id, one_line(exc))
+            return None
 
     def _run_in_background(self, name: str, target: Any) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -244,6 +275,9 @@ class StreamingJob:
         resolved = self.resolved
         elapsed = time.perf_counter() - self._started_at if self._started_at else 0.0
         summary = {
+            "source_mode": self.source_mode,
+            "source_counts": dict(totals.source_counts) if self.source_mode == NOTIFICATIONS else None,
+            "notification_queue": self.settings.notifications,
             "rows": totals.rows,
             "errors": totals.errors,
             "batches": totals.batches,

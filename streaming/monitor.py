@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,8 @@ class BatchMetrics:
     predictions: dict[str, int] | None = None  # class -> rows
     mean_confidence: float | None = None
     novel_fraction: float | None = None
+    source: str = "listing"  # which source fed the batch: "listing" or "notifications"
+    source_counts: dict[str, int] | None = None  # notifications: what the source skipped or found (duplicates...)
 
     def record(self) -> dict[str, Any]:
         """The JSON line (`event` "batch")."""
@@ -73,6 +75,7 @@ class Totals:
     model_swaps: int = 0
     model_refusals: int = 0  # alias moves to a model fitted with another featurizer: refused, old model kept
     model_versions: list[str] = field(default_factory=list)  # in the order the batches used them
+    source_counts: Counter = field(default_factory=Counter)  # notifications: skipped, duplicates, backfilled...
 
     def latency_percentiles(self) -> dict[str, float | None]:
         return percentiles(self.latencies)
@@ -98,15 +101,19 @@ class Monitor:
                 t.errors += metrics.errors
                 t.busy_seconds += metrics.seconds
                 t.latencies.extend(metrics.latencies)
+                t.source_counts.update(metrics.source_counts or {})
         record = metrics.record()
         self._append(record)
         if metrics.replayed:
             log.info("batch %d: committed before the restart, skipped", metrics.batch)
             return
+        skipped = {k: v for k, v in (metrics.source_counts or {}).items()
+                   if v and k in ("duplicates", "malformed", "test_events", "backfilled")}
         log.info(
-            "batch %d: %d files, %d rows, %d errors, %.1f files/s, %.2f s, upload->commit p50 %.1f s max %.1f s",
+            "batch %d: %d files, %d rows, %d errors, %.1f files/s, %.2f s, upload->commit p50 %.1f s max %.1f s%s",
             metrics.batch, metrics.files, metrics.rows, metrics.errors, record["rows_per_s"] or 0.0, metrics.seconds,
             record["latency_p50_s"] or 0.0, record["latency_max_s"] or 0.0,
+            f" ({metrics.source}: {', '.join(f'{v} {k}' for k, v in skipped.items())})" if skipped else "",
         )
 
     def swapped(self, old: str, new: str) -> None:
@@ -135,4 +142,4 @@ class Monitor:
         with self._lock:
             t = self.totals
             return Totals(t.batches, t.files, t.rows, t.errors, t.busy_seconds, deque(t.latencies), t.model_swaps,
-                          t.model_refusals, list(t.model_versions))
+                          t.model_refusals, list(t.model_versions), Counter(t.source_counts))

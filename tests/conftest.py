@@ -107,6 +107,17 @@ def moto_server():
     server.stop()
 
 
+@pytest.fixture
+def counting_moto():
+    """A moto server of its own that counts the requests it serves by operation (S3 LIST, GET per object...)."""
+    from demo.emulated_aws import CountingMotoServer
+
+    server = CountingMotoServer()
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def fitted(settings, spark, data_dir: Path) -> dict:
     """The fit job run once on the real subset, evaluated on test/, registered as fruits-pca@champion."""

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import signal
 import struct
 import subprocess
+import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -69,6 +73,79 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, process
             raise AssertionError(f"process exited with {process.returncode} while waiting for {what}")
         time.sleep(poll)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def start_stream(args: list[str], log: Path) -> subprocess.Popen:
+    """`fruits stream ARGS` as a subprocess (stdout piped: the --json line; stderr appended to `log`).
+
+    Own process group: SIGKILL then takes the driver, its JVM and the Python workers at once,
+    like a lost machine; SIGTERM goes to the driver only, like `kill PID` or a scheduler.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", "stream", *args],
+        stdout=subprocess.PIPE, stderr=log.open("ab"), text=True, start_new_session=True,
+    )
+
+
+def stop_gracefully(process: subprocess.Popen) -> str:
+    """SIGTERM: finish the current micro-batch, then exit 0. Returns stdout."""
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=180)
+    return out
+
+
+def kill_mid_stream_then_restart(args: list[str], log: Path, feeder: Feeder, total: int, kill_after: int = 18
+                                 ) -> tuple[int, str, int]:
+    """`fruits stream ARGS` with `feeder` uploading meanwhile: SIGKILL the stream's whole process group
+    once `kill_after` uploads are committed (a lost machine), start it again, let the feeder finish,
+    wait until `total` uploads are committed, then SIGTERM it.
+
+    Returns (uploads committed at the kill, the restarted stream's stdout, its exit code).
+    """
+    first = start_stream(args, log)
+    feeder.start()
+    try:
+        wait_until(lambda: feeder.committed() >= kill_after, 600, "some committed batches", first)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(30)
+    at_kill = feeder.committed()
+    assert first.returncode == -signal.SIGKILL
+    assert at_kill < total and not feeder.done.is_set()  # holds by construction: the feeder waits
+    second = start_stream(args, log)
+    try:
+        feeder.join(900)
+        assert feeder.done.is_set()
+        wait_until(lambda: feeder.committed() >= total, 600, "every upload committed", second)
+        out = stop_gracefully(second)
+    finally:
+        feeder.cancelled.set()
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+    return at_kill, out, second.returncode
+
+
+class Feeder(threading.Thread):
+    """Uploads `uploads` one by one with `land(src) -> where it landed`, while fewer than `backlog` of
+    them wait for the stream (`committed()` counts what the stream has committed): paced on the
+    system's progress, never on a timer, so a busy machine only makes it slower."""
+
+    def __init__(self, uploads: list[Path], land: Callable[[Path], object], committed: Callable[[], int],
+                 backlog: int = 12):
+        super().__init__(daemon=True)
+        self.uploads, self.land, self.committed, self.backlog = uploads, land, committed, backlog
+        self.landed: list = []
+        self.done = threading.Event()
+        self.cancelled = threading.Event()
+
+    def run(self) -> None:
+        for src in self.uploads:
+            while len(self.landed) - self.committed() >= self.backlog and not self.cancelled.is_set():
+                self.cancelled.wait(0.2)
+            if self.cancelled.is_set():
+                return
+            self.landed.append(self.land(src))
+        self.done.set()
 
 
 @dataclass

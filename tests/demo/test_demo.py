@@ -32,7 +32,7 @@ PLOTS = {"stream_map.png", "explained_variance.png", "knn_confusion.png"}
 SUMMARY_KEYS = {
     "mode", "images_uploaded", "rows", "errors", "rows_per_class", "rows_per_second", "latency_p50_s",
     "latency_p95_s", "notifications", "knn_accuracy", "model_version", "results", "errors_output", "plots_dir",
-    "seconds", "fallback_reason",
+    "seconds", "fallback_reason", "source_mode", "source_counts",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -84,6 +84,7 @@ def test_local_demo_streams_a_fresh_run_folder_and_plots(spark, settings, fitted
     assert {len(r.pca) for r in mine} == {300}
     assert_common_summary(summary, limit, per_class)
     assert (summary["mode"], summary["fitted"], summary["notifications"]) == ("local", False, None)
+    assert summary["source_mode"] == "listing"
     assert summary["model_version"] == fitted["model_version"] and summary["run_id"] == fitted["run_id"]
     assert summary["knn_accuracy"] == pytest.approx(fitted["knn_accuracy"])
 
@@ -122,7 +123,7 @@ def test_aws_emulated_demo_end_to_end_then_everything_stops(spark, settings, dat
             body = s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()
             assert body == (data_dir / "stream" / Path(key).parent.name / Path(key).name).read_bytes()
 
-        table = lake.read_table(f"s3a://{world.bucket}/results", endpoint_url=world.endpoint,
+        table = lake.read_table(demo_settings.replace(s3_endpoint_url=world.endpoint), f"s3a://{world.bucket}/results",
                                 columns=["path", "label", "pca"]).to_pandas()
         assert sorted(table["path"]) == sorted(f"s3a://{world.bucket}/{k}" for k in keys)
         assert Counter(table["label"]) == per_class
@@ -148,6 +149,10 @@ def test_aws_emulated_demo_end_to_end_then_everything_stops(spark, settings, dat
     assert_common_summary(summary, limit, per_class)
     assert summary["mode"] == "aws-emulated" and summary["fitted"] is True
     assert summary["notifications"] == limit and summary["notifications_detail"]["published"] == limit
+    # The stream read the notifications, each upload once (the first start's listing may find the
+    # earliest uploads before their notification: those count as backfilled, their messages as duplicates).
+    assert summary["source_mode"] == "notifications"
+    assert summary["source_counts"]["uploads"] + summary["source_counts"]["backfilled"] == limit
     assert summary["results"] == f"s3a://{world.bucket}/results"
     assert_pngs(Path(summary["plots_dir"]))
     assert len(pq.read_table(summary["results_copy"], columns=["path"])) == limit

@@ -38,6 +38,10 @@ def test_a_string_state_dir_is_a_path() -> None:
     ({"FRUITS_ENGINE": "tpu"}, "unknown engine 'tpu'"),
     ({"FRUITS_PCA_K": "many"}, "FRUITS_PCA_K='many' is not a valid int"),
     ({"FRUITS_PCA_K": "0"}, "--pca-k must be at least 1"),
+    ({"FRUITS_NOTIFICATIONS": "my-queue", "FRUITS_SOURCE": "s3://b/images/"}, "must be an SQS queue URL"),
+    ({"FRUITS_NOTIFICATIONS": "https://sqs.eu-west-3.amazonaws.com/1/q"}, "--notifications needs --source s3://"),
+    ({"FRUITS_BACKFILL_INTERVAL": "sometimes"}, "--backfill-interval must be an interval"),
+    ({"FRUITS_NOTIFICATION_RETENTION": "off"}, "--notification-retention must be an interval"),
 ])
 def test_bad_values_are_one_line_errors(env: dict, message: str) -> None:
     with pytest.raises(FruitsError, match=message):
@@ -60,3 +64,12 @@ def test_replace_can_unset_an_optional_field_and_the_environment_is_read_only_at
 def test_bad_intervals_are_one_line_errors(field: str, value: str, message: str) -> None:
     with pytest.raises(FruitsError, match=message):
         Settings.load(env={}, **{field: value})
+
+
+def test_notification_mode_from_the_environment() -> None:
+    env = {"FRUITS_NOTIFICATIONS": "https://sqs.eu-west-3.amazonaws.com/123456789012/fruits-uploads",
+           "FRUITS_SOURCE": "s3://b/images/", "FRUITS_BACKFILL_INTERVAL": "off", "FRUITS_NOTIFICATION_RETENTION": "14d"}
+    s = Settings.load(env=env)
+    assert (s.notifications, s.backfill_interval, s.notification_retention) == (
+        "https://sqs.eu-west-3.amazonaws.com/123456789012/fruits-uploads", "off", "14d")
+    assert Settings.load(env={}).notifications is None  # listing, by default

@@ -37,6 +37,13 @@ def test_image_names_are_case_insensitive_and_hidden_files_are_not_images() -> N
     assert source.IMAGE_GLOB == "*.{[jJ][pP][gG],[jJ][pP][eE][gG],[pP][nN][gG]}"
 
 
+def test_hidden_folders_are_those_under_the_root() -> None:
+    assert source.in_hidden_folder("images/_staging/Kaki/a.jpg", "images/")
+    assert source.in_hidden_folder("images/Kaki/.partial/a.jpg", "images/")
+    assert not source.in_hidden_folder("images/Kaki/a.jpg", "images/")
+    assert not source.in_hidden_folder("_root/images/Kaki/a.jpg", "_root/images/")  # the root itself may be
+
+
 
 
 def test_reader_takes_images_in_any_case_and_skips_hidden_and_partial_files(spark, data_dir: Path, tmp_path: Path):
@@ -77,20 +84,30 @@ def test_qualify_gives_the_form_spark_writes_in_path(spark, tmp_path: Path) -> N
     assert qualify(spark, str(tmp_path)) == "file:" + str(tmp_path)
 
 
-def write_source_log(folder: Path, name: str, entries: list[tuple[str, int]]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    lines = ["v1"] + [json.dumps({"path": p, "timestamp": 1, "batchId": b}) for p, b in entries]
-    (folder / name).write_text("\n".join(lines) + "\n")
+def write_log(path: Path, lines: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("v1\n" + "".join(json.dumps(line) + "\n" for line in lines))
 
 
-def test_batch_files_come_from_the_plain_or_the_compacted_source_log(spark, tmp_path: Path) -> None:
+def write_offsets(checkpoint: Path, batch: int, log_offset: int) -> None:
+    write_log(checkpoint / "offsets" / str(batch), [{"batchWatermarkMs": 0, "batchTimestampMs": 1}, {"logOffset": log_offset}])
+
+
+def test_batch_files_come_from_the_source_log_range_of_the_batch_offsets(spark, tmp_path: Path) -> None:
     log = tmp_path / "sources" / "0"
-    write_source_log(log, "3", [("file:///data/Apple%20Red%201/a.jpg", 3), ("file:///data/Kaki/b.jpg", 3)])
-    # Every 10th batch Spark compacts the log: batch 9 lives in 9.compact with all earlier entries.
-    write_source_log(log, "9.compact", [("file:///data/Kaki/old.jpg", 8), ("file:///data/Kaki/c%2Bd.jpg", 9)])
-    assert source.files_assigned_to_batch(spark, str(tmp_path), 3) == ["file:/data/Apple Red 1/a.jpg",
-                                                                       "file:/data/Kaki/b.jpg"]
-    assert source.files_assigned_to_batch(spark, str(tmp_path), 9) == ["file:/data/Kaki/c+d.jpg"]
+    # Log offsets 0..9 were compacted into 9.compact (the plain files are gone); 10 and 11 are plain.
+    write_log(log / "9.compact", [{"path": "file:///data/Kaki/old.jpg", "timestamp": 1, "batchId": 8},
+                                  {"path": "file:///data/Kaki/c%2Bd.jpg", "timestamp": 1, "batchId": 9}])
+    write_log(log / "10", [{"path": "file:///data/Apple%20Red%201/a.jpg", "timestamp": 1, "batchId": 10}])
+    write_log(log / "11", [{"path": "file:///data/Kaki/b.jpg", "timestamp": 1, "batchId": 11}])
+    # A crash between the source's log write (offset 10) and the batch's offset write: micro-batch 9
+    # then covers log offsets 9..11, not 9 alone; micro-batch 8 is log offset 8.
+    write_offsets(tmp_path, 7, 7)
+    write_offsets(tmp_path, 8, 8)
+    write_offsets(tmp_path, 9, 11)
+    assert source.files_assigned_to_batch(spark, str(tmp_path), 8) == ["file:/data/Kaki/old.jpg"]
+    assert source.files_assigned_to_batch(spark, str(tmp_path), 9) == [
+        "file:/data/Kaki/c+d.jpg", "file:/data/Apple Red 1/a.jpg", "file:/data/Kaki/b.jpg"]
 
 
 def test_file_size_is_none_once_deleted(spark, tmp_path: Path) -> None:

@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +16,7 @@ import duckdb
 import polars as pl
 import pytest
 from deltalake import DeltaTable
-from support import table_rows, wait_until
+from support import Feeder, kill_mid_stream_then_restart, start_stream, stop_gracefully, table_rows, wait_until
 
 from fruits.upload import land
 
@@ -31,33 +28,10 @@ def committed(output: Path) -> int:
     return len(table_rows(output, ["path"]))
 
 
-class Feeder(threading.Thread):
-    """Lands `uploads` one by one while fewer than BACKLOG of them wait for the stream."""
-
-    def __init__(self, uploads: list[Path], landing: Path, output: Path):
-        super().__init__(daemon=True)
-        self.uploads, self.landing, self.output = uploads, landing, output
-        self.landed: list[Path] = []
-        self.done = threading.Event()
-        self.cancelled = threading.Event()
-
-    def run(self) -> None:
-        for src in self.uploads:
-            while len(self.landed) - committed(self.output) >= BACKLOG and not self.cancelled.is_set():
-                self.cancelled.wait(0.2)
-            if self.cancelled.is_set():
-                return
-            self.landed.append(land(src.read_bytes(), self.landing / src.parent.name / src.name))
-        self.done.set()
-
-
-def start_stream(args: list[str], log: Path) -> subprocess.Popen:
-    # Own process group: SIGKILL then takes the driver, its JVM and the Python workers at once,
-    # like a lost machine; SIGTERM goes to the driver only, like `kill PID` or a scheduler.
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli", "stream", *args],
-        stdout=subprocess.PIPE, stderr=log.open("ab"), text=True, start_new_session=True,
-    )
+def feeder_for(uploads: list[Path], landing: Path, output: Path) -> Feeder:
+    """Lands uploads in the landing folder while fewer than BACKLOG of them wait for the stream."""
+    return Feeder(uploads, lambda src: land(src.read_bytes(), landing / src.parent.name / src.name),
+                  lambda: committed(output), BACKLOG)
 
 
 def stream_args(tmp_path: Path, settings) -> tuple[list[str], Path, Path]:
@@ -68,12 +42,6 @@ def stream_args(tmp_path: Path, settings) -> tuple[list[str], Path, Path]:
         "--state-dir", str(settings.state_dir), "--tracking-uri", settings.tracking_uri, "--json", "-q",
     ]
     return args, landing, output
-
-
-def stop_gracefully(process: subprocess.Popen) -> str:
-    process.send_signal(signal.SIGTERM)  # finish the current micro-batch, then exit 0
-    out, _ = process.communicate(timeout=180)
-    return out
 
 
 def assert_each_upload_once(output: Path, landed: list[Path], expected: int) -> None:
@@ -91,30 +59,10 @@ def assert_each_upload_once(output: Path, landed: list[Path], expected: int) -> 
 def test_sigkill_mid_stream_then_restart_is_exactly_once(settings, fitted, data_dir: Path, tmp_path: Path):
     args, landing, output = stream_args(tmp_path, settings)
     uploads = sorted((data_dir / "stream").glob("*/*.jpg"))[::4]  # 160 files over all 32 classes
-    feeder = Feeder(uploads, landing, output)
+    feeder = feeder_for(uploads, landing, output)
     log = tmp_path / "stream.log"
-    first = start_stream(args, log)
-    feeder.start()
-    try:
-        wait_until(lambda: committed(output) >= 18, 600, "some committed batches", first)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(30)
-    at_kill = committed(output)
-    assert first.returncode == -signal.SIGKILL
-    assert at_kill < len(uploads) and not feeder.done.is_set()  # holds by construction: the feeder waits
-
-    second = start_stream(args, log)
-    try:
-        feeder.join(900)
-        assert feeder.done.is_set()
-        wait_until(lambda: committed(output) >= len(uploads), 600, "every upload committed", second)
-        out = stop_gracefully(second)
-    finally:
-        feeder.cancelled.set()
-        if second.poll() is None:
-            os.killpg(second.pid, signal.SIGKILL)
-    assert second.returncode == 0, log.read_text()[-3000:]
+    at_kill, out, code = kill_mid_stream_then_restart(args, log, feeder, len(uploads))
+    assert code == 0, log.read_text()[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["model_version"] == fitted["model_version"] and summary["errors"] == 0
     assert 0 < summary["rows"] <= len(uploads) - at_kill + 6  # the restart did the rest (and at most redid one batch)
@@ -125,7 +73,7 @@ def test_the_same_stream_started_twice_refuses_the_second_and_writes_nothing_twi
                                                                                    tmp_path: Path):
     args, landing, output = stream_args(tmp_path, settings)
     uploads = sorted((data_dir / "stream").glob("*/*.jpg"))[1::8]  # 80 files over all 32 classes
-    feeder = Feeder(uploads, landing, output)
+    feeder = feeder_for(uploads, landing, output)
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
     first = start_stream(args, first_log)
     feeder.start()

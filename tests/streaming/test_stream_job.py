@@ -185,6 +185,18 @@ def test_bad_trigger_is_a_one_line_error(trigger: str, capsys) -> None:
                    f"got {trigger!r}")
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--notifications", "https://sqs.eu-west-3.amazonaws.com/123456789012/q"], "--notifications needs --source s3://"),
+    (["--notifications", "fruits-uploads", "--source", "s3://b/images/"], "--notifications must be an SQS queue URL"),
+    (["--notifications", "https://sqs.eu-west-3.amazonaws.com/1/q", "--source", "s3://b/images/",
+      "--backfill-interval", "hourly"], "--backfill-interval must be an interval"),
+])
+def test_bad_notification_flags_are_one_line_errors(argv: list[str], message: str, capsys) -> None:
+    assert main(["stream", *argv, "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fruits stream: error: ") and message in err[0], err
+
+
 def test_non_positive_image_limit_is_a_one_line_error(capsys) -> None:
     assert main(["stream", "--max-image-mb", "0", "-q"]) == 1
     assert "image size limits" in capsys.readouterr().err
