@@ -26,6 +26,10 @@ from fruits.settings import Settings
 log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT_PATH = "model"
+# Registered-version tags the fit writes and whatever applies the model reads (fruits.project).
+NOVELTY_SCORE_TAG = "novelty.score"
+NOVELTY_THRESHOLD_TAG = "novelty.threshold"
+FEATURES_URI_TAG = "fit.features_uri"
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -90,6 +94,12 @@ class ResolvedModel:
     @property
     def label(self) -> str:
         return f"{self.name} v{self.version}"
+
+    @property
+    def novelty_threshold(self) -> float | None:
+        """The `is_novel` threshold calibrated by the fit on held-out known images (None: not calibrated)."""
+        value = self.tags.get(NOVELTY_THRESHOLD_TAG)
+        return float(value) if value not in (None, "") else None
 
     @property
     def uri(self) -> str:
