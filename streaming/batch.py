@@ -34,7 +34,8 @@ from streaming.monitor import BatchMetrics, Monitor
 
 log = logging.getLogger("fruits.stream")
 
-ROW_COLUMNS = ["path", "label", "size", "modification_time", "ingest_time", "features", "pca", "reason", "detail"]
+ROW_COLUMNS = ["path", "label", "size", "modification_time", "ingest_time", "features", "pca", *project.HEAD_COLUMNS,
+               "reason", "detail"]
 
 
 @dataclass
@@ -83,7 +84,7 @@ class MicroBatch:
                                              replayed=True))
             return
         ingest_time = datetime.now(timezone.utc)
-        rows = self.rows(files, ingest_time, active.model).toArrow()
+        rows = self.rows(files, ingest_time, active.model, active.resolved.novelty_threshold).toArrow()
         results, errors = self.split(rows, batch_id, ingest_time, active.resolved)
         absent = self.absent_files(batch_id, set(rows.column("path").to_pylist())) if self.absent_files else []
         if absent:
@@ -99,7 +100,8 @@ class MicroBatch:
             latencies=tuple(committed_at - us / 1e6 for us in mtimes if us is not None),
         ))
 
-    def rows(self, files: DataFrame, ingest_time: datetime, model: PipelineModel) -> DataFrame:
+    def rows(self, files: DataFrame, ingest_time: datetime, model: PipelineModel,
+             novelty_threshold: float | None = None) -> DataFrame:
         """Every file of the batch as one row: features and projection, or the reason there are none."""
         s = self.settings
         images = (
@@ -111,12 +113,13 @@ class MicroBatch:
         too_large = images.filter(F.col("size") > s.max_image_bytes).select(
             "path", "label", "size", "modification_time", "ingest_time",
             F.lit(None).cast("array<float>").alias("features"), F.lit(None).cast("array<float>").alias("pca"),
+            *[F.lit(None).cast(kind).alias(name) for name, kind in project.HEAD_COLUMNS.items()],
             F.lit("too_large").alias("reason"),
             F.format_string(f"%,d bytes is over the {s.max_image_bytes:,}-byte limit; not read", "size").alias("detail"),
         )
         readable = images.filter(F.col("size") <= s.max_image_bytes)
         featurized = featurize.featurize(readable, self.featurizer, s.max_image_pixels).drop("content")
-        projected = project.project(featurized, model)
+        projected = project.project(featurized, model, novelty_threshold)
         return too_large.unionByName(projected.select(*ROW_COLUMNS))
 
     def split(self, rows: pa.Table, batch_id: int, ingest_time: datetime, resolved: ResolvedModel
