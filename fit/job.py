@@ -140,9 +140,6 @@ def usable(rows: DataFrame, total: int, images_uri: str, pca_k: int) -> tuple[Da
             f"--pca-k {pca_k} is larger than the {total - len(skipped)} valid images under {images_uri}"
             f" ({len(skipped)} skipped): lower --pca-k or add images"
         )
-    classes = valid.select("label").distinct().count()
-    if classes < 2:
-        raise FruitsError(f"the classifier needs at least 2 classes (class folders) under {images_uri}, found {classes}")
     return valid, skipped
 
 

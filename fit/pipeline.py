@@ -26,6 +26,7 @@ from pyspark.ml.classification import LogisticRegression
 from pyspark.ml.feature import PCA, IndexToString, StandardScaler, StringIndexer
 from pyspark.sql import DataFrame
 
+from fruits.exceptions import FruitsError
 from fruits.project import (
     CLASS_INDEX_COL,
     CLASS_NAME_COL,
@@ -54,10 +55,12 @@ HEAD_PARAMS: dict[str, Any] = {
 def fit_model(training: DataFrame, pca_k: int, rows: int) -> PipelineModel:
     """training(features: array<float>, label: string), `rows` of them -> scaler -> PCA -> classifier -> names."""
     data = to_model_input(training).select(MODEL_INPUT_COL, "label")
+    indexer = StringIndexer(inputCol="label", outputCol=LABEL_INDEX_COL, stringOrderType="alphabetAsc").fit(data)
+    if len(indexer.labels) < 2:
+        raise FruitsError(f"the classifier needs at least 2 classes (class folders), found {len(indexer.labels)}")
     scaler = StandardScaler(inputCol=MODEL_INPUT_COL, outputCol="scaled", withMean=True, withStd=True).fit(data)
     scaled = scaler.transform(data)
     pca = PCA(k=pca_k, inputCol="scaled", outputCol=MODEL_OUTPUT_COL).fit(scaled)
-    indexer = StringIndexer(inputCol="label", outputCol=LABEL_INDEX_COL, stringOrderType="alphabetAsc").fit(data)
     projected = indexer.transform(pca.transform(scaled)).select(MODEL_OUTPUT_COL, LABEL_INDEX_COL)
     # Computed once and kept; few partitions: each L-BFGS iteration is one small job, and per-task
     # overhead, not arithmetic, is what a few thousand rows cost (1 partition: 2x faster than 2 here).

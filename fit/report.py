@@ -3,8 +3,8 @@ version and alias) and the summary the CLI prints (the `fruits fit --json` contr
 
 from __future__ import annotations
 
-import json
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,10 @@ def log_and_register(
     """One MLflow run: training features, params, metrics, plots, featurizer identity, the model, the alias."""
     labels = fit_points["label"].tolist()
     classes = pipeline.classes(model)
-    with mlflow.start_run(experiment_id=experiment_id) as active:
+    with (tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(1, thread_name_prefix="plots") as pool,
+          mlflow.start_run(experiment_id=experiment_id) as active):
+        # matplotlib draws while Spark writes the features and the model: the two wait on different things.
+        drawn = pool.submit(draw_plots, Path(tmp), model, fit_points, evaluation, maps)
         run_id = active.info.run_id
         # The training features (path, label, 1280 floats): what a refit starts from, without MobileNet.
         features_uri = f"{settings.features_uri.rstrip('/')}/{run_id}"
@@ -78,9 +81,6 @@ def log_and_register(
         })
         mlflow.log_metrics({"explained_variance": pipeline.explained_variance(model), **metrics,
                             **evaluation_metrics(evaluation)})
-        with tempfile.TemporaryDirectory() as tmp:
-            draw_plots(Path(tmp), model, fit_points, evaluation, maps)
-            mlflow.log_artifacts(tmp, "plots")
         mlflow.log_dict(featurizer.spec.as_dict(), "featurizer.json")
         if skipped:
             mlflow.log_text("path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in skipped), "skipped.tsv")
@@ -93,11 +93,11 @@ def log_and_register(
             version_tags[registry.NOVELTY_THRESHOLD_TAG] = repr(evaluation.novelty_threshold)
             version_tags["novelty.false_alarm_target"] = NOVELTY_FALSE_ALARM_TARGET
             version_tags["eval.classifier_accuracy"] = repr(evaluation.classifier_accuracy)
-        version = registry.log_and_register(
-            client, model, name=settings.model_name, alias=alias,
-            tags=registry.model_version_tags(featurizer.spec, version_tags),
-            pip_requirements=[f"pyspark=={pyspark.__version__}"],
-        )
+        model_uri = registry.log_model(model, pip_requirements=[f"pyspark=={pyspark.__version__}"])
+        drawn.result()
+        mlflow.log_artifacts(tmp, "plots")
+        version = registry.register(client, model_uri, name=settings.model_name, alias=alias,
+                                    tags=registry.model_version_tags(featurizer.spec, version_tags))
         return Logged(run_id, version, features_uri, active.info.artifact_uri)
 
 

@@ -66,7 +66,14 @@ APP_CONF = {
     "spark.sql.ui.retainedExecutions": "100",
     "spark.ui.retainedJobs": "200",
     "spark.ui.retainedStages": "200",
+    # A native BLAS/LAPACK (OpenBLAS: `make native-blas`) must run single-threaded inside Spark:
+    # tasks already use every core, and multi-threaded OpenBLAS LAPACK made PCA's SVD fail to
+    # converge here (breeze NotConvergedException). Spark's own advice (SPARK-21305).
+    "spark.executorEnv.OPENBLAS_NUM_THREADS": "1",
 }
+# The same for the driver JVM, which runs PCA's SVD: an environment variable of the process that
+# starts it (get_spark locally; spark-env on a cluster).
+NATIVE_BLAS_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 
 
 def session_conf(settings: Settings, uris: Iterable[str] = ()) -> dict[str, str]:
@@ -138,6 +145,8 @@ def get_spark(settings: Settings, app_name: str = "fruits", uris: Iterable[str] 
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         # Python workers must run this interpreter (the venv), not whatever `python3` is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        for key, value in NATIVE_BLAS_ENV.items():
+            os.environ.setdefault(key, value)
         settings.state.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder.appName(app_name)
     master = None if settings.under_spark_submit else settings.spark_master or "local[*]"  # spark-submit's own wins
