@@ -12,22 +12,23 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlflow import MlflowClient
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fit import pipeline, report
+from fit import pipeline
 from fit.evaluation import evaluate, featurize_held_out, labelled_features, points, tsne_maps
-from fruits import registry
 from fruits.exceptions import FruitsError
 from fruits.featurize import FEATURE_DIM, Featurizer
 from fruits.progress import spark_progress
 from fruits.project import project
 from fruits.settings import Settings
 from fruits.spark import get_spark, lapack_implementation, path_exists
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger("fruits.fit")
 
@@ -49,6 +50,7 @@ def fit(
         raise FruitsError("--novelty-images needs --eval-images: unseen fruits are scored against known held-out ones")
     spark, client, experiment_id, featurizer = prepare(
         settings, "fruits-fit", [images_uri, eval_uri or "", novelty_uri or "", settings.features_uri], spark)
+    from fit import report  # MLflow: already imported by `prepare`, on its thread, while the JVM started
     for flag, uri in (("--images", images_uri), ("--eval-images", eval_uri), ("--novelty-images", novelty_uri)):
         if uri and not path_exists(spark, uri):
             raise FruitsError(f"{flag} path not found: {uri}")
@@ -115,6 +117,8 @@ def prepare(settings: Settings, app_name: str, uris: list[str], spark: SparkSess
 
 
 def open_store(settings: Settings) -> tuple[MlflowClient, str]:
+    from fruits import registry  # imports MLflow (~2.5 s here): on this thread, alongside the JVM start
+
     client = registry.connect(settings)
     return client, registry.ensure_experiment(client, settings)
 
@@ -135,9 +139,9 @@ def usable(rows: DataFrame, total: int, images_uri: str, pca_k: int) -> tuple[Da
     for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
     valid = rows.filter("reason IS NULL").drop("reason", "detail")
-    if total - len(skipped) < pca_k:
+    if total - len(skipped) <= pca_k:  # n centred images span at most n - 1 dimensions
         raise FruitsError(
-            f"--pca-k {pca_k} is larger than the {total - len(skipped)} valid images under {images_uri}"
+            f"--pca-k {pca_k} needs more than {pca_k} valid images; {total - len(skipped)} under {images_uri}"
             f" ({len(skipped)} skipped): lower --pca-k or add images"
         )
     return valid, skipped

@@ -25,10 +25,10 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fit import pipeline, report
+from fit import pipeline
 from fit.evaluation import evaluate, featurize_held_out
 from fit.job import Clock, check_unseen, prepare
-from fruits import lake, registry
+from fruits import lake
 from fruits.exceptions import FruitsError
 from fruits.featurize import check_compatible
 from fruits.progress import spark_progress
@@ -58,6 +58,8 @@ def refit(
         raise FruitsError(f"--until {until} is before --since {since}")
     spark, client, experiment_id, featurizer = prepare(
         settings, "fruits-refit", [settings.output_uri, eval_uri, novelty_uri or "", settings.features_uri], spark)
+    from fit import report  # MLflow: already imported by `prepare`, on its thread, while the JVM started
+    from fruits import registry
     for flag, uri in (("--eval-images", eval_uri), ("--novelty-images", novelty_uri)):
         if uri and not path_exists(spark, uri):
             raise FruitsError(f"{flag} path not found: {uri}")
@@ -83,8 +85,8 @@ def refit(
         if not counts.get("lake"):
             raise FruitsError(f"no labelled rows of this featurizer in the results table {settings.output_uri}"
                               f"{date_range(since, until)}: nothing new to learn from")
-        if images < pca_k:
-            raise FruitsError(f"{images} training rows is fewer than the champion's pca_k {pca_k}")
+        if images <= pca_k:
+            raise FruitsError(f"{images} training rows: the champion's pca_k {pca_k} needs more")
         clock.lap("read")
 
         with spark_progress(spark, "fitting StandardScaler + PCA + classifier", progress):

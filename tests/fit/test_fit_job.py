@@ -126,7 +126,7 @@ def test_unreadable_files_are_skipped_and_reported(spark, featurizer, settings, 
     [
         (["--images", "/nonexistent/fruits"], "--images path not found: /nonexistent/fruits"),
         (["--images", "{empty}"], "no images (jpg, jpeg, png) under"),
-        (["--images", "{two}", "--pca-k", "50"], "--pca-k 50 is larger than the 20 valid images"),
+        (["--images", "{two}", "--pca-k", "50"], "--pca-k 50 needs more than 50 valid images; 20 under"),
         (["--images", "{two}", "--pca-k", "2000"], "--pca-k 2000 is more than the 1280 features per image"),
         (["--images", "{one}", "--pca-k", "5"], "the classifier needs at least 2 classes (class folders), found 1"),
         (["--images", "{two}", "--novelty-images", "{two}"], "--novelty-images needs --eval-images"),
