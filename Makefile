@@ -12,7 +12,7 @@ LINT_VENV  ?= .venv-lint
 LINT_STAMP := $(LINT_VENV)/.installed-$(shell cat constraints-lint.txt | sha256sum | cut -c1-12)
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup demo demo-aws test bench lint clean
+.PHONY: setup native-blas demo demo-aws test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,20 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[spark,keras,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-setup: $(STAMP)
+setup: $(STAMP) native-blas
 	$(BIN)/fruits setup --weights-from $(SHARED)/models/keras --s3a-jars
+
+# Spark ML's PCA decomposes a 1280x1280 covariance with LAPACK through netlib, which loads the
+# system's liblapack.so.3 when there is one (OpenBLAS here: ~0.5 s) and falls back to Java
+# otherwise (~5 s, the largest step of a fit). Best effort, as root with apt (CI and the dev
+# machines); without it everything works, slower: `fruits fit --json` says which ("lapack").
+native-blas:
+	@if ldconfig -p | grep -q 'liblapack.so.3 '; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq libopenblas0-pthread >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq libopenblas0-pthread >/dev/null)) || \
+	  echo "warning: could not install libopenblas0-pthread: Spark ML uses its Java LAPACK (slower fits)"; \
+	else echo "note: no system LAPACK (liblapack.so.3): Spark ML uses its Java LAPACK (slower fits)"; fi
 
 demo: setup
 	$(BIN)/python -m demo --images $(SHARED)/data/fruits360

@@ -52,9 +52,10 @@ print(json.dumps({"imports": t1 - t0, "get_spark": t2 - t1, "stop": t3 - t2}))
 TIMING_NOTES = {
     "setup": "Spark session, new MLflow store, featurizer (weights sha, cached ONNX)",
     "featurize": "Spark pandas UDF over every fit image",
-    "fit": "StandardScaler + PCA (Spark ML), projection to the driver",
-    "evaluate": "held-out metrics (none without --eval-images)",
-    "log_and_register": "MLflow run, plots, model logging, registration",
+    "fit": "StandardScaler + PCA + logistic regression (Spark ML), projection to the driver",
+    "evaluate": "held-out images: featurize, classify, metrics (only with --eval-images)",
+    "maps": "t-SNE maps (only with --eval-images)",
+    "log_and_register": "MLflow run, features parquet, plots, model logging, registration",
 }
 
 
@@ -176,7 +177,7 @@ def fit_run(base, args: argparse.Namespace, work: Path, n: int) -> dict:
         problems.append("the fit exported ONNX (the cache was not shared): its time includes the one-off export")
     timings = summary.get("timings") or {}
     result.update(seconds=float(summary["seconds"]), timings=timings,
-                  summary={k: summary.get(k) for k in ("images", "classes", "skipped", "featurized", "pca_k",
+                  summary={k: summary.get(k) for k in ("images", "classes", "skipped", "featurized", "pca_k", "lapack",
                                                        "explained_variance", "engine", "seconds")})
     outside = wall - result["seconds"]
     result["breakdown"] = [(f"fit(): {name}", seconds, TIMING_NOTES.get(name, "")) for name, seconds in timings.items()]

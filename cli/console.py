@@ -31,6 +31,15 @@ def add_job_flags(parser: argparse.ArgumentParser) -> None:
                        help="'imagenet' (Keras cache, default) or a path / s3:// URI of the MobileNetV2 no-top .h5")
 
 
+def add_model_flags(parser: argparse.ArgumentParser, alias_help: str) -> None:
+    """Flags of the jobs that register a model version: where, under which name and alias."""
+    parser.add_argument("--model-name", metavar="NAME", help="registered model name (default fruits-pca)")
+    parser.add_argument("--alias", help=alias_help)
+    parser.add_argument("--experiment", help="MLflow experiment (default fruits)")
+    parser.add_argument("--features-output", dest="features", metavar="URI",
+                        help="root for the training features parquet (default .fruits/features); one folder per run")
+
+
 def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:
     """Settings from env + the flags the user gave (argparse leaves the others None)."""
     given = {k: v for k, v in vars(args).items() if k in fields_of(Settings)}

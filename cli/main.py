@@ -25,7 +25,8 @@ from fruits.exceptions import FruitsError
 
 COMMANDS: dict[str, str] = {
     "setup": "make the offline weights and the s3a jars available (run by `make`)",
-    "fit": "fit StandardScaler + PCA on MobileNetV2 features and register the model in MLflow",
+    "fit": "fit StandardScaler + PCA + a classifier on MobileNetV2 features and register the model in MLflow",
+    "refit": "refit the model from the lake's labelled rows (no MobileNet); promote it if it beats the champion",
     "stream": "watch the images prefix; featurize, project and append new uploads to the lake",
     "lake": "show the results and errors tables; compact and vacuum them",
     "report": "plot a stream's progress over time (throughput, latency, predictions, model swaps) as a PNG",

@@ -1,10 +1,10 @@
-"""What a fit leaves behind: one MLflow run (params, metrics, plots, the model, its registered
+"""What a fit (or refit) leaves behind: one MLflow run (params, metrics, plots, the model, its registered
 version and alias) and the summary the CLI prints (the `fruits fit --json` contract)."""
 
 from __future__ import annotations
 
-import json
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,11 @@ from mlflow import MlflowClient
 from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame
 
-from fit.evaluation import Evaluation
+from fit import pipeline
+from fit.evaluation import NOVELTY_FALSE_ALARM_TARGET, Evaluation, Maps
 from fruits import plots, registry
 from fruits.featurize import Featurizer
-from fruits.project import MODEL_INPUT_COL, MODEL_OUTPUT_COL
+from fruits.project import MODEL_INPUT_COL, MODEL_OUTPUT_COL, NOVELTY_SCORE
 from fruits.settings import Settings
 
 
@@ -32,35 +33,35 @@ class Logged:
     artifact_uri: str
 
 
-def explained_variance(model: PipelineModel) -> np.ndarray:
-    return np.asarray(model.stages[-1].explainedVariance.toArray())
-
-
 def log_and_register(
     client: MlflowClient,
     experiment_id: str,
     settings: Settings,
     featurizer: Featurizer,
     model: PipelineModel,
-    valid: DataFrame,
+    training: DataFrame,
     fit_points: pd.DataFrame,
     evaluation: Evaluation | None,
     skipped: list[tuple[str, str]],
     *,
-    images_uri: str,
-    eval_uri: str | None,
-    featurize_rate: float,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    alias: str,
+    maps: Maps | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Logged:
-    """One MLflow run: raw features, params, metrics, plots, featurizer identity, the model, the alias."""
+    """One MLflow run: training features, params, metrics, plots, featurizer identity, the model, the alias."""
     labels = fit_points["label"].tolist()
-    classes = sorted(set(labels))
-    ratios = explained_variance(model)
-    with mlflow.start_run(experiment_id=experiment_id) as active:
+    classes = pipeline.classes(model)
+    with (tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(1, thread_name_prefix="plots") as pool,
+          mlflow.start_run(experiment_id=experiment_id) as active):
+        # matplotlib draws while Spark writes the features and the model: the two wait on different things.
+        drawn = pool.submit(draw_plots, Path(tmp), model, fit_points, evaluation, maps)
         run_id = active.info.run_id
-        # Raw features, to refit without MobileNet.
+        # The training features (path, label, 1280 floats): what a refit starts from, without MobileNet.
         features_uri = f"{settings.features_uri.rstrip('/')}/{run_id}"
-        valid.select("path", "label", "features").write.mode("overwrite").parquet(features_uri)
-        mlflow.set_tags(featurizer.spec.as_tags())
+        training.select("path", "label", "features").write.mode("overwrite").parquet(features_uri)
+        mlflow.set_tags({**featurizer.spec.as_tags(), **(tags or {})})
         mlflow.log_params({
             "pca_k": settings.pca_k,
             "engine": featurizer.engine,
@@ -68,46 +69,81 @@ def log_and_register(
             "weights_sha256": featurizer.spec.weights_sha256,
             "input_size": featurizer.spec.input_size,
             "preprocessing": featurizer.spec.preprocessing,
-            "images_uri": images_uri,
-            "eval_images_uri": eval_uri or "",
             "images": len(labels),
             "classes": len(classes),
             "skipped": len(skipped),
             "features_uri": features_uri,
+            "head": pipeline.HEAD,
+            **{f"head.{k}": v for k, v in pipeline.HEAD_PARAMS.items()},
+            "novelty_score": NOVELTY_SCORE,
+            "novelty_false_alarm_target": NOVELTY_FALSE_ALARM_TARGET,
+            **params,
         })
-        metrics = {"explained_variance": float(ratios.sum()), "featurize_images_per_second": featurize_rate}
+        mlflow.log_metrics({"explained_variance": pipeline.explained_variance(model), **metrics,
+                            **evaluation_metrics(evaluation)})
+        mlflow.log_dict(featurizer.spec.as_dict(), "featurizer.json")
+        if skipped:
+            mlflow.log_text("path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in skipped), "skipped.tsv")
+        version_tags = {
+            "model.input_col": MODEL_INPUT_COL, "model.output_col": MODEL_OUTPUT_COL, "pca_k": settings.pca_k,
+            registry.FEATURES_URI_TAG: features_uri, "model.head": pipeline.HEAD, "model.classes": len(classes),
+            registry.NOVELTY_SCORE_TAG: NOVELTY_SCORE,
+        }
         if evaluation:
-            metrics.update(knn_accuracy=evaluation.knn_accuracy, knn_accuracy_raw=evaluation.knn_accuracy_raw)
-        mlflow.log_metrics(metrics)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            plots.explained_variance(ratios, out / "explained_variance.png")
-            plots.projection_2d(
-                np.stack(fit_points["pca"].to_numpy())[:, :2], labels, out / "projection_2d.png",
-                title=f"Fit images in PCA space (PC1, PC2): {len(labels)} images, {len(classes)} classes",
-            )
-            if evaluation:
-                plots.confusion(evaluation.truth, evaluation.predicted, out / "knn_confusion.png",
-                                title=f"1-NN on held-out images: accuracy {evaluation.knn_accuracy:.3f}")
-            mlflow.log_artifacts(str(out), "plots")
-            (out / "featurizer.json").write_text(json.dumps(featurizer.spec.as_dict(), indent=2))
-            mlflow.log_artifact(str(out / "featurizer.json"))
-            if skipped:
-                (out / "skipped.tsv").write_text("path\treason\n" + "".join(f"{p}\t{r}\n" for p, r in skipped))
-                mlflow.log_artifact(str(out / "skipped.tsv"))
-        version = registry.log_and_register(
-            client,
-            model,
-            name=settings.model_name,
-            alias=settings.alias,
-            tags=registry.model_version_tags(
-                featurizer.spec,
-                {"model.input_col": MODEL_INPUT_COL, "model.output_col": MODEL_OUTPUT_COL,
-                 "pca_k": settings.pca_k, "fit.features_uri": features_uri},
-            ),
-            pip_requirements=[f"pyspark=={pyspark.__version__}"],
-        )
+            version_tags[registry.NOVELTY_THRESHOLD_TAG] = repr(evaluation.novelty_threshold)
+            version_tags["novelty.false_alarm_target"] = NOVELTY_FALSE_ALARM_TARGET
+            version_tags["eval.classifier_accuracy"] = repr(evaluation.classifier_accuracy)
+        model_uri = registry.log_model(model, pip_requirements=[f"pyspark=={pyspark.__version__}"])
+        drawn.result()
+        mlflow.log_artifacts(tmp, "plots")
+        version = registry.register(client, model_uri, name=settings.model_name, alias=alias,
+                                    tags=registry.model_version_tags(featurizer.spec, version_tags))
         return Logged(run_id, version, features_uri, active.info.artifact_uri)
+
+
+def evaluation_metrics(evaluation: Evaluation | None) -> dict[str, float]:
+    if evaluation is None:
+        return {}
+    out = {
+        "classifier_accuracy": evaluation.classifier_accuracy,
+        "macro_f1": evaluation.macro_f1,
+        "novelty_threshold": evaluation.novelty_threshold,
+        "novelty_false_alarms": evaluation.false_alarms,
+    }
+    if evaluation.knn_accuracy is not None:
+        out.update(knn_accuracy=evaluation.knn_accuracy, knn_accuracy_raw=evaluation.knn_accuracy_raw)
+    if evaluation.novelty:
+        out.update(novelty_auroc=evaluation.novelty.auroc, novelty_detected=evaluation.novelty.detected)
+    return out
+
+
+def draw_plots(out: Path, model: PipelineModel, fit_points: pd.DataFrame, evaluation: Evaluation | None,
+               maps: Maps | None) -> None:
+    labels = fit_points["label"].tolist()
+    pca = next(s for s in model.stages if hasattr(s, "explainedVariance"))
+    plots.explained_variance(pca.explainedVariance.toArray(), out / "explained_variance.png")
+    plots.projection_2d(
+        np.stack(fit_points["pca"].to_numpy())[:, :2], labels, out / "projection_2d.png",
+        title=f"Fit images in PCA space (PC1, PC2): {len(labels)} images, {len(set(labels))} classes",
+    )
+    if evaluation is None:
+        return
+    plots.confusion(evaluation.truth, evaluation.predicted, out / "confusion.png", predicted_by="classifier",
+                    title=f"Classifier on {evaluation.images} held-out images: accuracy "
+                          f"{evaluation.classifier_accuracy:.3f}, macro-F1 {evaluation.macro_f1:.3f}")
+    novel = evaluation.novelty
+    plots.novelty_scores(
+        evaluation.known_scores, novel.scores if novel else [], evaluation.novelty_threshold, out / "novelty.png",
+        title="Novelty score (1 - max class probability)" + (f": AUROC {novel.auroc:.3f}, {novel.detected:.0%} of "
+                                                            f"unseen flagged" if novel else ""),
+    )
+    if maps is not None:
+        unseen = sum(maps.unseen)
+        for name, points, what in (("features", maps.features, "raw MobileNetV2 features (1280)"),
+                                   ("pca", maps.pca, "the PCA projection")):
+            plots.tsne_map(points, maps.labels, maps.unseen, out / f"tsne_{name}.png",
+                           title=f"t-SNE of {what}: {len(maps.labels) - unseen} fit images"
+                                 + (f", {unseen} of unseen classes (black markers)" if unseen else ""))
 
 
 def summary(
@@ -120,10 +156,12 @@ def summary(
     skipped: list[tuple[str, str]],
     *,
     decoded: int,
+    lapack: str,
     timings: dict[str, float],
     seconds: float,
 ) -> dict[str, Any]:
     """The `fruits fit --json` contract."""
+    novelty = evaluation.novelty if evaluation else None
     return {
         "run_id": logged.run_id,
         "model_name": settings.model_name,
@@ -134,13 +172,24 @@ def summary(
         "skipped": len(skipped),
         "skipped_files": [{"path": p, "reason": r} for p, r in skipped],
         "pca_k": settings.pca_k,
-        "explained_variance": round(float(explained_variance(model).sum()), 6),
+        "explained_variance": round(pipeline.explained_variance(model), 6),
+        "head": pipeline.HEAD,
+        "classifier_accuracy": evaluation.classifier_accuracy if evaluation else None,
+        "macro_f1": evaluation.macro_f1 if evaluation else None,
         "knn_accuracy": evaluation.knn_accuracy if evaluation else None,
         "knn_accuracy_raw": evaluation.knn_accuracy_raw if evaluation else None,
         "eval_images": evaluation.images if evaluation else None,
+        "novelty_score": NOVELTY_SCORE,
+        "novelty_threshold": evaluation.novelty_threshold if evaluation else None,
+        "novelty_false_alarms": evaluation.false_alarms if evaluation else None,
+        "novelty_auroc": novelty.auroc if novelty else None,
+        "novelty_detected": novelty.detected if novelty else None,
+        "novelty_images": novelty.images if novelty else None,
+        "novelty_classes": novelty.classes if novelty else None,
         "weights_sha256": featurizer.spec.weights_sha256,
         "engine": featurizer.engine,
         "featurized": decoded,
+        "lapack": lapack,
         "features_uri": logged.features_uri,
         "plots_uri": f"{logged.artifact_uri}/plots",
         "tracking_uri": settings.tracking_uri,

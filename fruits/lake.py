@@ -81,6 +81,16 @@ def read_table(settings: Settings, uri: str, columns: list[str] | None = None) -
     return table.to_pyarrow_table(columns=columns)
 
 
+def active_files(settings: Settings, uri: str, filters: list[tuple[str, str, str]] | None = None) -> list[str] | None:
+    """The data files of the table's current version (any engine reads them as plain parquet: our
+    tables use no deletion vectors or column mapping), pruned by partition `filters` such as
+    ("ingest_date", ">=", "2026-12-01"). None if nothing has been committed there yet."""
+    table = open_table(settings, uri)
+    if table is None:
+        return None
+    return table.file_uris(file_pruning_predicate=filters or None)
+
+
 def describe(settings: Settings, uri: str) -> dict[str, Any] | None:
     """Rows, files and version of the table (None if it does not exist yet)."""
     table = open_table(settings, uri)

@@ -17,6 +17,18 @@ def _pyplot():
     return plt
 
 
+def _legend_right(ax, entries: int) -> None:
+    """One legend entry per class, beside the axes: a column per 24 classes."""
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, ncol=1 + entries // 24, frameon=False)
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def class_colours(labels: Sequence[str]) -> dict[str, tuple]:
     """A stable colour per class: 40 distinguishable colours from tab20 + tab20b."""
     plt = _pyplot()
@@ -42,10 +54,7 @@ def explained_variance(ratios: Sequence[float], path: Path) -> Path:
             twin.axhline(mark, color="grey", lw=0.6, ls=":")
             twin.annotate(f"{mark:.0%} at k={k}", (k, mark), textcoords="offset points", xytext=(6, -12), fontsize=8)
     ax.set_title(f"PCA on standardized MobileNetV2 features: {cumulative[-1]:.1%} with {len(ratios)} components")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def projection_2d(
@@ -77,14 +86,12 @@ def projection_2d(
     ax.set_xlabel("PC 1")
     ax.set_ylabel("PC 2")
     ax.set_title(title)
-    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, ncol=1 + len(set(labels)) // 24, frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    _legend_right(ax, len(set(labels)))
+    return _save(plt, fig, path)
 
 
-def confusion(truth: Sequence[str], predicted: Sequence[str], path: Path, title: str) -> Path:
+def confusion(truth: Sequence[str], predicted: Sequence[str], path: Path, title: str, predicted_by: str = "1-NN"
+              ) -> Path:
     """Row-normalised confusion matrix: the diagonal is per-class recall; off-diagonal cells name the mix-ups."""
     plt = _pyplot()
     classes = sorted(set(truth) | set(predicted))
@@ -99,17 +106,52 @@ def confusion(truth: Sequence[str], predicted: Sequence[str], path: Path, title:
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
     ax.set_yticks(range(len(classes)), classes, fontsize=7)
-    ax.set_xlabel("predicted (1-NN)")
+    ax.set_xlabel(f"predicted ({predicted_by})")
     ax.set_ylabel("true class")
     for i, j in zip(*np.nonzero(matrix), strict=True):
         if i != j:
             ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=6, color="#b30000")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.04, label="share of the true class")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
+
+
+def novelty_scores(known: Sequence[float], novel: Sequence[float], threshold: float, path: Path, title: str) -> Path:
+    """Histograms of the novelty score of held-out known images and of unseen-class ones, with the threshold."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    bins = np.linspace(0.0, 1.0, 41)
+    ax.hist(known, bins=bins, alpha=0.65, color="#3182bd", label=f"known classes ({len(known)})", density=True)
+    if len(novel):
+        ax.hist(novel, bins=bins, alpha=0.65, color="#e6550d", label=f"unseen classes ({len(novel)})", density=True)
+    ax.axvline(threshold, color="black", lw=1.2, ls="--", label=f"is_novel above {threshold:.3f}")
+    ax.set_xlabel("novelty score")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(frameon=False)
+    return _save(plt, fig, path)
+
+
+def tsne_map(points: np.ndarray, labels: Sequence[str], unseen: Sequence[bool], path: Path, title: str) -> Path:
+    """A 2-D map (t-SNE), one colour per known class; images of unseen classes as black markers, one shape each."""
+    plt = _pyplot()
+    labels = np.asarray(labels, dtype=object)
+    unseen = np.asarray(unseen, dtype=bool)
+    colours = class_colours(labels[~unseen])
+    fig, ax = plt.subplots(figsize=(11, 7.5), dpi=110)
+    for label in sorted(set(labels[~unseen])):
+        pts = points[(labels == label) & ~unseen]
+        ax.scatter(pts[:, 0], pts[:, 1], s=14, alpha=0.8, color=colours[label], label=label)
+    markers = "XPD*^vs<>"
+    for i, label in enumerate(sorted(set(labels[unseen]))):
+        pts = points[(labels == label) & unseen]
+        ax.scatter(pts[:, 0], pts[:, 1], s=46, color="black", marker=markers[i % len(markers)],
+                   label=f"UNSEEN {label}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title)
+    _legend_right(ax, len(set(labels)))
+    return _save(plt, fig, path)
 
 
 def stream_report(batches: Sequence[dict], swaps: Sequence[dict], path: Path, title: str) -> Path:
@@ -154,7 +196,5 @@ def stream_report(batches: Sequence[dict], swaps: Sequence[dict], path: Path, ti
         axes[0].annotate(f"v{swap['from_version']} -> v{swap['to_version']}", ((swap["at"] - start) / 60, 0),
                          xycoords=("data", "axes fraction"), fontsize=8, rotation=90, va="bottom")
     axes[-1].set_xlabel("minutes since the first batch")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    fig.set_dpi(110)
+    return _save(plt, fig, path)

@@ -26,6 +26,10 @@ from fruits.settings import Settings
 log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT_PATH = "model"
+# Registered-version tags the fit writes and whatever applies the model reads (fruits.project).
+NOVELTY_SCORE_TAG = "novelty.score"
+NOVELTY_THRESHOLD_TAG = "novelty.threshold"
+FEATURES_URI_TAG = "fit.features_uri"
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -61,19 +65,15 @@ def model_version_tags(spec: FeaturizerSpec, extra: dict[str, Any]) -> dict[str,
     return tags
 
 
-def log_and_register(
-    client: MlflowClient,
-    model: PipelineModel,
-    *,
-    name: str,
-    alias: str,
-    tags: dict[str, str],
-    pip_requirements: list[str],
-) -> str:
-    """Log the PipelineModel in the active run, register it, point `alias` at it. Returns the version."""
+def log_model(model: PipelineModel, pip_requirements: list[str]) -> str:
+    """Log the PipelineModel in the active run; returns its model URI (runs:/...)."""
     # Explicit requirements: inferring them takes ~35 s instead of ~2 s.
-    info = mlflow.spark.log_model(model, artifact_path=MODEL_ARTIFACT_PATH, pip_requirements=pip_requirements)
-    version = mlflow.register_model(info.model_uri, name, tags=tags)
+    return mlflow.spark.log_model(model, artifact_path=MODEL_ARTIFACT_PATH, pip_requirements=pip_requirements).model_uri
+
+
+def register(client: MlflowClient, model_uri: str, *, name: str, alias: str, tags: dict[str, str]) -> str:
+    """Register a logged model with its tags and point `alias` at the new version. Returns the version."""
+    version = mlflow.register_model(model_uri, name, tags=tags)
     client.set_registered_model_alias(name, alias, version.version)
     log.info("registered %s version %s as @%s", name, version.version, alias)
     return str(version.version)
@@ -90,6 +90,12 @@ class ResolvedModel:
     @property
     def label(self) -> str:
         return f"{self.name} v{self.version}"
+
+    @property
+    def novelty_threshold(self) -> float | None:
+        """The `is_novel` threshold calibrated by the fit on held-out known images (None: not calibrated)."""
+        value = self.tags.get(NOVELTY_THRESHOLD_TAG)
+        return float(value) if value not in (None, "") else None
 
     @property
     def uri(self) -> str:

@@ -54,6 +54,11 @@ RESULTS = TableSpec(
         *UPLOAD_COLUMNS,
         ("features", FLOATS),
         ("pca", FLOATS),
+        # The classifier head (fruits.project): null for a model without one.
+        ("prediction", pa.string()),
+        ("confidence", pa.float64()),
+        ("novelty_score", pa.float64()),
+        ("is_novel", pa.bool_()),
         ("model_name", pa.string()),
         ("model_version", pa.string()),
         ("featurizer_sha256", pa.string()),

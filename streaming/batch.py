@@ -98,7 +98,7 @@ class MicroBatch:
                                              replayed=True, source=self.source))
             return
         ingest_time = datetime.now(timezone.utc)
-        rows = self.rows(files, ingest_time, active.model).toArrow()
+        rows = self.rows(files, ingest_time, active.model, active.resolved.novelty_threshold).toArrow()
         results, errors = self.split(rows, batch_id, ingest_time, active.resolved)
         absent = self.absent_files(batch_id, set(rows.column("path").to_pylist())) if self.absent_files else []
         if absent:
@@ -117,7 +117,8 @@ class MicroBatch:
             source=self.source, source_counts=self.source_counts(batch_id) if self.source_counts else None,
         ))
 
-    def rows(self, files: DataFrame, ingest_time: datetime, model: PipelineModel) -> DataFrame:
+    def rows(self, files: DataFrame, ingest_time: datetime, model: PipelineModel,
+             novelty_threshold: float | None = None) -> DataFrame:
         """Every file of the batch as one row: features and the model's outputs, or the reason there are none."""
         s = self.settings
         images = (
@@ -127,10 +128,10 @@ class MicroBatch:
             .withColumn("ingest_time", F.lit(ingest_time).cast("timestamp"))
         )
         if self.source == NOTIFICATIONS:
-            return self.rows_in_one_pass(images, model)
+            return self.rows_in_one_pass(images, model, novelty_threshold)
         readable = images.filter(F.col("size") <= s.max_image_bytes)
         featurized = featurize.featurize(readable, self.featurizer, s.max_image_pixels).drop("content")
-        projected = project.project(featurized, model)
+        projected = project.project(featurized, model, novelty_threshold)
         outputs = model_outputs(projected, featurized)
         too_large = images.filter(F.col("size") > s.max_image_bytes).select(
             *UPLOAD_COLUMNS,
@@ -141,7 +142,8 @@ class MicroBatch:
         )
         return too_large.unionByName(projected.select(*row_columns(outputs)))
 
-    def rows_in_one_pass(self, images: DataFrame, model: PipelineModel) -> DataFrame:
+    def rows_in_one_pass(self, images: DataFrame, model: PipelineModel,
+                         novelty_threshold: float | None = None) -> DataFrame:
         """Rows whose content the source left out are classified by size: over the limit -> too_large,
         0 bytes -> empty, otherwise missing (deleted or replaced after it was announced)."""
         limit = self.settings.max_image_bytes
@@ -158,7 +160,7 @@ class MicroBatch:
             .when(unread, F.lit("deleted or replaced after it was announced, before it could be read"))
             .otherwise(F.col("detail")).alias("detail"),
         )
-        projected = project.project(classified, model)
+        projected = project.project(classified, model, novelty_threshold)
         return projected.select(*row_columns(model_outputs(projected, classified)))
 
     def split(self, rows: pa.Table, batch_id: int, ingest_time: datetime, resolved: ResolvedModel
@@ -206,9 +208,9 @@ def absent_rows(absent: list[tuple[str, int | None]], batch_id: int, ingest_time
 def prediction_summary(results: pa.Table) -> dict:
     """What the model said about a batch: rows per predicted class, mean confidence, novel fraction.
 
-    Empty when the model has no classifier head (the results then have no `prediction` column).
+    Empty when the model has no classifier head (its `prediction` column is all null) or the batch has no rows.
     """
-    if "prediction" not in results.column_names or not results.num_rows:
+    if "prediction" not in results.column_names or results.column("prediction").null_count == results.num_rows:
         return {}
     counts = pc.value_counts(results.column("prediction")).to_pylist()
     return {

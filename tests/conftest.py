@@ -120,7 +120,9 @@ def counting_moto():
 
 @pytest.fixture(scope="session")
 def fitted(settings, spark, data_dir: Path) -> dict:
-    """The fit job run once on the real subset, evaluated on test/, registered as fruits-pca@champion."""
+    """The fit job run once on the real subset, evaluated on test/ and the unseen extra_classes/,
+    registered as fruits-pca@champion."""
     from fit.job import fit
 
-    return fit(settings, str(data_dir / "subset"), str(data_dir / "test"), spark=spark, progress=False)
+    return fit(settings, str(data_dir / "subset"), str(data_dir / "test"), novelty_uri=str(data_dir / "extra_classes"),
+               spark=spark, progress=False)
