@@ -1,7 +1,8 @@
 """Announce each new fruit image: S3 `ObjectCreated:*` on the images prefix -> one SNS message.
 
 The Lambda zip holds this file only (plus boto3, which the runtime provides), so it cannot
-import the `fruits` package: the image-name rule below mirrors `fruits.images.is_image_name`.
+import the `fruits` package: its image rules copy those of `fruits.source` (is_image_name,
+in_hidden_folder, label_from_path); tests/lambda/test_rules.py holds both copies to the same answers.
 
 Environment:
     TOPIC_ARN       SNS topic to publish to (required).
@@ -50,7 +51,7 @@ def sns_client(region: str) -> Any:
 
 
 def is_image_key(key: str) -> bool:
-    """Same rule as fruits.images.is_image_name: image extension, not a hidden/underscore name."""
+    """Same rule as fruits.source.is_image_name: image extension, not a hidden/underscore name."""
     name = posixpath.basename(key)
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith((".", "_"))
 
