@@ -9,7 +9,6 @@ every hot model swap as a dashed line. Reads <state>/stream-progress.jsonl (and 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from cli.console import emit_summary, settings_from_args
@@ -25,15 +24,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from fruits import plots
+    from streaming.monitor import read_progress
 
     settings = settings_from_args(args)
     source = args.progress or settings.progress_log
-    files = [p for p in (source.with_name(source.name + ".1"), source) if p.is_file()]
-    if not files:
+    if not (source.is_file() or source.with_name(source.name + ".1").is_file()):
         raise FruitsError(f"no progress lines at {source}: run `fruits stream` first, or pass --progress FILE")
-    records = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
-    batches = [r for r in records if r.get("event") == "batch" and not r.get("replayed")]
-    swaps = [r for r in records if r.get("event") == "model_swap"]
+    batches, swaps = read_progress(source)
     if not batches:
         raise FruitsError(f"{source} holds no micro-batch yet")
     png = args.png or settings.state / "stream-report.png"

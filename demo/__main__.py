@@ -2,9 +2,12 @@
 
     python -m demo [--aws-emulated] [--limit N]      (what `make demo` and `make demo-aws` run)
 
-Local: fit on subset/ (evaluated on test/), stream stream/ through a landing folder while it
-is uploaded, wait until every upload is committed, then print rows per class, errors,
-throughput, upload->commit latency and where the tables and the plots are.
+Local: fit on subset/ (evaluated on test/, unseen fruits from extra_classes/), stream the first
+half of stream/ through a landing folder while it is uploaded; refit from the lake while the
+stream runs, promote the challenger if it beats the champion on test/, and let the running
+stream swap to it; stream the second half. Then print the accuracy before and after, what each
+model version classified, rows per class, errors, throughput, upload->commit latency and where
+the tables and the plots are.
 
 --aws-emulated: the same on the event-driven AWS architecture emulated on 127.0.0.1: a moto
 server (S3, SNS, SQS) and a real `mlflow server` whose artifacts go to the emulated bucket.
@@ -14,7 +17,8 @@ the Lambda runtime would. Everything is torn down at the end, also on Ctrl-C.
 
 Both modes write plots (a PNG folder under the state dir, also logged to the fit's MLflow
 run under demo/): streamed images on the first two principal components over the fit
-images, the explained variance, and the 1-NN confusion of test/ images.
+images, the stream over time (throughput, predictions, model swaps), the explained variance,
+the classifier's confusion on test/ and its novelty scores.
 
 The demo is development tooling (it needs the `dev` extra: moto); it is not part of the wheel.
 """
@@ -38,7 +42,7 @@ from fruits.exceptions import FruitsError
 
 DATA_ENV = "FRUITS_DATA"
 DEFAULT_DATA = Path("../shared/data/fruits360")
-SPLITS = ("subset", "stream", "test")
+SPLITS = ("subset", "stream", "test")  # extra_classes/ (unseen fruits) is used when present
 SPLITS_TEXT = "subset/, stream/ and test/"
 # Download bars for every artifact, and run URLs on stdout that point at a server the demo stops.
 QUIET_MLFLOW = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
@@ -54,6 +58,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-fit", action="store_true",
                         help="reuse the model registered as NAME@ALIAS (e.g. by an earlier demo) instead of fitting "
                              "again (local mode only)")
+    parser.add_argument("--no-refit", dest="refit", action="store_false",
+                        help="stream stream/ in one go, without the refit and hot model swap half-way (local mode)")
     parser.add_argument("--model-name", metavar="NAME", help="registered model name (default fruits-pca)")
     parser.add_argument("--alias", help="registry alias the fit moves and the stream uses (default champion)")
     add_job_flags(parser)
@@ -75,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
         if args.aws_emulated:
             summary = steps.demo_aws(settings, images, limit=args.limit, progress=progress)
         else:
-            summary = steps.demo_local(settings, images, limit=args.limit, skip_fit=args.skip_fit, progress=progress)
+            summary = steps.demo_local(settings, images, limit=args.limit, skip_fit=args.skip_fit, refit=args.refit,
+                                       progress=progress)
     emit_summary(summary, args.json, report.human_summary(summary))
     return 0 if summary["complete"] else 1
 

@@ -31,8 +31,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("fruits.demo")
 
 DEMO_ARTIFACTS = "demo"  # folder of the fit's MLflow run that receives the plots
-FIT_PLOTS = ("explained_variance.png", "knn_confusion.png")  # logged by the fit under plots/
+# Logged by the fit under plots/: the PCA's variance, the classifier's confusion on test/ and its
+# novelty scores against the unseen fruits (the last two need eval images).
+FIT_PLOTS = ("explained_variance.png", "confusion.png", "novelty.png")
 MAP_PLOT = "stream_map.png"
+STREAM_PLOT = "stream_report.png"  # `fruits report` of this run: throughput, predictions, model swaps
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class FitRun:
     model_name: str
     model_version: str
     knn_accuracy: float | None
+    classifier_accuracy: float | None
+    novelty_auroc: float | None
     explained_variance: float | None
     features_uri: str | None
     tracking_uri: str
@@ -54,6 +59,8 @@ def describe_fit(client: MlflowClient, resolved: ResolvedModel) -> FitRun:
         model_name=resolved.name,
         model_version=resolved.version,
         knn_accuracy=run.data.metrics.get("knn_accuracy"),
+        classifier_accuracy=run.data.metrics.get("classifier_accuracy"),
+        novelty_auroc=run.data.metrics.get("novelty_auroc"),
         explained_variance=run.data.metrics.get("explained_variance"),
         features_uri=run.data.params.get("features_uri") or resolved.tags.get("fit.features_uri"),
         tracking_uri=client.tracking_uri,
@@ -62,13 +69,19 @@ def describe_fit(client: MlflowClient, resolved: ResolvedModel) -> FitRun:
 
 def plot_demo(
     spark: SparkSession, client: MlflowClient, fit_run: FitRun, resolved: ResolvedModel, results: pd.DataFrame,
-    plots_dir: Path,
+    plots_dir: Path, progress: tuple[list[dict], list[dict]],
 ) -> list[Path]:
-    """The map of this run's images, plus the fit's own plots; saved as PNG and logged to the fit's run."""
+    """The map of this run's images, the stream over time, plus the fit's own plots; saved as PNG and
+    logged to the fit's run."""
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     model = registry.load_spark_model(resolved)
     files = [stream_map(spark, model, fit_run, results, plots_dir / MAP_PLOT)] if len(results) else []
+    batches, swaps = progress
+    if batches:
+        files.append(plots.stream_report(batches, swaps, plots_dir / STREAM_PLOT, title=(
+            f"This demo's stream: {len(batches)} micro-batches, {sum(b['rows'] for b in batches)} rows, "
+            f"{len(swaps)} model swap(s) without a restart")))
     files += fit_plots(client, fit_run.run_id, model, plots_dir)
     client.log_artifacts(fit_run.run_id, str(plots_dir), DEMO_ARTIFACTS)
     log.info("plots in %s, and in run %s under %s/", plots_dir, fit_run.run_id, DEMO_ARTIFACTS)
@@ -96,10 +109,10 @@ def stream_map(spark: SparkSession, model: Any, fit_run: FitRun, results: pd.Dat
 
 
 def fit_plots(client: MlflowClient, run_id: str, model: Any, plots_dir: Path) -> list[Path]:
-    """Copy the fit's explained-variance and 1-NN confusion plots rather than recompute them.
+    """Copy the fit's explained-variance, confusion and novelty plots rather than recompute them.
 
     A run without the variance plot gets one drawn from the model's PCA stage; a fit without
-    eval images has no confusion to show (only a warning).
+    eval images has no confusion or novelty to show (only a warning).
     """
 
 
@@ -112,10 +125,10 @@ def fit_plots(client: MlflowClient, run_id: str, model: Any, plots_dir: Path) ->
                                                             tracking_uri=client.tracking_uri)
                 files.append(Path(shutil.copy(local, plots_dir / name)))
         elif name == "explained_variance.png":
-            ratios = model.stages[-1].explainedVariance.toArray()
+            ratios = next(s for s in model.stages if hasattr(s, "explainedVariance")).explainedVariance.toArray()
             files.append(plots.explained_variance(ratios, plots_dir / name))
         else:
-            log.warning("run %s has no plots/%s (fitted without eval images): no confusion view", run_id, name)
+            log.warning("run %s has no plots/%s (fitted without eval images)", run_id, name)
     return files
 
 
@@ -163,7 +176,12 @@ def summarise(
         "notifications": notifications["unique"] if notifications else None,
         "notifications_detail": notifications,
         "knn_accuracy": fit_run.knn_accuracy,
+        "classifier_accuracy": fit_run.classifier_accuracy,
+        "novelty_auroc": fit_run.novelty_auroc,
         "explained_variance": fit_run.explained_variance,
+        "refit": streamed.refit,
+        "model_swaps": stream.get("model_swaps"),
+        "per_model_version": per_model_version(streamed.results),
         "model_name": fit_run.model_name,
         "model_version": fit_run.model_version,
         "fitted": fitted_now,
@@ -183,6 +201,20 @@ def summarise(
     }
 
 
+def per_model_version(results: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Rows each model version classified, and how often its prediction matched the upload's class folder."""
+    out = {}
+    for version, rows in results.groupby("model_version", sort=True):
+        predicted = rows["prediction"].notna()
+        out[str(version)] = {
+            "rows": len(rows),
+            "streamed_accuracy": round(float((rows["prediction"] == rows["label"])[predicted].mean()), 4)
+            if predicted.any() else None,
+            "novel": int(rows["is_novel"].fillna(False).astype(bool).sum()),
+        }
+    return out
+
+
 def human_summary(s: dict[str, Any]) -> str:
     def sec(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.1f} s"
@@ -191,9 +223,21 @@ def human_summary(s: dict[str, Any]) -> str:
              f"uploaded -> {s['rows']} rows, {s['errors']} errors, in {s['seconds']:.0f} s"]
     if s["fallback_reason"]:
         lines.append(f"  FELL BACK to a local directory for the stream: {s['fallback_reason']}")
-    accuracy = f", 1-NN accuracy on test/ {s['knn_accuracy']:.3f}" if s["knn_accuracy"] is not None else ""
+    accuracy = "".join(f", {what} {s[key]:.3f}" for key, what in (
+        ("classifier_accuracy", "classifier accuracy on test/"), ("novelty_auroc", "unseen-fruit AUROC"),
+        ("knn_accuracy", "1-NN accuracy")) if s.get(key) is not None)
     lines.append(f"  model {s['model_name']} v{s['model_version']} ({'fitted now' if s['fitted'] else 'reused'}"
                  f"{accuracy}); run {s['run_id']}")
+    if s.get("refit"):
+        r = s["refit"]
+        verdict = (f"promoted to champion; the running stream swapped to it {r['swap_seconds']:.1f} s later, no restart"
+                   if r["promoted"] else f"not promoted ({r['decision']})")
+        lines.append(f"  refit from the lake ({r['rows_from_lake']} streamed rows + {r['rows_from_champion']} of the "
+                     f"fit) -> v{r['model_version']}: accuracy on test/ {r['champion_classifier_accuracy'] or 0:.3f} "
+                     f"-> {r['classifier_accuracy']:.3f}, {verdict}")
+    for version, v in (s.get("per_model_version") or {}).items():
+        matched = f", prediction = class folder for {v['streamed_accuracy']:.1%}" if v["streamed_accuracy"] is not None else ""
+        lines.append(f"  v{version} classified {v['rows']} streamed uploads{matched}, {v['novel']} flagged novel")
     rate = f"{s['rows_per_second']:.1f} rows/s while busy" if s["rows_per_second"] else "no batches"
     lines.append(f"  stream: {s['batches']} micro-batch{'' if s['batches'] == 1 else 'es'}, {rate}, "
                  f"{s['end_to_end_rows_per_second']} rows/s from first upload to last commit")

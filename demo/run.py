@@ -1,8 +1,11 @@
 """The two demos' steps: fit, stream while uploading, wait for every upload, read the tables back.
 
-Local (`make demo`): fit on subset/ (evaluated on test/), start the streaming job with a 1 s
-trigger, "upload" stream/ into a fresh run folder of the landing directory while it runs,
-wait until every upload is committed.
+Local (`make demo`): fit on subset/ (evaluated on test/, unseen fruits from extra_classes/),
+start the streaming job with a 1 s trigger, "upload" the first half of stream/ into a fresh run
+folder of the landing directory while it runs and wait until it is committed; then refit from
+the lake (`fruits refit`: the streamed rows + the fit's own), which promotes the challenger if
+it beats the champion on test/; the running stream swaps to the new champion without a
+restart, and the second half of stream/ is classified by it.
 
 Emulated AWS (`make demo-aws`): the same on the event-driven AWS architecture emulated on
 127.0.0.1 (demo.emulated_aws): the fit logs to a real `mlflow server`, uploads go to
@@ -17,8 +20,9 @@ import dataclasses
 import logging
 import os
 import shutil
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,6 +35,7 @@ from pyspark.sql import SparkSession
 from demo import report
 from demo.emulated_aws import IMAGES_PREFIX, LAMBDA_NOTE, EmulatedAws, EventPollers, emulated_aws
 from fit.job import fit
+from fit.refit import refit
 from fruits import lake, registry
 from fruits.exceptions import FruitsError, one_line
 from fruits.registry import ResolvedModel
@@ -39,6 +44,7 @@ from fruits.source import comparable_path, is_image_name
 from fruits.spark import ensure_dir, get_spark, path_exists
 from fruits.upload import UploadReport, upload_dir
 from streaming.job import StreamingJob
+from streaming.monitor import read_progress
 
 log = logging.getLogger("fruits.demo")
 
@@ -46,6 +52,9 @@ TRIGGER = "1s"  # short micro-batches: the demo shows upload->commit latency
 INGEST_TIMEOUT_S = 300.0  # every upload committed within this, or the summary says INCOMPLETE
 NOTIFY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 60.0
+MODEL_REFRESH = "2s"  # the demo's stream looks for a new champion every 2 s (default 10 s)
+SWAP_TIMEOUT_S = 60.0
+RESULT_COLUMNS = ["path", "label", "pca", "prediction", "confidence", "is_novel", "model_version"]
 
 
 # ============================================================================ the two demos
@@ -55,13 +64,18 @@ def demo_local(
     *,
     limit: int | None = None,
     skip_fit: bool = False,
+    refit: bool = True,
     spark: SparkSession | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Fit (unless skip_fit), stream stream/ through a fresh run folder of the landing dir, summarise, plot."""
+    """Fit (unless skip_fit), stream stream/ through a fresh run folder of the landing dir, summarise, plot.
+
+    With `refit`, stream/ goes in two halves: between them the model is refit from the lake and,
+    if it wins, promoted; the running stream swaps to it and classifies the second half with it.
+    """
     started = time.perf_counter()
     run_dir = new_run_dir(settings, "local")
-    stream_settings = settings.replace(trigger=TRIGGER)
+    stream_settings = settings.replace(trigger=TRIGGER, model_refresh_interval=MODEL_REFRESH)
     # A fresh folder under the watched source: re-runs get new paths, so the checkpoint
     # (which remembers every file it committed) never skips them; labels still come from
     # the class folder. Only this folder's rows are counted.
@@ -71,11 +85,13 @@ def demo_local(
                                                            settings.errors_uri, settings.checkpoint_uri])
         if not skip_fit:
             fit_on_subset(settings, images, spark, progress)
-        staged = stack.enter_context(staged_images(images / "stream", limit, run_dir / "staging"))
-        streamed = stream_uploads(spark, stream_settings, staged, landing, progress=progress)
+        parts = stack.enter_context(staged_images(images / "stream", limit, run_dir / "staging", 2 if refit else 1))
+        between = (lambda job: refit_and_swap(job, stream_settings, images, spark, progress)) if refit else None
+        streamed = stream_uploads(spark, stream_settings, parts, landing, between=between, progress=progress)
         client = registry.connect(settings)
-        fit_run = report.describe_fit(client, streamed.resolved)
-        plot_files = report.plot_demo(spark, client, fit_run, streamed.resolved, streamed.results, run_dir / "plots")
+        fit_run = report.describe_fit(client, streamed.first_model)
+        plot_files = report.plot_demo(spark, client, fit_run, streamed.first_model, streamed.results,
+                                      run_dir / "plots", streamed.progress)
     return report.summarise(
         mode="local", started=started, streamed=streamed, fit_run=fit_run, fitted_now=not skip_fit,
         settings=stream_settings, source=landing, plots_dir=run_dir / "plots", plot_files=plot_files,
@@ -105,19 +121,20 @@ def demo_aws(
         fit_settings = settings.replace(mlflow_tracking_uri=world.mlflow.url, s3_endpoint_url=world.endpoint)
         fit_on_subset(fit_settings, images, spark, progress)
         stream_settings, landing = aws_stream_layout(fit_settings, world, fallback_reason is not None)
-        staged = stack.enter_context(staged_images(images / "stream", limit, world.run_dir / "staging"))
+        parts = stack.enter_context(staged_images(images / "stream", limit, world.run_dir / "staging"))
         pollers = stack.enter_context(EventPollers(world))
         # Uploads always go to S3 (that is what fires the events); after a fall-back the
         # stream watches a local copy instead.
         mirror = f"s3://{world.bucket}/{IMAGES_PREFIX}" if fallback_reason else None
-        streamed = stream_uploads(spark, stream_settings, staged, landing, endpoint_url=world.endpoint,
+        streamed = stream_uploads(spark, stream_settings, parts, landing, endpoint_url=world.endpoint,
                                   mirror=mirror, progress=progress)
         s3_uploads = (streamed.mirror or streamed.upload).uploaded
         notified = pollers.wait_for(s3_uploads, NOTIFY_TIMEOUT_S)
         pollers.stop()
         client = registry.connect(stream_settings)
-        fit_run = report.describe_fit(client, streamed.resolved)
-        plot_files = report.plot_demo(spark, client, fit_run, streamed.resolved, streamed.results, world.run_dir / "plots")
+        fit_run = report.describe_fit(client, streamed.first_model)
+        plot_files = report.plot_demo(spark, client, fit_run, streamed.first_model, streamed.results,
+                                      world.run_dir / "plots", streamed.progress)
         results_copy = keep_results(stream_settings, landing, world.run_dir / "results.parquet")
         return report.summarise(
             mode="aws-emulated", started=started, streamed=streamed, fit_run=fit_run, fitted_now=True,
@@ -155,13 +172,16 @@ def owned_spark(stack: contextlib.ExitStack, settings: Settings, uris: list[str]
 
 
 def fit_on_subset(settings: Settings, images: Path, spark: SparkSession, progress: bool) -> dict[str, Any]:
-
-    log.info("fitting on %s (1-NN evaluated on %s), tracking to %s", images / "subset", images / "test",
-             settings.tracking_uri)
-    summary = fit(settings, str(images / "subset"), str(images / "test"), spark=spark, progress=progress)
-    log.info("registered %s v%s as @%s: 1-NN accuracy %.3f, explained variance %.3f, %.0f s",
-             summary["model_name"], summary["model_version"], summary["alias"], summary["knn_accuracy"] or 0.0,
-             summary["explained_variance"], summary["seconds"])
+    """Fit on subset/, evaluated on test/ and (when the folder is there) on the unseen fruits of extra_classes/."""
+    novelty = images / "extra_classes"
+    novelty_uri = str(novelty) if novelty.is_dir() else None
+    log.info("fitting on %s (evaluated on %s%s), tracking to %s", images / "subset", images / "test",
+             f", unseen fruits {novelty}" if novelty_uri else "", settings.tracking_uri)
+    summary = fit(settings, str(images / "subset"), str(images / "test"), novelty_uri=novelty_uri, spark=spark,
+                  progress=progress)
+    log.info("registered %s v%s as @%s: classifier accuracy %.3f, 1-NN accuracy %.3f, %.0f s",
+             summary["model_name"], summary["model_version"], summary["alias"],
+             summary.get("classifier_accuracy") or 0.0, summary["knn_accuracy"] or 0.0, summary["seconds"])
     return summary
 
 
@@ -182,65 +202,125 @@ def pick_images(stream_dir: Path, limit: int) -> list[Path]:
 
 
 @contextlib.contextmanager
-def staged_images(stream_dir: Path, limit: int | None, staging: Path) -> Iterator[Path]:
-    """The folder to upload: stream/ itself, or a temporary copy of `limit` of its images (class folders kept)."""
-    if limit is None:
-        yield stream_dir
+def staged_images(stream_dir: Path, limit: int | None, staging: Path, parts: int = 1) -> Iterator[list[Path]]:
+    """The folders to upload, one per part: stream/ itself, or temporary copies (class folders kept) of
+    `limit` of its images (all without a limit) split into `parts` that each cover the classes."""
+    if limit is None and parts == 1:
+        yield [stream_dir]
         return
-    picked = pick_images(stream_dir, limit)
+    picked = pick_images(stream_dir, limit if limit is not None else sys.maxsize)
     if not picked:
         raise FruitsError(f"no images in class folders under {stream_dir}")
+    size = -(-len(picked) // parts)
+    folders = []
     try:
-        for image in picked:
-            target = staging / image.parent.name / image.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(image, target)
-        log.info("--limit %d: %d images from %d classes", limit, len(picked), len({p.parent.name for p in picked}))
-        yield staging
+        for n in range(parts):
+            folder = staging / f"part-{n + 1}"
+            for image in picked[n * size:(n + 1) * size]:  # round-robin order: every part spans the classes
+                target = folder / image.parent.name / image.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(image, target)
+            folders.append(folder)
+        log.info("%d images from %d classes%s", len(picked), len({p.parent.name for p in picked}),
+                 f", in {parts} parts" if parts > 1 else "")
+        yield folders
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 @dataclass
 class Streamed:
-    """What one stream-while-uploading pass produced."""
+    """What one stream-while-uploading run produced."""
 
-    upload: UploadReport  # into the folder the stream watches
+    upload: UploadReport  # into the folder the stream watches (every part)
     mirror: UploadReport | None  # the extra upload to S3 after an s3a fall-back
     stream: dict[str, Any]  # StreamingJob.summary()
-    resolved: ResolvedModel
-    results: pd.DataFrame  # this run's rows: path, label, pca
+    first_model: ResolvedModel  # the model the stream started with
+    results: pd.DataFrame  # this run's rows: RESULT_COLUMNS
     errors: pd.DataFrame  # this run's error rows: path, reason
     complete: bool
-    ingest_seconds: float  # first upload -> every upload committed
+    ingest_seconds: float  # first upload -> every upload committed, summed over the parts
+    progress: tuple[list[dict], list[dict]]  # this run's micro-batches and model swaps (progress lines)
+    refit: dict[str, Any] | None = None  # refit_and_swap's summary, between the parts
 
 
 def stream_uploads(
     spark: SparkSession,
     settings: Settings,
-    images_dir: Path,
+    parts: list[Path],
     landing: str,
     *,
     endpoint_url: str | None = None,
     mirror: str | None = None,
+    between: Callable[[StreamingJob], dict[str, Any]] | None = None,
     progress: bool = True,
 ) -> Streamed:
-    """Start the stream, upload while it runs, wait until every upload is committed, stop gracefully."""
+    """Start the stream; per part, upload while it runs and wait until every upload is committed; between
+    parts, call `between(job)` (the stream keeps running); stop gracefully."""
     job = StreamingJob(settings, spark=spark)
+    uploads: list[UploadReport] = []
+    mirrors: list[UploadReport] = []
+    refitted = None
+    ingest_seconds = 0.0
+    since = time.time()
     try:
         job.start()
         wait_for_first_trigger(job)
-        t0 = time.perf_counter()
+        first_model = job.resolved
         to_s3 = {"endpoint_url": endpoint_url, "region": settings.aws_region, "progress": progress}
-        mirrored = upload_dir(images_dir, mirror, **to_s3) if mirror else None
-        uploaded = upload_dir(images_dir, landing, **to_s3)
-        if uploaded.failed:
-            log.warning("%d uploads failed; waiting for the %d that succeeded", len(uploaded.failed), uploaded.uploaded)
-        results, errors, complete, done = wait_for_ingest(job, settings, landing, uploaded.uploaded)
-        ingest_seconds = done - t0
+        for n, folder in enumerate(parts):
+            if n and between:
+                refitted = between(job)
+            t0 = time.perf_counter()
+            if mirror:
+                mirrors.append(upload_dir(folder, mirror, **to_s3))
+            uploads.append(upload_dir(folder, landing, **to_s3))
+            if uploads[-1].failed:
+                log.warning("%d uploads failed; waiting for the %d that succeeded", len(uploads[-1].failed),
+                            uploads[-1].uploaded)
+            results, errors, complete, done = wait_for_ingest(job, settings, landing, sum(u.uploaded for u in uploads))
+            ingest_seconds += done - t0
+            if not complete:
+                break
     finally:
         stop_stream(job)
-    return Streamed(uploaded, mirrored, job.summary(), job.resolved, results, errors, complete, ingest_seconds)
+    return Streamed(merged(uploads), merged(mirrors) if mirrors else None, job.summary(), first_model, results,
+                    errors, complete, ingest_seconds, read_progress(settings.progress_log, since), refitted)
+
+
+def merged(reports: list[UploadReport]) -> UploadReport:
+    """Several uploads into one destination, as one report."""
+    return UploadReport(
+        dest=reports[0].dest, uploaded=sum(r.uploaded for r in reports), skipped=sum(r.skipped for r in reports),
+        failed=[f for r in reports for f in r.failed], bytes=sum(r.bytes for r in reports),
+        seconds=sum(r.seconds for r in reports), destinations=sorted(d for r in reports for d in r.destinations),
+    )
+
+
+def refit_and_swap(job: StreamingJob, settings: Settings, images: Path, spark: SparkSession, progress: bool
+                   ) -> dict[str, Any]:
+    """`fruits refit` on what the stream has committed so far; if it promotes the challenger, wait until the
+    running stream has swapped to it (its model watcher follows the alias)."""
+    swaps_before = job.monitor.snapshot().model_swaps
+    novelty = images / "extra_classes"
+    log.info("refitting from the lake %s (evaluated on %s) while the stream runs", settings.output_uri,
+             images / "test")
+    summary = refit(settings, str(images / "test"), novelty_uri=str(novelty) if novelty.is_dir() else None,
+                    spark=spark, progress=progress)
+    swap_seconds = None
+    if summary["promoted"]:
+        t0 = time.monotonic()
+        while job.monitor.snapshot().model_swaps == swaps_before:
+            job.raise_if_failed()
+            if time.monotonic() - t0 > SWAP_TIMEOUT_S:
+                raise FruitsError(f"the stream did not swap to v{summary['model_version']} within {SWAP_TIMEOUT_S:.0f} s")
+            time.sleep(0.2)
+        swap_seconds = round(time.monotonic() - t0, 2)
+        log.info("the running stream swapped to v%s %.1f s after the promotion", job.resolved.version, swap_seconds)
+    return {**{k: summary[k] for k in ("model_version", "promoted", "decision", "classifier_accuracy",
+                                        "champion_classifier_accuracy", "champion_version_before", "rows_from_lake",
+                                        "rows_from_champion", "novelty_auroc", "seconds")},
+            "swap_seconds": swap_seconds}
 
 
 def wait_for_first_trigger(job: StreamingJob, timeout: float = INGEST_TIMEOUT_S) -> None:
@@ -281,7 +361,7 @@ def wait_for_ingest(
         job.process_available()
     except Exception as exc:  # a failed query surfaces here as a Py4J/Spark error
         raise FruitsError(f"the stream failed: {one_line(exc)}") from exc
-    results = run_rows(settings, settings.output_uri, landing, ["path", "label", "pca"])
+    results = run_rows(settings, settings.output_uri, landing, RESULT_COLUMNS)
     errors = run_rows(settings, settings.errors_uri, landing, ["path", "reason"])
     complete = len(results) + len(errors) >= expected
     if complete:

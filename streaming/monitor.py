@@ -143,3 +143,17 @@ class Monitor:
             t = self.totals
             return Totals(t.batches, t.files, t.rows, t.errors, t.busy_seconds, deque(t.latencies), t.model_swaps,
                           t.model_refusals, list(t.model_versions), Counter(t.source_counts))
+
+
+def read_progress(progress_log: Path, since: float | None = None) -> tuple[list[dict], list[dict]]:
+    """(micro-batches, model swaps) from a progress log and its rotated `.1` file, oldest first.
+
+    Replayed batches (committed before a restart) are left out; `since` (epoch seconds) keeps
+    only what happened from then on, e.g. one run of a stream whose state dir is reused.
+    """
+    files = [p for p in (progress_log.with_name(progress_log.name + ".1"), progress_log) if p.is_file()]
+    records = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+    batches = [r for r in records if r.get("event") == "batch" and not r.get("replayed")
+               and (since is None or r["committed_at"] >= since)]
+    swaps = [r for r in records if r.get("event") == "model_swap" and (since is None or r["at"] >= since)]
+    return batches, swaps

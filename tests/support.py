@@ -41,6 +41,20 @@ def table_rows(uri: Path | str, columns: list[str] | None = None, storage_option
 SINK_TIME = datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
 
 
+def champion_copy(settings, fitted: dict, name: str) -> str:
+    """The session's fitted version registered again as `name`@champion (same model files, same tags):
+    a test that moves @champion of its own copy changes nothing for the others."""
+    from fruits import registry
+
+    client = registry.connect(settings)
+    source = client.get_model_version("fruits-pca", fitted["model_version"])
+    copy = client.copy_model_version(f"models:/fruits-pca/{fitted['model_version']}", name)
+    for key, value in source.tags.items():
+        client.set_model_version_tag(name, copy.version, key, value)
+    client.set_registered_model_alias(name, "champion", copy.version)
+    return str(copy.version)
+
+
 def result_rows(*paths: str) -> pa.Table:
     """Results rows as the stream writes them, one per path."""
     return pa.Table.from_pylist([

@@ -11,24 +11,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from support import Layout, copy_classes, table_rows
+from support import Layout, champion_copy, copy_classes, table_rows
 
 from cli.main import main
 from fit.refit import CHALLENGER, decide, refit
 from fruits import registry
 from fruits.exceptions import FruitsError
 from streaming.job import StreamingJob
-
-
-def champion_copy(settings, fitted: dict, name: str) -> str:
-    """The fitted version registered again as `name`@champion (same model files, same tags)."""
-    client = registry.connect(settings)
-    source = client.get_model_version("fruits-pca", fitted["model_version"])
-    copy = client.copy_model_version(f"models:/fruits-pca/{fitted['model_version']}", name)
-    for key, value in source.tags.items():
-        client.set_model_version_tag(name, copy.version, key, value)
-    client.set_registered_model_alias(name, "champion", copy.version)
-    return str(copy.version)
 
 
 def stream_into_lake(spark, settings, source: Path, tmp_path: Path) -> Layout:
