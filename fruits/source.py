@@ -98,7 +98,8 @@ def label_column(path: Column | str, root: str) -> Column:
 
 
 def files_assigned_to_batch(spark: SparkSession, checkpoint: str, batch_id: int) -> list[str]:
-    """Every path the file source assigned to micro-batch `batch_id`, as Spark writes it in `path`.
+    """Every file the file source assigned to micro-batch `batch_id`, as URIs in its log's spelling
+    (`as_path_column` turns them into the `path` column's).
 
     The batch's DataFrame does not hold them all: Spark's scan drops zero-length files, and skips
     files deleted since they were listed. The checkpoint is the only record of them, read here as
@@ -127,13 +128,17 @@ def files_assigned_to_batch(spark: SparkSession, checkpoint: str, batch_id: int)
         if compact is None:
             raise FileNotFoundError(f"no source log entry {i} for micro-batch {batch_id} under {checkpoint}")
         files.append(f"{folder}/{compact}.compact")
-    jvm = spark.sparkContext._jvm
     entries = [e for log_file in dict.fromkeys(files) for e in _json_lines(spark, log_file)[1:]
                if e.get("batchId") in wanted]
-    # Converted as FileStreamSource.getBatch converts them, so they equal the `path` column.
-    paths = [str(jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(e["path"])))
-             for e in sorted(entries, key=lambda e: e["batchId"])]
-    return list(dict.fromkeys(paths))
+    return list(dict.fromkeys(e["path"] for e in sorted(entries, key=lambda e: e["batchId"])))
+
+
+def as_path_column(spark: SparkSession, uris: list[str]) -> list[str]:
+    """Source-log URIs as Spark's `path` column spells them (FileStreamSource.getBatch converts them
+    with Hadoop's Path(URI): decoded, 'file:/x' for 'file:///x'). Two JVM calls per URI: call it
+    only for the batches that need it."""
+    jvm = spark.sparkContext._jvm
+    return [str(jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(uri))) for uri in uris]
 
 
 def _log_offset(spark: SparkSession, offsets_file: str) -> int | None:

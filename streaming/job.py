@@ -165,7 +165,10 @@ class StreamingJob:
         self.batch.model = model  # one attribute write: the next micro-batch reads it once, at its start
 
     def _absent_files(self, batch_id: int, seen: set[str]) -> list[tuple[str, int | None]]:
-        listed = source.files_assigned_to_batch(self.spark, self.settings.checkpoint_uri, batch_id)
+        assigned = source.files_assigned_to_batch(self.spark, self.settings.checkpoint_uri, batch_id)
+        if len(assigned) == len(seen):  # the batch holds every file it was assigned: the usual case
+            return []
+        listed = source.as_path_column(self.spark, assigned)
         return [(path, source.file_size(self.spark, path)) for path in listed if path not in seen]
 
     # ------------------------------------------------------------------ run / stop

@@ -105,8 +105,11 @@ def test_batch_files_come_from_the_source_log_range_of_the_batch_offsets(spark, 
     write_offsets(tmp_path, 7, 7)
     write_offsets(tmp_path, 8, 8)
     write_offsets(tmp_path, 9, 11)
-    assert source.files_assigned_to_batch(spark, str(tmp_path), 8) == ["file:/data/Kaki/old.jpg"]
-    assert source.files_assigned_to_batch(spark, str(tmp_path), 9) == [
+    assert source.files_assigned_to_batch(spark, str(tmp_path), 8) == ["file:///data/Kaki/old.jpg"]
+    assigned = source.files_assigned_to_batch(spark, str(tmp_path), 9)
+    assert assigned == ["file:///data/Kaki/c%2Bd.jpg", "file:///data/Apple%20Red%201/a.jpg", "file:///data/Kaki/b.jpg"]
+    # As Spark's `path` column spells them (FileStreamSource converts them with Hadoop's Path(URI)).
+    assert source.as_path_column(spark, assigned) == [
         "file:/data/Kaki/c+d.jpg", "file:/data/Apple Red 1/a.jpg", "file:/data/Kaki/b.jpg"]
 
 
