@@ -210,7 +210,7 @@ def per_model_version(results: pd.DataFrame) -> dict[str, dict[str, Any]]:
             "rows": len(rows),
             "streamed_accuracy": round(float((rows["prediction"] == rows["label"])[predicted].mean()), 4)
             if predicted.any() else None,
-            "novel": int(rows["is_novel"].fillna(False).astype(bool).sum()),
+            "novel": int(rows["is_novel"].eq(True).sum()),
         }
     return out
 
@@ -232,8 +232,8 @@ def human_summary(s: dict[str, Any]) -> str:
         r = s["refit"]
         verdict = (f"promoted to champion; the running stream swapped to it {r['swap_seconds']:.1f} s later, no restart"
                    if r["promoted"] else f"not promoted ({r['decision']})")
-        lines.append(f"  refit from the lake ({r['rows_from_lake']} streamed rows + {r['rows_from_champion']} of the "
-                     f"fit) -> v{r['model_version']}: accuracy on test/ {r['champion_classifier_accuracy'] or 0:.3f} "
+        lines.append(f"  refit from the lake ({r['rows_from_lake']} rows of the results table + {r['rows_from_champion']} "
+                     f"of the fit) -> v{r['model_version']}: accuracy on test/ {r['champion_classifier_accuracy'] or 0:.3f} "
                      f"-> {r['classifier_accuracy']:.3f}, {verdict}")
     for version, v in (s.get("per_model_version") or {}).items():
         matched = f", prediction = class folder for {v['streamed_accuracy']:.1%}" if v["streamed_accuracy"] is not None else ""

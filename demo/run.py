@@ -49,6 +49,7 @@ from streaming.monitor import read_progress
 log = logging.getLogger("fruits.demo")
 
 TRIGGER = "1s"  # short micro-batches: the demo shows upload->commit latency
+BATCH_FILES = 40  # at most per micro-batch: the stream's plot shows batches, not one burst
 INGEST_TIMEOUT_S = 300.0  # every upload committed within this, or the summary says INCOMPLETE
 NOTIFY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 60.0
@@ -75,7 +76,8 @@ def demo_local(
     """
     started = time.perf_counter()
     run_dir = new_run_dir(settings, "local")
-    stream_settings = settings.replace(trigger=TRIGGER, model_refresh_interval=MODEL_REFRESH)
+    stream_settings = settings.replace(trigger=TRIGGER, model_refresh_interval=MODEL_REFRESH,
+                                       max_files_per_trigger=BATCH_FILES)
     # A fresh folder under the watched source: re-runs get new paths, so the checkpoint
     # (which remembers every file it committed) never skips them; labels still come from
     # the class folder. Only this folder's rows are counted.

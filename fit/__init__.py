@@ -1,1 +1,1 @@
-"""Fit job: StandardScaler + PCA on MobileNetV2 features, registered in MLflow."""
+"""Fit jobs: StandardScaler + PCA + a classifier head on MobileNetV2 features, registered in MLflow; the refit from the lake."""

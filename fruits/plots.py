@@ -186,7 +186,9 @@ def stream_report(batches: Sequence[dict], swaps: Sequence[dict], path: Path, ti
         colours = class_colours(list(totals))
         shares = np.array([[b["predictions"].get(label, 0) / max(1, sum(b["predictions"].values())) for _, b in with_head]
                            for label in top])
-        axes[2].stackplot(xs, shares, labels=top, colors=[colours[label] for label in top])
+        other = np.clip(1 - shares.sum(axis=0), 0, 1)  # every class beyond the top 12, together
+        axes[2].stackplot(xs, np.vstack([shares, other]), labels=[*top, "other classes"],
+                          colors=[*(colours[label] for label in top), (0.85, 0.85, 0.85, 1.0)])
         axes[2].set_ylabel("share of predictions")
         axes[2].set_ylim(0, 1)
         axes[2].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title="top classes")

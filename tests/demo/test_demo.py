@@ -117,7 +117,8 @@ def test_local_demo_refits_from_the_lake_and_the_running_stream_swaps(spark, set
     client = registry.connect(settings)
     assert {Path(a.path).name for a in client.list_artifacts(fitted["run_id"], "demo")} >= PLOTS
     text = report.human_summary(summary)
-    assert f"refit from the lake ({limit // 2} streamed rows + 320 of the fit) -> v{refit['model_version']}" in text
+    assert (f"refit from the lake ({limit // 2} rows of the results table + 320 of the fit) -> "
+            f"v{refit['model_version']}") in text
 
 
 def test_aws_emulated_demo_end_to_end_then_everything_stops(spark, settings, data_dir: Path, tmp_path: Path):
