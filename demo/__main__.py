@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
         if args.aws_emulated:
             summary = steps.demo_aws(settings, images, limit=args.limit, progress=progress)
         else:
-            summary = steps.demo_local(settings, images, limit=args.limit, skip_fit=args.skip_fit, refit=args.refit,
-                                       progress=progress)
+            summary = steps.demo_local(settings, images, limit=args.limit, skip_fit=args.skip_fit,
+                                       with_refit=args.refit, progress=progress)
     emit_summary(summary, args.json, report.human_summary(summary))
     return 0 if summary["complete"] else 1
 

@@ -65,13 +65,13 @@ def demo_local(
     *,
     limit: int | None = None,
     skip_fit: bool = False,
-    refit: bool = True,
+    with_refit: bool = True,
     spark: SparkSession | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fit (unless skip_fit), stream stream/ through a fresh run folder of the landing dir, summarise, plot.
 
-    With `refit`, stream/ goes in two halves: between them the model is refit from the lake and,
+    With `with_refit`, stream/ goes in two halves: between them the model is refit from the lake and,
     if it wins, promoted; the running stream swaps to it and classifies the second half with it.
     """
     started = time.perf_counter()
@@ -87,8 +87,8 @@ def demo_local(
                                                            settings.errors_uri, settings.checkpoint_uri])
         if not skip_fit:
             fit_on_subset(settings, images, spark, progress)
-        parts = stack.enter_context(staged_images(images / "stream", limit, run_dir / "staging", 2 if refit else 1))
-        between = (lambda job: refit_and_swap(job, stream_settings, images, spark, progress)) if refit else None
+        parts = stack.enter_context(staged_images(images / "stream", limit, run_dir / "staging", 2 if with_refit else 1))
+        between = (lambda job: refit_and_swap(job, stream_settings, images, spark, progress)) if with_refit else None
         streamed = stream_uploads(spark, stream_settings, parts, landing, between=between, progress=progress)
         client = registry.connect(settings)
         fit_run = report.describe_fit(client, streamed.first_model)
