@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cli.console import emit_summary
 from infra.defaults import JOBS
-from infra.layout import CHECKPOINT, STOP_MARKER, WEIGHTS_KEY
+from infra.layout import CHECKPOINT, HOLDOUT_PREFIX, STOP_MARKER, WEIGHTS_KEY
 
 if TYPE_CHECKING:
     from fruits.settings import Settings
@@ -43,13 +43,17 @@ def add_endpoint_flag(parser: argparse.ArgumentParser, service: str) -> None:
 
 
 def add_job_flags(parser: argparse.ArgumentParser, jobs: tuple[str, ...] = JOBS) -> None:
-    """What `submit` passes to `fruits fit` / `fruits stream` on AWS."""
+    """What `submit` passes to `fruits fit` / `fruits stream` / `fruits refit` on AWS."""
     parser.add_argument("--bucket", required=True, help="the project bucket, fruits-<account>-<region>")
     parser.add_argument("--job", choices=jobs, default="stream",
-                        help="which job(s): " + ("both = fit, then stream" if "both" in jobs else "fit or stream"))
+                        help="which job(s): " + ", ".join(jobs) + ("; both = fit, then stream" if "both" in jobs else "")
+                             + "; refit = learn from the lake, promote if better (the running stream swaps it in)")
     parser.add_argument("--tracking-uri", help="MLflow tracking server (default env MLFLOW_TRACKING_URI)")
     parser.add_argument("--weights", help=f"weights URI (default s3a://BUCKET/{WEIGHTS_KEY})")
     parser.add_argument("--fit-images", metavar="URI", help="labelled images for fit (default s3a://BUCKET/images/)")
+    parser.add_argument("--eval-images", metavar="URI",
+                        help=f"held-out labelled images for refit (default s3a://BUCKET/{HOLDOUT_PREFIX}; never under "
+                             "images/, which the stream ingests)")
     parser.add_argument("--engine", choices=("onnx", "keras"), help="featurizer engine (default: the job's)")
     parser.add_argument("--trigger", help="stream micro-batch interval, e.g. 10s (default: the job's)")
     parser.add_argument("--max-files-per-trigger", type=int, metavar="N", help="stream batch cap (default: the job's)")
@@ -57,15 +61,21 @@ def add_job_flags(parser: argparse.ArgumentParser, jobs: tuple[str, ...] = JOBS)
                         help="the stack's SQS queue (output NotificationsQueueUrl): the stream reads uploads from it "
                              "instead of listing images/ (default: listing)")
     parser.add_argument("--skip-model-check", action="store_true",
-                        help="do not ask the MLflow server for the registered model before a stream (a server reachable "
-                             "only from inside the VPC)")
+                        help="do not ask the MLflow server for the registered model before a stream or refit (a server "
+                             "reachable only from inside the VPC)")
 
 
 def preflight(args: argparse.Namespace, jobs: JobOptions, settings: Settings, s3: Any,
               extra: tuple[tuple[str, str], ...] = ()) -> None:  # fmt: skip
     """Refuse what cannot work before anything is added (infra/preflight.py)."""
     from infra.layout import IMAGES_PREFIX, SPARK_ENTRY_KEY, s3a_uri
-    from infra.preflight import check_fit_images, check_registered_model, check_stream_source, require_objects
+    from infra.preflight import (
+        check_fit_images,
+        check_holdout_images,
+        check_registered_model,
+        check_stream_source,
+        require_objects,
+    )
 
     require_objects(s3, jobs.bucket, ((SPARK_ENTRY_KEY, "upload cli/spark_entry.py there (docs/aws.md)"), *extra))
     images = s3a_uri(jobs.bucket, IMAGES_PREFIX)
@@ -73,7 +83,9 @@ def preflight(args: argparse.Namespace, jobs: JobOptions, settings: Settings, s3
         check_fit_images(s3, jobs.fit_images or images, settings.pca_k)
     if args.job in ("stream", "both"):
         check_stream_source(s3, images)
-    if args.job == "stream" and not args.skip_model_check:
+    if args.job == "refit":
+        check_holdout_images(s3, jobs.eval_images or s3a_uri(jobs.bucket, HOLDOUT_PREFIX))
+    if args.job in ("stream", "refit") and not args.skip_model_check:
         check_registered_model(jobs.tracking_uri, settings.model_name, settings.alias)
 
 
@@ -125,6 +137,7 @@ def job_options(args: argparse.Namespace, settings: Settings) -> JobOptions:
         trigger=args.trigger,
         max_files_per_trigger=args.max_files_per_trigger,
         notifications=args.notifications,
+        eval_images=args.eval_images,
     )
 
 

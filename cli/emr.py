@@ -2,7 +2,7 @@
 
 `plan` prints the run_job_flow request, its cost and the side-by-side cost against EMR
 Serverless, without any AWS call. `up` checks the same request offline, then creates the
-cluster. `submit --job stream|fit|both` adds the jobs as spark-submit steps. `status` prints the
+cluster. `submit --job stream|fit|both|refit` adds the jobs as spark-submit steps. `status` prints the
 cluster state and one line per step. `stop` asks the stream to stop after its current
 micro-batch. `down --yes` terminates the cluster. See docs/emr.md.
 
@@ -252,7 +252,7 @@ def _run_up(args: argparse.Namespace, region: str, settings: Settings) -> int:
 
 def _run_submit(args: argparse.Namespace, region: str, settings: Settings) -> int:
     from infra.aws import add_steps, client, emr_client, find_cluster, live_steps
-    from infra.preflight import check_no_live_stream
+    from infra.preflight import check_no_live_stream, check_no_step_ahead
     from infra.steps import build_steps
 
     jobs = job_options(args, settings)
@@ -262,6 +262,8 @@ def _run_submit(args: argparse.Namespace, region: str, settings: Settings) -> in
     preflight(args, jobs, settings, client("s3", region, args.endpoint_url))
     if args.job in ("stream", "both"):
         check_no_live_stream(live_steps(emr, cluster_id), f"cluster {cluster_id}")
+    if args.job == "refit":
+        check_no_step_ahead(live_steps(emr, cluster_id), f"cluster {cluster_id}")
     step_ids = add_steps(emr, cluster_id, steps)
     added = [{"id": sid, "name": s["Name"]} for sid, s in zip(step_ids, steps, strict=True)]
     human = "\n".join(f"added step {a['id']} {a['name']} to {cluster_id}" for a in added)

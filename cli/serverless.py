@@ -3,8 +3,9 @@
 The same shape as `fruits emr`: `plan` prints the CreateApplication request, the StartJobRun
 request of the stream, their cost per hour and per 1M images, and the side-by-side cost against
 EMR on EC2, without any AWS call. `up` creates the application (same release as the cluster).
-`submit --job stream|fit` starts a job run: the stream as a STREAMING run (restarted from its
-checkpoint on failure, never timed out), the fit as a BATCH run. `status` prints the application
+`submit --job stream|fit|refit` starts a job run: the stream as a STREAMING run (restarted from
+its checkpoint on failure, never timed out), the fit and the refit as BATCH runs (a refit runs
+beside the stream, which swaps in the model it promotes). `status` prints the application
 and its job runs. `stop` asks the stream to stop after its current micro-batch. `down --yes`
 cancels the runs (streams get a grace period), stops and deletes the application. See docs/emr.md.
 """
@@ -58,8 +59,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     _application_flags(up)
     add_endpoint_flag(up, "emr-serverless")
 
-    submit = actions.add_parser("submit", help="start the stream (STREAMING) or the fit (BATCH) as a job run")
-    add_job_flags(submit, jobs=("stream", "fit"))
+    submit = actions.add_parser("submit", help="start the stream (STREAMING), the fit or the refit (BATCH) as a job run")
+    add_job_flags(submit, jobs=("stream", "fit", "refit"))
     _size_flags(submit)
     submit.add_argument("--job-role", default=JOB_ROLE, metavar="NAME_OR_ARN",
                         help=f"the job runtime role (default {JOB_ROLE}, the stack's)")

@@ -24,8 +24,9 @@ DEFAULT_SPOT_FRACTION = 0.4
 # for Spark streaming overheads (Arrow, S3 reads, parquet commits, scheduling) until the streaming
 # benchmark on the cluster replaces it.
 DEFAULT_IMAGES_PER_SECOND_PER_NODE = 75.0
-# `submit --job`: `both` runs the fit first, because the stream needs its model.
-JOBS = ("stream", "fit", "both")
+# `submit --job`: `both` runs the fit first, because the stream needs its model; `refit` learns
+# from the lake and promotes a better model, which the running stream then swaps in.
+JOBS = ("stream", "fit", "both", "refit")
 # EMR Serverless: the application `fruits serverless up` creates, and the stack's job runtime role.
 DEFAULT_APPLICATION_NAME = "fruits"
 JOB_ROLE = "fruits-emr-serverless-job-role"

@@ -18,6 +18,9 @@ VENV_ARCHIVE_KEY = "bootstrap/venv/fruits-venv.tar.gz"
 DEFAULT_WHEEL = f"fruits-{__version__}-py3-none-any.whl"
 WEIGHTS_KEY = "models/keras/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 IMAGES_PREFIX = "images/"
+# Held-out labelled images (<class>/<file>) the refit measures champion and challenger on. Outside
+# IMAGES_PREFIX on purpose: the stream would ingest them, and the refit would train on them.
+HOLDOUT_PREFIX = "holdout/"
 FEATURES_PREFIX = "features/"
 # The stream's Delta tables and checkpoint, as the streaming job names them (no trailing slash).
 RESULTS_TABLE = "results"

@@ -74,6 +74,31 @@ def check_fit_images(s3: Any, uri: str, pca_k: int) -> None:
         )
 
 
+def check_holdout_images(s3: Any, uri: str) -> None:
+    """The refit's held-out images: labelled (<class>/<file>), at least one per class of two."""
+    bucket, prefix = split_s3_uri(uri)
+    count, classes = labelled_images(s3, bucket, prefix, 2)
+    if len(classes) < 2:
+        raise FruitsError(
+            f"{uri} holds {count} labelled images in {len(classes)} class folders: the refit measures champion and "
+            "challenger on held-out images of the model's classes, as <class>/<file>.jpg; upload them there "
+            "(`fruits upload DIR s3://BUCKET/holdout/`), never under images/ (the stream would ingest them)"
+        )
+
+
+def check_no_step_ahead(live: Iterable[dict[str, str]], where: str) -> None:
+    """A cluster runs one step at a time: a refit queued behind the running stream would never start."""
+    streams = [r for r in live if r["name"] == "fruits-stream"]
+    if streams:
+        run = streams[0]
+        raise FruitsError(
+            f"the stream is {run['state']} on {where} ({run['id']}) and the cluster runs one step at a time: a refit "
+            "step would wait behind it forever; the running stream picks up a refit's model by itself, so run the "
+            "refit as an EMR Serverless job run (`fruits serverless submit --job refit`) or with `fruits refit` "
+            "where the lake is reachable, or `stop` the stream first"
+        )
+
+
 def check_stream_source(s3: Any, uri: str) -> None:
     bucket, prefix = split_s3_uri(uri)
     with aws_errors("list_objects_v2"):

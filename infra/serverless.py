@@ -180,10 +180,10 @@ def spark_submit_parameters(options: ServerlessOptions) -> str:
 
 def job_run_request(job: str, options: ServerlessOptions, job_options: JobOptions, application_id: str,
                     role_arn: str, client_token: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """StartJobRun for `stream` (STREAMING, retried, no timeout) or `fit` (BATCH, one attempt)."""
+    """StartJobRun for `stream` (STREAMING, retried, no timeout) or `fit` / `refit` (BATCH, one attempt)."""
     if job not in JOBS or job == "both":
         raise FruitsError(
-            f"--job must be stream or fit on EMR Serverless, got {job!r}: runs do not queue there, so run the fit, "
+            f"--job must be stream, fit or refit on EMR Serverless, got {job!r}: runs do not queue there, so run the fit, "
             "wait for it (`fruits serverless status`), then the stream"
         )
     streaming = job == "stream"

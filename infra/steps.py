@@ -1,4 +1,4 @@
-"""The spark-submit steps that run `fruits fit` / `fruits stream` on the cluster; pure (no AWS call)."""
+"""The spark-submit steps that run `fruits fit` / `fruits stream` / `fruits refit` on the cluster; pure (no AWS call)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from infra.layout import (
     CHECKPOINT,
     ERRORS_TABLE,
     FEATURES_PREFIX,
+    HOLDOUT_PREFIX,
     IMAGES_PREFIX,
     RESULTS_TABLE,
     SPARK_ENTRY_KEY,
@@ -25,7 +26,7 @@ from infra.validate import validate_parameters
 
 @dataclass(frozen=True)
 class JobOptions:
-    """What the spark-submit steps pass to `fruits fit` / `fruits stream` on the cluster."""
+    """What the spark-submit steps pass to `fruits fit` / `fruits stream` / `fruits refit` on the cluster."""
 
     bucket: str
     tracking_uri: str
@@ -37,6 +38,7 @@ class JobOptions:
     # The stack's queue (output NotificationsQueueUrl): the stream reads new uploads from it
     # instead of listing images/ every trigger. None: listing.
     notifications: str | None = None
+    eval_images: str | None = None  # the refit's held-out images; default: s3://bucket/holdout/
 
 
 def check_tracking_uri(uri: str | None) -> str:
@@ -62,7 +64,7 @@ def check_tracking_uri(uri: str | None) -> str:
 
 
 def job_arguments(job: str, options: JobOptions) -> list[str]:
-    """`fruits fit ...` / `fruits stream ...` as the cluster or EMR Serverless runs them (after spark_entry.py)."""
+    """`fruits fit|stream|refit ...` as the cluster or EMR Serverless runs them (after spark_entry.py)."""
     check_bucket(options.bucket)
     check_tracking_uri(options.tracking_uri)
 
@@ -77,6 +79,14 @@ def job_arguments(job: str, options: JobOptions) -> list[str]:
         return [
             "fit",
             "--images", options.fit_images or s3(IMAGES_PREFIX),
+            "--features-output", s3(FEATURES_PREFIX),
+            *common,
+        ]  # fmt: skip
+    if job == "refit":
+        return [
+            "refit",
+            "--eval-images", options.eval_images or s3(HOLDOUT_PREFIX),
+            "--output", s3(RESULTS_TABLE),
             "--features-output", s3(FEATURES_PREFIX),
             *common,
         ]  # fmt: skip
@@ -124,8 +134,11 @@ def build_steps(job: str, options: JobOptions) -> list[dict[str, Any]]:
 
     # A failed fit cancels the queued stream (it would only fail on the missing model) and keeps the
     # cluster up for a look at the logs; a failed stream leaves the cluster running for a resubmit.
+    # A cluster runs one step at a time: a refit queued behind a running stream would wait forever,
+    # so `fruits emr submit` refuses it then (EMR Serverless runs it beside the stream).
     steps = {"fit": lambda: step("fruits-fit", "CANCEL_AND_WAIT", "fit"),
-             "stream": lambda: step("fruits-stream", "CONTINUE", "stream")}  # fmt: skip
+             "stream": lambda: step("fruits-stream", "CONTINUE", "stream"),
+             "refit": lambda: step("fruits-refit", "CONTINUE", "refit")}  # fmt: skip
     names = ["fit", "stream"] if job == "both" else [job]
     result = [steps[n]() for n in names]
     validate_parameters("AddJobFlowSteps", {"JobFlowId": "j-PLACEHOLDER", "Steps": result})

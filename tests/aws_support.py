@@ -113,10 +113,10 @@ def small_wheelhouse(wheelhouse: Path, dist: Path) -> tuple[Path, Path]:
     return project, write_lock(wheelhouse, project)
 
 
-def put_labelled_images(s3, bucket: str, per_class: dict[str, int]) -> None:
+def put_labelled_images(s3, bucket: str, per_class: dict[str, int], prefix: str = "images/") -> None:
     for label, count in per_class.items():
         for i in range(count):
-            s3.put_object(Bucket=bucket, Key=f"images/{label}/r_{i}_100.jpg", Body=b"\xff\xd8 jpeg bytes")
+            s3.put_object(Bucket=bucket, Key=f"{prefix}{label}/r_{i}_100.jpg", Body=b"\xff\xd8 jpeg bytes")
 
 
 def make_bucket(s3, bucket: str) -> None:

@@ -96,3 +96,30 @@ def test_serverless_refuses_a_missing_venv_archive(moto_server: str, capsys: pyt
                    "--application-id", "00fakeapp", "--venv-archive", f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz",
                    "--tracking-uri", "http://m:5000"], capsys)  # fmt: skip
     assert f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz is missing: build and upload it (infra/build_venv_archive.sh" in err
+
+
+def test_a_refit_needs_held_out_images_and_is_refused_behind_a_running_stream(
+    cluster: dict, mlflow_server: str, capsys: pytest.CaptureFixture
+) -> None:
+    bucket = f"fruits-refit-{uuid.uuid4().hex[:8]}"
+    make_bucket(cluster["s3"], bucket)
+    cluster["s3"].put_object(Bucket=bucket, Key="bootstrap/spark_entry.py", Body=b"entry")
+    registry = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    if not registry.search_registered_models(filter_string="name = 'fruits-pca'"):
+        registry.create_registered_model("fruits-pca")
+    version = registry.create_model_version("fruits-pca", source="s3://fruits/mlflow/1/model", run_id=None)
+    registry.set_registered_model_alias("fruits-pca", "champion", version.version)
+    submit = ["emr", "submit", "--bucket", bucket, "--job", "refit", *cluster["aws"], "--tracking-uri", mlflow_server]
+
+    put_labelled_images(cluster["s3"], bucket, {"Kiwi": 3})  # under images/: not held out
+    err = refused(submit, capsys)
+    assert f"s3a://{bucket}/holdout/ holds 0 labelled images in 0 class folders" in err and "never under images/" in err
+
+    put_labelled_images(cluster["s3"], bucket, {"Kiwi": 2, "Banana": 2}, prefix="holdout/")
+    assert main(["emr", "submit", "--bucket", bucket, "--job", "stream", *cluster["aws"], "--tracking-uri",
+                 mlflow_server]) == 0  # fmt: skip
+    err = refused(submit, capsys)
+    assert "the cluster runs one step at a time: a refit step would wait behind it forever" in err
+    assert "fruits serverless submit --job refit" in err
+    assert steps_of(cluster) == ["fruits-stream"]
+

@@ -76,7 +76,7 @@ def test_passrole_is_granted_for_the_three_compute_roles_only(template: dict[str
 
 # ---------------------------------------------------------------------------- the jobs' data access
 @pytest.mark.parametrize("role", JOB_ROLES)
-@pytest.mark.parametrize("prefix", ["images/", "models/", "bootstrap/"])
+@pytest.mark.parametrize("prefix", ["images/", "holdout/", "models/", "bootstrap/"])
 def test_job_roles_read_but_never_write_inputs(template: dict[str, Any], prefix: str, role: str) -> None:
     key = f"{BUCKET_ARN}/{prefix}Apple Red 1/r_12_100.jpg"
     assert effective(template, role, "s3:GetObject", key)
@@ -193,6 +193,7 @@ def test_only_the_deploy_role_may_change_what_the_nodes_run(template: dict[str, 
 
 def test_the_deploy_role_operates_but_does_not_write_outputs(template: dict[str, Any]) -> None:
     assert effective(template, "DeployRole", "s3:PutObject", f"{BUCKET_ARN}/images/Kiwi/1.jpg")  # the labelled set
+    assert effective(template, "DeployRole", "s3:PutObject", f"{BUCKET_ARN}/holdout/Kiwi/1.jpg")  # the refit's
     assert effective(template, "DeployRole", "s3:PutObject", f"{BUCKET_ARN}/checkpoints/stream/_stop")  # `stop`
     assert not effective(template, "DeployRole", "s3:PutObject", f"{BUCKET_ARN}/checkpoints/stream/offsets/7")
     assert not effective(template, "DeployRole", "s3:PutObject", f"{BUCKET_ARN}/results/part-0.parquet")

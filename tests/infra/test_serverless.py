@@ -86,6 +86,15 @@ def test_the_fit_is_a_batch_run_with_one_attempt_and_a_timeout() -> None:
     assert request["jobDriver"]["sparkSubmit"]["entryPointArguments"][:3] == ["fit", "--images", f"s3a://{BUCKET}/images/"]
 
 
+def test_the_refit_is_a_batch_run_on_the_lake_and_the_held_out_images() -> None:
+    request = job_run_request("refit", ServerlessOptions(bucket=BUCKET), JOBS, "00app", ROLE)
+
+    assert (request["mode"], request["retryPolicy"], request["name"]) == ("BATCH", {"maxAttempts": 1}, "fruits-refit")
+    assert request["jobDriver"]["sparkSubmit"]["entryPointArguments"][:7] == [
+        "refit", "--eval-images", f"s3a://{BUCKET}/holdout/", "--output", f"s3a://{BUCKET}/results",
+        "--features-output", f"s3a://{BUCKET}/features/"]  # fmt: skip
+
+
 def test_every_worker_runs_the_packed_venv_and_static_executors() -> None:
     settings = conf(job_run_request("stream", ServerlessOptions(bucket=BUCKET, executors=3), JOBS, "00app", ROLE))
 
@@ -130,5 +139,5 @@ def test_bad_options_are_refused_with_one_line(options: ServerlessOptions, messa
 
 
 def test_both_jobs_at_once_is_refused_because_runs_do_not_queue() -> None:
-    with pytest.raises(FruitsError, match="--job must be stream or fit on EMR Serverless"):
+    with pytest.raises(FruitsError, match="--job must be stream, fit or refit on EMR Serverless"):
         job_run_request("both", ServerlessOptions(bucket=BUCKET), JOBS, "00app", ROLE)

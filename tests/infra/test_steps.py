@@ -45,6 +45,23 @@ def test_steps_run_our_jobs_through_spark_submit() -> None:
     assert [s["Name"] for s in build_steps("stream", options)] == ["fruits-stream"]
 
 
+def test_the_refit_step_reads_the_lake_and_the_held_out_images_outside_images() -> None:
+    options = JobOptions(bucket=BUCKET, tracking_uri="http://mlflow.internal:5000")
+    [refit] = build_steps("refit", options)
+
+    assert (refit["Name"], refit["ActionOnFailure"]) == ("fruits-refit", "CONTINUE")
+    assert refit["HadoopJarStep"]["Args"][6:] == [
+        "refit",
+        "--eval-images", f"s3a://{BUCKET}/holdout/",  # never under images/: the stream would ingest them
+        "--output", f"s3a://{BUCKET}/results",
+        "--features-output", f"s3a://{BUCKET}/features/",
+        "--tracking-uri", "http://mlflow.internal:5000",
+        "--weights", WEIGHTS_S3A,
+    ]  # fmt: skip
+    other = JobOptions(bucket=BUCKET, tracking_uri="http://m:5000", eval_images=f"s3a://{BUCKET}/holdout/2026-12/")
+    assert build_steps("refit", other)[0]["HadoopJarStep"]["Args"][8] == f"s3a://{BUCKET}/holdout/2026-12/"
+
+
 @pytest.mark.parametrize("uri", [None, "sqlite:////tmp/mlflow.db", "/home/hadoop/mlruns", "file:///mnt/mlruns"])
 def test_steps_refuse_a_registry_that_dies_with_the_cluster(uri: str | None) -> None:
     with pytest.raises(FruitsError, match="tracking"):
