@@ -86,11 +86,15 @@ def check_holdout_images(s3: Any, uri: str) -> None:
         )
 
 
+def live_stream(live: Iterable[dict[str, str]]) -> dict[str, str] | None:
+    """The first stream among the steps or job runs not yet finished (name, id, state), or None."""
+    return next((r for r in live if r["name"] == "fruits-stream"), None)
+
+
 def check_no_step_ahead(live: Iterable[dict[str, str]], where: str) -> None:
     """A cluster runs one step at a time: a refit queued behind the running stream would never start."""
-    streams = [r for r in live if r["name"] == "fruits-stream"]
-    if streams:
-        run = streams[0]
+    run = live_stream(live)
+    if run:
         raise FruitsError(
             f"the stream is {run['state']} on {where} ({run['id']}) and the cluster runs one step at a time: a refit "
             "step would wait behind it forever; the running stream picks up a refit's model by itself, so run the "
@@ -132,9 +136,8 @@ def check_registered_model(tracking_uri: str, name: str, alias: str, timeout: fl
 
 def check_no_live_stream(live: Iterable[dict[str, str]], where: str) -> None:
     """`live`: the steps or job runs not yet finished, each with name, id and state."""
-    streams = [r for r in live if r["name"] == "fruits-stream"]
-    if streams:
-        run = streams[0]
+    run = live_stream(live)
+    if run:
         raise FruitsError(
             f"a stream is already {run['state']} on {where} ({run['id']}): stop it first (`stop`, then wait for `status`); "
             "two streams on one checkpoint cannot both run"
