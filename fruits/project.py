@@ -36,6 +36,8 @@ MODEL_COLUMNS = (MODEL_INPUT_COL, "scaled", MODEL_OUTPUT_COL, CLASS_INDEX_COL, C
 
 NOVELTY_SCORE = "msp"  # the registered `novelty.score` tag: 1 - maximum softmax probability
 HEAD_COLUMNS = {"prediction": "string", "confidence": "double", "novelty_score": "double", "is_novel": "boolean"}
+# What project() adds to its input, in order and whatever the model (a model without a head gives nulls).
+OUTPUT_COLUMNS = {"pca": "array<float>", **HEAD_COLUMNS}
 
 
 def to_model_input(df: DataFrame, features_col: str = "features") -> DataFrame:

@@ -42,6 +42,8 @@ from streaming.monitor import BatchMetrics, Monitor
 log = logging.getLogger("fruits.stream")
 
 UPLOAD_COLUMNS = ["path", "label", "size", "modification_time", "ingest_time"]
+# One row per file: the upload, its features, what the model says of it, or why there is nothing to say.
+ROW_COLUMNS = [*UPLOAD_COLUMNS, "features", *project.OUTPUT_COLUMNS, "reason", "detail"]
 
 
 @dataclass
@@ -132,15 +134,14 @@ class MicroBatch:
         readable = images.filter(F.col("size") <= s.max_image_bytes)
         featurized = featurize.featurize(readable, self.featurizer, s.max_image_pixels).drop("content")
         projected = project.project(featurized, model, novelty_threshold)
-        outputs = model_outputs(projected, featurized)
         too_large = images.filter(F.col("size") > s.max_image_bytes).select(
             *UPLOAD_COLUMNS,
             F.lit(None).cast("array<float>").alias("features"),
-            *[F.lit(None).cast(f.dataType).alias(f.name) for f in outputs],
+            *[F.lit(None).cast(kind).alias(name) for name, kind in project.OUTPUT_COLUMNS.items()],
             F.lit("too_large").alias("reason"),
             too_large_detail(s.max_image_bytes).alias("detail"),
         )
-        return too_large.unionByName(projected.select(*row_columns(outputs)))
+        return too_large.unionByName(projected.select(*ROW_COLUMNS))
 
     def rows_in_one_pass(self, images: DataFrame, model: PipelineModel,
                          novelty_threshold: float | None = None) -> DataFrame:
@@ -161,7 +162,7 @@ class MicroBatch:
             .otherwise(F.col("detail")).alias("detail"),
         )
         projected = project.project(classified, model, novelty_threshold)
-        return projected.select(*row_columns(model_outputs(projected, classified)))
+        return projected.select(*ROW_COLUMNS)
 
     def split(self, rows: pa.Table, batch_id: int, ingest_time: datetime, resolved: ResolvedModel
               ) -> tuple[pa.Table, pa.Table]:
@@ -218,12 +219,3 @@ def prediction_summary(results: pa.Table) -> dict:
         "mean_confidence": round(pc.mean(results.column("confidence")).as_py(), 4),
         "novel_fraction": round(pc.mean(pc.cast(results.column("is_novel"), pa.float64())).as_py(), 4),
     }
-
-
-def model_outputs(projected: DataFrame, before: DataFrame) -> list:
-    """The columns the model added (pca, and a classifier head's), as fields: whatever the model gives."""
-    return [f for f in projected.schema.fields if f.name not in before.columns]
-
-
-def row_columns(outputs: list) -> list[str]:
-    return [*UPLOAD_COLUMNS, "features", *[f.name for f in outputs], "reason", "detail"]
