@@ -21,12 +21,14 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pyspark import Accumulator, SparkContext
+from pyspark.broadcast import Broadcast
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -276,12 +278,28 @@ def worker_engine(kind: str, sha: str, payload_getter: Callable[[], bytes], thre
     return _WORKER_ENGINES[key]
 
 
+class Head(Protocol):
+    """What may follow the features inside the featurizing UDF (fruits.project.Projection)."""
+
+    def apply(self, features: np.ndarray) -> pd.DataFrame:
+        """float32 (n, FEATURE_DIM) -> a frame of n rows."""
+
+
+@dataclass(frozen=True)
+class HeadInUdf:
+    """A Head broadcast to the Python workers (once per worker process), and the columns it adds (DDL)."""
+
+    broadcast: Broadcast
+    schema: str
+
+
 # ----------------------------------------------------------------------------- in Spark
 def featurize(
     df: DataFrame, featurizer: Featurizer, max_pixels: int, content: str = "content",
-    counter: Accumulator | None = None,
+    counter: Accumulator | None = None, head: HeadInUdf | None = None,
 ) -> DataFrame:
-    """Add `features` (1280 float32; null when rejected), `reason` and `detail` (null when featurized).
+    """Add `features` (1280 float32; null when rejected), `reason` and `detail` (null when featurized),
+    and the columns of `head`, applied to the features in the same UDF (null for rejected rows).
 
     Decoding happens inside this UDF, next to the model, so the 150 KB of pixels per image never
     cross from Python to the JVM and back. A pandas *iterator* UDF: each Python worker builds its
@@ -291,16 +309,34 @@ def featurize(
     """
     payload = featurizer.broadcast(df.sparkSession.sparkContext)
     kind, sha = featurizer.engine, featurizer.spec.weights_sha256
+    schema = FEATURES_SCHEMA if head is None else f"{FEATURES_SCHEMA}, {head.schema}"
+    head_broadcast = head.broadcast if head is not None else None
 
-    @F.pandas_udf(FEATURES_SCHEMA)
+    @F.pandas_udf(schema)
     def featurize_udf(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         engine = worker_engine(kind, sha, lambda: payload.value, WORKER_THREADS)
+        apply = head_broadcast.value.apply if head_broadcast is not None else None
         for contents in batches:
             result = featurize_batch(engine, contents.tolist(), max_pixels)
             if counter is not None:
                 counter.add(len(contents))
-            yield pd.DataFrame({"features": result.features, "reason": result.reasons, "detail": result.details})
+            out = pd.DataFrame({"features": result.features, "reason": result.reasons, "detail": result.details})
+            if apply is not None:
+                out = pd.concat([out, apply_to_featurized(apply, result.features)], axis=1)
+            yield out
 
     # Non-deterministic so the optimizer never evaluates the UDF once per struct field.
     featurized: Column = featurize_udf.asNondeterministic()(F.col(content))
     return df.withColumn("_featurized", featurized).select(*df.columns, "_featurized.*")
+
+
+def apply_to_featurized(apply: Callable[[np.ndarray], pd.DataFrame], features: list[np.ndarray | None]
+                        ) -> pd.DataFrame:
+    """`apply` on the rows that have features; rows without get nulls in its columns, in place."""
+    done = [i for i, f in enumerate(features) if f is not None]
+    if not done:
+        probe = apply(np.zeros((1, FEATURE_DIM), np.float32))  # only for the column names
+        return pd.DataFrame({c: [None] * len(features) for c in probe.columns})
+    applied = apply(np.stack([features[i] for i in done])).astype(object)
+    applied.index = done
+    return applied.reindex(range(len(features))).astype(object).where(lambda f: f.notna(), None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+from datetime import datetime, timezone
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -162,7 +163,10 @@ def _json_lines(spark: SparkSession, uri: str) -> list:
     return lines[:1] + [json.loads(line) for line in lines[1:]]
 
 
-def file_size(spark: SparkSession, path: str) -> int | None:
-    """Size in bytes, or None if the file no longer exists (any storage Spark reads)."""
+def file_status(spark: SparkSession, path: str) -> tuple[int, datetime] | None:
+    """(size in bytes, modification time), or None if the file no longer exists (any storage Spark reads)."""
     fs, hpath = hadoop_fs(spark, path)
-    return int(fs.getFileStatus(hpath).getLen()) if fs.exists(hpath) else None
+    if not fs.exists(hpath):
+        return None
+    status = fs.getFileStatus(hpath)
+    return int(status.getLen()), datetime.fromtimestamp(status.getModificationTime() / 1000, timezone.utc)

@@ -6,11 +6,12 @@ others are decoded and featurized in one pandas UDF, projected by the registered
 collected to the driver as Arrow (a few KB per image: measured in bench/stream.py); then both
 Delta tables are committed, each once, with the batch id as their transaction id
 (fruits.sinks). A re-run of a committed batch (after a crash) is recognised from the tables and
-skipped. Files the source assigned to the batch but Spark never handed over (zero-length, or
-deleted since they were listed) become error rows too.
+skipped. Files the source assigned to the batch but Spark never handed over (zero-length, over
+the size limit, or deleted since they were listed) become error rows too.
 
 Two sources feed it the same columns (path, modificationTime, length, content). The file source
-(listing) gets the size filter pushed into its scan, so big files are never read. The
+(listing) gets the size filter pushed into its scan, so big files are never read, nor scanned
+twice: they are among the files the batch was assigned and not handed, classified by size. The
 notification source reads nothing it must not (zero-length and over-limit objects come with no
 content, as do objects deleted or replaced since they were announced), and a Python source cannot
 prune columns: its rows are classified in ONE pass, since a second branch would download every
@@ -28,30 +29,41 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.ml import PipelineModel
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruits import featurize, project, source
-from fruits.featurize import Featurizer
+from fruits import featurize, project, registry, source
+from fruits.featurize import Featurizer, HeadInUdf
 from fruits.registry import ResolvedModel
 from fruits.settings import Settings
-from fruits.sinks import ERRORS, RESULTS, LakeWriter
+from fruits.sinks import ERRORS, RESULTS, UTC_MICROS, LakeWriter
 from streaming.monitor import BatchMetrics, Monitor
 
 log = logging.getLogger("fruits.stream")
 
-UPLOAD_COLUMNS = ["path", "label", "size", "modification_time", "ingest_time"]
+UPLOAD_COLUMNS = ["path", "label", "size", "modification_time"]
 # One row per file: the upload, its features, what the model says of it, or why there is nothing to say.
+# The ingest time is added on the driver (split()): the batch's plan holds no per-batch literal.
 ROW_COLUMNS = [*UPLOAD_COLUMNS, "features", *project.OUTPUT_COLUMNS, "reason", "detail"]
 
 
 @dataclass
 class ActiveModel:
-    """The registered model the stream applies, and which version it is."""
+    """The registered model the stream applies, which version it is, and its arithmetic broadcast to
+    the Python workers (fruits.project.Projection: applied in the featurizing UDF)."""
 
     resolved: ResolvedModel
-    model: PipelineModel
+    head: HeadInUdf
+
+    @classmethod
+    def load(cls, spark: SparkSession, resolved: ResolvedModel) -> ActiveModel:
+        """Load the version's PipelineModel and broadcast its Projection; FruitsError if the stream cannot apply it."""
+        projection = project.Projection.of(registry.load_spark_model(resolved), resolved.novelty_threshold)
+        return cls(resolved, HeadInUdf(spark.sparkContext.broadcast(projection), project.OUTPUT_SCHEMA))
+
+    def release(self) -> None:
+        """Drop the broadcast from the driver and the workers (call when no batch uses this model any more)."""
+        self.head.broadcast.destroy(blocking=False)
 
 
 LISTING, NOTIFICATIONS = "listing", "notifications"
@@ -59,7 +71,7 @@ LISTING, NOTIFICATIONS = "listing", "notifications"
 
 class MicroBatch:
     """foreachBatch function of the stream. `absent_files(batch_id, seen_paths)` lists the files the
-    source assigned to the batch that are not in it (listing mode), as (path, size or None);
+    source assigned to the batch that are not in it (listing mode), as (path, (size, mtime) or None);
     `source_counts(batch_id)` what the notification source counted for it (duplicates...)."""
 
     def __init__(
@@ -70,7 +82,7 @@ class MicroBatch:
         model: ActiveModel,
         lake: LakeWriter,
         monitor: Monitor,
-        absent_files: Callable[[int, set[str]], list[tuple[str, int | None]]] | None = None,
+        absent_files: Callable[[int, set[str]], list[tuple[str, tuple[int, datetime] | None]]] | None = None,
         source: str = LISTING,
         source_counts: Callable[[int], dict[str, int]] | None = None,
     ):
@@ -84,6 +96,7 @@ class MicroBatch:
         self.source = source
         self.source_counts = source_counts
         self.running = threading.Event()  # set while a batch is being processed (the job's graceful stop)
+        self._applied = model  # the model of the last batch: released once a swapped-in one has run a batch
 
     def __call__(self, files: DataFrame, batch_id: int) -> None:
         self.running.set()
@@ -100,11 +113,12 @@ class MicroBatch:
                                              replayed=True, source=self.source))
             return
         ingest_time = datetime.now(timezone.utc)
-        rows = self.rows(files, ingest_time, active.model, active.resolved.novelty_threshold).toArrow()
+        rows = self.rows(files, active.head).toArrow()
         results, errors = self.split(rows, batch_id, ingest_time, active.resolved)
         absent = self.absent_files(batch_id, set(rows.column("path").to_pylist())) if self.absent_files else []
         if absent:
-            errors = pa.concat_tables([errors, absent_rows(absent, batch_id, ingest_time, self.source_root)])
+            errors = pa.concat_tables([errors, absent_rows(absent, batch_id, ingest_time, self.source_root,
+                                                           self.settings.max_image_bytes)])
         computed = time.perf_counter()
         self.lake.commit(batch_id, results, errors)
         committed_at = time.time()
@@ -118,38 +132,31 @@ class MicroBatch:
             latencies=tuple(committed_at - us / 1e6 for us in mtimes if us is not None),
             source=self.source, source_counts=self.source_counts(batch_id) if self.source_counts else None,
         ))
+        if self._applied is not active:  # the previous model's last batch is over
+            self._applied.release()
+            self._applied = active
 
-    def rows(self, files: DataFrame, ingest_time: datetime, model: PipelineModel,
-             novelty_threshold: float | None = None) -> DataFrame:
+    def rows(self, files: DataFrame, head: HeadInUdf) -> DataFrame:
         """Every file of the batch as one row: features and the model's outputs, or the reason there are none."""
         s = self.settings
         images = (
             files.withColumn("label", source.label_column("path", self.source_root))
             .withColumnRenamed("length", "size")
             .withColumnRenamed("modificationTime", "modification_time")
-            .withColumn("ingest_time", F.lit(ingest_time).cast("timestamp"))
         )
         if self.source == NOTIFICATIONS:
-            return self.rows_in_one_pass(images, model, novelty_threshold)
+            return self.rows_in_one_pass(images, head)
+        # Files over the limit are filtered in the scan (never read) and come back as absent files.
         readable = images.filter(F.col("size") <= s.max_image_bytes)
-        featurized = featurize.featurize(readable, self.featurizer, s.max_image_pixels).drop("content")
-        projected = project.project(featurized, model, novelty_threshold)
-        too_large = images.filter(F.col("size") > s.max_image_bytes).select(
-            *UPLOAD_COLUMNS,
-            F.lit(None).cast("array<float>").alias("features"),
-            *[F.lit(None).cast(kind).alias(name) for name, kind in project.OUTPUT_COLUMNS.items()],
-            F.lit("too_large").alias("reason"),
-            too_large_detail(s.max_image_bytes).alias("detail"),
-        )
-        return too_large.unionByName(projected.select(*ROW_COLUMNS))
+        featurized = featurize.featurize(readable, self.featurizer, s.max_image_pixels, head=head)
+        return featurized.select(*ROW_COLUMNS)
 
-    def rows_in_one_pass(self, images: DataFrame, model: PipelineModel,
-                         novelty_threshold: float | None = None) -> DataFrame:
+    def rows_in_one_pass(self, images: DataFrame, head: HeadInUdf) -> DataFrame:
         """Rows whose content the source left out are classified by size: over the limit -> too_large,
         0 bytes -> empty, otherwise missing (deleted or replaced after it was announced)."""
         limit = self.settings.max_image_bytes
         featurized = featurize.featurize(images.withColumn("_unread", F.col("content").isNull()), self.featurizer,
-                                         self.settings.max_image_pixels).drop("content")
+                                         self.settings.max_image_pixels, head=head).drop("content")
         size = F.col("size")
         unread = F.col("_unread")
         classified = featurized.select(
@@ -161,12 +168,12 @@ class MicroBatch:
             .when(unread, F.lit("deleted or replaced after it was announced, before it could be read"))
             .otherwise(F.col("detail")).alias("detail"),
         )
-        projected = project.project(classified, model, novelty_threshold)
-        return projected.select(*ROW_COLUMNS)
+        return classified.select(*ROW_COLUMNS)
 
     def split(self, rows: pa.Table, batch_id: int, ingest_time: datetime, resolved: ResolvedModel
               ) -> tuple[pa.Table, pa.Table]:
         """The batch's rows -> (results rows, error rows), with the columns each table adds."""
+        rows = rows.append_column("ingest_time", pa.array([ingest_time] * rows.num_rows, UTC_MICROS))
         good = pc.is_null(rows.column("reason"))
         results = rows.filter(good)
         n = results.num_rows
@@ -186,23 +193,26 @@ def too_large_detail(limit: int) -> Column:
     return F.format_string(f"%,d bytes is over the {limit:,}-byte limit; not read", "size")
 
 
-def absent_rows(absent: list[tuple[str, int | None]], batch_id: int, ingest_time: datetime, source_root: str
-                ) -> pa.Table:
-    """Error rows for files the source listed but Spark never handed over: (path, size or None if gone).
+def absent_rows(absent: list[tuple[str, tuple[int, datetime] | None]], batch_id: int, ingest_time: datetime,
+                source_root: str, max_bytes: int) -> pa.Table:
+    """Error rows for files the source listed but Spark never handed over: (path, (size, mtime) or None if gone).
 
-    Spark's scan skips zero-length files (empty) and files deleted since the listing (missing); a
-    file that is still there with bytes in it was replaced since the listing, and is missing too.
+    The scan filters out files over the size limit (too_large: never read) and skips zero-length
+    files (empty) and files deleted since the listing (missing); a file that is still there, with
+    bytes in it and under the limit, was replaced since the listing, and is missing too.
     """
     rows = []
-    for path, size in absent:
+    for path, status in absent:
+        size, modified = status if status is not None else (None, None)
         reason, detail = (
-            ("empty", "file has 0 bytes") if size == 0
-            else ("missing", "deleted after it was listed, before it could be read") if size is None
+            ("missing", "deleted after it was listed, before it could be read") if size is None
+            else ("empty", "file has 0 bytes") if size == 0
+            else ("too_large", f"{size:,} bytes is over the {max_bytes:,}-byte limit; not read") if size > max_bytes
             else ("missing", f"listed for this micro-batch but not read (now {size:,} bytes): replaced meanwhile?")
         )
         rows.append({"path": path, "label": source.label_from_path(path, source_root), "size": size,
-                     "modification_time": None, "ingest_time": ingest_time, "reason": reason, "detail": detail,
-                     "batch_id": batch_id})
+                     "modification_time": modified, "ingest_time": ingest_time, "reason": reason,
+                     "detail": detail, "batch_id": batch_id})
     return pa.Table.from_pylist(rows, schema=ERRORS.schema)
 
 

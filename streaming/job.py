@@ -29,6 +29,7 @@ import signal
 import threading
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -98,7 +99,7 @@ class StreamingJob:
         resolved = registry.resolve(client, self.model_uri)
         featurizer = Featurizer.load(s)
         check_compatible(resolved.spec, featurizer.spec, resolved.label)
-        model = ActiveModel(resolved, registry.load_spark_model(resolved))
+        model = ActiveModel.load(self.spark, resolved)
         log.info("model %s resolved to version %s (run %s); featurizer %s", self.model_uri, resolved.version,
                  resolved.run_id, featurizer.spec.describe())
 
@@ -123,6 +124,7 @@ class StreamingJob:
                 self._run_in_background("lake-maintenance", self._maintain_periodically)
             if self.model_refresh_every:
                 watcher = ModelWatcher(client, self.model_uri, featurizer.spec, lambda: self.batch.model,
+                                       lambda resolved: ActiveModel.load(self.spark, resolved),
                                        self._swap_model, self.monitor.swapped, self.monitor.refused)
                 self._run_in_background("model-watch",
                                         lambda: watcher.run(self.model_refresh_every, self._stop_requested))
@@ -164,12 +166,12 @@ class StreamingJob:
     def _swap_model(self, model: ActiveModel) -> None:
         self.batch.model = model  # one attribute write: the next micro-batch reads it once, at its start
 
-    def _absent_files(self, batch_id: int, seen: set[str]) -> list[tuple[str, int | None]]:
+    def _absent_files(self, batch_id: int, seen: set[str]) -> list[tuple[str, tuple[int, datetime] | None]]:
         assigned = source.files_assigned_to_batch(self.spark, self.settings.checkpoint_uri, batch_id)
         if len(assigned) == len(seen):  # the batch holds every file it was assigned: the usual case
             return []
         listed = source.as_path_column(self.spark, assigned)
-        return [(path, source.file_size(self.spark, path)) for path in listed if path not in seen]
+        return [(path, source.file_status(self.spark, path)) for path in listed if path not in seen]
 
     # ------------------------------------------------------------------ run / stop
     def run_until_stopped(self, handle_signals: bool = False, timeout: float | None = None) -> None:

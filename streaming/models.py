@@ -2,8 +2,8 @@
 
 A background thread re-resolves the alias (`models:/NAME@ALIAS`) at most every
 `model_refresh_interval` (one registry call; default 10 s). When the alias has moved, it checks
-the new version's featurizer identity (an incompatible model is refused with an error log line
-and the stream keeps the model it has), loads the model, and hands it to the micro-batch
+the new version's featurizer identity and its stages (an incompatible model is refused with an
+error log line and the stream keeps the model it has), loads the model, and hands it to the micro-batch
 function, which uses it from its next batch on: a batch never mixes two models, every row
 records the `model_version` that produced it, and nothing is lost or written twice across a swap
 (the swap changes which model projects, not what is read or committed). A model pinned by version
@@ -34,6 +34,7 @@ class ModelWatcher:
         model_uri: str,
         featurizer: FeaturizerSpec,
         current: Callable[[], ActiveModel],
+        load: Callable[[registry.ResolvedModel], ActiveModel],
         swap: Callable[[ActiveModel], None],
         on_swap: Callable[[str, str], None],
         on_refused: Callable[[str, str], None],
@@ -42,6 +43,7 @@ class ModelWatcher:
         self.model_uri = model_uri
         self.featurizer = featurizer
         self.current = current
+        self.load = load
         self.swap = swap
         self.on_swap = on_swap
         self.on_refused = on_refused
@@ -56,17 +58,17 @@ class ModelWatcher:
         active = self.current().resolved
         if resolved.version == active.version or resolved.version in self.refused:
             return False
+        started = time.perf_counter()
         try:
             check_compatible(resolved.spec, self.featurizer, resolved.label)
+            model = self.load(resolved)  # refuses a model whose stages the stream cannot apply
         except FruitsError as exc:
             self.refused.add(resolved.version)
             self.on_refused(resolved.version, str(exc))
             log.error("%s moved to version %s, refused: %s; the stream keeps version %s", self.model_uri,
                       resolved.version, exc, active.version)
             return False
-        started = time.perf_counter()
-        model = registry.load_spark_model(resolved)
-        self.swap(ActiveModel(resolved, model))
+        self.swap(model)
         self.on_swap(active.version, resolved.version)
         log.info("%s moved: version %s -> %s, used from the next micro-batch (loaded in %.1f s)", self.model_uri,
                  active.version, resolved.version, time.perf_counter() - started)

@@ -1,16 +1,20 @@
-"""fruits.project with the registered model of the real fit: the four head columns, row by row."""
+"""fruits.project with the registered model of the real fit: the four head columns, row by row, and the
+stream's numpy Projection giving the same numbers and names as Spark ML's transform."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pyspark.ml import PipelineModel
 
 from fit.evaluation import labelled_features
 from fruits import registry
-from fruits.project import project
+from fruits.exceptions import FruitsError
+from fruits.featurize import apply_to_featurized
+from fruits.project import Projection, project
 
 KNOWN, UNSEEN = "Banana", "Pineapple Mini"  # a class of the fit; a fruit it never saw (extra_classes/)
 
@@ -74,6 +78,33 @@ def test_without_a_threshold_or_a_head_the_flags_are_null(scored, spark, setting
     got = old.collect()
     assert {(r.prediction, r.confidence, r.novelty_score, r.is_novel) for r in got} == {(None, None, None, None)}
     assert sum(r.pca is not None for r in got) == 30
+
+
+def test_the_streams_projection_agrees_with_spark_ml(scored) -> None:
+    out, resolved = scored
+    model = registry.load_spark_model(resolved)
+    rows = sorted(out.collect(), key=lambda r: r.path)
+    features = [np.asarray(r.features, np.float32) if r.features is not None else None for r in rows]
+    got = apply_to_featurized(Projection.of(model, resolved.novelty_threshold).apply, features)
+    assert len(got) == len(rows) == 31
+    for r, g in zip(rows, got.to_dict("records"), strict=True):
+        if r.features is None:  # the broken file: nulls, as Spark ML's rows
+            assert (g["pca"], g["prediction"], g["confidence"], g["is_novel"]) == (None, None, None, None)
+            continue
+        assert g["pca"].dtype == np.float32 and np.allclose(g["pca"], r.pca, rtol=1e-5, atol=1e-4)
+        assert (g["prediction"], g["is_novel"]) == (r.prediction, r.is_novel)
+        assert g["confidence"] == pytest.approx(r.confidence, abs=1e-9)
+        assert g["novelty_score"] == pytest.approx(r.novelty_score, abs=1e-9)
+    headless = Projection.of(PipelineModel(stages=model.stages[:2])).apply(np.stack([f for f in features if f is not None]))
+    assert headless["prediction"].isna().all() and len(headless["pca"][0]) == len(rows[0].pca or rows[1].pca)
+
+
+def test_the_stream_refuses_a_model_whose_stages_it_does_not_know(scored) -> None:
+    _, resolved = scored
+    stages = registry.load_spark_model(resolved).stages
+    for odd in ([stages[1], stages[0]], [stages[0], stages[1], stages[2]], [stages[0]]):
+        with pytest.raises(FruitsError, match="the stream applies StandardScaler -> PCA"):
+            Projection.of(PipelineModel(stages=odd))
 
 
 def registry_classes(fitted: dict) -> list[str]:

@@ -113,7 +113,8 @@ def test_batch_files_come_from_the_source_log_range_of_the_batch_offsets(spark, 
         "file:/data/Kaki/c+d.jpg", "file:/data/Apple Red 1/a.jpg", "file:/data/Kaki/b.jpg"]
 
 
-def test_file_size_is_none_once_deleted(spark, tmp_path: Path) -> None:
+def test_file_status_is_size_and_mtime_or_none_once_deleted(spark, tmp_path: Path) -> None:
     (tmp_path / "empty.jpg").write_bytes(b"")
-    assert source.file_size(spark, f"file:{tmp_path}/empty.jpg") == 0
-    assert source.file_size(spark, f"file:{tmp_path}/deleted.jpg") is None
+    size, modified = source.file_status(spark, f"file:{tmp_path}/empty.jpg")
+    assert size == 0 and abs(modified.timestamp() - (tmp_path / "empty.jpg").stat().st_mtime) < 1
+    assert source.file_status(spark, f"file:{tmp_path}/deleted.jpg") is None
