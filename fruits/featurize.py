@@ -21,7 +21,6 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -278,16 +277,11 @@ def worker_engine(kind: str, sha: str, payload_getter: Callable[[], bytes], thre
     return _WORKER_ENGINES[key]
 
 
-class Head(Protocol):
-    """What may follow the features inside the featurizing UDF (fruits.project.Projection)."""
-
-    def apply(self, features: np.ndarray) -> pd.DataFrame:
-        """float32 (n, FEATURE_DIM) -> a frame of n rows."""
-
-
 @dataclass(frozen=True)
 class HeadInUdf:
-    """A Head broadcast to the Python workers (once per worker process), and the columns it adds (DDL)."""
+    """What follows the features inside the featurizing UDF, broadcast to the Python workers (once per
+    worker process): an object whose `apply(float32 (n, FEATURE_DIM)) -> pandas frame of n rows`
+    (fruits.project.Projection), and the columns it adds (DDL)."""
 
     broadcast: Broadcast
     schema: str
