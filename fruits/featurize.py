@@ -331,6 +331,6 @@ def apply_to_featurized(apply: Callable[[np.ndarray], pd.DataFrame], features: l
     if not done:
         probe = apply(np.zeros((1, FEATURE_DIM), np.float32))  # only for the column names
         return pd.DataFrame({c: [None] * len(features) for c in probe.columns})
-    applied = apply(np.stack([features[i] for i in done])).astype(object)
+    applied = apply(np.stack([features[i] for i in done]))
     applied.index = done
     return applied.reindex(range(len(features))).astype(object).where(lambda f: f.notna(), None)
