@@ -11,8 +11,10 @@ from support import error_rows as errors
 from support import result_rows as results
 from support import table_rows
 
+from fruits import sinks
 from fruits.exceptions import FruitsError
 from fruits.sinks import RESULTS, LakeWriter
+
 
 @pytest.fixture(params=["local", "s3"])
 def lake_settings(request, settings, tmp_path, moto_server):
@@ -69,3 +71,24 @@ def test_tables_are_created_with_the_documented_layout(settings, tmp_path) -> No
     assert DeltaTable(s.errors_uri).metadata().partition_columns == []
     assert table.metadata().configuration["delta.logRetentionDuration"] == "interval 7 days"
     assert [f.name for f in table.schema().fields] == RESULTS.schema.names
+
+
+def test_the_sink_reopens_its_table_from_the_latest_checkpoint_and_stays_exactly_once(settings, tmp_path,
+                                                                                      monkeypatch) -> None:
+    """A DeltaTable kept current with update_incremental grows with every commit (bench/lake.py measures it):
+    the sink re-opens it every REOPEN_EVERY_VERSIONS versions, without losing track of its batches."""
+    monkeypatch.setattr(sinks, "REOPEN_EVERY_VERSIONS", 3)
+    s = settings.replace(output=str(tmp_path / "results"), errors=str(tmp_path / "errors"))
+    writer = LakeWriter(s, "stream-a")
+    opened = []
+    for batch in range(10):
+        assert not writer.done(batch)
+        opened.append(writer.results._table)
+        writer.commit(batch, results(f"{batch}.jpg"), errors())
+    tables = [t for t in opened if t is not None]
+    # Batch 0 creates the table; then one object per 3 versions: opened at version 0, 3 and 6.
+    assert len(tables) == 9 and len({id(t) for t in tables}) == 3
+    assert writer.done(9) and not writer.done(10)
+    with pytest.raises(FruitsError, match="another writer committed micro-batch 9"):
+        writer.commit(9, results("9.jpg"), errors())
+    assert sorted(r.path for r in read(s, s.output_uri)) == sorted(f"{b}.jpg" for b in range(10))
