@@ -93,6 +93,9 @@ def main() -> int:
                         help="files (w_<name>) landed and committed before the soak clock starts: Python workers "
                              "and their engines exist by then (default 64; 0 for none)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (job logs, lake) for inspection")
+    parser.add_argument("--histograms", action="store_true",
+                        help="also take the JVM's class histogram (jcmd GC.class_histogram) at 20/50/100%% and print "
+                             "the classes whose live bytes grew most: where to look when the live heap grows")
     args = parser.parse_args()
     if args.interval is None:
         args.interval = max(0.2, min(1.0, args.uploads / args.rate / 50))
@@ -134,6 +137,7 @@ def main() -> int:
             warm_up(warm, landing, counter, proc, stderr_path)
         jcmd, jvm = jcmd_path(), jvm_of(root)
         heap: dict[str, float | None] = {}
+        histograms: dict[str, dict[str, tuple[int, int]]] = {}
         if jcmd is None or jvm is None:
             problems.append("jcmd or the JVM not found: cannot measure the live heap (install a JDK, not a JRE)")
         probes = [0.2, 0.5, 1.0] if jcmd and jvm else []
@@ -146,7 +150,10 @@ def main() -> int:
             now = time.perf_counter()
             samples.append(sample(root, now - t0, fed.count, counter.rows() - len(warm)))
             while probes and samples[-1].rows >= probes[0] * args.uploads:
-                heap[f"{probes.pop(0):.0%}"] = live_heap(jcmd, jvm)
+                point = f"{probes.pop(0):.0%}"
+                heap[point] = live_heap(jcmd, jvm)
+                if args.histograms:
+                    histograms[point] = class_histogram(jcmd, jvm)
             if proc.poll() is not None:
                 problems.append(f"the streaming job exited early ({proc.returncode}):\n{tail(stderr_path)}")
                 break
@@ -187,6 +194,8 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     report = analyse(samples, args, soak_seconds, fed.count, problems, heap)
+    if histograms:
+        report["heap_growth_by_class"] = histogram_growth(histograms)
     plot = plot_rss(samples, report, args, OUT / "soak_rss.png")
     path = save("soak", {"uploads": args.uploads, "rate": args.rate, "trigger": args.trigger,
                          "soak_seconds": round(soak_seconds, 2), "feed_seconds": round(fed.seconds, 2),
@@ -341,6 +350,34 @@ def live_heap(jcmd: str, pid: int) -> float | None:
         return None
     match = re.search(r"heap\s+total \d+K, used (\d+)K", info)
     return int(match[1]) * 1024 if match else None
+
+
+def class_histogram(jcmd: str, pid: int) -> dict[str, tuple[int, int]]:
+    """Live objects per class right after a full GC (the histogram forces one): {class: (instances, bytes)}."""
+    import re
+
+    try:
+        text = subprocess.run([jcmd, str(pid), "GC.class_histogram"], capture_output=True, text=True, timeout=120,
+                              check=True).stdout
+    except (subprocess.SubprocessError, OSError):
+        return {}
+    rows = re.findall(r"^\s*\d+:\s+(\d+)\s+(\d+)\s+(\S+)", text, flags=re.MULTILINE)
+    return {name: (int(count), int(size)) for count, size, name in rows}
+
+
+def histogram_growth(histograms: dict[str, dict[str, tuple[int, int]]], top: int = 15) -> list[dict]:
+    """Print and return the classes whose live bytes grew most from the first histogram to the last."""
+    points = list(histograms)
+    first, last = histograms[points[0]], histograms[points[-1]]
+    grown = sorted(last, key=lambda name: last[name][1] - first.get(name, (0, 0))[1], reverse=True)[:top]
+    table = [{"class": name, **{f"mib_{p}": round(histograms[p].get(name, (0, 0))[1] / MiB, 2) for p in points},
+              **{f"instances_{p}": histograms[p].get(name, (0, 0))[0] for p in points}} for name in grown]
+    print(f"\nJVM live bytes by class, the {top} that grew most {points[0]} -> {points[-1]} (jcmd GC.class_histogram)")
+    print(f"{'class':60}  " + "  ".join(f"{p:>8}" for p in points) + "  (MiB)   instances")
+    for row in table:
+        print(f"{row['class'][:60]:60}  " + "  ".join(f"{row[f'mib_{p}']:8.1f}" for p in points) + "  " +
+              " -> ".join(str(row[f"instances_{p}"]) for p in points))
+    return table
 
 
 def sample(root, t: float, uploaded: int, rows: int) -> Sample:
