@@ -50,6 +50,8 @@ bench: setup  ## each prints ratios against a baseline measured in the same run 
 	$(BIN)/python bench/featurize.py
 	$(BIN)/python bench/fit.py
 	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/lake.py
+	$(BIN)/python bench/commits.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/cost.py
 

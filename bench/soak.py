@@ -527,8 +527,11 @@ def plot_rss(samples: list[Sample], report: dict, args: argparse.Namespace, path
     ax.set_ylim(bottom=0)
     heap = report.get("jvm_live_heap_mib", {})
     live = " -> ".join(f"{v:.0f}" for v in heap.values() if v) or "n/a"
-    ax.set_title(f"Streaming job memory over {args.uploads} uploads at {args.rate:g}/s\n"
-                 f"JVM live heap after full GC at 20/50/100%: {live} MiB ({'flat' if report.get('flat') else 'GROWS'})",
+    growth = report.get("growth", {})
+    ax.set_title(f"Streaming job memory over {args.uploads} uploads at {args.rate:g}/s: "
+                 f"{'flat' if report.get('flat') else 'GROWS'}\n"
+                 f"JVM live heap after full GC at 20/50/100%: {live} MiB; last 20% vs 20-40%: Python driver "
+                 f"x{growth.get('driver', float('nan')):.3f}, workers x{growth.get('workers', float('nan')):.3f}",
                  fontsize=10)
     rows_ax = ax.twinx()
     rows_ax.plot(t, [s.uploaded for s in samples], ":", color="black", alpha=0.6, label="uploaded (right axis)")
