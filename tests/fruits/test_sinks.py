@@ -75,7 +75,7 @@ def test_tables_are_created_with_the_documented_layout(settings, tmp_path) -> No
 
 def test_the_sink_reopens_its_table_from_the_latest_checkpoint_and_stays_exactly_once(settings, tmp_path,
                                                                                       monkeypatch) -> None:
-    """A DeltaTable kept current with update_incremental grows with every commit (bench/lake.py measures it):
+    """A DeltaTable kept current with update_incremental grows with every commit (bench/commits.py measures it):
     the sink re-opens it every REOPEN_EVERY_VERSIONS versions, without losing track of its batches."""
     monkeypatch.setattr(sinks, "REOPEN_EVERY_VERSIONS", 3)
     s = settings.replace(output=str(tmp_path / "results"), errors=str(tmp_path / "errors"))
