@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 UTC_MICROS = pa.timestamp("us", tz="UTC")
 FLOATS = pa.list_(pa.float32())
 # A long-lived DeltaTable kept current with update_incremental() grows in memory with every commit
-# and never shrinks, checkpoints or not (measured here: ~0.1 MB per commit, bench/commits.py; delta-rs's incremental
-# snapshot appends to its file list). Re-opened once this many versions have gone by, it starts
-# again from the latest checkpoint (delta.checkpointInterval, fruits.lake.TABLE_CONFIGURATION).
+# and never shrinks, checkpoints or not (~0.1 MB per commit: bench/commits.py; delta-rs's
+# incremental snapshot appends to its file list). Re-opened once this many versions have gone by,
+# it starts again from the latest checkpoint (delta.checkpointInterval, fruits.lake.TABLE_CONFIGURATION).
 REOPEN_EVERY_VERSIONS = 100
 
 

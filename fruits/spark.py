@@ -65,12 +65,12 @@ APP_CONF = {
     # A stream runs for weeks: keep the UI/status history of recent work only (the defaults keep
     # 1000 SQL executions and jobs, several per micro-batch, in the driver's heap).
     "spark.sql.ui.retainedExecutions": "100",
+    "spark.ui.retainedJobs": "200",
+    "spark.ui.retainedStages": "200",
     # Spark's file status cache (for catalog tables' partitions) kept one file status per upload the
     # stream's listing ever saw, up to 250 MB of driver heap (bench/soak.py --histograms); nothing
     # here reads it: the stream lists afresh every trigger, the batch jobs read each folder once.
     "spark.sql.hive.filesourcePartitionFileCacheSize": "0",
-    "spark.ui.retainedJobs": "200",
-    "spark.ui.retainedStages": "200",
     # A native BLAS/LAPACK (OpenBLAS: `make native-blas`) must run single-threaded inside Spark:
     # tasks already use every core, and multi-threaded OpenBLAS LAPACK made PCA's SVD fail to
     # converge here (breeze NotConvergedException). Spark's own advice (SPARK-21305).
