@@ -21,11 +21,19 @@ forked worker shares with the daemon, so the absolute total overstates the footp
 growth is what this watches. Transient forks of the JVM (Hadoop's local FS runs shell commands;
 between fork and exec a child shows the JVM's whole RSS) are not counted.
 
+The JVM's live heap is measured idle, the same way at every probe: at 20%, 50% and 100% of the
+uploads committed, the feed pauses, the soak waits until every landed upload is committed and
+then --settle seconds (no task running), and takes the JVM's class histogram (`jcmd
+GC.class_histogram`: a full GC, then the live objects by class); the live heap is its total.
+Measured under load, a probe sees whatever the running task holds at that instant (Spark's
+execution memory pages alone are 2 x 64 MiB of long[]), and `GC.heap_info` read after `GC.run`
+also counts what the job allocated in between: both made single readings jump by 100+ MiB with
+nothing retained. The feed then resumes where its schedule left off (no burst).
+
 Baseline = median RSS over 20-40% of the soak (time from the first upload to the last commit),
 after warm-up; growth = median over the last 20% / baseline. RSS alone cannot tell a leak in the
-JVM from G1 growing its committed heap toward -Xmx (it does, in steps, and keeps it), so at 20%,
-50% and 100% of the uploads committed the JVM gets a full GC (`jcmd GC.run`) and its live heap is
-read (`jcmd GC.heap_info`). The run FAILS if the JVM's live heap at 100% exceeds the one at 20%
+JVM from G1 growing its committed heap toward -Xmx (it does, in steps, and keeps it), hence the
+live heap probes above. The run FAILS if the JVM's live heap at 100% exceeds the one at 20%
 by more than --max-growth (default 10%, with 64 MiB of slack for bounded caches) or if the
 Python workers' or driver's RSS grows by more than --max-growth. Total RSS and peaks are reported.
 At the end it waits until every upload is committed, sends SIGTERM (graceful stop), and checks:
@@ -93,9 +101,11 @@ def main() -> int:
                         help="files (w_<name>) landed and committed before the soak clock starts: Python workers "
                              "and their engines exist by then (default 64; 0 for none)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (job logs, lake) for inspection")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds to wait, at each live-heap probe, after the landed uploads are all committed")
     parser.add_argument("--histograms", action="store_true",
-                        help="also take the JVM's class histogram (jcmd GC.class_histogram) at 20/50/100%% and print "
-                             "the classes whose live bytes grew most: where to look when the live heap grows")
+                        help="print the classes whose live bytes grew most between the live-heap probes, and save "
+                             "the histograms to bench/out/soak_histograms.json: where to look when the heap grows")
     args = parser.parse_args()
     if args.interval is None:
         args.interval = max(0.2, min(1.0, args.uploads / args.rate / 50))
@@ -151,9 +161,8 @@ def main() -> int:
             samples.append(sample(root, now - t0, fed.count, counter.rows() - len(warm)))
             while probes and samples[-1].rows >= probes[0] * args.uploads:
                 point = f"{probes.pop(0):.0%}"
-                heap[point] = live_heap(jcmd, jvm)
-                if args.histograms:
-                    histograms[point] = class_histogram(jcmd, jvm)
+                histograms[point] = idle_histogram(fed, counter, len(warm), args, jcmd, jvm, problems)
+                heap[point] = sum(size for _, size in histograms[point].values()) or None
             if proc.poll() is not None:
                 problems.append(f"the streaming job exited early ({proc.returncode}):\n{tail(stderr_path)}")
                 break
@@ -194,8 +203,9 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     report = analyse(samples, args, soak_seconds, fed.count, problems, heap)
-    if histograms:
+    if args.histograms and len(histograms) > 1:
         report["heap_growth_by_class"] = histogram_growth(histograms)
+        (OUT / "soak_histograms.json").write_text(json.dumps(histograms))
     plot = plot_rss(samples, report, args, OUT / "soak_rss.png")
     path = save("soak", {"uploads": args.uploads, "rate": args.rate, "trigger": args.trigger,
                          "soak_seconds": round(soak_seconds, 2), "feed_seconds": round(fed.seconds, 2),
@@ -249,7 +259,7 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 class Feeder(threading.Thread):
-    """Lands the uploads on a fixed schedule (t0 + i / rate), like steady users."""
+    """Lands the uploads on a fixed schedule (t0 + i / rate, shifted by the time spent paused), like steady users."""
 
     def __init__(self, uploads: list[tuple[Path, str]], landing: Path, rate: float):
         super().__init__(name="feeder", daemon=True)
@@ -259,6 +269,16 @@ class Feeder(threading.Thread):
         self.error: str | None = None
         self.done = threading.Event()
         self.cancel = threading.Event()
+        self.running = threading.Event()
+        self.running.set()
+
+    def pause(self) -> None:
+        """Land nothing more until resume(); `count` is final once the current upload (if any) is landed."""
+        self.running.clear()
+        time.sleep(0.1)  # an upload already past its wait lands now; rows are compared to `count` after this
+
+    def resume(self) -> None:
+        self.running.set()
 
     def run(self) -> None:
         start = time.perf_counter()
@@ -267,6 +287,12 @@ class Feeder(threading.Thread):
                 delay = start + i / self.rate - time.perf_counter()
                 if self.cancel.wait(delay) if delay > 0 else self.cancel.is_set():
                     return
+                if not self.running.is_set():
+                    paused = time.perf_counter()
+                    while not self.running.wait(0.5):
+                        if self.cancel.is_set():
+                            return
+                    start += time.perf_counter() - paused  # resume on schedule, without a burst
                 land(src, self.landing, name)
                 self.count = i + 1
         except OSError as exc:
@@ -338,18 +364,23 @@ def jvm_of(root) -> int | None:
     return None
 
 
-def live_heap(jcmd: str, pid: int) -> float | None:
-    """Bytes of Java heap in use right after a full GC: what a leak would make grow."""
-    import re
-
+def idle_histogram(fed: Feeder, counter: RowCounter, warm: int, args: argparse.Namespace, jcmd: str, pid: int,
+                   problems: list[str]) -> dict[str, tuple[int, int]]:
+    """The JVM's live objects with the job idle: pause the feed, wait for every landed upload to be
+    committed and --settle more seconds, take the class histogram, resume the feed."""
+    fed.pause()
     try:
-        subprocess.run([jcmd, str(pid), "GC.run"], capture_output=True, timeout=60, check=True)
-        info = subprocess.run([jcmd, str(pid), "GC.heap_info"], capture_output=True, text=True, timeout=60,
-                              check=True).stdout
-    except (subprocess.SubprocessError, OSError):
-        return None
-    match = re.search(r"heap\s+total \d+K, used (\d+)K", info)
-    return int(match[1]) * 1024 if match else None
+        deadline = time.perf_counter() + args.drain_timeout
+        while counter.rows() - warm < fed.count:
+            if time.perf_counter() > deadline:
+                problems.append(f"live-heap probe: {fed.count - counter.rows() + warm} landed uploads still "
+                                f"uncommitted after {args.drain_timeout:g} s")
+                return {}
+            time.sleep(0.2)
+        time.sleep(args.settle)
+        return class_histogram(jcmd, pid)
+    finally:
+        fed.resume()
 
 
 def class_histogram(jcmd: str, pid: int) -> dict[str, tuple[int, int]]:
@@ -466,8 +497,8 @@ def analyse(samples: list[Sample], args: argparse.Namespace, soak_seconds: float
                      extra))
     heap_first, heap_last = heap.get("20%"), heap.get("100%")
     for point, value in heap.items():
-        rows.append((f"JVM live heap after full GC, {point}", value if value else float("nan"),
-                     heap_first or 0.0, "jcmd GC.run; GC.heap_info"))
+        rows.append((f"JVM live heap, idle, {point}", value if value else float("nan"),
+                     heap_first or 0.0, "jcmd GC.class_histogram total"))
     heap_ok = bool(heap_first and heap_last) and (
         heap_last <= heap_first * (1 + args.max_growth) or heap_last - heap_first <= HEAP_SLACK)
     python_ok = all(growth[p] <= 1 + args.max_growth for p in ("workers", "driver"))
@@ -530,7 +561,7 @@ def plot_rss(samples: list[Sample], report: dict, args: argparse.Namespace, path
     growth = report.get("growth", {})
     ax.set_title(f"Streaming job memory over {args.uploads} uploads at {args.rate:g}/s: "
                  f"{'flat' if report.get('flat') else 'GROWS'}\n"
-                 f"JVM live heap after full GC at 20/50/100%: {live} MiB; last 20% vs 20-40%: Python driver "
+                 f"JVM live heap, idle, at 20/50/100%: {live} MiB; last 20% vs 20-40%: Python driver "
                  f"x{growth.get('driver', float('nan')):.3f}, workers x{growth.get('workers', float('nan')):.3f}",
                  fontsize=10)
     rows_ax = ax.twinx()
