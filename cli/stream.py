@@ -12,6 +12,7 @@ resumes from the checkpoint.
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 from cli.console import add_job_flags, emit_summary, settings_from_args
@@ -47,8 +48,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fruits.memory import tune_malloc
     from streaming.job import StreamingJob
 
+    # This process is the long-lived driver: before Spark and the stream allocate anything (fruits.memory).
+    logging.getLogger(__name__).info("allocator: %s", tune_malloc())
     limits = {"max_image_bytes": int(args.max_image_mb * 1024 * 1024)} if args.max_image_mb is not None else {}
     job = StreamingJob(settings_from_args(args, **limits), model_uri=args.model)
     try:
