@@ -23,6 +23,7 @@ swapped in between micro-batches with no restart (streaming.models).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import signal
@@ -52,6 +53,11 @@ AVAILABLE_NOW = "available-now"
 STOP_MARKER = "_stop"  # under the checkpoint: stop after the current micro-batch
 IDENTITY_FILE = "fruits-stream.json"  # under the checkpoint: this stream's id (the tables' app id)
 STOP_MARKER_POLL_S = 5.0
+# Every Py4J proxy the driver has called a method on sits in a reference cycle (JavaObject <-> its
+# JavaMembers, py4j#548), so only Python's cycle collector frees it, and only then does the JVM let go
+# of the Java object: each micro-batch's Dataset with its plan, file list and Hadoop-configuration
+# broadcast. Left to Python's own schedule these piled up in the JVM for minutes (bench/soak.py).
+PY4J_COLLECT_EVERY_S = 30.0
 
 
 def trigger_options(trigger: str) -> dict[str, Any]:
@@ -182,6 +188,7 @@ class StreamingJob:
                 previous[sig] = signal.signal(sig, self._on_signal)
         deadline = None if timeout is None else time.monotonic() + timeout
         next_marker_check = time.monotonic() + STOP_MARKER_POLL_S
+        next_collect = time.monotonic() + PY4J_COLLECT_EVERY_S
         try:
             while not self._stop_requested.is_set() and self.query is not None and self.query.isActive:
                 self.query.awaitTermination(0.5)  # short waits let Python handle signals
@@ -194,6 +201,9 @@ class StreamingJob:
                     if self.stop_marker_present():
                         log.info("stop marker %s found: stopping after the current micro-batch", self._marker_uri())
                         self._stop_requested.set()
+                if time.monotonic() >= next_collect:
+                    next_collect = time.monotonic() + PY4J_COLLECT_EVERY_S
+                    collect_py4j_garbage()
                 if deadline is not None and time.monotonic() > deadline:
                     break
             self.stop()
@@ -300,6 +310,14 @@ class StreamingJob:
         }
         summary.update(totals.latency_percentiles())
         return summary
+
+
+def collect_py4j_garbage() -> int:
+    """Run Python's cycle collector (see PY4J_COLLECT_EVERY_S); return how many objects it freed."""
+    started = time.perf_counter()
+    freed = gc.collect()
+    log.debug("gc.collect(): %d objects freed in %.0f ms", freed, (time.perf_counter() - started) * 1000)
+    return freed
 
 
 def stream_identity(spark: SparkSession, checkpoint: str, settings: Settings) -> str:

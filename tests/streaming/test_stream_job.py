@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import threading
@@ -17,6 +18,7 @@ from support import Layout, copy_classes, table_rows, wait_until, write_bad_corp
 from cli.main import main
 from fruits.exceptions import FruitsError
 from fruits.upload import upload_dir
+import streaming.job
 from streaming.job import STOP_MARKER, StreamingJob, trigger_options
 
 CLASSES = ["Banana", "Kumquats", "Pepper Red"]
@@ -81,6 +83,31 @@ def test_files_added_while_running_are_picked_up(spark, settings, fitted, data_d
         job.request_stop()
         job.run_until_stopped()
     assert not job.query.isActive
+
+
+def test_the_running_stream_frees_the_py4j_proxies_python_dropped(spark, settings, fitted, layout: Layout,
+                                                                  monkeypatch) -> None:
+    # A proxy the driver called a method on sits in a reference cycle (py4j#548): without a cycle collection the
+    # JVM keeps its object (for the stream: each micro-batch's Dataset, plan and broadcasts) however long it takes.
+    gateway = spark.sparkContext._gateway.java_gateway_server.getGateway()
+
+    def in_the_jvm(target_id: str) -> bool:  # a plain bool: a failing assert must not render the Java map
+        return bool(gateway.getBindings().containsKey(target_id))
+
+    monkeypatch.setattr(streaming.job, "PY4J_COLLECT_EVERY_S", 0.0)
+    gc.disable()  # no automatic collection may free it first
+    try:
+        df = spark.range(3)
+        df._jdf.count()
+        target = str(df._jdf._target_id)
+        del df
+        assert in_the_jvm(target)  # reference counting alone did not free it
+        job = StreamingJob(layout.settings(settings, trigger="500ms"), spark=spark)
+        job.start()
+        job.run_until_stopped(timeout=1.5)
+        assert not in_the_jvm(target)
+    finally:
+        gc.enable()
 
 
 def test_bad_inputs_become_error_rows_and_the_rest_of_the_batch_is_written(
