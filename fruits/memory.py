@@ -12,7 +12,7 @@ the maintenance and model-watch threads):
 - up to 8 arenas per core, each keeping its own free pages.
 `tune_malloc()` fixes both with `mallopt` at the start of the process: buffers from 128 KiB on are
 mapped on their own and unmapped when freed, and at most 2 arenas. An allocator preloaded by the
-operator (jemalloc with LD_PRELOAD, which measured flat as well) or glibc settings given in the
+operator (jemalloc with LD_PRELOAD, which measured flatter still) or glibc settings given in the
 environment (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_) are left as they are. Other C libraries
 (musl, macOS) have no `mallopt`: nothing is changed there.
 """
@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import os
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 # <malloc.h>
 M_MMAP_THRESHOLD = -3

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or os.confstr("CS_GNU_LIBC_VERSION") is None,
-                                reason="glibc only")
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 
 # After a 1 MiB buffer is freed, is the next large one (512 KiB) still mapped on its own (mallinfo2's
 # hblks, the mmapped blocks in use, goes up by one)? glibc's default dynamic threshold says no: it serves the second
