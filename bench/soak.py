@@ -271,11 +271,13 @@ class Feeder(threading.Thread):
         self.cancel = threading.Event()
         self.running = threading.Event()
         self.running.set()
+        self.landing_lock = threading.Lock()  # held while one upload lands and is counted
 
     def pause(self) -> None:
-        """Land nothing more until resume(); `count` is final once the current upload (if any) is landed."""
+        """Land nothing more until resume(); on return, `count` is final (an upload landing now is counted)."""
         self.running.clear()
-        time.sleep(0.1)  # an upload already past its wait lands now; rows are compared to `count` after this
+        with self.landing_lock:
+            pass
 
     def resume(self) -> None:
         self.running.set()
@@ -287,14 +289,17 @@ class Feeder(threading.Thread):
                 delay = start + i / self.rate - time.perf_counter()
                 if self.cancel.wait(delay) if delay > 0 else self.cancel.is_set():
                     return
-                if not self.running.is_set():
+                while True:
+                    with self.landing_lock:
+                        if self.running.is_set():
+                            land(src, self.landing, name)
+                            self.count = i + 1
+                            break
                     paused = time.perf_counter()
                     while not self.running.wait(0.5):
                         if self.cancel.is_set():
                             return
                     start += time.perf_counter() - paused  # resume on schedule, without a burst
-                land(src, self.landing, name)
-                self.count = i + 1
         except OSError as exc:
             self.error = str(exc)
         finally:
