@@ -312,12 +312,11 @@ class StreamingJob:
         return summary
 
 
-def collect_py4j_garbage() -> int:
-    """Run Python's cycle collector (see PY4J_COLLECT_EVERY_S); return how many objects it freed."""
+def collect_py4j_garbage() -> None:
+    """Run Python's cycle collector (see PY4J_COLLECT_EVERY_S)."""
     started = time.perf_counter()
     freed = gc.collect()
     log.debug("gc.collect(): %d objects freed in %.0f ms", freed, (time.perf_counter() - started) * 1000)
-    return freed
 
 
 def stream_identity(spark: SparkSession, checkpoint: str, settings: Settings) -> str:

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from fruits.memory import ENVIRONMENT
+
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")
 
 # After a 1 MiB buffer is freed, is the next large one (512 KiB) still mapped on its own (mallinfo2's
@@ -40,8 +42,7 @@ libc.free(second)
 
 
 def probe(mode: str, **env: str) -> dict:
-    clean = {k: v for k, v in os.environ.items() if k not in ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_",
-                                                              "GLIBC_TUNABLES", "LD_PRELOAD")}
+    clean = {k: v for k, v in os.environ.items() if k not in (*ENVIRONMENT, "LD_PRELOAD")}
     out = subprocess.run([sys.executable, "-c", PROBE, mode], env={**clean, **env}, capture_output=True, text=True,
                          check=True, timeout=60).stdout
     return json.loads(out)
