@@ -1,9 +1,9 @@
 """Fit end to end vs (Spark start + pure featurize): what the batch job costs beyond its two irreducible parts.
 
 One run, same machine, same images (subset/, 320 files); each repeat measures, in this order:
-1. Spark start: a fresh Python process that only builds the local session with
-   fruits.spark.get_spark and stops it; wall time from spawn to exit (its in-process
-   get_spark time is shown too);
+1. Spark start: a fresh Python process that only builds the local session as the fit does
+   (fruits.spark.get_spark with short_job=True: the same JVM options) and stops it; wall time
+   from spawn to exit (its in-process get_spark time is shown too);
 2. pure featurize: ONNX Runtime in this process (all cores), files -> features, reading and
    decoding included (the engine is built and warmed once, before the first repeat);
 3. fit: `python -m cli fit --images subset --json` as a fresh process with its own temp
@@ -42,7 +42,7 @@ from fruits.settings import Settings
 from fruits.spark import get_spark
 settings = Settings.load(state_dir=Path(sys.argv[1]))
 t1 = time.perf_counter()
-spark = get_spark(settings, "bench-spark-start")
+spark = get_spark(settings, "bench-spark-start", short_job=True)
 t2 = time.perf_counter()
 spark.stop()
 t3 = time.perf_counter()

@@ -111,7 +111,7 @@ def prepare(settings: Settings, app_name: str, uris: list[str], spark: SparkSess
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="fit-setup") as pool:
         store = pool.submit(open_store, settings)
         loaded = pool.submit(Featurizer.load, settings)
-        spark = spark or get_spark(settings, app_name, uris=uris)
+        spark = spark or get_spark(settings, app_name, uris=uris, short_job=True)
         client, experiment_id = store.result()
         return spark, client, experiment_id, loaded.result()
 

@@ -79,12 +79,21 @@ APP_CONF = {
 # The same for the driver JVM, which runs PCA's SVD: an environment variable of the process that
 # starts it (get_spark locally; spark-env on a cluster).
 NATIVE_BLAS_ENV = {"OPENBLAS_NUM_THREADS": "1"}
+# A short batch job (fit, refit) runs each of its few dozen small Spark jobs once, then exits: the
+# JIT's optimizing compiler (C2) spends cores compiling code the job will not run long enough to
+# profit from. Its quick compiler (C1) alone cut a local fit from 42 to 35 s (bench/fit.py,
+# docs/results.md). The stream keeps the default: it runs the same code for weeks. Local sessions
+# only: under spark-submit the driver JVM is already running, started with the cluster's options.
+SHORT_JOB_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 
 
-def session_conf(settings: Settings, uris: Iterable[str] = ()) -> dict[str, str]:
+def session_conf(settings: Settings, uris: Iterable[str] = (), *, short_job: bool = False) -> dict[str, str]:
     """The configuration the factory applies; a pure function so it can be checked without a JVM."""
     conf = dict(APP_CONF)
     if not settings.under_spark_submit:
+        java_options = [f"-Dlog4j2.configurationFile={_LOG4J.as_uri()}"]
+        if short_job:
+            java_options.append(SHORT_JOB_JAVA_OPTIONS)
         conf.update(
             {
                 "spark.driver.host": "127.0.0.1",
@@ -94,8 +103,8 @@ def session_conf(settings: Settings, uris: Iterable[str] = ()) -> dict[str, str]
                 "spark.sql.shuffle.partitions": "4",
                 "spark.driver.memory": settings.driver_memory,
                 "spark.sql.warehouse.dir": str(settings.state / "spark-warehouse"),
-                # A URI: no spaces, so the option survives Spark's whitespace splitting.
-                "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={_LOG4J.as_uri()}",
+                # log4j's file as a URI: no spaces, so the option survives Spark's whitespace splitting.
+                "spark.driver.extraJavaOptions": " ".join(java_options),
             }
         )
     if not settings.under_spark_submit and not any(str(u).startswith(OBJECT_STORES) for u in uris):
@@ -143,8 +152,10 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
-def get_spark(settings: Settings, app_name: str = "fruits", uris: Iterable[str] = ()) -> SparkSession:
-    """Create (or reuse) the session. `uris` are the job's inputs/outputs: s3a:// ones add the s3a setup."""
+def get_spark(settings: Settings, app_name: str = "fruits", uris: Iterable[str] = (), *, short_job: bool = False
+              ) -> SparkSession:
+    """Create (or reuse) the session. `uris` are the job's inputs/outputs: s3a:// ones add the s3a setup.
+    `short_job`: a batch job that exits within minutes (SHORT_JOB_JAVA_OPTIONS; a new local JVM only)."""
     uris = list(uris)
     if not settings.under_spark_submit:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -157,7 +168,7 @@ def get_spark(settings: Settings, app_name: str = "fruits", uris: Iterable[str] 
     master = None if settings.under_spark_submit else settings.spark_master or "local[*]"  # spark-submit's own wins
     if master:
         builder = builder.master(master)
-    for key, value in session_conf(settings, uris).items():
+    for key, value in session_conf(settings, uris, short_job=short_job).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")

@@ -1,0 +1,40 @@
+"""The session factory: which JVM a job gets (the rest of fruits.spark is exercised by every Spark test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from fruits.settings import Settings
+from fruits.spark import SHORT_JOB_JAVA_OPTIONS, session_conf
+
+ROOT = Path(__file__).resolve().parents[2]
+JVM_ARGUMENTS = """
+import json, sys
+from fruits.settings import Settings
+from fruits.spark import get_spark
+spark = get_spark(Settings.load(state_dir=sys.argv[1]), "jvm-arguments", short_job=True)
+bean = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+print(json.dumps([str(a) for a in bean.getInputArguments()]))
+spark.stop()
+"""
+
+
+def test_a_short_job_starts_its_jvm_with_the_quick_compiler_only(tmp_path: Path) -> None:
+    """Asked of the JVM itself: a new local session of a short job (the fit's, the refit's)."""
+    done = subprocess.run([sys.executable, "-c", JVM_ARGUMENTS, str(tmp_path / "state")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    arguments = json.loads(done.stdout.strip().splitlines()[-1])
+    assert SHORT_JOB_JAVA_OPTIONS in arguments
+    assert any(a.startswith("-Dlog4j2.configurationFile=") for a in arguments)  # the quiet log is kept
+
+
+def test_only_short_local_jobs_get_it() -> None:
+    local = Settings.load(env={})
+    assert SHORT_JOB_JAVA_OPTIONS in session_conf(local, short_job=True)["spark.driver.extraJavaOptions"]
+    assert SHORT_JOB_JAVA_OPTIONS not in session_conf(local)["spark.driver.extraJavaOptions"]  # the stream's
+    under_spark_submit = Settings.load(env={"PYSPARK_GATEWAY_PORT": "4711"})  # EMR: the cluster's JVM options
+    assert "spark.driver.extraJavaOptions" not in session_conf(under_spark_submit, short_job=True)
