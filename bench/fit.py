@@ -14,8 +14,9 @@ One run, same machine, same images (subset/, 320 files); each repeat measures, i
 
 Baseline = Spark start + pure featurize; ratio = fit wall / baseline. The best (shortest) of
 `--repeats` is reported for each figure. The breakdown is the `timings` of the fit's --json
-summary (setup: Spark session, MLflow store, featurizer; featurize; fit; evaluate; log and
-register), plus what happens outside fit(): process start and imports, then shutdown.
+summary (setup: Spark session, MLflow store, featurizer; featurize; the model's scaler, PCA and
+head; projection; evaluate; log and register), plus what happens outside fit(): process start and
+imports, then shutdown.
 
     .venv/bin/python bench/fit.py [--images DIR] [--repeats 2]
 """
@@ -52,7 +53,10 @@ print(json.dumps({"imports": t1 - t0, "get_spark": t2 - t1, "stop": t3 - t2}))
 TIMING_NOTES = {
     "setup": "Spark session, new MLflow store, featurizer (weights sha, cached ONNX)",
     "featurize": "Spark pandas UDF over every fit image",
-    "fit": "StandardScaler + PCA + logistic regression (Spark ML), projection to the driver",
+    "scaler": "StringIndexer + StandardScaler (Spark ML)",
+    "pca": "PCA (Spark ML): column statistics, the covariance's pass, its SVD on the driver",
+    "head": "logistic regression (Spark ML): local checkpoint, one Spark job per L-BFGS iteration",
+    "project": "the training rows' projection, to the driver (1-NN, maps, PC1/PC2 plot)",
     "evaluate": "held-out images: featurize, classify, metrics (only with --eval-images)",
     "maps": "t-SNE maps (only with --eval-images)",
     "log_and_register": "MLflow run, features parquet, plots, model logging, registration",

@@ -67,13 +67,13 @@ def fit(
         log.info("featurized %d images (%d skipped) in %.1f s", total, len(skipped), featurize_seconds)
 
         with spark_progress(spark, "fitting StandardScaler + PCA + classifier", progress):
-            model = pipeline.fit_model(valid, settings.pca_k, rows=total - len(skipped))
+            model = pipeline.fit_model(valid, settings.pca_k, rows=total - len(skipped), lap=clock.lap)
         classes = pipeline.classes(model)
         # The driver gets what it uses: raw features and the projection for 1-NN and the maps, else PC1/PC2.
         projected = project(valid, model)
         fit_points = (projected.select("label", "features", "pca") if eval_uri
                       else projected.select("label", F.slice("pca", 1, 2).alias("pca"))).toPandas()
-        clock.lap("fit")
+        clock.lap("project")
 
         evaluation = maps = None
         if eval_uri:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,16 +55,20 @@ HEAD_PARAMS: dict[str, Any] = {
 }
 
 
-def fit_model(training: DataFrame, pca_k: int, rows: int) -> PipelineModel:
-    """training(features: array<float>, label: string), `rows` of them -> scaler -> PCA -> classifier -> names."""
+def fit_model(training: DataFrame, pca_k: int, rows: int, lap: Callable[[str], object] = lambda step: None
+              ) -> PipelineModel:
+    """training(features: array<float>, label: string), `rows` of them -> scaler -> PCA -> classifier -> names.
+    `lap(step)` is called as each step ends ("scaler", "pca", "head"): the jobs' timings (fit.job.Clock.lap)."""
     data = to_model_input(training).select(MODEL_INPUT_COL, "label")
     indexer = StringIndexer(inputCol="label", outputCol=LABEL_INDEX_COL, stringOrderType="alphabetAsc").fit(data)
     if len(indexer.labels) < 2:
         raise FruitsError(f"the classifier needs at least 2 classes (class folders), found {len(indexer.labels)}")
     scaler = StandardScaler(inputCol=MODEL_INPUT_COL, outputCol="scaled", withMean=True, withStd=True).fit(data)
+    lap("scaler")
     scaled = scaler.transform(data)
     pca = PCA(k=pca_k, inputCol="scaled", outputCol=MODEL_OUTPUT_COL).fit(scaled)
     check_components(pca)
+    lap("pca")
     projected = indexer.transform(pca.transform(scaled)).select(MODEL_OUTPUT_COL, LABEL_INDEX_COL)
     # Computed once and kept; few partitions: each L-BFGS iteration is one small job, and per-task
     # overhead, not arithmetic, is what a few thousand rows cost (1 partition: 2x faster than 2 here).
@@ -74,6 +79,7 @@ def fit_model(training: DataFrame, pca_k: int, rows: int) -> PipelineModel:
         rawPredictionCol=CLASS_SCORES_COL, probabilityCol=CLASS_PROBABILITY_COL, **HEAD_PARAMS,
     ).fit(head_input)
     check_head(head)
+    lap("head")
     log.info("classifier: %d classes, %d L-BFGS iterations", len(indexer.labels), head.summary.totalIterations)
     names = IndexToString(inputCol=CLASS_INDEX_COL, outputCol=CLASS_NAME_COL, labels=list(indexer.labels))
     return PipelineModel(stages=[scaler, pca, head, names])

@@ -90,9 +90,9 @@ def refit(
         clock.lap("read")
 
         with spark_progress(spark, "fitting StandardScaler + PCA + classifier", progress):
-            model = pipeline.fit_model(training, pca_k, rows=images)
+            model = pipeline.fit_model(training, pca_k, rows=images, lap=clock.lap)
         fit_points = project(training, model).select("label", F.slice("pca", 1, 2).alias("pca")).toPandas()
-        clock.lap("fit")
+        clock.lap("project")
 
         with spark_progress(spark, "featurizing held-out images", progress):
             held = featurize_held_out(spark, featurizer, settings, eval_uri, novelty_uri, decoded)
