@@ -184,7 +184,9 @@ def fit_run(base, args: argparse.Namespace, work: Path, n: int) -> dict:
                   summary={k: summary.get(k) for k in ("images", "classes", "skipped", "featurized", "pca_k", "lapack",
                                                        "explained_variance", "engine", "seconds")})
     outside = wall - result["seconds"]
-    result["breakdown"] = [(f"fit(): {name}", seconds, TIMING_NOTES.get(name, "")) for name, seconds in timings.items()]
+    order = list(TIMING_NOTES)  # the fit's steps in the order they run (its JSON sorts them by name)
+    steps = sorted(timings, key=lambda name: order.index(name) if name in order else len(order))
+    result["breakdown"] = [(f"fit(): {name}", timings[name], TIMING_NOTES.get(name, "")) for name in steps]
     result["breakdown"].append(("outside fit()", outside, "Python start, imports, CLI; summary; JVM shutdown"))
     return {**result, "problems": problems}
 
