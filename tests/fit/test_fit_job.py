@@ -34,10 +34,11 @@ def test_fit_reports_the_contract_and_reaches_the_accuracy_bar(fitted: dict) -> 
     assert (fitted["model_name"], fitted["alias"], fitted["engine"]) == ("fruits-pca", "champion", "onnx")
     for key in ("run_id", "model_version", "seconds"):
         assert fitted[key]
-    # Each step's wall time, in order (what bench/fit.py breaks the fit down by); they add up to `seconds`.
+    # Each step's wall time, in order (what bench/fit.py breaks the fit down by). They cover `seconds`
+    # but for the summary's own start (a JVM call) and rounding (3 decimals a step, 2 for the total).
     steps = ["setup", "featurize", "scaler", "pca", "head", "project", "evaluate", "maps", "log_and_register"]
     assert list(fitted["timings"]) == steps and all(t > 0 for t in fitted["timings"].values())
-    assert sum(fitted["timings"].values()) == pytest.approx(fitted["seconds"], abs=0.05)
+    assert -0.01 <= fitted["seconds"] - sum(fitted["timings"].values()) < 1.0
 
 
 def test_unseen_fruits_score_higher_than_known_ones(fitted: dict) -> None:
