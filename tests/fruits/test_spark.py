@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 from fruits.settings import Settings
-from fruits.spark import SHORT_JOB_JAVA_OPTIONS, session_conf
+from fruits.spark import session_conf
 
 ROOT = Path(__file__).resolve().parents[2]
+C1_ONLY = "-XX:TieredStopAtLevel=1"  # the JIT's quick compiler only (docs/results.md, "Fit end to end")
 JVM_ARGUMENTS = """
 import json, sys
 from fruits.settings import Settings
@@ -28,13 +29,13 @@ def test_a_short_job_starts_its_jvm_with_the_quick_compiler_only(tmp_path: Path)
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     arguments = json.loads(done.stdout.strip().splitlines()[-1])
-    assert SHORT_JOB_JAVA_OPTIONS in arguments
+    assert C1_ONLY in arguments
     assert any(a.startswith("-Dlog4j2.configurationFile=") for a in arguments)  # the quiet log is kept
 
 
 def test_only_short_local_jobs_get_it() -> None:
     local = Settings.load(env={})
-    assert SHORT_JOB_JAVA_OPTIONS in session_conf(local, short_job=True)["spark.driver.extraJavaOptions"]
-    assert SHORT_JOB_JAVA_OPTIONS not in session_conf(local)["spark.driver.extraJavaOptions"]  # the stream's
+    assert C1_ONLY in session_conf(local, short_job=True)["spark.driver.extraJavaOptions"]
+    assert C1_ONLY not in session_conf(local)["spark.driver.extraJavaOptions"]  # the stream's
     under_spark_submit = Settings.load(env={"PYSPARK_GATEWAY_PORT": "4711"})  # EMR: the cluster's JVM options
     assert "spark.driver.extraJavaOptions" not in session_conf(under_spark_submit, short_job=True)
