@@ -25,6 +25,7 @@ _STANDARD_ENV = {
     "mlflow_tracking_uri": ("MLFLOW_TRACKING_URI",),
     "aws_region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
     "s3_endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "dynamodb_endpoint_url": ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"),
     "keras_home": ("KERAS_HOME",),
 }
 # Fields filled from the environment only: not settings a user chooses.
@@ -72,9 +73,14 @@ class Settings:
     # Hostile-input limits: bigger files go to the errors table without being read.
     max_image_bytes: int = 64 * MiB
     max_image_pixels: int = 64_000_000
+    # The public app's answers (fruits.answers): sqlite:///PATH.db or dynamodb://TABLE; None means
+    # <state>/answers.db. Each answer is kept this long (an interval).
+    answers: str | None = None
+    answer_retention: str = "30d"
     # AWS
     aws_region: str = "eu-west-3"
     s3_endpoint_url: str | None = None
+    dynamodb_endpoint_url: str | None = None
     # Keras' own cache variable (KERAS_HOME); None: the project-local cache if `fruits setup` made one.
     keras_home: Path | None = None
 
@@ -132,6 +138,7 @@ class Settings:
         interval_seconds(self.model_refresh_interval, "--model-refresh-interval", allow_off=True)
         interval_seconds(self.backfill_interval, "--backfill-interval", allow_off=True)
         interval_seconds(self.notification_retention, "--notification-retention")
+        interval_seconds(self.answer_retention, "--answer-retention")
         if self.notifications is not None:
             if not re.match(r"^https?://[^/]+/[^/]+/[^/]+$", self.notifications):
                 raise FruitsError("--notifications must be an SQS queue URL like "
@@ -174,6 +181,15 @@ class Settings:
     def features_uri(self) -> str:
         """Raw fit features (parquet), one folder per MLflow run, to refit PCA without MobileNet."""
         return self.features or str(self.state / "features")
+
+    @property
+    def answers_uri(self) -> str:
+        """Where the stream writes, and the app reads, the answers to app uploads (fruits.answers)."""
+        return self.answers or f"sqlite:///{self.state / 'answers.db'}"
+
+    @property
+    def answer_retention_seconds(self) -> float:
+        return interval_seconds(self.answer_retention, "--answer-retention")
 
     @property
     def cache_dir(self) -> Path:
