@@ -3,6 +3,7 @@ tests share (no server banner, no access log with client addresses, proxy header
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -19,6 +20,11 @@ def server(app: Any, host: str = "127.0.0.1", port: int = 8000, forwarded_allow_
     """uvicorn for `app`: X-Forwarded-* are believed only from `forwarded_allow_ips` (else the peer is the
     client, whatever headers it sends), and uvicorn logs through our logging config, with its access
     log (which writes client addresses) off: app.security.AccessLog logs requests without them."""
+    # access_log=False only empties that logger's handlers, and uvicorn logs whenever it has some (a
+    # handler added later, a test's log capture): disabled, it writes nothing whatever is attached.
+    logging.getLogger("uvicorn.access").disabled = True
+    # Pillow's debug lines spell out the EXIF tags it parses (a phone's GPS position among them).
+    logging.getLogger("PIL").setLevel(logging.INFO)
     return uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, server_header=False, access_log=False, log_config=None,
         proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or None,

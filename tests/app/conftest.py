@@ -1,0 +1,49 @@
+"""Fixtures for the app: its real server (uvicorn on 127.0.0.1), local settings, a known map of real images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from app.main import create_app
+from app.serve import BackgroundServer
+from fruits.settings import Settings
+
+KNOWN_CLASSES = ["Banana", "Kumquats", "Limes", "Pepper Red"]
+PER_CLASS = 3
+
+
+@pytest.fixture
+def local_settings(tmp_path: Path) -> Settings:
+    return Settings.load(state_dir=tmp_path / "state", source=str(tmp_path / "landing"))
+
+
+@pytest.fixture
+def known(data_dir: Path) -> SimpleNamespace:
+    """A known map shaped like fruits.knownmap.KnownMap: 12 real subset/ images (paths as Spark lists them),
+    each class in its own corner of the map."""
+    files = [p for name in KNOWN_CLASSES for p in sorted((data_dir / "subset" / name).glob("*.jpg"))[:PER_CLASS]]
+    corners = {"Banana": (0.1, 0.1), "Kumquats": (0.9, 0.1), "Limes": (0.1, 0.9), "Pepper Red": (0.9, 0.9)}
+    xy = np.array([corners[p.parent.name] for p in files], dtype=np.float32) + np.float32(0.02) * np.arange(
+        len(files), dtype=np.float32)[:, None] % 3
+    return SimpleNamespace(labels=tuple(p.parent.name for p in files), paths=tuple(f"file:{p}" for p in files),
+                           xy=xy, files=files)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., str]]:
+    """serve(settings, **create_app options) -> the base URL of the app on a real uvicorn server."""
+    servers: list[BackgroundServer] = []
+
+    def start(settings: Settings, **options) -> str:
+        server = BackgroundServer(create_app(settings, **options)).__enter__()
+        servers.append(server)
+        return server.url
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
