@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from app_support import GPS_MAKE, Visitor, with_gps
+from app_support import GPS_MAKE, with_gps
 from PIL import Image
 
 from app.images import MAP_MARGIN, MAP_PX, THUMBNAIL_PX
+from demo.visitors import Visitor
 from fruits.answers import ANSWERED, REJECTED, Answer, open_answer_store
 
 MODEL = ("fruits-pca", "7")

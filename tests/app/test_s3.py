@@ -19,9 +19,10 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-from app_support import GPS_MAKE, Visitor, with_gps
+from app_support import GPS_MAKE, with_gps
 from PIL import Image
 
+from demo.visitors import Visitor
 from fruits.answers import REJECTED, Answer, open_answer_store
 from fruits.exceptions import FruitsError
 from fruits.settings import Settings
