@@ -64,6 +64,7 @@ bench: setup  ## each prints ratios against a baseline measured in the same run 
 	$(BIN)/python bench/lake.py
 	$(BIN)/python bench/commits.py
 	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/app.py
 	$(BIN)/python bench/cost.py
 
 $(LINT_STAMP): constraints-lint.txt

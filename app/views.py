@@ -41,7 +41,14 @@ def rejection(reason: str | None, max_bytes: int) -> str:
 
 
 def percent(probability: float | None) -> str:
-    return f"{round((probability or 0.0) * 100)}%"
+    """'93%'; never a certain-looking '0%' or '100%' for what is neither."""
+    value = probability or 0.0
+    shown = round(value * 100)
+    if shown == 0 and value > 0:
+        return "<1%"
+    if shown == 100 and value < 1:
+        return ">99%"
+    return f"{shown}%"
 
 
 def pending(upload_id: str) -> dict[str, Any]:
@@ -51,13 +58,13 @@ def pending(upload_id: str) -> dict[str, Any]:
 def answer_view(answer: Answer, known: KnownMapLike | None, max_bytes: int) -> dict[str, Any]:
     """The page's JSON for a stored answer. Thumbnails and the map are addressed by model version and
     index (or by the upload id), never by a path."""
-    view: dict[str, Any] = {"upload_id": answer.upload_id, "status": answer.status,
-                            "photo": f"/api/answers/{answer.upload_id}/photo.jpg"}
+    view: dict[str, Any] = {"upload_id": answer.upload_id, "status": answer.status}
     if answer.uploaded_at is not None:
         view["seconds"] = round(max(0.0, answer.answered_at - answer.uploaded_at), 2)
-    if answer.status == REJECTED:
+    if answer.status == REJECTED:  # no photo to show back: the stream could not read it
         return {**view, "reason": answer.reason, "title": "Sorry, no answer for this one",
                 "message": rejection(answer.reason, max_bytes)}
+    view["photo"] = f"/api/answers/{answer.upload_id}/photo.jpg"
     top = [{"name": name, "probability": round(p, 4), "percent": percent(p)} for name, p in answer.top]
     if answer.is_novel:
         title = UNKNOWN_FRUIT

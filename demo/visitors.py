@@ -47,6 +47,7 @@ class Visitor:
         page = self.http.get(base + "/", timeout=30)
         page.raise_for_status()
         self.token = re.search(r'data-csrf="([0-9a-f]{64})"', page.text)[1]
+        self.presigned = 'data-presigned="yes"' in page.text
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.http.get(self.base + path, timeout=60, **kwargs)
@@ -64,6 +65,20 @@ class Visitor:
                ) -> requests.Response:
         return self.post("/api/uploads", files={"photo": (name, content, "image/jpeg")},
                          data={"consent": "yes" if consent else "no"}, **kwargs)
+
+    def send(self, content: bytes, consent: bool = False) -> tuple[int, str | None]:
+        """Send a JPEG the way the page does: to the app, or (on S3) to the bucket with a presigned POST.
+        Returns (HTTP status of the step that stored it, the upload id or None)."""
+        if not self.presigned:
+            sent = self.upload(content, consent=consent)
+            return sent.status_code, sent.json()["upload_id"] if sent.status_code == 201 else None
+        grant = self.post("/api/uploads/presign", json={"content_type": "image/jpeg", "consent": consent})
+        if grant.status_code != 201:
+            return grant.status_code, None
+        body = grant.json()
+        stored = requests.post(body["url"], data=body["fields"], files={"file": ("photo.jpg", content, "image/jpeg")},
+                               timeout=60)
+        return (201, body["upload_id"]) if stored.ok else (stored.status_code, None)
 
     def wait_for_answer(self, upload_id: str, timeout: float = 120.0) -> dict[str, Any] | None:
         """Poll as the page does (0.25 s, growing by half to 2 s) until the answer is there; None past `timeout`."""

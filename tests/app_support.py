@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,20 @@ def screenshot(phone: Phone, folder: Path, name: str) -> Path:
     path = folder / f"{name}.png"
     phone.page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def first_answered(url: str, photos: list[Path], wanted: Callable[[dict], bool], what: str) -> Path:
+    """The first photo whose answer, asked through the app's endpoints as the page does, is `wanted`: the
+    journeys then show a person that photo. The model decides (a test/ photo it names right, an
+    extra_classes/ photo it flags), so a refit model with other mistakes changes the pick, not the test."""
+    from demo.visitors import Visitor
+
+    visitor = Visitor(url)
+    for photo in photos:
+        status, upload_id = visitor.send(photo.read_bytes())
+        assert status == 201, f"sending {photo}: {status}"
+        view = visitor.wait_for_answer(upload_id, timeout=ANSWER_TIMEOUT_S)
+        assert view is not None, f"no answer for {photo} within {ANSWER_TIMEOUT_S:.0f} s"
+        if wanted(view):
+            return photo
+    raise AssertionError(f"none of {len(photos)} photos is {what}")

@@ -72,10 +72,8 @@
     byId("answer-title").textContent = view.title || "";
     byId("answer-message").textContent = view.message || "";
     const photo = byId("answer-photo");
-    if (view.photo && photo.dataset.src !== view.photo) {
-      photo.dataset.src = view.photo;
-      photo.src = view.photo;
-    }
+    photo.hidden = true;  // shown once loaded (a photo deleted after its retention stays hidden)
+    if (view.photo) photo.src = view.photo;
     const top = byId("answer-top");
     clear(top);
     for (const choice of (view.top || []).slice(1)) {
@@ -158,6 +156,8 @@
       busy(false);
     }
   });
+
+  byId("answer-photo").addEventListener("load", function () { this.hidden = false; });
 
   if (answer.dataset.uploadId) {
     say("Looking at your photo…");

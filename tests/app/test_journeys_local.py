@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from app_support import Phone, needs_chromium, screenshot
+from app_support import Phone, first_answered, needs_chromium, screenshot
 from support import champion_copy
 
 from app.main import create_app
@@ -24,8 +24,7 @@ from fruits.answers import ANSWERED, open_answer_store
 from streaming.job import StreamingJob
 
 pytestmark = [pytest.mark.slow, needs_chromium]
-KNOWN = ("Banana", "r_100.jpg")  # a test/ photo the session's fit names right (accuracy 0.955 on test/)
-UNKNOWN = ("Pineapple Mini", "r_101.jpg")  # an extra_classes/ photo far above the novelty threshold
+KNOWN, UNKNOWN = "Banana", "Pineapple Mini"  # a test/ fruit the model knows; an extra_classes/ one it does not
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +35,7 @@ def world(spark, settings, fitted, tmp_path_factory):
         state_dir=scratch_state(work / "state", settings), mlflow_tracking_uri=settings.tracking_uri,
         source=str(work / "landing"), output=str(work / "results"), errors=str(work / "errors"),
         checkpoint=str(work / "checkpoint"), answers=f"sqlite:///{work / 'answers.db'}", trigger="1s",
-        model_name="fruits-app")
+        model_name="fruits-app", app_uploads_per_minute=60)  # every visitor here is 127.0.0.1
     champion_copy(run, fitted, "fruits-app")  # its own @champion: nothing another test moves
     job = StreamingJob(run, spark=spark)
     job.start()
@@ -46,6 +45,16 @@ def world(spark, settings, fitted, tmp_path_factory):
             yield server.url, run
     finally:
         stop_stream(job)
+
+
+@pytest.fixture(scope="module")
+def photos(world, data_dir) -> dict[str, Path]:
+    """A test/ photo the model names right and an extra_classes/ photo it flags (app_support.first_answered)."""
+    known = first_answered(world[0], sorted((data_dir / "test" / KNOWN).glob("*.jpg")),
+                           lambda view: view["title"] == KNOWN, f"named {KNOWN}")
+    unknown = first_answered(world[0], sorted((data_dir / "extra_classes" / UNKNOWN).glob("*.jpg")),
+                             lambda view: view["is_novel"], "flagged as unknown")
+    return {"known": known, "unknown": unknown}
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +83,9 @@ def phone(browser, world):
 
 
 def test_a_photo_of_a_known_fruit_is_named_with_alternatives_neighbours_and_the_map(
-        phone, world, data_dir, shots) -> None:
-    phone.page.set_input_files("#photo", str(data_dir / "test" / KNOWN[0] / KNOWN[1]))
-    assert phone.answer() == KNOWN[0]
+        phone, world, photos, shots) -> None:
+    phone.page.set_input_files("#photo", str(photos["known"]))
+    assert phone.answer() == KNOWN
     page = phone.page
     assert page.locator("#answer-message").inner_text().endswith("% sure")
     assert page.locator("#answer-top li").count() == 2  # the top 3, less the answer itself
@@ -84,12 +93,12 @@ def test_a_photo_of_a_known_fruit_is_named_with_alternatives_neighbours_and_the_
     assert all(phone.images_loaded("#answer-neighbours img, #answer-photo, #answer-map"))
     upload_id = page.url.rsplit("/u/", 1)[1]
     stored = open_answer_store(world[1]).get(upload_id)  # what the stream wrote, shown as is
-    assert stored.status == ANSWERED and stored.prediction == KNOWN[0] and stored.neighbours
+    assert stored.status == ANSWERED and stored.prediction == KNOWN and stored.neighbours
     screenshot(phone, shots, "answer")
 
 
-def test_a_fruit_the_model_never_learnt_is_a_fruit_it_does_not_know_yet(phone, data_dir, shots) -> None:
-    phone.page.set_input_files("#photo", str(data_dir / "extra_classes" / UNKNOWN[0] / UNKNOWN[1]))
+def test_a_fruit_the_model_never_learnt_is_a_fruit_it_does_not_know_yet(phone, photos, shots) -> None:
+    phone.page.set_input_files("#photo", str(photos["unknown"]))
     assert phone.answer() == "A fruit I don't know yet"
     assert "looks a little like" in phone.page.locator("#answer-message").inner_text()
     screenshot(phone, shots, "unknown")
@@ -109,7 +118,7 @@ def test_a_text_file_named_jpg_is_refused_in_plain_words(phone, world, tmp_path,
 
 
 def test_keyboard_only_tab_to_consent_and_to_the_button_then_enter_opens_the_chooser(
-        phone, world, data_dir, shots) -> None:
+        phone, world, photos, shots) -> None:
     page = phone.page
     focused = []
     for _ in range(6):  # the brand link, the consent box, the photo button
@@ -125,8 +134,8 @@ def test_keyboard_only_tab_to_consent_and_to_the_button_then_enter_opens_the_cho
     assert outline == "solid"  # the focused button shows it
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Enter")
-    chooser.value.set_files(str(data_dir / "test" / KNOWN[0] / KNOWN[1]))
-    assert phone.answer() == KNOWN[0]
+    chooser.value.set_files(str(photos["known"]))
+    assert phone.answer() == KNOWN
     upload_id = page.url.rsplit("/u/", 1)[1]
     assert (Path(world[1].source_uri) / "app" / "consented" / f"{upload_id}.jpg").is_file()  # consent ticked
 
@@ -139,7 +148,7 @@ def test_ops_shows_the_stream_numbers_and_refreshes_itself(browser, world, shots
                            timeout=120_000)
     assert float(page.locator("[data-key=answer_latency_p95_s]").inner_text().removesuffix(" s")) > 0
     assert page.locator("[data-key=model_version]").inner_text().isdigit()
-    assert KNOWN[0] in page.locator("#ops-class_mix").inner_text()
+    assert KNOWN in page.locator("#ops-class_mix").inner_text()
     first = page.locator("#ops-status").inner_text()
     page.wait_for_function(f"() => document.getElementById('ops-status').textContent !== {first!r}", timeout=30_000)
     screenshot(phone, shots, "ops")
