@@ -81,12 +81,14 @@ class Visitor:
         return (201, body["upload_id"]) if stored.ok else (stored.status_code, None)
 
     def wait_for_answer(self, upload_id: str, timeout: float = 120.0) -> dict[str, Any] | None:
-        """Poll as the page does (0.25 s, growing by half to 2 s) until the answer is there; None past `timeout`."""
-        deadline, delay = time.monotonic() + timeout, 0.25
-        while time.monotonic() < deadline:
+        """Poll as the page does (app/static/app.js: every 0.3 s for 8 s, then backing off to 2 s) until the
+        answer is there; None past `timeout`."""
+        started, delay = time.monotonic(), 0.3
+        while time.monotonic() - started < timeout:
             view = self.get(f"/api/answers/{upload_id}").json()
             if view.get("status") not in (None, "pending"):
                 return view
             time.sleep(delay)
-            delay = min(2.0, delay * 1.5)
+            if time.monotonic() - started > 8.0:
+                delay = min(2.0, delay * 1.5)
         return None

@@ -10,6 +10,8 @@
   const button = input.closest(".big-button");
   const answer = document.getElementById("answer");
   const ANSWER_DEADLINE_MS = 120000;
+  const POLL_MS = 300;
+  const POLL_FAST_FOR_MS = 8000;
   const byId = (id) => document.getElementById(id);
 
   function say(text, problem) {
@@ -107,10 +109,10 @@
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  // Poll with backoff (0.25 s, growing to 2 s) until the stream has answered.
+  // Poll every 0.3 s while an answer is due (the stream answers within seconds), then back off to 2 s.
   async function waitForAnswer(uploadId) {
     const started = Date.now();
-    let delay = 250;
+    let delay = POLL_MS;
     answer.dataset.uploadId = uploadId;
     while (Date.now() - started < ANSWER_DEADLINE_MS) {
       let response;
@@ -133,7 +135,7 @@
         say(view.title);
       }
       await sleep(delay);
-      delay = Math.min(2000, delay * 1.5);
+      if (Date.now() - started > POLL_FAST_FOR_MS) delay = Math.min(2000, delay * 1.5);
     }
     say("No answer yet: keep this page's address and come back in a minute.", true);
   }

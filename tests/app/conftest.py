@@ -11,6 +11,7 @@ import pytest
 
 from app.main import create_app
 from app.serve import BackgroundServer
+from demo.visitors import launch_chromium
 from fruits.settings import Settings
 
 KNOWN_CLASSES = ["Banana", "Kumquats", "Limes", "Pepper Red"]
@@ -47,3 +48,14 @@ def serve() -> Iterator[Callable[..., str]]:
     yield start
     for server in servers:
         server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium from Debian's package (the journeys are skipped without it: app_support.needs_chromium)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()

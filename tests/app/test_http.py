@@ -214,3 +214,18 @@ def test_every_response_carries_the_security_headers_and_no_server_banner(app_ur
     for page in responses[:2]:  # the CSP forbids inline code: the pages have none
         assert not re.search(r"<script(?![^>]*\bsrc=)", page.text) and " style=" not in page.text
         assert not re.search(r"\son[a-z]+=", page.text)
+
+
+def test_ops_passes_the_stream_numbers_through_and_says_when_there_are_none(local_settings, serve) -> None:
+    numbers = {"files": 12, "answer_latency_p95_s": 1.9, "class_mix": {"Banana": 12}}
+    visitor = Visitor(serve(local_settings, known_maps=lambda *_: None, ops_numbers=lambda: numbers))
+    served = visitor.get("/api/ops")
+    assert served.headers["cache-control"] == "no-store"
+    assert {k: v for k, v in served.json().items() if k != "generated_at"} == numbers
+    assert time.time() - served.json()["generated_at"] < 60
+
+    def no_stream() -> dict:
+        raise FileNotFoundError("no progress under the checkpoint")
+
+    silent = Visitor(serve(local_settings, known_maps=lambda *_: None, ops_numbers=no_stream)).get("/api/ops")
+    assert (silent.status_code, silent.json()["reason"]) == (503, "no_stream")

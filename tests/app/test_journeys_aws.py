@@ -22,7 +22,6 @@ from app.main import create_app
 from app.serve import BackgroundServer
 from demo.emulated_aws import EventPollers, wired_bucket
 from demo.run import s3a_problem, stop_stream, wait_for_first_trigger
-from demo.visitors import launch_chromium
 from demo.workspace import scratch_state
 from fruits.answers import ANSWERED, REJECTED, open_answer_store
 from streaming.job import StreamingJob
@@ -70,16 +69,6 @@ def photos(world, data_dir) -> dict[str, Path]:
                                     lambda view: view["title"] == KNOWN, f"named {KNOWN}"),
             "unknown": first_answered(world[0], sorted((data_dir / "extra_classes" / UNKNOWN).glob("*.jpg")),
                                       lambda view: view["is_novel"], "flagged as unknown")}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from support import champion_copy
 from app.main import create_app
 from app.serve import BackgroundServer
 from demo.run import stop_stream, wait_for_first_trigger
-from demo.visitors import launch_chromium
 from demo.workspace import scratch_state
 from fruits.answers import ANSWERED, open_answer_store
 from streaming.job import StreamingJob
@@ -55,16 +54,6 @@ def photos(world, data_dir) -> dict[str, Path]:
     unknown = first_answered(world[0], sorted((data_dir / "extra_classes" / UNKNOWN).glob("*.jpg")),
                              lambda view: view["is_novel"], "flagged as unknown")
     return {"known": known, "unknown": unknown}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
