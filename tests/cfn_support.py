@@ -150,6 +150,11 @@ def conditions_hold(condition: dict[str, Any] | None, context: dict[str, str]) -
     for operator, entries in (condition or {}).items():
         for key, expected in entries.items():
             actual = context.get(key)
+            if operator == "Null":
+                # "true": the key must be absent; "false": it must be present.
+                if (actual is None) != (str(expected).lower() == "true"):
+                    return False
+                continue
             if actual is None:
                 # IAM: a condition on a missing key fails, except the negated operators, which hold.
                 if operator in ("ArnNotEquals", "StringNotEquals"):
@@ -203,9 +208,7 @@ def role_statements(template: dict[str, Any], role: str, **parameters: str) -> l
         attached = {"Ref": role} in policy["Properties"].get("Roles", [])
         if attached and ("Condition" not in policy or resolve.condition(policy["Condition"])):
             documents.append(policy["Properties"]["PolicyDocument"])
-    statements = [resolve(s) for document in documents for s in document["Statement"]]
-    assert all(s["Effect"] == "Allow" for s in statements), "the evaluator assumes allow-only role policies"
-    return statements
+    return [resolve(s) for document in documents for s in document["Statement"]]
 
 
 
