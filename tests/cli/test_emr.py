@@ -38,14 +38,51 @@ def bootstrap_args(request: dict) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("module", ["cli.emr", "cli.serverless"])
-def test_top_level_import_stays_light(module: str) -> None:
-    """`fruits emr --help` imports cli.emr only: no boto3, botocore, Spark, MLflow, nor the infra logic."""
+def test_the_launchers_import_infra_at_the_top_and_nothing_heavy(module: str) -> None:
+    """`fruits emr --help` loads the launcher and infra, but no boto3, botocore, Spark or MLflow (infra imports
+    boto3/botocore only in the functions that call AWS)."""
     code = (
         f"import sys, {module}; heavy = {{'boto3', 'botocore', 'pyspark', 'py4j', 'mlflow'}};"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy), sorted(m for m in sys.modules if m.startswith('infra.')))"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy), 'infra.cluster' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    assert out.strip() == "[] ['infra.defaults', 'infra.layout']"
+    assert out.strip() == "[] True"
+
+
+# Runs `fruits` in a fresh interpreter where pyspark and py4j cannot be imported, as in a venv without the
+# `spark` extra: a meta-path finder refuses them before any other finder can find the installed ones.
+WITHOUT_SPARK = """
+import sys
+
+class NoSpark:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pyspark", "py4j"):
+            raise ImportError(f"No module named {name!r} (this interpreter has no spark extra)")
+        return None
+
+sys.meta_path.insert(0, NoSpark())
+try:
+    import pyspark
+except ImportError:
+    pass
+else:
+    raise SystemExit("the finder did not hide pyspark")
+from cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_emr_plan_works_without_pyspark() -> None:
+    """Issue 21: the launchers need the Spark-free core only (fruits.contracts), not the spark extra."""
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # and no AWS call either
+    done = subprocess.run([sys.executable, "-c", WITHOUT_SPARK, "emr", "plan", "--bucket", BUCKET, "--subnet-id", SUBNET,
+                           "--json"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    request = last_json(done.stdout)["request"]
+    assert request["Instances"]["Ec2SubnetId"] == SUBNET
+    # The application settings reached the request from fruits.contracts, with pyspark unimportable.
+    (defaults,) = [c for c in request["Configurations"] if c["Classification"] == "spark-defaults"]
+    assert defaults["Properties"]["spark.sql.execution.arrow.maxRecordsPerBatch"] == "64"
 
 
 # ---------------------------------------------------------------------------- plan: offline, request + cost
@@ -230,7 +267,7 @@ def test_up_submit_status_stop_down_on_moto(
     }
 
     # The tracking URI comes from the environment when the flag is absent; the cluster is found by name.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.internal")
     assert main(["emr", "submit", "--bucket", BUCKET, "--job", "both", *aws, "--json"]) == 0
     added = last_json(capsys.readouterr().out)
     assert added["cluster_id"] == cluster_id
@@ -246,7 +283,7 @@ def test_up_submit_status_stop_down_on_moto(
     stream_args = steps["fruits-stream"]["Config"]["Args"]
     assert stream_args[:5] == ["spark-submit", "--deploy-mode", "client", "--master", "yarn"]
     assert stream_args[stream_args.index("--source") + 1] == f"s3a://{BUCKET}/images/"
-    assert stream_args[stream_args.index("--tracking-uri") + 1] == "http://mlflow.internal:5000"
+    assert stream_args[stream_args.index("--tracking-uri") + 1] == "https://mlflow.internal"
     assert steps["fruits-stream"]["ActionOnFailure"] == "CONTINUE"
     assert steps["fruits-fit"]["ActionOnFailure"] == "CANCEL_AND_WAIT"
 

@@ -44,7 +44,7 @@ def test_a_fit_on_an_empty_or_thin_prefix_is_refused(cluster: dict, capsys: pyte
     bucket = f"fruits-thin-{uuid.uuid4().hex[:8]}"
     make_bucket(cluster["s3"], bucket)
     cluster["s3"].put_object(Bucket=bucket, Key="bootstrap/spark_entry.py", Body=b"entry")
-    submit = ["emr", "submit", "--bucket", bucket, "--job", "both", *cluster["aws"], "--tracking-uri", "http://m:5000"]
+    submit = ["emr", "submit", "--bucket", bucket, "--job", "both", *cluster["aws"], "--tracking-uri", "https://m.internal"]
 
     err = refused(submit, capsys)
     assert f"s3a://{bucket}/images/ holds 0 labelled images in 0 class folders: the fit needs at least 300" in err
@@ -60,7 +60,7 @@ def test_a_fit_on_an_empty_or_thin_prefix_is_refused(cluster: dict, capsys: pyte
 def test_a_missing_entry_script_is_refused(cluster: dict, capsys: pytest.CaptureFixture) -> None:
     bucket = f"fruits-noentry-{uuid.uuid4().hex[:8]}"
     make_bucket(cluster["s3"], bucket)
-    err = refused(["emr", "submit", "--bucket", bucket, "--job", "fit", *cluster["aws"], "--tracking-uri", "http://m:5000"],
+    err = refused(["emr", "submit", "--bucket", bucket, "--job", "fit", *cluster["aws"], "--tracking-uri", "https://m.internal"],
                   capsys)  # fmt: skip
     assert f"s3://{bucket}/bootstrap/spark_entry.py is missing: upload cli/spark_entry.py there" in err
 
@@ -94,7 +94,7 @@ def test_an_unreachable_tracking_server_says_how_to_skip_the_check(cluster: dict
 def test_serverless_refuses_a_missing_venv_archive(moto_server: str, capsys: pytest.CaptureFixture) -> None:
     err = refused(["serverless", "submit", "--bucket", BUCKET, "--job", "fit", "--endpoint-url", moto_server,
                    "--application-id", "00fakeapp", "--venv-archive", f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz",
-                   "--tracking-uri", "http://m:5000"], capsys)  # fmt: skip
+                   "--tracking-uri", "https://m.internal"], capsys)  # fmt: skip
     assert f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz is missing: build and upload it (infra/build_venv_archive.sh" in err
 
 
