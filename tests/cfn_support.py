@@ -61,6 +61,9 @@ class Resolver:
         self.values: dict[str, str] = {
             name: str(p.get("Default", "")) for name, p in template.get("Parameters", {}).items()
         }
+        # A stack named after the default project; a test that knows the real id passes it as an override.
+        self.values["AWS::StackName"] = "fruits"
+        self.values["AWS::StackId"] = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/fruits/0a1b2c3d-0000-4000-8000-000000000000"
         self.values.update(overrides)
         self.values.update({"AWS::AccountId": ACCOUNT, "AWS::Region": REGION, "AWS::Partition": "aws"})
         self.conditions = template.get("Conditions", {})
