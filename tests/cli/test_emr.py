@@ -6,6 +6,7 @@ comments. The lifecycle runs against the session's real moto server over HTTP.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -105,6 +106,33 @@ def test_plan_prints_request_and_cost_without_any_network(no_network: list, caps
     assert cost["per_hour"] == pytest.approx(0.816)  # 3 x (0.224 + 0.048)
     assert cost["per_million_images"] == pytest.approx(1.133333, rel=1e-5)  # 0.816 / (2 x 100 x 3600) x 1e6
     assert [g["per_hour"] for g in cost["groups"]] == pytest.approx([0.272, 0.544])
+
+
+def test_the_flags_map_onto_cluster_options_by_name(no_network: list, capsys: pytest.CaptureFixture) -> None:
+    """Issue 21: every ClusterOptions field is a flag of `plan`/`up` whose dest is the field's name (no hand mapping);
+    the values below reach the request through that mapping alone."""
+    from cli.main import build_parser
+    from infra.cluster import ClusterOptions
+
+    args = build_parser(["emr"]).parse_args(["emr", "plan", "--bucket", BUCKET])
+    computed = {"region", "lock_sha256", "extra_configurations"}
+    assert {f.name for f in dataclasses.fields(ClusterOptions)} - computed <= set(vars(args))
+
+    secret = "arn:aws:secretsmanager:eu-west-3:123456789012:secret:fruits/mlflow-AbCdEf"
+    assert main(["emr", "plan", "--bucket", BUCKET, "--core", "3", "--task", "1", "--ebs-gb", "40", "--idle-timeout", "600",
+                 "--mlflow-secret", secret, "--project", "vision", "--name", "vision-stream", "--json"]) == 0  # fmt: skip
+    request = last_json(capsys.readouterr().out)["request"]
+    groups = {g["InstanceRole"]: g for g in request["Instances"]["InstanceGroups"]}
+    assert (groups["CORE"]["InstanceCount"], groups["TASK"]["InstanceCount"]) == (3, 1)
+    assert groups["CORE"]["EbsConfiguration"]["EbsBlockDeviceConfigs"][0]["VolumeSpecification"]["SizeInGB"] == 40
+    assert request["AutoTerminationPolicy"] == {"IdleTimeout": 600}
+    assert bootstrap_args(request)["--mlflow-secret"] == secret
+    assert {"Key": "project", "Value": "vision"} in request["Tags"] and request["Name"] == "vision-stream"
+    # Unset flags keep ClusterOptions' own defaults (stated once, there).
+    assert main(["emr", "plan", "--bucket", BUCKET, "--json"]) == 0
+    default = last_json(capsys.readouterr().out)["request"]
+    assert {"Key": "project", "Value": ClusterOptions(bucket=BUCKET).project} in default["Tags"]
+    assert "AutoTerminationPolicy" not in default and len(default["Instances"]["InstanceGroups"]) == 2
 
 
 def test_plan_human_output_shows_pretty_request_and_cost_lines(no_network: list, capsys: pytest.CaptureFixture) -> None:

@@ -76,6 +76,21 @@ def test_steps_refuse_credentials_in_the_tracking_uri(uri: str) -> None:
     assert "s3cret" not in str(refused.value) and "token" not in str(refused.value)
 
 
+@pytest.mark.parametrize("uri", ["http://mlflow.internal:5000", "http://10.20.1.17:5000", "HTTP://mlflow.internal"])
+def test_steps_refuse_a_tracking_server_in_clear(uri: str) -> None:
+    """Issue 24, finding 11: over plain http the credentials and the registry (who may move @champion) cross the VPC."""
+    with pytest.raises(FruitsError, match="is plain http.*use https://"):
+        build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri=uri))
+
+
+@pytest.mark.parametrize("uri", ["https://mlflow.internal", "https://mlflow.internal:8443/", "http://127.0.0.1:5000",
+                                 "http://localhost:5000"])  # fmt: skip
+def test_steps_accept_tls_or_a_server_on_this_machine(uri: str) -> None:
+    (stream,) = build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri=uri))
+    args = stream["HadoopJarStep"]["Args"]
+    assert args[args.index("--tracking-uri") + 1] == uri
+
+
 def test_the_stream_reads_the_queue_when_given_one() -> None:
     queue = "https://sqs.eu-west-3.amazonaws.com/123456789012/fruits-uploads"
     (stream,) = build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="https://m.internal", notifications=queue))
