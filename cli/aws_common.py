@@ -18,10 +18,23 @@ from fruits.settings import Settings
 from infra.aws import client, mlflow_credentials, request_stop
 from infra.checks import check_bucket
 from infra.cluster import ClusterOptions, build_request
-from infra.cost import Comparison, CostEstimate, ServerlessCostEstimate, estimate_cost, estimate_event_path, estimate_serverless_cost
+from infra.cost import (
+    Comparison,
+    CostEstimate,
+    ServerlessCostEstimate,
+    estimate_cost,
+    estimate_event_path,
+    estimate_serverless_cost,
+)
 from infra.defaults import JOBS
 from infra.layout import CHECKPOINT, HOLDOUT_PREFIX, IMAGES_PREFIX, SPARK_ENTRY_KEY, WEIGHTS_KEY, s3a_uri
-from infra.preflight import check_fit_images, check_holdout_images, check_registered_model, check_stream_source, require_objects
+from infra.preflight import (
+    check_fit_images,
+    check_holdout_images,
+    check_registered_model,
+    check_stream_source,
+    require_objects,
+)
 from infra.serverless import ServerlessOptions
 from infra.steps import JobOptions, check_tracking_uri
 
