@@ -22,6 +22,10 @@ import contextlib
 import json
 import re
 import shutil
+import socket
+import subprocess
+import sys
+import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,11 +34,11 @@ from typing import Any
 import boto3
 import botocore.client
 import pytest
-from moto.server import ThreadedMotoServer
 
 from aws_support import ACCOUNT, REGION, last_json, small_wheelhouse
 from cfn_support import ROOT, TEMPLATE, allows, bucket_policy_statements, load_template, role_statements
 from cli.main import main
+from support import wait_until
 
 DOC = ROOT / "docs" / "aws.md"
 SECTION = "## From an empty account to a running stream, step by step"
@@ -59,19 +63,34 @@ def documented_commands() -> list[str]:
 
 
 @pytest.fixture
-def empty_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A moto server of its own: the account holds nothing the other tests made."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_REGION", REGION)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def empty_account(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    """A moto server in a process of its own: moto keeps its state per process (and S3 names per
+    process too), so an in-process server would see what the other tests made."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "moto.log").open("w")
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2):
+                return True
+        except OSError:
+            return False
+
     try:
+        wait_until(answers, timeout=60, what="the walk-through's moto server", process=server)
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        monkeypatch.setenv("AWS_REGION", REGION)
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
         yield endpoint
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
 
 
 class Walkthrough:
