@@ -11,7 +11,7 @@ Finding -> where it is pinned:
  8 the model check's credentials ....................... tests/cli/test_submit_checks.py; test_the_deploy_role_reads_the_mlflow_secret_only_when_given
  9 visibility of a held batch .......................... test_the_stream_may_extend_the_visibility_of_what_it_holds
 10 tag takeover ........................................ test_tags_are_the_stacks_project_and_no_foreign_cluster_can_be_adopted
-11 MLflow over TLS ..................................... tests/infra/test_steps.py
+11 MLflow over TLS, the stream's user read-only ........ tests/infra/test_steps.py; tests/cli/test_submit_checks.py
 12 the deploy role's trust ............................. test_the_deploy_role_trusts_one_named_principal_never_the_root
 13 who feeds and who reads the stream .................. test_only_the_lambda_publishes_*, test_only_the_topic_or_the_bucket_*
 14 smaller ones ........................................ the tests below named after each; tests/lambda (logs),
