@@ -29,6 +29,8 @@ _STANDARD_ENV = {
 }
 # Fields filled from the environment only: not settings a user chooses.
 _DETECTED = ("under_spark_submit",)
+# The intervals, parsed by the properties of these names (seconds; 0 for "off").
+_INTERVALS = ("maintenance_interval_s", "model_refresh_interval_s", "backfill_interval_s", "notification_retention_s")
 
 
 @dataclass(frozen=True)
@@ -128,10 +130,8 @@ class Settings:
             raise FruitsError("image size limits (--max-image-mb, FRUITS_MAX_IMAGE_BYTES/PIXELS) must be positive")
         if not self.model_name or not self.alias:
             raise FruitsError("model name and alias must not be empty")
-        interval_seconds(self.maintenance_interval, "--maintenance-interval", allow_off=True)
-        interval_seconds(self.model_refresh_interval, "--model-refresh-interval", allow_off=True)
-        interval_seconds(self.backfill_interval, "--backfill-interval", allow_off=True)
-        interval_seconds(self.notification_retention, "--notification-retention")
+        for interval in _INTERVALS:
+            getattr(self, interval)  # parses it, or raises a one-line FruitsError naming its flag
         if self.notifications is not None:
             if not re.match(r"^https?://[^/]+/[^/]+/[^/]+$", self.notifications):
                 raise FruitsError("--notifications must be an SQS queue URL like "
@@ -174,6 +174,23 @@ class Settings:
     def features_uri(self) -> str:
         """Raw fit features (parquet), one folder per MLflow run, to refit PCA without MobileNet."""
         return self.features or str(self.state / "features")
+
+    # Intervals in seconds (0: "off"): parsed here only; validate() has checked each of them.
+    @property
+    def maintenance_interval_s(self) -> float:
+        return interval_seconds(self.maintenance_interval, "--maintenance-interval", allow_off=True)
+
+    @property
+    def model_refresh_interval_s(self) -> float:
+        return interval_seconds(self.model_refresh_interval, "--model-refresh-interval", allow_off=True)
+
+    @property
+    def backfill_interval_s(self) -> float:
+        return interval_seconds(self.backfill_interval, "--backfill-interval", allow_off=True)
+
+    @property
+    def notification_retention_s(self) -> float:
+        return interval_seconds(self.notification_retention, "--notification-retention")
 
     @property
     def cache_dir(self) -> Path:
