@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote_plus
 
@@ -46,6 +46,7 @@ class Forged:
     mutation: str
     expect: str
     announces: tuple[str, str] | None = None  # (key, ETag) when expect is ANNOUNCES
+    family: str = ""  # the mutation's kind (the Forger method that made it)
 
 
 def s3_event(bucket: str, key: str, etag: str, size: int, *, event_name: str = "ObjectCreated:Put") -> dict[str, Any]:
@@ -91,8 +92,9 @@ class Forger:
         ]
 
     def bodies(self, count: int) -> list[Forged]:
-        weights = [w for w, _ in self.mutations]
-        return [self.rng.choices([m for _, m in self.mutations], weights)[0]() for _ in range(count)]
+        weights, makers = [w for w, _ in self.mutations], [m for _, m in self.mutations]
+        return [replace(maker(), family=maker.__name__)
+                for maker in (self.rng.choices(makers, weights)[0] for _ in range(count))]
 
     # ---------------------------------------------------------------- real bodies
     def real_bodies(self, real: Real) -> list[str]:

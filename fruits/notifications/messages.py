@@ -261,7 +261,8 @@ def json_object(text: Any, what: str) -> dict[str, Any]:
         raise Malformed(f"{what} is not a string")
     if len(text) > MAX_BODY_CHARS:
         raise Malformed(f"{what} has {len(text):,} characters, over the {MAX_BODY_CHARS:,} limit")
-    depth = nesting_depth(text)
+    openers = text.count("[") + text.count("{")  # fewer than the limit (ours: a handful): no need to look closer
+    depth = nesting_depth(text) if openers > MAX_NESTING else 0
     if depth > MAX_NESTING:
         raise Malformed(f"{what} nests {depth:,} levels deep, over the limit of {MAX_NESTING}")
     try:
