@@ -24,7 +24,6 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from common import OUT, ROOT, machine, save
 

@@ -44,11 +44,11 @@ from fruits.notifications.config import ReaderConfig, queue_endpoint, reader_con
 from fruits.notifications.datasource import SOURCE_NAME, read_stream
 from fruits.notifications.feed import NotificationFeed
 from fruits.notifications.ledger import Ledger
-from fruits.notifications.messages import Location, Parsed, Upload, parse_body
+from fruits.notifications.messages import Location, Upload, parse_body
 from fruits.notifications.reads import plan_partitions, read_uploads
 
 __all__ = [
-    "BATCHES", "INDEX", "SOURCE_NAME", "CheckpointStore", "Ledger", "Location", "NotificationFeed", "Parsed",
+    "BATCHES", "INDEX", "SOURCE_NAME", "CheckpointStore", "Ledger", "Location", "NotificationFeed",
     "ReaderConfig", "Upload", "batch_counts", "parse_body", "plan_partitions", "queue_endpoint", "read_stream",
     "read_uploads", "reader_config",
 ]

@@ -38,7 +38,7 @@ from fruits.source import in_hidden_folder, is_image_name
 LAMBDA_SCHEMA = "fruits.image-uploaded/1"  # lambda/handler.py SCHEMA
 # The largest legitimate body is one record whose 1,024-byte key is written with JSON escapes
 # (6 characters a byte) three times over (key, uri, dedup_key) inside an SNS envelope that escapes
-# it again: ~25,000 characters. 64 Ki leaves room for that and is a quarter of SNS's own maximum
+# it again: 22,318 characters. 64 Ki leaves room for that and is a quarter of SNS's own maximum
 # (256 KiB; SQS takes up to 1 MiB): bigger bodies are no announcement of ours.
 MAX_BODY_CHARS = 64 * 1024
 MAX_NESTING = 16  # ours nest 4 deep ({"Records": [{"s3": {"object": {...}}}]}); JSON itself sets no limit

@@ -70,12 +70,10 @@ def read_uploads(config: ReaderConfig, partition: UploadsPartition) -> Iterator[
     GETs run FETCH_THREADS at a time, FETCH_WINDOW rows ahead at most (bounded memory): an S3 GET
     waits tens of ms for its first byte, and a task reading one object after the other would
     spend most of its time waiting."""
-    s3 = None
+    s3 = aws_client("s3", config.region, config.s3_endpoint, FETCH_THREADS)  # thread-safe: one connection pool
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         for start in range(0, len(partition.rows), FETCH_WINDOW):
             window = partition.rows[start:start + FETCH_WINDOW]
-            if s3 is None:
-                s3 = aws_client("s3", config.region, config.s3_endpoint, FETCH_THREADS)  # thread-safe: one pool
             yield from pool.map(lambda row: read_one(s3, row, config.max_image_bytes), window)
 
 
