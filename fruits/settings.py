@@ -25,12 +25,14 @@ _STANDARD_ENV = {
     "mlflow_tracking_uri": ("MLFLOW_TRACKING_URI",),
     "aws_region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
     "s3_endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "dynamodb_endpoint_url": ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"),
     "keras_home": ("KERAS_HOME",),
 }
 # Fields filled from the environment only: not settings a user chooses.
 _DETECTED = ("under_spark_submit",)
 # The intervals, parsed by the properties of these names (seconds; 0 for "off").
-_INTERVALS = ("maintenance_interval_s", "model_refresh_interval_s", "backfill_interval_s", "notification_retention_s")
+_INTERVALS = ("maintenance_interval_seconds", "model_refresh_interval_seconds", "backfill_interval_seconds",
+              "notification_retention_seconds", "answer_retention_seconds")
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,14 @@ class Settings:
     # Hostile-input limits: bigger files go to the errors table without being read.
     max_image_bytes: int = 64 * MiB
     max_image_pixels: int = 64_000_000
+    # The public app's answers (fruits.answers): sqlite:///PATH.db or dynamodb://TABLE; None means
+    # <state>/answers.db. Each answer is kept this long (an interval).
+    answers: str | None = None
+    answer_retention: str = "30d"
     # AWS
     aws_region: str = "eu-west-3"
     s3_endpoint_url: str | None = None
+    dynamodb_endpoint_url: str | None = None
     # Keras' own cache variable (KERAS_HOME); None: the project-local cache if `fruits setup` made one.
     keras_home: Path | None = None
 
@@ -177,20 +184,29 @@ class Settings:
 
     # Intervals in seconds (0: "off"): parsed here only; validate() has checked each of them.
     @property
-    def maintenance_interval_s(self) -> float:
+    def maintenance_interval_seconds(self) -> float:
         return interval_seconds(self.maintenance_interval, "--maintenance-interval", allow_off=True)
 
     @property
-    def model_refresh_interval_s(self) -> float:
+    def model_refresh_interval_seconds(self) -> float:
         return interval_seconds(self.model_refresh_interval, "--model-refresh-interval", allow_off=True)
 
     @property
-    def backfill_interval_s(self) -> float:
+    def backfill_interval_seconds(self) -> float:
         return interval_seconds(self.backfill_interval, "--backfill-interval", allow_off=True)
 
     @property
-    def notification_retention_s(self) -> float:
+    def notification_retention_seconds(self) -> float:
         return interval_seconds(self.notification_retention, "--notification-retention")
+
+    @property
+    def answer_retention_seconds(self) -> float:
+        return interval_seconds(self.answer_retention, "--answer-retention")
+
+    @property
+    def answers_uri(self) -> str:
+        """Where the stream writes, and the app reads, the answers to app uploads (fruits.answers)."""
+        return self.answers or f"sqlite:///{self.state / 'answers.db'}"
 
     @property
     def cache_dir(self) -> Path:

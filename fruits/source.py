@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from fruits import appuploads
 from fruits.spark import hadoop_fs
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
@@ -52,18 +53,21 @@ def label_from_path(path: str, root: str | None = None) -> str | None:
     """The class of an image is the name of the folder that holds it.
 
     ".../Apple Red 1/r_12_100.jpg" -> "Apple Red 1". With `root`, an image directly in the
-    root folder has no class folder and gets None. Schemes are ignored, so Spark's
-    'file:/x/...' and a user's '/x' or 'file:///x' compare equal.
+    root folder has no class folder and gets None, and so does an upload of the public app
+    (under `<root>/app/`, fruits.appuploads): its folders say consent, not a class. Schemes are
+    ignored, so Spark's 'file:/x/...' and a user's '/x' or 'file:///x' compare equal.
     """
     parent = posixpath.dirname(comparable_path(path))
-    if not parent or (root is not None and parent == comparable_path(root)):
+    if not parent:
         return None
+    if root is not None:
+        relative = appuploads.relative_to_root(path, root)
+        if relative is not None and ("/" not in relative or appuploads.in_app_folder(relative)):
+            return None
     return posixpath.basename(parent)
 
 
-def comparable_path(uri: str) -> str:
-    """'file:/a/b/', 'file:///a/b', '/a/b' -> 'a/b'; 's3a://bucket/a' -> 'bucket/a'."""
-    return re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*:", "", uri).strip("/")
+comparable_path = appuploads.comparable_path
 
 
 def read_images(spark: SparkSession, uri: str, *, stream: bool = False, max_files_per_trigger: int | None = None
@@ -86,16 +90,17 @@ def read_images(spark: SparkSession, uri: str, *, stream: bool = False, max_file
 
 
 def label_column(path: Column | str, root: str) -> Column:
-    """Spark twin of `label_from_path`: the parent folder's name, null directly under `root`."""
+    """Spark twin of `label_from_path`: the parent folder's name, null directly under `root` or under its app folder."""
 
     def comparable(c: Column) -> Column:
         return F.regexp_replace(F.regexp_replace(c, r"^[A-Za-z][A-Za-z0-9+.-]*:", ""), r"^/+|/+$", "")
 
     parent = comparable(F.regexp_extract(F.col(path) if isinstance(path, str) else path, r"^(.*)/[^/]*$", 1))
     root_cmp = comparable_path(root)
-    return F.when((parent == F.lit("")) | (parent == F.lit(root_cmp)), F.lit(None).cast("string")).otherwise(
-        F.regexp_extract(parent, r"([^/]+)$", 1)
-    )
+    app_folder = f"{root_cmp}/{appuploads.APP_FOLDER}" if root_cmp else appuploads.APP_FOLDER
+    in_app_folder = (parent == F.lit(app_folder)) | parent.startswith(app_folder + "/")
+    return F.when((parent == F.lit("")) | (parent == F.lit(root_cmp)) | in_app_folder,
+                  F.lit(None).cast("string")).otherwise(F.regexp_extract(parent, r"([^/]+)$", 1))
 
 
 def files_assigned_to_batch(spark: SparkSession, checkpoint: str, batch_id: int) -> list[str]:

@@ -29,6 +29,7 @@ from urllib.parse import unquote_plus
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SCHEMA = "fruits.image-uploaded/1"
 SUBJECT = "Fruits! image uploaded"
+APP_FOLDER = "app"  # the public app's uploads (fruits/appuploads.py): no label
 
 log = logging.getLogger("fruits.lambda")
 # The Lambda runtime configures the root logger's handler; the level is ours to choose.
@@ -120,10 +121,13 @@ def parse_record(record: Any, prefix: str) -> dict[str, Any]:
 def label_of(key: str, prefix: str) -> str | None:
     """The class of an image is its folder's name ("images/Apple Red 1/x.jpg" -> "Apple Red 1").
 
-    An image directly under the prefix has no class folder: None, not the prefix's name.
+    An image directly under the prefix has no class folder: None, not the prefix's name; nor has
+    an upload of the public app, under "<prefix>app/" (its folders say consent, not a class).
     """
-    parent = posixpath.dirname(key.removeprefix(prefix))
-    return posixpath.basename(parent) or None
+    relative = key.removeprefix(prefix)
+    if relative.startswith(APP_FOLDER + "/"):
+        return None
+    return posixpath.basename(posixpath.dirname(relative)) or None
 
 
 def skip_reason(message: dict[str, Any], prefix: str, expected_bucket: str = "") -> str | None:

@@ -70,8 +70,8 @@ def test_the_reader_config_comes_from_settings_and_survives_the_options_round_tr
 
 def test_intervals_are_parsed_by_settings_once_with_a_one_line_error() -> None:
     settings = Settings.load(env={}, maintenance_interval="off", model_refresh_interval="1.5m")
-    assert (settings.maintenance_interval_s, settings.model_refresh_interval_s) == (0.0, 90.0)
-    assert (settings.backfill_interval_s, settings.notification_retention_s) == (3600.0, 7 * 86400.0)
+    assert (settings.maintenance_interval_seconds, settings.model_refresh_interval_seconds) == (0.0, 90.0)
+    assert (settings.backfill_interval_seconds, settings.notification_retention_seconds) == (3600.0, 7 * 86400.0)
     with pytest.raises(FruitsError, match="--notification-retention must be an interval"):
         Settings.load(env={}, notification_retention="off")
 
