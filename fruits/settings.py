@@ -182,6 +182,11 @@ class Settings:
         """Raw fit features (parquet), one folder per MLflow run, to refit PCA without MobileNet."""
         return self.features or str(self.state / "features")
 
+    @property
+    def answers_uri(self) -> str:
+        """Where the stream writes, and the app reads, the answers to app uploads (fruits.answers)."""
+        return self.answers or f"sqlite:///{self.state / 'answers.db'}"
+
     # Intervals in seconds (0: "off"): parsed here only; validate() has checked each of them.
     @property
     def maintenance_interval_seconds(self) -> float:
@@ -202,11 +207,6 @@ class Settings:
     @property
     def answer_retention_seconds(self) -> float:
         return interval_seconds(self.answer_retention, "--answer-retention")
-
-    @property
-    def answers_uri(self) -> str:
-        """Where the stream writes, and the app reads, the answers to app uploads (fruits.answers)."""
-        return self.answers or f"sqlite:///{self.state / 'answers.db'}"
 
     @property
     def cache_dir(self) -> Path:

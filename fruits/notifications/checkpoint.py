@@ -12,8 +12,9 @@ come from an older version of this code or a damaged file, and a replay must nev
 stream: an entry that fails its checks is skipped (an error log names the file and the entry;
 its row is never read) — except a bad event time, which is only dropped (it names nothing we
 read). A list that does not parse at all, or is missing, reads as an empty batch, with an error
-log: its uploads are not ingested by that batch (their messages, not deleted yet, come back after
-a restart and are announced again).
+log: its uploads are not ingested by that batch, and once the stream restarts nothing remembers
+them, so a redelivered message or the next backfill (objects newer than the retention) brings
+them in again.
 """
 
 from __future__ import annotations
