@@ -224,11 +224,13 @@ def parse_body(body: Any, location: Location) -> Parsed:
     parsed = Parsed()
     try:
         _parse(body, location, parsed)
-    except Malformed as exc:
-        parsed.malformed = str(exc)
-    except Exception as exc:  # unforeseen: still one bad message, never a failed trigger
-        parsed.malformed = f"cannot be parsed: {type(exc).__name__}"
+    except Exception as exc:  # unforeseen ones too: still one bad message, never a failed trigger
+        parsed.malformed = _reason(exc)
     return parsed
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, Malformed) else f"cannot be parsed: {type(exc).__name__}"
 
 
 def _parse(body: Any, location: Location, parsed: Parsed) -> None:
@@ -249,8 +251,7 @@ def _parse(body: Any, location: Location, parsed: Parsed) -> None:
             try:
                 _keep(parsed, location, _from_s3_record(record, location))
             except Exception as exc:  # one bad record does not hide the good ones
-                parsed.malformed = f"record: {exc}" if isinstance(exc, Malformed) else \
-                    f"record: cannot be parsed: {type(exc).__name__}"
+                parsed.malformed = f"record: {_reason(exc)}"
     else:
         raise Malformed("neither an S3 event, an upload announcement nor an SNS envelope")
 

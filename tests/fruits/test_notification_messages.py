@@ -230,3 +230,20 @@ def test_forged_bodies_end_as_their_construction_says(seed: int) -> None:
     assert not wrong
     for body in forger.real_bodies(real):  # and the real bodies the mutations start from
         assert [(u.key, u.etag) for u in parse_body(body, WHERE).uploads] == [("images/Kaki/a.jpg", ETAG)]
+
+
+def test_an_unforeseen_exception_while_parsing_is_one_malformed_message(monkeypatch) -> None:
+    """A bug of ours injected on purpose in one check: the message (or record) is malformed, nothing raises."""
+    from fruits.notifications import messages
+
+    def broken(value):
+        if value == 13:
+            raise ZeroDivisionError("a bug")
+        return value
+
+    monkeypatch.setattr(messages, "checked_size", broken)
+    assert parse_body(lam(size=13), WHERE).malformed == "cannot be parsed: ZeroDivisionError"
+    event = s3_event(size=13)
+    event["Records"] += s3_event(size=12)["Records"]
+    parsed = parse_body(json.dumps(event), WHERE)
+    assert parsed.malformed == "record: cannot be parsed: ZeroDivisionError" and len(parsed.uploads) == 1
