@@ -28,6 +28,7 @@ MALFORMED, IGNORED, TEST_EVENT, ANNOUNCES = "malformed", "ignored", "test_event"
 REGION = "eu-west-3"
 LIMIT_NESTING = 16  # the source's documented limit: deeper is malformed
 LIMIT_BODY = 64 * 1024  # characters
+SHAPES = ("lambda", "lambda+sns", "s3", "s3+sns")  # the Lambda's message or an S3 event, raw or in an SNS envelope
 MARKER = "@@forged@@"  # stands for a value written into the JSON text afterwards
 
 
@@ -100,7 +101,7 @@ class Forger:
     def real_bodies(self, real: Real) -> list[str]:
         """The four ways a real upload's announcement reaches the queue."""
         return [self._body(shape, self._document(shape, real.key, real.etag, real.size)[0])
-                for shape in ("lambda", "lambda+sns", "s3", "s3+sns")]
+                for shape in SHAPES]
 
     def _document(self, shape: str, key: str, etag: str, size: int) -> tuple[dict[str, Any], str]:
         event = s3_event(self.bucket, key, etag, size)
@@ -117,7 +118,7 @@ class Forger:
 
     def _new(self) -> tuple[str, dict[str, Any], str, str, str]:
         """A random shape's real-looking document announcing a new key: (shape, document, kind, key, etag)."""
-        shape = self.rng.choice(["lambda", "lambda+sns", "s3", "s3+sns"])
+        shape = self.rng.choice(SHAPES)
         self._serial += 1
         key, etag = f"{self.prefix}Forged/f{self._serial}.jpg", f"{self.rng.getrandbits(128):032x}"
         document, kind = self._document(shape, key, etag, self.rng.randrange(1, 100_000))
@@ -226,7 +227,7 @@ class Forger:
 
     def unicode_key(self) -> Forged:
         """Valid keys with unusual characters (announced: their GET says whether they exist), or too long."""
-        shape = self.rng.choice(["lambda", "lambda+sns", "s3", "s3+sns"])
+        shape = self.rng.choice(SHAPES)
         etag = f"{self.rng.getrandbits(128):032x}"
         name = "".join(self.rng.choice(self.UNICODE) for _ in range(self.rng.randrange(1, 6))) + ".jpg"
         length = self.rng.choice([None, None, None, 1024, 1025, 3000])  # bytes, S3's limit being 1,024
@@ -238,7 +239,7 @@ class Forger:
         return Forged(self._body(shape, document), f"{shape}: unicode key {key[-12:]!r}", ANNOUNCES, (key, etag))
 
     def not_ours(self) -> Forged:
-        shape = self.rng.choice(["lambda", "lambda+sns", "s3", "s3+sns"])
+        shape = self.rng.choice(SHAPES)
         etag = f"{self.rng.getrandbits(128):032x}"
         case = self.rng.randrange(7)
         bucket, key, event = self.bucket, f"{self.prefix}K/x{self._serial}.jpg", "ObjectCreated:Put"
@@ -326,7 +327,7 @@ class Forger:
         if not self.reals:
             return self.truncation()
         real = self.rng.choice(self.reals)
-        shape = self.rng.choice(["lambda", "lambda+sns", "s3", "s3+sns"])
+        shape = self.rng.choice(SHAPES)
         if self.rng.random() < 0.6:
             size = self.rng.choice([0, 1, max(0, real.size - 1), real.size * 1000, 2**63 - 1])
             document, _ = self._document(shape, real.key, real.etag, size)
