@@ -30,6 +30,10 @@ _STANDARD_ENV = {
 }
 # Fields filled from the environment only: not settings a user chooses.
 _DETECTED = ("under_spark_submit",)
+# The intervals, parsed by the properties of these names (seconds; 0 for "off").
+_INTERVALS = ("maintenance_interval_seconds", "model_refresh_interval_seconds", "backfill_interval_seconds",
+              "notification_retention_seconds", "answer_retention_seconds", "app_upload_expiry_seconds",
+              "app_private_retention_seconds")
 
 
 @dataclass(frozen=True)
@@ -144,17 +148,13 @@ class Settings:
             raise FruitsError("image size limits (--max-image-mb, FRUITS_MAX_IMAGE_BYTES/PIXELS) must be positive")
         if not self.model_name or not self.alias:
             raise FruitsError("model name and alias must not be empty")
-        interval_seconds(self.maintenance_interval, "--maintenance-interval", allow_off=True)
-        interval_seconds(self.model_refresh_interval, "--model-refresh-interval", allow_off=True)
-        interval_seconds(self.backfill_interval, "--backfill-interval", allow_off=True)
-        interval_seconds(self.notification_retention, "--notification-retention")
-        interval_seconds(self.answer_retention, "--answer-retention")
+        for interval in _INTERVALS:
+            getattr(self, interval)  # parses it, or raises a one-line FruitsError naming its flag
         if self.app_uploads_per_minute < 1 or self.app_requests_per_minute < 1:
             raise FruitsError("the app's rate limits (FRUITS_APP_UPLOADS_PER_MINUTE, FRUITS_APP_REQUESTS_PER_MINUTE) "
                               "must be at least 1")
-        if not 1 <= interval_seconds(self.app_upload_expiry, "FRUITS_APP_UPLOAD_EXPIRY") <= 3600:
+        if not 1 <= self.app_upload_expiry_seconds <= 3600:
             raise FruitsError(f"FRUITS_APP_UPLOAD_EXPIRY must be between 1s and 1h, got {self.app_upload_expiry!r}")
-        interval_seconds(self.app_private_retention, "--retention")
         if self.notifications is not None:
             if not re.match(r"^https?://[^/]+/[^/]+/[^/]+$", self.notifications):
                 raise FruitsError("--notifications must be an SQS queue URL like "
@@ -202,6 +202,23 @@ class Settings:
     def answers_uri(self) -> str:
         """Where the stream writes, and the app reads, the answers to app uploads (fruits.answers)."""
         return self.answers or f"sqlite:///{self.state / 'answers.db'}"
+
+    # Intervals in seconds (0: "off"): parsed here only; validate() has checked each of them.
+    @property
+    def maintenance_interval_seconds(self) -> float:
+        return interval_seconds(self.maintenance_interval, "--maintenance-interval", allow_off=True)
+
+    @property
+    def model_refresh_interval_seconds(self) -> float:
+        return interval_seconds(self.model_refresh_interval, "--model-refresh-interval", allow_off=True)
+
+    @property
+    def backfill_interval_seconds(self) -> float:
+        return interval_seconds(self.backfill_interval, "--backfill-interval", allow_off=True)
+
+    @property
+    def notification_retention_seconds(self) -> float:
+        return interval_seconds(self.notification_retention, "--notification-retention")
 
     @property
     def answer_retention_seconds(self) -> float:
