@@ -36,14 +36,14 @@ from typing import Any
 import numpy as np
 
 from fruits.settings import Settings
-from streaming.monitor import read_mirrored_progress
+from streaming.monitor import read_mirrored_progress, select
 
 
 def stream_stats(batches: list[dict], swaps: list[dict], since: float | None = None,
                  until: float | None = None) -> dict[str, Any]:
     """The ops numbers of the batches and swaps within [since, until] (see the module docstring for the keys)."""
-    batches = sorted((b for b in batches if within(b["committed_at"], since, until)), key=lambda b: b["committed_at"])
-    swaps = [s for s in swaps if within(s["at"], since, until)]
+    batches, swaps = select([*batches, *swaps], since, until)
+    batches.sort(key=lambda b: b["committed_at"])
     start = since if since is not None else (batches[0]["committed_at"] - batches[0]["seconds"] if batches else None)
     end = until if until is not None else (batches[-1]["committed_at"] if batches else None)
     files = sum(b["files"] for b in batches)
@@ -87,10 +87,6 @@ def ops_window(settings: Settings, seconds: float = 3600.0, now: float | None = 
     now = time.time() if now is None else now
     batches, swaps = read_mirrored_progress(settings, now - seconds, now)
     return stream_stats(batches, swaps, since=now - seconds, until=now)
-
-
-def within(at: float, since: float | None, until: float | None) -> bool:
-    return (since is None or at >= since) and (until is None or at <= until)
 
 
 def percentiles_ms(per_batch: list[list[int]], name: str, with_max: bool = False) -> dict[str, float | None]:

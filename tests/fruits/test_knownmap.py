@@ -30,9 +30,12 @@ def test_place_finds_the_nearest_known_images_and_sits_on_an_identical_one() -> 
     assert neighbours.shape == (4, NEIGHBOURS) and xy.shape == (4, 2)
     assert list(neighbours[0][:2]) == [1, 0] and set(neighbours[1][:2]) == {2, 3} and list(neighbours[2][:2]) == [4, 5]
     assert xy[1] == pytest.approx([0.9, 0.9], abs=1e-6)  # identical to known image 2: on it
-    assert 0.15 < xy[0][0] < 0.2 and 0 < xy[2][0] < 0.02  # between its nearest ones, much nearer the nearest
-    # Far from everything (an unknown fruit): about the plain mean of its neighbours, not on any of them.
-    assert xy[3] == pytest.approx(known.xy[neighbours[3]].mean(axis=0), abs=0.02)
+    # (0.9, 0) is 0.1 from image 1 and 0.9 from image 0: clearly nearest to 1, so on it; the same for (-8.9, 5).
+    assert xy[0] == pytest.approx([0.2, 0.1], abs=1e-6) and xy[2] == pytest.approx([0.0, 0.6], abs=1e-6)
+    # Far from everything (an unknown fruit), all five are about as near (291 to 310): between the islands, on
+    # none of them, nearest to the nearest class's island.
+    on_map = np.linalg.norm(known.xy - xy[3], axis=1)
+    assert on_map.min() > 0.1 and known.labels[int(on_map.argmin())] == "z"
     assert ((xy >= 0) & (xy <= 1)).all()  # a weighted mean of map points stays on the map
 
 
@@ -82,7 +85,7 @@ def test_the_fit_logs_a_map_that_places_held_out_images_near_their_class(fitted,
     assert own_neighbour >= 0.8
     # On the map: the known image nearest to where the upload is drawn is of its own class.
     nearest_on_map = np.linalg.norm(xy[:, None] - known.xy[None], axis=2).argmin(axis=1)
-    assert float(np.mean(labels[nearest_on_map] == np.asarray(truth, dtype=object))) >= 0.8
+    assert float(np.mean(labels[nearest_on_map] == np.asarray(truth, dtype=object))) >= 0.75  # 0.86 on all test/
 
 
 def fitted_classes(data_dir: Path) -> list[str]:

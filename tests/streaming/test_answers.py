@@ -75,8 +75,8 @@ def test_each_app_upload_gets_one_answer_and_team_uploads_none() -> None:
     assert first.uploaded_at == SINK_TIME.timestamp() and first.answered_at == 2_000_000_000.0
     # Nearest known images: (3, 0.2) is 0.2 from a1, 0.3 from a2, then k1, then l1.
     assert first.neighbours == (0, 1, 2, 3)
-    # The map position: inverse-distance weights, mostly a1 (0, 0) and a2 (0.2, 0).
-    assert 0.0 < first.map_xy[0] < 0.2 and 0.0 < first.map_xy[1] < 0.1
+    # The map position: a1 is clearly the nearest (0.2 against 0.3 and more): on it, at (0, 0).
+    assert first.map_xy == pytest.approx((0.0, 0.0), abs=1e-4)
     assert answers[1].top[0][0] == "Kaki" and answers[1].neighbours[0] == 2
 
     rejected = answers[2]
