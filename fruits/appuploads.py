@@ -21,7 +21,8 @@ import posixpath
 import re
 import secrets
 
-APP_FOLDER = "app"
+from fruits.contracts import APP_FOLDER, in_app_folder, relative_to_root
+
 CONSENTED = "consented"
 PRIVATE = "private"
 EXTENSIONS = ("jpg", "png")
@@ -47,21 +48,6 @@ def upload_key(upload_id: str, consent: bool, extension: str = "jpg") -> str:
     return f"{APP_FOLDER}/{CONSENTED if consent else PRIVATE}/{upload_id}.{extension}"
 
 
-def relative_to_root(path: str, root: str) -> str | None:
-    """`path` relative to `root` ('a/b.jpg'), comparing without schemes; None if it is not under it."""
-    path_cmp, root_cmp = comparable_path(path), comparable_path(root)
-    if not root_cmp:
-        return path_cmp
-    if not path_cmp.startswith(root_cmp + "/"):
-        return None
-    return path_cmp[len(root_cmp) + 1:]
-
-
-def in_app_folder(relative: str) -> bool:
-    """Whether a path relative to the source root is under the app's folder (no label)."""
-    return relative.startswith(APP_FOLDER + "/")
-
-
 def parse_upload_path(path: str, root: str) -> tuple[str, bool] | None:
     """(upload id, consent) when `path` is an app upload under `root`, else None."""
     relative = relative_to_root(path, root)
@@ -72,9 +58,3 @@ def parse_upload_path(path: str, root: str) -> tuple[str, bool] | None:
     if match is None or folder not in (CONSENTED, PRIVATE):
         return None
     return match["id"], folder == CONSENTED
-
-
-def comparable_path(uri: str) -> str:
-    """'file:/a/b/', 'file:///a/b', '/a/b' -> 'a/b'; 's3a://bucket/a' -> 'bucket/a': schemes and edge slashes
-    ignored, so Spark's 'file:/x', a user's '/x' and 'file:///x' compare equal (fruits.source uses it too)."""
-    return re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*:", "", uri).strip("/")

@@ -71,3 +71,10 @@ def test_the_handler_imports_only_the_standard_library_and_boto3() -> None:
     outside = imported - set(sys.stdlib_module_names) - {"boto3", "botocore"}
     assert not outside, f"lambda/handler.py must ship alone: it imports {sorted(outside)}"
     assert "boto3" in imported and "json" in imported  # the walk saw the imports
+
+
+def test_the_lambda_writes_the_schema_the_stream_reads() -> None:
+    """One name for the message schema (fruits.contracts); the Lambda cannot import it, so it keeps a copy."""
+    from fruits.contracts import UPLOAD_MESSAGE_SCHEMA
+
+    assert lambda_handler.SCHEMA == UPLOAD_MESSAGE_SCHEMA == "fruits.image-uploaded/1"
