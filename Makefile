@@ -54,6 +54,8 @@ bench: setup  ## each prints ratios against a baseline measured in the same run 
 	$(BIN)/python bench/commits.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/cost.py
+	$(BIN)/python bench/app_lookup.py
+	$(BIN)/python bench/knownmap.py
 
 $(LINT_STAMP): constraints-lint.txt
 	$(PYTHON) -m venv $(LINT_VENV)
