@@ -20,6 +20,7 @@ import base64
 import io
 import json
 import random
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -56,7 +57,7 @@ def generate(seed: int, mutations: int, images: Path) -> list[Hostile]:
         pool = {"jpeg-marker": jpegs, "png-chunk": pngs}.get(kind, jpegs + pngs)
         source = rng.randrange(len(pool))
         mutated.append((f"{kind}/{source}", _MUTATIONS[kind](rng, pool[source]), None))
-    return [Hostile(f"{i:04d}-{family.replace('/', '-')}{rng.choice(['.jpg', '.jpeg', '.JPG', '.png', '.PNG'])}",
+    return [Hostile(f"{i:04d}-{re.sub('[^A-Za-z0-9]+', '-', family)}{rng.choice(['.jpg', '.jpeg', '.JPG', '.png', '.PNG'])}",
                     data, family, None if expect is None else frozenset(expect))
             for i, (family, data, expect) in enumerate(crafted + mutated)]
 
