@@ -129,7 +129,11 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         if min(width, height) >= 2 * INPUT_SIZE:
             # Let libjpeg decode at 1/2..1/8 scale: same final size, a fraction of the work.
             img.draft("RGB", (INPUT_SIZE, INPUT_SIZE))
-    held += _image_bytes(img, img.mode) + (_image_bytes(img, "RGB") if img.mode != "RGB" else 0)
+    # Next to the decoded image: its RGB copy, or the turned copy when the EXIF (read before the pixels
+    # for JPEGs, and PNGs whose eXIf chunk comes first; checked again before turning) says to turn it.
+    decoded = _image_bytes(img, img.mode)
+    turned = decoded if "exif" in img.info and _transposition(img) is not None else 0
+    held += decoded + max(turned, _image_bytes(img, "RGB") if img.mode != "RGB" else 0)
     _require_budget((width, height), img.mode, max_pixels, held)
     return img
 

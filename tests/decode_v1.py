@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+Image.init()
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 _FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 _MODES = {"RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV",
