@@ -46,11 +46,12 @@ class Hostile:
 Case = tuple[str, bytes, "set[str] | None"]  # (family, data, expect) before naming
 
 
-def generate(seed: int, mutations: int, images: Path) -> list[Hostile]:
+def generate(seed: int, mutations: int, images: Path, crafted: bool = True) -> list[Hostile]:
+    """The crafted files (unless `crafted` is False), then `mutations` random mutations."""
     rng = random.Random(seed)
     jpegs, pngs = _sources(rng, images)
-    crafted = [*_exotic_modes(), *_foreign_formats(), *_junk(rng), *_bombs(), *_exif_cases(jpegs[0]),
-               *_jpeg_structure(jpegs[0], jpegs[-1]), *_png_structure(pngs[0]), *_multi_frame(jpegs[0])]
+    fixed = [*_exotic_modes(), *_foreign_formats(), *_junk(rng), *_bombs(), *_exif_cases(jpegs[0]),
+             *_jpeg_structure(jpegs[0], jpegs[-1]), *_png_structure(pngs[0]), *_multi_frame(jpegs[0])] if crafted else []
     mutated: list[Case] = []
     for _ in range(mutations):
         kind = rng.choice(list(_MUTATIONS))
@@ -59,7 +60,7 @@ def generate(seed: int, mutations: int, images: Path) -> list[Hostile]:
         mutated.append((f"{kind}/{source}", _MUTATIONS[kind](rng, pool[source]), None))
     return [Hostile(f"{i:04d}-{re.sub('[^A-Za-z0-9]+', '-', family)}{rng.choice(['.jpg', '.jpeg', '.JPG', '.png', '.PNG'])}",
                     data, family, None if expect is None else frozenset(expect))
-            for i, (family, data, expect) in enumerate(crafted + mutated)]
+            for i, (family, data, expect) in enumerate(fixed + mutated)]
 
 
 @dataclass(frozen=True)
