@@ -33,6 +33,10 @@ MAX_DETAIL = 300  # characters: enough for an exception's message, small enough 
 def exception_detail(exc: BaseException) -> str:
     """An exception as a `detail`: its class and message on one line, at most MAX_DETAIL characters, control
     characters and lone surrogates escaped (one must not fail the write of the errors table or of a TSV)."""
-    text = " ".join(f"{type(exc).__name__}: {exc}".split()) if str(exc) else type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001  an exception whose message itself fails
+        message = "(unprintable message)"
+    text = " ".join(f"{type(exc).__name__}: {message}".split()) if message else type(exc).__name__
     safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
     return safe if len(safe) <= MAX_DETAIL else safe[: MAX_DETAIL - 3] + "..."
