@@ -270,9 +270,10 @@ def _infer(engine: Engine, indices: list[int], pixels: list[np.ndarray], result:
     tried alone, so the error lands on the image it fails on and on no other."""
     try:
         features = np.asarray(engine(decode.scale(np.stack(pixels))), dtype=np.float32)
-        if features.shape != (len(pixels), FEATURE_DIM) or not np.isfinite(features).all():
-            raise ValueError(f"the engine returned {features.shape} values, or non-finite ones, "
-                             f"for {len(pixels)} images")
+        if features.shape != (len(pixels), FEATURE_DIM):
+            raise ValueError(f"the engine returned an array of shape {features.shape} for {len(pixels)} images")
+        if not np.isfinite(features).all():
+            raise ValueError("the engine returned non-finite features")
     except Exception as exc:  # noqa: BLE001  an engine failure is the image's error, never the task's
         if len(indices) == 1:
             result.reasons[indices[0]], result.details[indices[0]] = "engine_failed", exception_detail(exc)
