@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import warnings
 
 import numpy as np
@@ -47,6 +48,9 @@ STRIP_PIXELS = 1 << 20
 # it busy for minutes (libjpeg-turbo's "LJT-01-003"). Encoders write a dozen; 500 is NVIDIA DALI's limit.
 MAX_JPEG_SCANS = 500
 _JPEG_SOS, _JPEG_EOI = b"\xff\xda", b"\xff\xd9"
+# What Pillow's parsers raise on invalid data (Image.open itself takes SyntaxError, IndexError, TypeError
+# and struct.error for "not this format"), and its decoders on broken or short pixel data.
+_PARSER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 # What EXIF orientations 2..8 ask for, as Pillow's ImageOps.exif_transpose reads them.
 _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -240,7 +244,7 @@ def _rejection(exc: Exception, data: bytes, parsing: bool) -> Rejected:
         return Rejected("not_an_image", "no image format recognised")
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return Rejected("too_many_pixels", exception_detail(exc))
-    if parsing and isinstance(exc, (OSError, SyntaxError, ValueError, EOFError)):
+    if parsing and isinstance(exc, _PARSER_ERRORS):
         truncated = isinstance(exc, EOFError) or "truncated" in str(exc).lower()
         return Rejected("truncated" if truncated else "corrupt", exception_detail(exc))
     return Rejected("decode_failed", exception_detail(exc))
