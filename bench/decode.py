@@ -42,7 +42,8 @@ def _child(decoder: str, path: str, max_pixels: int) -> None:
     except Exception as exc:  # noqa: BLE001  v1 raises anything; now only Rejected
         outcome = getattr(exc, "reason", type(exc).__name__)
     peak = peak_rss()
-    print(json.dumps({"outcome": outcome, "peak_mb": (peak - before) / 1e6, "ms": 1000 * (time.perf_counter() - start)}))
+    ms = 1000 * (time.perf_counter() - start)
+    print(json.dumps({"outcome": outcome, "peak_mb": (peak - before) / 1e6, "ms": ms}))
 
 
 def peak_rss() -> int:

@@ -146,8 +146,8 @@ def run_generator(deadline: float, seed: int, max_pixels: int, totals: Totals, f
                                                   str(int(crafted)), str(max_pixels)),
                                    stdout=subprocess.PIPE, text=True, cwd=ROOT)
         started = None
-        failure = _watch(process)
-        for line in failure.lines:
+        watched = _watch(process)
+        for line in watched.lines:
             if line.startswith("start "):
                 started = int(line.split()[1])
                 continue
@@ -159,15 +159,19 @@ def run_generator(deadline: float, seed: int, max_pixels: int, totals: Totals, f
             totals.inputs += 1
             totals.reasons[record["outcome"]] += 1
             if record["ms"] > totals.slowest_ms:
-                totals.slowest_ms, totals.slowest_input = record["ms"], f"seed {chunk_seed} #{record['i']} {record['family']}"
+                totals.slowest_ms = record["ms"]
+                totals.slowest_input = f"seed {chunk_seed} #{record['i']} {record['family']}"
             if record["outcome"] in ("decode_failed", "raised"):
                 data = generate(chunk_seed, MUTATIONS_PER_CHILD, DATA, crafted=crafted)[record["i"]].data
-                findings.append(Finding("generator", record["outcome"], record["detail"], data))
-        if failure.kind and started is not None:
-            totals.crashes += failure.kind == "crash"
-            totals.hangs += failure.kind == "hang"
+                findings.append(Finding("generator", record["outcome"], f"{record['detail']} (seed {chunk_seed} "
+                                                                         f"#{record['i']} {record['family']})", data))
+        if watched.kind and started is None:
+            raise RuntimeError(f"the generator's child failed outside any input ({watched.outcome}): see its stderr")
+        if watched.kind:
+            totals.crashes += watched.kind == "crash"
+            totals.hangs += watched.kind == "hang"
             data = generate(chunk_seed, MUTATIONS_PER_CHILD, DATA, crafted=crafted)[started].data
-            findings.append(Finding("generator", failure.outcome, f"seed {chunk_seed} #{started}", data))
+            findings.append(Finding("generator", watched.outcome, f"seed {chunk_seed} #{started}", data))
         progress()
         chunk += 1
 

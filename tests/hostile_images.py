@@ -50,15 +50,18 @@ def generate(seed: int, mutations: int, images: Path, crafted: bool = True) -> l
     """The crafted files (unless `crafted` is False), then `mutations` random mutations."""
     rng = random.Random(seed)
     jpegs, pngs = _sources(rng, images)
-    fixed = [*_exotic_modes(), *_foreign_formats(), *_junk(rng), *_bombs(), *_exif_cases(jpegs[0]),
-             *_jpeg_structure(jpegs[0], jpegs[-1]), *_png_structure(pngs[0]), *_multi_frame(jpegs[0])] if crafted else []
+    first_jpeg, first_png = next(iter(jpegs.values())), next(iter(pngs.values()))
+    fixed = [*_exotic_modes(), *_foreign_formats(), *_junk(rng), *_bombs(), *_exif_cases(first_jpeg),
+             *_jpeg_structure(first_jpeg, jpegs["progressive"]), *_png_structure(first_png),
+             *_multi_frame(first_jpeg)] if crafted else []
     mutated: list[Case] = []
     for _ in range(mutations):
         kind = rng.choice(list(_MUTATIONS))
-        pool = {"jpeg-marker": jpegs, "png-chunk": pngs}.get(kind, jpegs + pngs)
-        source = rng.randrange(len(pool))
+        pool = {"jpeg-marker": jpegs, "png-chunk": pngs}.get(kind, jpegs | pngs)
+        source = rng.choice(sorted(pool))
         mutated.append((f"{kind}/{source}", _MUTATIONS[kind](rng, pool[source]), None))
-    return [Hostile(f"{i:04d}-{re.sub('[^A-Za-z0-9]+', '-', family)}{rng.choice(['.jpg', '.jpeg', '.JPG', '.png', '.PNG'])}",
+    extensions = [".jpg", ".jpeg", ".JPG", ".png", ".PNG"]  # names never choose the parser
+    return [Hostile(f"{i:04d}-{re.sub('[^A-Za-z0-9]+', '-', family)}{rng.choice(extensions)}",
                     data, family, None if expect is None else frozenset(expect))
             for i, (family, data, expect) in enumerate(fixed + mutated)]
 
@@ -85,8 +88,8 @@ def add_regressions(new: list[Regression], path: Path = REGRESSIONS) -> list[Reg
         if regression.data not in known:
             known.add(regression.data)
             added.append(regression)
-            document["entries"].append({"name": regression.name, "expect": regression.expect,
-                                        "found": regression.found, "base64": base64.b64encode(regression.data).decode()})
+            document["entries"].append({"name": regression.name, "expect": regression.expect, "found": regression.found,
+                                        "base64": base64.b64encode(regression.data).decode()})
     path.write_text(json.dumps(document, indent=1) + "\n")
     return added
 
@@ -98,17 +101,17 @@ def _encode(img: Image.Image, fmt: str, **options) -> bytes:
     return buf.getvalue()
 
 
-def _sources(rng: random.Random, images: Path) -> tuple[list[bytes], list[bytes]]:
-    """Real Fruits-360 JPEGs (the last one progressive, 480 px), and PNGs made from them in the modes PNG
-    files come in."""
+def _sources(rng: random.Random, images: Path) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """Real Fruits-360 JPEGs (and one progressive, 480 px), and PNGs made from them in the modes PNG
+    files come in, by name."""
     files = sorted((images / "subset").glob("*/*.jpg"))
-    jpegs = [f.read_bytes() for f in rng.sample(files, 6)]
-    photo = Image.open(io.BytesIO(jpegs[0])).convert("RGB")
+    jpegs = {f"jpeg{k}": f.read_bytes() for k, f in enumerate(rng.sample(files, 6))}
+    photo = Image.open(io.BytesIO(jpegs["jpeg0"])).convert("RGB")
     alpha = photo.convert("RGBA")
     alpha.putalpha(Image.linear_gradient("L").resize(photo.size))
-    pngs = [_encode(photo, "PNG"), _encode(alpha, "PNG"), _encode(photo.convert("P"), "PNG"),
-            _encode(photo.convert("L"), "PNG", compress_level=1)]
-    jpegs.append(_encode(photo.resize((480, 480)), "JPEG", progressive=True, quality=80))
+    jpegs["progressive"] = _encode(photo.resize((480, 480)), "JPEG", progressive=True, quality=80)
+    pngs = {"png-rgb": _encode(photo, "PNG"), "png-rgba": _encode(alpha, "PNG"),
+            "png-palette": _encode(photo.convert("P"), "PNG"), "png-gray": _encode(photo.convert("L"), "PNG")}
     return jpegs, pngs
 
 
@@ -201,8 +204,8 @@ def exif_block(entries: list[tuple[int, int, int, bytes]], big_endian: bool = Fa
 def _exotic_modes() -> list[Case]:
     """Every mode and depth JPEG and PNG files come in (valid: features), and the exotic modes only other
     formats can hold (TIFF under an image name: never parsed)."""
-    valid: list[Case] = [
-        (f"mode/png-{mode}", _encode(_gradient(mode), "PNG"), {FEATURES}) for mode in ("1", "L", "LA", "P", "RGB", "RGBA")]
+    valid: list[Case] = [(f"mode/png-{mode}", _encode(_gradient(mode), "PNG"), {FEATURES})
+                         for mode in ("1", "L", "LA", "P", "RGB", "RGBA")]
     valid += [
         ("mode/png-P-transparency", _encode(_gradient("P"), "PNG", transparency=3), {FEATURES}),
         ("mode/png-I16", _deep_png(64, 48, 1, 0, 65535), {FEATURES}),
@@ -214,7 +217,8 @@ def _exotic_modes() -> list[Case]:
         ("mode/png-P4", png_raw(4, 2, 4, 3, b"\0\x01\x23" * 2, png_chunk(b"PLTE", bytes(range(48)))), {FEATURES}),
         ("mode/png-P-no-palette", png_raw(4, 2, 8, 3, b"\0\0\0\0\0" * 2), None),
     ]
-    valid += [(f"mode/jpeg-{mode}", _encode(_gradient(mode), "JPEG"), {FEATURES}) for mode in ("L", "RGB", "CMYK", "YCbCr")]
+    valid += [(f"mode/jpeg-{mode}", _encode(_gradient(mode), "JPEG"), {FEATURES})
+              for mode in ("L", "RGB", "CMYK", "YCbCr")]
     valid.append(("mode/jpeg-1", _encode(_gradient("1"), "JPEG"), {FEATURES}))
     foreign = [(f"mode/tiff-{mode.replace(';', '')}", _encode(_gradient(mode) if mode not in ("F", "I;16B", "I")
                                                                else _gradient("L").convert(mode), "TIFF"),
@@ -289,7 +293,7 @@ def _bombs() -> list[Case]:
         ("bomb/png-header-0x0", png_header_only(0, 0), {"bad_dimensions", "corrupt"}),
         ("bomb/png-ztxt", tiny[:33] + text_bomb + tiny[33:], {"corrupt", FEATURES}),
         ("bomb/png-iccp", tiny[:33] + icc_bomb + tiny[33:], {"corrupt", FEATURES}),
-        ("bomb/png-excess-idat", png_raw(4, 4, 8, 0, b"\0" * 20 + b"\0" * 5_000_000, compress=9), {FEATURES, "corrupt"}),
+        ("bomb/png-excess-idat", png_raw(4, 4, 8, 0, b"\0" * 5_000_020, compress=9), {FEATURES, "corrupt"}),
     ]
 
 
@@ -356,8 +360,8 @@ def _jpeg_structure(jpeg: bytes, progressive: bytes) -> list[Case]:
          {"corrupt"}),
         # 8000x8000 progressive: libjpeg's coefficient buffer alone is over the budget at 4:4:4, not at 4:2:0.
         ("jpeg-marker/progressive-444-huge", _edit_sof(full_chroma, sof(1, b"\x1f\x40\x1f\x40")), {"too_many_pixels"}),
-        ("jpeg-marker/progressive-420-huge", _edit_sof(progressive[:second_scan] + b"\xff\xd9", sof(1, b"\x1f\x40\x1f\x40")),
-         None),
+        ("jpeg-marker/progressive-420-huge",
+         _edit_sof(progressive[:second_scan] + b"\xff\xd9", sof(1, b"\x1f\x40\x1f\x40")), None),
     ]
 
 
@@ -492,5 +496,5 @@ def _huge_dimensions(rng: random.Random, data: bytes) -> bytes:
 
 _MUTATIONS: dict[str, Callable[[random.Random, bytes], bytes]] = {
     "bitflip": _bitflip, "truncate": _truncate, "splice": _splice, "jpeg-marker": _jpeg_marker,
-    "png-chunk": _png_chunk_edit, "huge-dims": _huge_dimensions, "png-huge-dims": _huge_dimensions,
+    "png-chunk": _png_chunk_edit, "huge-dims": _huge_dimensions,
 }

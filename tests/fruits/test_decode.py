@@ -203,7 +203,8 @@ LIMIT = 1_000_000  # pixels: a budget of 4,000,000 bytes
     ],
 )
 def test_the_memory_budget_counts_bytes_per_pixel(mode: str, side: int, accepted: bool) -> None:
-    img = Image.fromarray(np.full((side, side), 40000, np.uint16)) if mode == "I;16" else Image.new(mode, (side, side), 99)
+    size = (side, side)
+    img = Image.fromarray(np.full(size, 40000, np.uint16)) if mode == "I;16" else Image.new(mode, size, 99)
     found = rejection(encode(img, "PNG", compress_level=1), LIMIT)
     assert (found is None) == accepted, found
     if not accepted:
