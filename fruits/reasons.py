@@ -12,12 +12,12 @@ REASONS: dict[str, str] = {
     "not_an_image": "its content is no image format at all (text, a script, random bytes)",
     "unsupported_format": "an image in a format other than JPEG or PNG (TIFF, WebP, GIF, BMP...): never parsed",
     "truncated": "the image data ends before the image does",
-    "corrupt": "the decoder found invalid data (or a JPEG of more scans than any encoder writes)",
+    "corrupt": "the decoder refuses its data (or a JPEG of more scans than any encoder writes)",
     "bad_dimensions": "the image declares a zero width or height",
-    "too_many_pixels": "over the pixel limit, or decoding it would hold more bytes than the memory budget "
-                       "(pixel limit x 4 bytes; counts 16-bit and multi-channel pixels and the decoder's buffers); "
-                       "decompression bombs",
-    "unsupported_mode": "a pixel format with no defined 0..255 range",
+    "too_many_pixels": "over the pixel limit (decompression bombs), or decoding it would hold more than 4 bytes per "
+                       "pixel of that limit: its pixels as Pillow stores them (16-bit, alpha, multi-channel), their "
+                       "RGB or rotated copy, libjpeg's whole-image buffer of a progressive JPEG",
+    "unsupported_mode": "it decodes to a pixel format the conversion does not know",
     "decode_failed": "decoding failed in a way none of the codes above explains; the detail names the exception "
                      "(a decoder bug, or memory exhausted)",
     # Set while featurizing (fruits/featurize.py)

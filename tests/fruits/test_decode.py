@@ -4,6 +4,7 @@ stable reason, within a memory budget, and nothing raises anything but Rejected.
 from __future__ import annotations
 
 import io
+import re
 import struct
 import subprocess
 import sys
@@ -282,5 +283,7 @@ def test_reasons_are_one_table() -> None:
         decode.Rejected("oops", "not in the table")
     assert {"empty", "not_an_image", "unsupported_format", "truncated", "corrupt", "bad_dimensions",
             "too_many_pixels", "unsupported_mode", "decode_failed", "engine_failed"} <= set(REASONS)
+    readme = (TESTS.parent / "README.md").read_text()
+    assert re.findall(r"^\| `([a-z_]+)` \|", readme, re.MULTILINE) == list(REASONS)  # the README's table is this one
     assert exception_detail(MemoryError()) == "MemoryError"
     assert exception_detail(OSError("two\nlines\tand  spaces")) == "OSError: two lines and spaces"
