@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from decode_v1 import decode_v1
-from hostile_images import exif_block, png_chunk, png_raw
+from hostile_images import exif_block, png_chunk
 from PIL import Image
 from support import png_header_only
 
