@@ -244,10 +244,11 @@ def _rejection(exc: Exception, data: bytes, parsing: bool) -> Rejected:
         return Rejected("not_an_image", "no image format recognised")
     if isinstance(exc, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
         return Rejected("too_many_pixels", exception_detail(exc))
+    detail = exception_detail(exc)
     if parsing and isinstance(exc, _PARSER_ERRORS):
-        truncated = isinstance(exc, EOFError) or "truncated" in str(exc).lower()
-        return Rejected("truncated" if truncated else "corrupt", exception_detail(exc))
-    return Rejected("decode_failed", exception_detail(exc))
+        truncated = isinstance(exc, EOFError) or "truncated" in detail.lower()
+        return Rejected("truncated" if truncated else "corrupt", detail)
+    return Rejected("decode_failed", detail)
 
 
 def _content_format(data: bytes) -> str | None:
