@@ -47,6 +47,7 @@ test: setup
 	FRUITS_SHARED_DIR=$(abspath $(SHARED)) $(BIN)/python -m pytest
 
 bench: setup  ## each prints ratios against a baseline measured in the same run (docs/results.md)
+	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/featurize.py
 	$(BIN)/python bench/fit.py
 	$(BIN)/python bench/stream.py
