@@ -1,9 +1,9 @@
 """What the app shows of images: re-encoded thumbnails (never the bytes it was given) and the known map as SVG.
 
-A thumbnail is decoded by the pipeline's own guarded decoder (fruits.decode.load_rgb: allowed
-formats only, the pixel limit, EXIF rotation applied), shrunk, and written as a new JPEG. Nothing
-of the original file survives: no EXIF (phones write the GPS position there), no ICC profile, no
-comment, no trailing bytes.
+A thumbnail is what the model sees of a photo: the pipeline's own guarded decoder (fruits.decode:
+JPEG and PNG parsers only, the pixel limit and memory budget, EXIF rotation applied) turns it into
+224 x 224 RGB pixels, written as a new JPEG. Nothing of the original file survives: no EXIF (phones
+write the GPS position there), no ICC profile, no comment, no trailing bytes.
 """
 
 from __future__ import annotations
@@ -15,23 +15,23 @@ from html import escape
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
+from PIL import Image
 
-from fruits.decode import Rejected, load_rgb
+from fruits.decode import INPUT_SIZE, Rejected, decode
 
-THUMBNAIL_PX = 240  # the longer side: sharp on a phone's screen at the page's size
+THUMBNAIL_PX = INPUT_SIZE  # the model's input, square: sharp on a phone's screen at the page's size
 MAP_PX = 400
 MAP_MARGIN = 24
 
 
-def thumbnail(content: bytes, max_pixels: int, size: int = THUMBNAIL_PX) -> bytes | None:
-    """A new JPEG of at most `size` x `size`, no metadata; None when the bytes are no image we read."""
+def thumbnail(content: bytes, max_pixels: int) -> bytes | None:
+    """A new JPEG of the model's view of the image, no metadata; None when the bytes are no image it reads."""
     try:
-        img = load_rgb(content, max_pixels)
+        pixels = decode(content, max_pixels)
     except Rejected:
         return None
-    img.thumbnail((size, size))
     out = io.BytesIO()
-    img.save(out, "JPEG", quality=82, optimize=True)
+    Image.fromarray(pixels, "RGB").save(out, "JPEG", quality=82, optimize=True)
     return out.getvalue()
 
 

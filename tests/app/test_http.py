@@ -20,7 +20,7 @@ import requests
 from app_support import GPS_MAKE, with_gps
 from PIL import Image
 
-from app.images import MAP_MARGIN, MAP_PX, THUMBNAIL_PX
+from app.images import MAP_MARGIN, MAP_PX
 from demo.visitors import Visitor
 from fruits.answers import ANSWERED, REJECTED, Answer, open_answer_store
 
@@ -74,7 +74,7 @@ def test_an_upload_lands_atomically_under_its_own_id_and_its_answer_is_read_by_i
         assert neighbour["thumbnail"] == f"/known/fruits-pca/7/{index}.jpg"
         thumb = Image.open(io.BytesIO(visitor.get(neighbour["thumbnail"]).content))
         source = Image.open(known.files[index]).convert("RGB").resize(thumb.size)
-        assert thumb.format == "JPEG" and max(thumb.size) <= THUMBNAIL_PX
+        assert thumb.format == "JPEG" and thumb.size == (224, 224)  # what the model sees
         assert np.abs(np.asarray(thumb, float) - np.asarray(source, float)).mean() < 8  # that very training image
 
     svg = visitor.get(view["map"]).text
@@ -124,7 +124,7 @@ def test_photos_come_back_only_as_reencoded_thumbnails_without_exif_and_nothing_
     thumb = Image.open(io.BytesIO(served.content))
     assert thumb.format == "JPEG" and not thumb.getexif() and "exif" not in thumb.info
     assert b"Exif" not in served.content and GPS_MAKE.encode() not in served.content
-    assert served.content != raw and max(thumb.size) <= THUMBNAIL_PX
+    assert served.content != raw and thumb.size == (224, 224)
     assert not any(raw in r.content for r in (served, visitor.get(f"/api/answers/{upload_id}"),
                                              visitor.get(f"/u/{upload_id}")))
 
