@@ -133,11 +133,11 @@ def test_ops_shows_the_stream_numbers_and_refreshes_itself(browser, world, shots
     phone = Phone(browser, world[0] + "/ops")
     page = phone.page
     # The stream mirrors its progress every few seconds: wait until the uploads above are counted.
-    page.wait_for_function("() => Number(document.querySelector('[data-key=answers]').textContent) >= 3",
+    page.wait_for_function("() => Number(document.querySelector('[data-key=answers]').textContent) >= 3 && "
+                           f"document.getElementById('ops-class_mix').textContent.includes({KNOWN!r})",
                            timeout=120_000)
     assert float(page.locator("[data-key=answer_latency_p95_s]").inner_text().removesuffix(" s")) > 0
     assert page.locator("[data-key=model_version]").inner_text().isdigit()
-    assert KNOWN in page.locator("#ops-class_mix").inner_text()
     first = page.locator("#ops-status").inner_text()
     page.wait_for_function(f"() => document.getElementById('ops-status').textContent !== {first!r}", timeout=30_000)
     screenshot(phone, shots, "ops")
