@@ -14,14 +14,14 @@ from urllib.parse import unquote, urlsplit
 from app.images import local_path, map_svg, thumbnail
 from app.security import CsrfTokens, RateLimiter
 from app.uploads import Uploads
-from app.views import KnownMapLike
 from fruits.answers import AnswerStore
 from fruits.exceptions import one_line
+from fruits.knownmap import KnownMap
 from fruits.settings import Settings
 from fruits.upload import open_destination
 
 log = logging.getLogger("fruits.app")
-KnownMapLoader = Callable[[str, str], KnownMapLike | None]  # (model name, version) -> its known map
+KnownMapLoader = Callable[[str, str], KnownMap | None]  # (model name, version) -> its known map
 THUMBNAILS_CACHED = 4096  # ~10 KB each
 
 
@@ -31,12 +31,12 @@ class KnownMaps:
     def __init__(self, loader: KnownMapLoader, settings: Settings):
         self.loader = loader
         self.settings = settings
-        self._maps: dict[tuple[str, str], KnownMapLike | None] = {}
+        self._maps: dict[tuple[str, str], KnownMap | None] = {}
         self._thumbnails: OrderedDict[tuple[str, str, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
         self._s3: Any = None
 
-    def get(self, model_name: str | None, version: str | None) -> KnownMapLike | None:
+    def get(self, model_name: str | None, version: str | None) -> KnownMap | None:
         if not model_name or not version:
             return None
         key = (model_name, version)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from app.security import AccessLog, BodyLimit, CsrfTokens, RateLimiter, Security
     content_security_policy
 from app.uploads import open_uploads
 from fruits.answers import AnswerStore, open_answer_store
+from fruits.knownmap import KnownMap
 from fruits.settings import Settings
+from streaming.ops import ops_window
 
 HERE = Path(__file__).resolve().parent
 UPLOAD_PATH = "/api/uploads"
@@ -41,11 +44,11 @@ def create_app(settings: Settings, *, answer_store: AnswerStore | None = None, k
         settings=settings,
         answers=answer_store or open_answer_store(settings),
         uploads=landing,
-        known=KnownMaps(known_maps or _registry_maps(settings), settings),
+        known=KnownMaps(known_maps or functools.partial(KnownMap.load, settings), settings),
         csrf=CsrfTokens(app_secret(settings)),
         upload_limiter=RateLimiter(settings.app_uploads_per_minute),
         request_limiter=RateLimiter(settings.app_requests_per_minute),
-        ops=ops_numbers or _stream_ops(settings),
+        ops=ops_numbers or functools.partial(ops_window, settings),
     )
 
     @contextlib.asynccontextmanager
@@ -86,19 +89,3 @@ def add_error_pages(app: FastAPI) -> None:
                             headers=getattr(exc, "headers", None))
 
 
-def _registry_maps(settings: Settings) -> KnownMapLoader:
-    def load(model_name: str, version: str) -> Any:
-        from fruits.knownmap import KnownMap  # MLflow: loaded on the first answer, not at import
-
-        return KnownMap.load(settings, model_name, version)
-
-    return load
-
-
-def _stream_ops(settings: Settings) -> Callable[[], dict[str, Any]]:
-    def numbers() -> dict[str, Any]:
-        from streaming.ops import ops_window
-
-        return ops_window(settings)
-
-    return numbers

@@ -136,12 +136,6 @@ class S3Uploads:
             ExpiresIn=self.expiry_s)
         return PresignedPost(upload_id, post["url"], post["fields"])
 
-    def _get(self, key: str, **kwargs: Any) -> dict | None:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=key, **kwargs)
-        except self.client.exceptions.NoSuchKey:
-            return None
-
     def exists(self, upload_id: str) -> bool:
         for key in candidate_keys(upload_id):
             try:
@@ -154,8 +148,10 @@ class S3Uploads:
 
     def read(self, upload_id: str, limit: int) -> bytes | None:
         for key in candidate_keys(upload_id):
-            found = self._get(self.prefix + key)
-            if found is not None:
-                with found["Body"] as body:
-                    return body.read() if found["ContentLength"] <= limit else None
+            try:
+                found = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)
+            except self.client.exceptions.NoSuchKey:
+                continue
+            with found["Body"] as body:
+                return body.read() if found["ContentLength"] <= limit else None
         return None

@@ -6,11 +6,10 @@ uploads are told why from the stream's stable reason codes (fruits.decode, the e
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from fruits.answers import REJECTED, Answer
+from fruits.knownmap import KnownMap
 
 PENDING = "pending"
 UNKNOWN_FRUIT = "A fruit I don't know yet"
@@ -26,14 +25,6 @@ REASONS = {
     "missing": "This photo was deleted before we could look at it.",
 }
 UNREADABLE = "We could not read this photo."
-
-
-class KnownMapLike(Protocol):
-    """What the app reads of fruits.knownmap.KnownMap."""
-
-    labels: tuple[str, ...]
-    paths: tuple[str, ...]
-    xy: np.ndarray
 
 
 def rejection(reason: str | None, max_bytes: int) -> str:
@@ -55,7 +46,7 @@ def pending(upload_id: str) -> dict[str, Any]:
     return {"upload_id": upload_id, "status": PENDING, "title": "Looking at your photo…"}
 
 
-def answer_view(answer: Answer, known: KnownMapLike | None, max_bytes: int) -> dict[str, Any]:
+def answer_view(answer: Answer, known: KnownMap | None, max_bytes: int) -> dict[str, Any]:
     """The page's JSON for a stored answer. Thumbnails and the map are addressed by model version and
     index (or by the upload id), never by a path."""
     view: dict[str, Any] = {"upload_id": answer.upload_id, "status": answer.status}

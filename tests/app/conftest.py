@@ -1,16 +1,17 @@
-"""Fixtures for the app: its real server (uvicorn on 127.0.0.1), local settings, a known map of real images."""
+"""Fixtures for the app: its real server (uvicorn on 127.0.0.1), local settings, a known map of real images,
+the browser."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from app.main import create_app
 from app.serve import BackgroundServer
+from fruits.knownmap import KnownMap
 from demo.visitors import launch_chromium
 from fruits.settings import Settings
 
@@ -24,15 +25,15 @@ def local_settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def known(data_dir: Path) -> SimpleNamespace:
-    """A known map shaped like fruits.knownmap.KnownMap: 12 real subset/ images (paths as Spark lists them),
-    each class in its own corner of the map."""
+def known(data_dir: Path) -> KnownMap:
+    """A known map of 12 real subset/ images (paths as Spark lists them), each class in its own corner of
+    the map: the app reads labels, paths and xy (the projections are the stream's business)."""
     files = [p for name in KNOWN_CLASSES for p in sorted((data_dir / "subset" / name).glob("*.jpg"))[:PER_CLASS]]
     corners = {"Banana": (0.1, 0.1), "Kumquats": (0.9, 0.1), "Limes": (0.1, 0.9), "Pepper Red": (0.9, 0.9)}
     xy = np.array([corners[p.parent.name] for p in files], dtype=np.float32) + np.float32(0.02) * np.arange(
         len(files), dtype=np.float32)[:, None] % 3
-    return SimpleNamespace(labels=tuple(p.parent.name for p in files), paths=tuple(f"file:{p}" for p in files),
-                           xy=xy, files=files)
+    return KnownMap(labels=tuple(p.parent.name for p in files), paths=tuple(f"file:{p}" for p in files),
+                    pca=np.zeros((len(files), 3), dtype=np.float32), xy=xy)
 
 
 @pytest.fixture

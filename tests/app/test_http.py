@@ -2,8 +2,8 @@
 by id, and a public page's hygiene holds (ids, EXIF, CSRF, size and rate limits, headers, logs).
 
 Here the test writes each answer into the real answers store, as the stream does (its contract:
-fruits.answers); tests/app/test_journeys.py runs the real stream behind a real browser. The known
-map is built from real subset/ images (fruits.knownmap.KnownMap's shape).
+fruits.answers); tests/app/test_journeys_*.py run the real stream behind a real browser. The known
+map is a fruits.knownmap.KnownMap of real subset/ images.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def test_an_upload_lands_atomically_under_its_own_id_and_its_answer_is_read_by_i
     for neighbour, index in zip(view["neighbours"], (1, 0, 4)):
         assert neighbour["thumbnail"] == f"/known/fruits-pca/7/{index}.jpg"
         thumb = Image.open(io.BytesIO(visitor.get(neighbour["thumbnail"]).content))
-        source = Image.open(known.files[index]).convert("RGB").resize(thumb.size)
+        source = Image.open(known.paths[index].removeprefix("file:")).convert("RGB").resize(thumb.size)
         assert thumb.format == "JPEG" and thumb.size == (224, 224)  # what the model sees
         assert np.abs(np.asarray(thumb, float) - np.asarray(source, float)).mean() < 8  # that very training image
 
