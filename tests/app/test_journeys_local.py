@@ -110,18 +110,20 @@ def test_keyboard_only_tab_to_consent_and_to_the_button_then_enter_opens_the_cho
         phone, world, photos, shots) -> None:
     page = phone.page
     focused = []
-    for _ in range(6):  # the brand link, the consent box, the photo button
-        page.keyboard.press("Tab")
-        focused.append(page.evaluate("document.activeElement.id"))
-        if focused[-1] == "consent":
-            page.keyboard.press("Space")
-        if focused[-1] == "photo":
-            break
-    assert focused[-1] == "photo" and "consent" in focused
-    assert page.locator("#consent").is_checked()
-    outline = page.eval_on_selector(".big-button", "b => getComputedStyle(b).outlineStyle")
-    assert outline == "solid"  # the focused button shows it
-    with page.expect_file_chooser() as chooser:
+    # Listening for the chooser from the start: Playwright turns the interception on without waiting
+    # for it, and on a busy machine an Enter right after could reach a browser not yet intercepting.
+    with page.expect_file_chooser(timeout=120_000) as chooser:
+        for _ in range(6):  # the brand link, the consent box, the photo button
+            page.keyboard.press("Tab")
+            focused.append(page.evaluate("document.activeElement.id"))
+            if focused[-1] == "consent":
+                page.keyboard.press("Space")
+            if focused[-1] == "photo":
+                break
+        assert focused[-1] == "photo" and "consent" in focused
+        assert page.locator("#consent").is_checked()
+        outline = page.eval_on_selector(".big-button", "b => getComputedStyle(b).outlineStyle")
+        assert outline == "solid"  # the focused button shows it
         page.keyboard.press("Enter")
     chooser.value.set_files(str(photos["known"]))
     assert phone.answer() == KNOWN
