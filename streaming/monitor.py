@@ -49,6 +49,7 @@ class BatchMetrics:
     latencies: tuple[float, ...] = ()
     commit_seconds: float = 0.0  # of `seconds`: the Delta commits (the rest: read, featurize, project, collect)
     replayed: bool = False  # committed before a restart: skipped, nothing written again
+    poisoned: int = 0  # of `errors`: uploads that failed the batch, isolated as `poison` rows (streaming.poison)
     # What the model said about this batch (None when the model has no classifier head).
     predictions: dict[str, int] | None = None  # class -> rows
     mean_confidence: float | None = None
@@ -70,6 +71,7 @@ class Totals:
     files: int = 0
     rows: int = 0
     errors: int = 0
+    poisoned: int = 0
     busy_seconds: float = 0.0
     latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     model_swaps: int = 0
@@ -99,6 +101,7 @@ class Monitor:
                 t.files += metrics.files
                 t.rows += metrics.rows
                 t.errors += metrics.errors
+                t.poisoned += metrics.poisoned
                 t.busy_seconds += metrics.seconds
                 t.latencies.extend(metrics.latencies)
                 t.source_counts.update(metrics.source_counts or {})
@@ -110,8 +113,9 @@ class Monitor:
         skipped = {k: v for k, v in (metrics.source_counts or {}).items()
                    if v and k in ("duplicates", "malformed", "test_events", "backfilled")}
         log.info(
-            "batch %d: %d files, %d rows, %d errors, %.1f files/s, %.2f s, upload->commit p50 %.1f s max %.1f s%s",
-            metrics.batch, metrics.files, metrics.rows, metrics.errors, record["rows_per_s"] or 0.0, metrics.seconds,
+            "batch %d: %d files, %d rows, %d errors%s, %.1f files/s, %.2f s, upload->commit p50 %.1f s max %.1f s%s",
+            metrics.batch, metrics.files, metrics.rows, metrics.errors,
+            f" ({metrics.poisoned} poison)" if metrics.poisoned else "", record["rows_per_s"] or 0.0, metrics.seconds,
             record["latency_p50_s"] or 0.0, record["latency_max_s"] or 0.0,
             f" ({metrics.source}: {', '.join(f'{v} {k}' for k, v in skipped.items())})" if skipped else "",
         )
@@ -141,8 +145,8 @@ class Monitor:
     def snapshot(self) -> Totals:
         with self._lock:
             t = self.totals
-            return Totals(t.batches, t.files, t.rows, t.errors, t.busy_seconds, deque(t.latencies), t.model_swaps,
-                          t.model_refusals, list(t.model_versions), Counter(t.source_counts))
+            return Totals(t.batches, t.files, t.rows, t.errors, t.poisoned, t.busy_seconds, deque(t.latencies),
+                          t.model_swaps, t.model_refusals, list(t.model_versions), Counter(t.source_counts))
 
 
 def read_progress(progress_log: Path, since: float | None = None) -> tuple[list[dict], list[dict]]:
