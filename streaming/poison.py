@@ -45,6 +45,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import pandas as pd
 import pyarrow as pa
@@ -65,7 +66,6 @@ BATCH_ATTEMPTS = 2  # the whole batch, before narrowing: the first try and one r
 JOB_TRIES = 2  # one Spark job (an evaluation), for a failure that is not about the data (see evaluate)
 ONE_BY_ONE = 4  # a failing group this small is tried one upload at a time rather than by halves
 DETAIL_LIMIT = 300  # characters of the failure kept in the error row's detail
-UPLOAD_COLUMNS = ["path", "label", "size", "modification_time"]
 
 PYTHON_EXCEPTION = "org.apache.spark.api.python.PythonException"  # a Python exception in a task, with its traceback
 WORKER_CRASH = "Python worker exited unexpectedly"  # os._exit, a signal, the OOM killer, a native crash
@@ -145,6 +145,11 @@ def root_cause(exc: BaseException) -> str:
     return bounded(f"{name}: {message}" if message else name)
 
 
+def printable(text: str) -> str:
+    """A stranger's name as it is, or escaped (repr) if it holds newlines or other control characters."""
+    return text if text.isprintable() else repr(text)
+
+
 def bounded(text: str) -> str:
     first = text.strip().splitlines()[0] if text.strip() else text
     return first if len(first) <= DETAIL_LIMIT else first[: DETAIL_LIMIT - 1] + "…"
@@ -153,11 +158,10 @@ def bounded(text: str) -> str:
 # ----------------------------------------------------------------------------- isolating the poison
 @dataclass
 class Isolated:
-    """What `isolate` made of a failed batch: its rows (poison ones included) and what it took."""
+    """What `isolate` made of a failed batch: its rows, poison ones included, and how many those are."""
 
     rows: pa.Table
     poisoned: int
-    evaluations: int
 
 
 def isolate(batch_id: int, inputs: DataFrame, rows_of: Callable[[DataFrame], DataFrame], failure: str) -> Isolated:
@@ -169,14 +173,14 @@ def isolate(batch_id: int, inputs: DataFrame, rows_of: Callable[[DataFrame], Dat
     kept = inputs.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         # Reads the source once more and keeps it. Not classified: if the source cannot be read, the stream stops.
-        uploads = evaluate(kept.select(*UPLOAD_COLUMNS), classify=False)[0]
+        uploads = evaluate(kept.drop("content"), classify=False)[0]  # path, label, size, time
         evaluations = 0
         for _ in range(BATCH_ATTEMPTS - 1):
             evaluations += 1
             rows, failure = evaluate(rows_of(kept))
             if rows is not None:
                 log.warning("batch %d succeeded on retry: no poison upload", batch_id)
-                return Isolated(rows, 0, evaluations)
+                return Isolated(rows, 0)
         log.warning("batch %d failed again (%s): narrowing its %d uploads down to the ones that fail", batch_id,
                     failure, uploads.num_rows)
         paths = uploads.column("path").to_pylist()
@@ -192,8 +196,8 @@ def isolate(batch_id: int, inputs: DataFrame, rows_of: Callable[[DataFrame], Dat
             elif len(group) > 1:
                 groups += split(group)
             else:
-                log.error("batch %d: poison upload %s: %s (one error row, reason %s)", batch_id, paths[group[0]],
-                          failure, POISON)
+                log.error("batch %d: poison upload %s: %s (one error row, reason %s)", batch_id,
+                          printable(paths[group[0]]), failure, POISON)
                 poisoned[group[0]] = failure
         if not kept_rows:
             check_the_data_path(batch_id, kept, rows_of, failure)
@@ -201,7 +205,7 @@ def isolate(batch_id: int, inputs: DataFrame, rows_of: Callable[[DataFrame], Dat
         rows = pa.concat_tables([*kept_rows, poison_rows(uploads, poisoned, schema)])
         log.warning("batch %d narrowed down in %d evaluations, %.1f s: %d poison upload(s), %d other rows kept",
                     batch_id, evaluations, time.perf_counter() - started, len(poisoned), rows.num_rows - len(poisoned))
-        return Isolated(rows, len(poisoned), evaluations)
+        return Isolated(rows, len(poisoned))
     finally:
         kept.unpersist()
 
@@ -235,7 +239,8 @@ def check_the_data_path(batch_id: int, kept: DataFrame, rows_of: Callable[[DataF
     FruitsError, nothing committed, the stream stops rather than turn every upload into an error row."""
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (190, 60, 40)).save(buffer, "JPEG")
-    known_good = {"path": CANARY_PATH, "size": len(buffer.getvalue()), "content": buffer.getvalue()}
+    known_good = {"path": CANARY_PATH, "size": len(buffer.getvalue()), "content": buffer.getvalue(),
+                  "modification_time": datetime.now(timezone.utc)}
     frame = kept.sparkSession.createDataFrame([tuple(known_good.get(f.name) for f in kept.schema)], kept.schema)
     if evaluate(rows_of(frame))[0] is None:
         raise FruitsError(f"micro-batch {batch_id}: every upload fails ({failure}) and so does a known-good image: "
@@ -253,7 +258,7 @@ def split(group: list[int]) -> list[list[int]]:
 def poison_rows(uploads: pa.Table, poisoned: dict[int, str], schema: pa.Schema) -> pa.Table:
     """One row per poison upload in the batch's row schema: the upload's columns, reason and detail, nulls else."""
     picked = uploads.take(list(poisoned))
-    given = {name: picked.column(name) for name in UPLOAD_COLUMNS}
+    given = {name: picked.column(name) for name in uploads.column_names}
     given["reason"] = pa.array([POISON] * len(poisoned), pa.string())
     given["detail"] = pa.array(list(poisoned.values()), pa.string())
     return pa.table([given[f.name].cast(f.type) if f.name in given else pa.nulls(len(poisoned), f.type)

@@ -118,6 +118,7 @@ def test_reading_tracebacks_and_splitting_groups() -> None:
     reader = chained.replace("b.py", "/site-packages/fruits/notifications.py")
     assert poison.python_failure(reader) is None  # the source's own reader failing is the source's problem
     assert poison.bounded("x" * 1000) == "x" * (poison.DETAIL_LIMIT - 1) + "…"
+    assert poison.printable("Kaki/a b.jpg") == "Kaki/a b.jpg" and poison.printable("a\nb.jpg") == "'a\\nb.jpg'"
     assert poison.split([0, 1, 2, 3, 4, 5, 6, 7, 8]) == [[4, 5, 6, 7, 8], [0, 1, 2, 3]]
     assert poison.split([4, 5, 6]) == [[6], [5], [4]]  # the caller pops: 4 is tried first
 
@@ -182,3 +183,20 @@ def test_a_commit_that_fails_stops_the_batch_even_with_poison_in_it(
         batch(source.read_images(spark, str(landing)), 0)
     assert "poison upload" in caplog.text  # the poison was isolated; then the commit failed and stopped the batch
     assert not table_rows(tmp_path / "results")  # the errors commit failed: the results one never happened
+
+
+def test_a_data_path_broken_for_every_upload_stops_the_batch_but_a_batch_of_poison_is_committed(
+        spark, micro_batch, data_dir: Path, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    [upload] = land_images(data_dir, landing, 1, poisoned=None)
+    # Every JPEG holds "JFIF": the upload fails, and so does the known-good image. Our bug, not the upload's.
+    broken = micro_batch(fault_injection="raise:JFIF")
+    with pytest.raises(FruitsError, match="every upload fails .* and so does a known-good image"):
+        broken(source.read_images(spark, str(landing)), 0)
+    assert not table_rows(tmp_path / "results") and not table_rows(tmp_path / "errors")
+
+    # The same batch where the upload carries the marker and the known-good image does not: a poison row.
+    upload.write_bytes(upload.read_bytes() + MARKER.encode())
+    micro_batch(fault_injection=f"raise:{MARKER}")(source.read_images(spark, str(landing)), 0)
+    assert not table_rows(tmp_path / "results")
+    assert [(e.path, e.reason) for e in table_rows(tmp_path / "errors")] == [(f"file:{upload}", "poison")]

@@ -32,7 +32,7 @@ def real_uploads(data_dir: Path, n: int, offset: int) -> list[Path]:
 
 
 def land_all(uploads: list[Path], landing: Path, poisoned: Path | None = None) -> list[str]:
-    """Land real images (atomic renames), the chosen one with the marker; returns their paths as the tables write them."""
+    """Land real images (atomic renames), the chosen one with the marker; their paths as the tables write them."""
     for image in uploads:
         land(image.read_bytes() + (MARKER if image == poisoned else b""), landing / image.parent.name / image.name)
     return [f"file:{landing / image.parent.name / image.name}" for image in uploads]
