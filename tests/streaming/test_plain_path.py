@@ -10,6 +10,7 @@ model has nothing to say, and nothing does arithmetic on them.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -35,15 +36,17 @@ HEAD_COLUMNS = ("prediction", "confidence", "novelty_score", "is_novel")
 
 
 def fruits(*args: str, log: Path) -> dict:
-    """`fruits ARGS --json` in a subprocess: exit 0 and its summary line."""
+    """`fruits ARGS --json` in a subprocess, as a new user runs it: no FRUITS_ or MLFLOW_ variables (this
+    process has MLFLOW_TRACKING_URI: mlflow.set_tracking_uri sets it), exit 0, its summary line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FRUITS_", "MLFLOW_"))}
     with log.open("ab") as err:
         done = subprocess.run([sys.executable, "-m", "cli", *args, "--json"], stdout=subprocess.PIPE, stderr=err,
-                              text=True, timeout=900)
+                              text=True, timeout=900, env=env)
     assert done.returncode == 0, log.read_text()[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_fit_without_held_out_images_then_stream_refit_and_report(settings, featurizer, data_dir: Path,
+def test_fit_without_held_out_images_then_stream_refit_and_report(settings, fitted, featurizer, data_dir: Path,
                                                                    tmp_path: Path, capsys) -> None:
     state = tmp_path / "state"
     (state / "cache").mkdir(parents=True)
@@ -66,9 +69,13 @@ def test_fit_without_held_out_images_then_stream_refit_and_report(settings, feat
     assert line["novel_fraction"] is None and 0.5 < line["mean_confidence"] <= 1
     assert sum(line["predictions"].values()) == 640
 
-    # The refit of a champion without a threshold (in this process: the CLI, on the session's Spark).
+    # The refit of a champion without a threshold (in this process: the CLI, on the session's Spark; the
+    # tracking URI the subprocesses defaulted to, named, since this process's environment names another).
     capsys.readouterr()
-    assert main(["refit", "--eval-images", str(data_dir / "test"), "--state-dir", str(state), "--json", "-q"]) == 0
+    held_out = tmp_path / "held-out"  # two test/ images of each of the 32 classes: enough to decide, quick
+    copy_classes(data_dir, held_out, sorted(p.name for p in (data_dir / "test").iterdir()), split="test", per_class=2)
+    assert main(["refit", "--eval-images", str(held_out), "--state-dir", str(state), "--tracking-uri",
+                 f"sqlite:///{state / 'mlflow.db'}", "--json", "-q"]) == 0
     refit = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert refit["champion_version_before"] == fit["model_version"] and refit["rows_from_lake"] == 640
     assert refit["champion_classifier_accuracy"] is not None and refit["novelty_threshold"] is not None
@@ -77,6 +84,9 @@ def test_fit_without_held_out_images_then_stream_refit_and_report(settings, feat
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (report["batches"], report["rows"], report["errors"]) == (1, 640, 0)
     assert Path(report["report"]).read_bytes()[:4] == b"\x89PNG"
+    # All of it in the temp state dir: the session's registry did not move.
+    champion = registry.connect(settings).get_model_version_by_alias("fruits-pca", "champion")
+    assert str(champion.version) == fitted["model_version"]
 
 
 def test_a_running_stream_swaps_between_a_model_with_a_head_and_one_without(
