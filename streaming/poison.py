@@ -11,9 +11,11 @@ How a failed batch is handled (`isolate`, called by streaming.batch.MicroBatch):
    exception raised while featurizing (a Python UDF's traceback) or a Python worker that died.
    Anything else stops the stream as before: storage unreachable or refusing (JVM I/O errors,
    botocore/urllib3/connection errors, FruitsError), the source's own reader failing
-   (fruits/notifications.py in the traceback), a job cancelled by a stop, Py4J losing the JVM.
-   The commit is not inside this at all: a Delta commit failing or a second writer (FruitsError
-   from fruits.sinks) stops the stream.
+   (fruits/notifications.py in the traceback), a module missing on the workers, a job cancelled
+   by a stop, Py4J losing the JVM. Such a failure gets one more try (`evaluate`: after a failed
+   job, a task can meet a Python worker that job killed), then stops the stream. The commit is
+   not inside this at all: a Delta commit failing or a second writer (FruitsError from
+   fruits.sinks) stops the stream.
 2. The batch's inputs are read once more and kept (persisted, memory then disk): every later
    evaluation reads the kept copy, so narrowing re-reads nothing from the source (the notification
    source cannot prune columns; the file source cannot prune by path). Reading them is not
