@@ -32,10 +32,10 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote_plus
 
+from fruits.contracts import UPLOAD_MESSAGE_SCHEMA
 from fruits.exceptions import FruitsError
 from fruits.source import in_hidden_folder, is_image_name
 
-LAMBDA_SCHEMA = "fruits.image-uploaded/1"  # lambda/handler.py SCHEMA
 # The largest legitimate body is one record whose 1,024-byte key is written with JSON escapes
 # (6 characters a byte) three times over (key, uri, dedup_key) inside an SNS envelope that escapes
 # it again: 22,318 characters. 64 Ki leaves room for that and is a quarter of SNS's own maximum
@@ -242,7 +242,7 @@ def _parse(body: Any, location: Location, parsed: Parsed) -> None:
         document = json_object(document.get("Message"), "SNS Message")
     if document.get("Event") == "s3:TestEvent":
         parsed.test_event = True
-    elif document.get("schema") == LAMBDA_SCHEMA:
+    elif document.get("schema") == UPLOAD_MESSAGE_SCHEMA:
         _keep(parsed, location, _from_lambda(document, location))
     elif "Records" in document:
         if not isinstance(document["Records"], list):
