@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from fruits.notifications import (
     reader_config,
 )
 from fruits.notifications.reads import concerns_the_object, fetch
+from fruits.notifications.visibility import VisibilityKeeper
 from fruits.settings import Settings
 
 LAMBDA = {"schema": "fruits.image-uploaded/1", "bucket": "fruits-bucket", "key": "images/Kaki/a b+c.jpg",
@@ -138,12 +140,13 @@ def test_retention_forgets_only_committed_batches_older_than_the_cutoff() -> Non
 class Aws:
     """A bucket and a queue on a moto server, and a reader configuration over them (cap 3, limit 1000 B)."""
 
-    def __init__(self, endpoint: str, name: str, checkpoint: str, *, drain: bool = False, max_files: int = 3):
+    def __init__(self, endpoint: str, name: str, checkpoint: str, *, drain: bool = False, max_files: int = 3,
+                 visibility_s: int = 60):
         self.bucket = name
         self.s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-3")
         self.sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="eu-west-3")
         self.s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
-        self.url = self.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
+        self.url = self.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_s)})["QueueUrl"]
         settings = Settings.load(env={}, notifications=self.url, source=f"s3a://{name}/images/", checkpoint=checkpoint,
                                  s3_endpoint_url=endpoint, max_files_per_trigger=max_files, max_image_bytes=1000)
         self.config = reader_config(settings, drain=drain, partitions=2, log_level="INFO")
@@ -253,6 +256,85 @@ def test_the_last_batch_is_released_from_sparks_commit_log_without_another_batch
     assert aws.queued() == 0
     store = CheckpointStore(aws.config.checkpoint, "eu-west-3")
     assert batch_counts(store, 0)["backfilled"] == 1
+
+
+def warnings_in(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "fruits.notifications" and r.levelno >= logging.WARNING]
+
+
+def test_a_held_message_stays_invisible_past_the_visibility_timeout_until_its_batch_commits(
+        moto_server, tmp_path, request, caplog) -> None:
+    """Time passing is what this test is about (7 s): the queue's visibility timeout is 3 s, and
+    nothing calls the feed for two of them, as while Spark runs a long micro-batch; meanwhile another
+    consumer keeps asking for the message. Without the extension it is received again after 3 s.
+    The keeper's thread looks every 0.375 s and extends a message once half of its window is gone:
+    it may be late by about a second at each extension before the message shows."""
+    aws = Aws(moto_server, unique_name(request), str(tmp_path / "checkpoint"), visibility_s=3)
+    aws.announce("images/K/a.jpg", aws.put("images/K/a.jpg"))
+    feed = NotificationFeed(aws.config)
+    feed.start()
+    feed.last_backfill = feed.clock()  # the announcement alone
+    received = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="fruits.notifications"):
+        assert feed.latest() == {"batch": 1}  # received and held: its batch is not committed
+        other = boto3.client("sqs", endpoint_url=moto_server, region_name="eu-west-3")
+        stolen = []
+        while time.monotonic() - received < 2 * 3:
+            stolen += other.receive_message(QueueUrl=aws.url, WaitTimeSeconds=1).get("Messages", [])
+        assert stolen == [] and aws.queued() == 1
+        feed.commit(1)
+    assert aws.queued() == 0 and feed.visibility.tracked() == set()  # deleted, and no longer extended
+    assert not warnings_in(caplog)
+    feed.close()
+
+
+def test_visibility_extension_sends_only_what_is_due_and_failures_are_never_fatal(aws, caplog) -> None:
+    """The keeper without its thread, on its own clock: a message is extended once half of its
+    window is gone, ten per request; one the queue no longer has is forgotten quietly; a refused
+    extension or a failed request is a warning, never an exception, and no line holds a receipt."""
+    clock = [0.0]
+    keeper = VisibilityKeeper(aws.sqs, aws.url, timeout_s=60, clock=lambda: clock[0])
+    keeper.close()  # no thread: the test calls extend_due itself
+    requests = []
+    aws.sqs.meta.events.register("provide-client-params.sqs.ChangeMessageVisibilityBatch",
+                                 lambda params, **_: requests.append(len(params["Entries"])))
+    for n in range(12):
+        aws.sqs.send_message(QueueUrl=aws.url, MessageBody=f"m{n}")
+    received = []
+    while len(received) < 12:
+        received += aws.sqs.receive_message(QueueUrl=aws.url, MaxNumberOfMessages=10)["Messages"]
+    for message in received:
+        keeper.track(message["MessageId"], message["ReceiptHandle"])
+    everyone = {m["MessageId"] for m in received}
+    for message in received[:3]:  # deleted by someone else: the queue no longer has them
+        aws.sqs.delete_message(QueueUrl=aws.url, ReceiptHandle=message["ReceiptHandle"])
+    with caplog.at_level(logging.WARNING, logger="fruits.notifications"):
+        clock[0] = 29.0  # more than half of the window left
+        keeper.extend_due()
+        assert requests == [] and keeper.tracked() == everyone
+        clock[0] = 31.0
+        keeper.extend_due()
+        assert requests == [10, 2] and keeper.tracked() == everyone - {m["MessageId"] for m in received[:3]}
+        assert not warnings_in(caplog)  # gone messages are forgotten quietly
+        clock[0] = 60.0  # 29 s into the windows that began at 31
+        keeper.extend_due()
+        assert requests == [10, 2]
+        clock[0] = 62.0
+        keeper.extend_due()
+        assert requests == [10, 2, 9]
+
+        too_long = VisibilityKeeper(aws.sqs, aws.url, timeout_s=43_201, clock=lambda: clock[0])  # over SQS's 12 h
+        too_long.close()
+        too_long.track(received[3]["MessageId"], received[3]["ReceiptHandle"])
+        clock[0] += 30_000
+        too_long.extend_due()
+        assert too_long.tracked() == set()
+        assert f"message {received[3]['MessageId']} cannot be extended (InvalidParameterValue)" in caplog.text
+
+        aws.sqs.delete_queue(QueueUrl=aws.url)
+        keeper.extend_due()  # the request fails as a whole: said, kept for the next look
+        assert "cannot extend the visibility of 9 held messages" in caplog.text and len(keeper.tracked()) == 9
+    assert not any(m["ReceiptHandle"] in caplog.text for m in received)
 
 
 def test_compaction_and_retention_bound_what_a_restart_reads(aws) -> None:
