@@ -16,6 +16,7 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from support import wait_until
 
 from fruits.exceptions import FruitsError
 from fruits.notifications import (
@@ -32,7 +33,7 @@ from fruits.notifications import (
     read_uploads,
     reader_config,
 )
-from fruits.notifications.reads import concerns_the_object, fetch
+from fruits.notifications.reads import UploadsPartition, concerns_the_object, fetch
 from fruits.notifications.visibility import VisibilityKeeper
 from fruits.settings import Settings
 
@@ -390,6 +391,95 @@ def test_sizes_are_the_objects_own_never_the_claimed_ones_and_one_get_reads_each
     times = {Path(path).stem: modified for path, modified, _, _ in rows_of(aws.config, 0, 1)}
     assert times["ok"] == aws.s3.head_object(Bucket=aws.bucket, Key="images/K/ok.jpg")["LastModified"]  # the object's
     assert times["gone"].isoformat() == "2026-12-01T09:30:00+00:00"  # not read: the announced time
+
+
+class CountedReads:
+    """Bytes the task's own S3 client has read from GET bodies, minus what the task has handed over:
+    measured outside the reader (botocore's after-call event wraps each body), never its own count."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.read = self.handed = self.peak = 0
+
+    def instrument(self, monkeypatch) -> None:
+        from fruits.notifications import reads
+
+        real = reads.aws_client
+
+        def client(*args, **kwargs):
+            s3 = real(*args, **kwargs)
+            s3.meta.events.register("after-call.s3.GetObject", lambda parsed, **_: parsed.update(
+                Body=self.Body(self, parsed["Body"])) if "Body" in parsed else None)
+            return s3
+
+        monkeypatch.setattr(reads, "aws_client", client)
+
+    def hand(self, row: tuple) -> None:
+        with self.lock:
+            self.handed += len(row[3] or b"")
+
+    def ahead(self) -> int:
+        with self.lock:
+            return self.read - self.handed
+
+    class Body:
+        def __init__(self, counter, body) -> None:
+            self.counter, self.body = counter, body
+
+        def read(self, amount: int) -> bytes:
+            data = self.body.read(amount)
+            with self.counter.lock:
+                self.counter.read += len(data)
+                self.counter.peak = max(self.counter.peak, self.counter.read - self.counter.handed)
+            return data
+
+        def close(self) -> None:
+            self.body.close()
+
+
+SIZES = [700, 300, 900, 200, 1000, 500, 800, 400, 600, 1000, 100, 900, 650, 350, 750, 250] * 2  # 17,600 bytes
+
+
+def some_uploads(aws: Aws) -> tuple[UploadsPartition, dict[str, bytes]]:
+    bodies = {f"images/K/{n}.jpg": bytes([48 + n % 10]) * size for n, size in enumerate(SIZES)}
+    rows = [(f"s3a://{aws.bucket}/{key}", aws.bucket, key, aws.put(key, body), None) for key, body in bodies.items()]
+    return UploadsPartition(rows), bodies
+
+
+def test_a_task_reads_ahead_at_most_its_byte_budget_plus_one_object_and_keeps_the_order(aws, monkeypatch) -> None:
+    """32 objects of 100-1000 bytes (17,600 in all) under a 3,000-byte budget. After some rows the
+    test stops taking rows until the fetch threads have read ahead as far as the budget lets them
+    (within one object of it), so the bound is tested while it binds."""
+    partition, bodies = some_uploads(aws)
+    counted = CountedReads()
+    counted.instrument(monkeypatch)
+    rows = []
+    for row in read_uploads(aws.config, partition, read_ahead_bytes=3000):
+        rows.append(row)
+        counted.hand(row)
+        if len(rows) in (1, 2, 16):
+            wait_until(lambda: counted.ahead() > 3000 - len(row[3]) - max(SIZES), 60, "the read-ahead to fill")
+    assert [(Path(path).name, size, content) for path, _, size, content in rows] == [
+        (Path(key).name, len(body), body) for key, body in bodies.items()]  # every row once, in order
+    assert 3000 - max(SIZES) < counted.peak <= 3000 + max(SIZES)
+
+
+def test_small_objects_are_all_read_ahead_under_the_default_budget_and_a_stopped_task_ends(aws, monkeypatch) -> None:
+    partition, bodies = some_uploads(aws)
+    counted = CountedReads()
+    counted.instrument(monkeypatch)
+    rows = read_uploads(aws.config, partition)
+    first = next(rows)
+    counted.hand(first)
+    wait_until(lambda: counted.ahead() == sum(SIZES[1:]), 60, "every other row to be read ahead")
+    rows.close()  # Spark stopped early: nothing waits for the budget any more
+
+    small = read_uploads(aws.config, partition, read_ahead_bytes=1)  # every fetch but the head's waits
+    next(small)
+    closer = threading.Thread(target=small.close)
+    closer.start()
+    closer.join(60)
+    assert not closer.is_alive()
 
 
 def test_an_object_over_the_limit_is_closed_unread(moto_server, request) -> None:
