@@ -47,6 +47,7 @@ test: setup
 	FRUITS_SHARED_DIR=$(abspath $(SHARED)) $(BIN)/python -m pytest
 
 bench: setup  ## each prints ratios against a baseline measured in the same run (docs/results.md)
+	$(BIN)/python bench/decode.py
 	$(BIN)/python bench/featurize.py
 	$(BIN)/python bench/fit.py
 	$(BIN)/python bench/stream.py
@@ -54,6 +55,8 @@ bench: setup  ## each prints ratios against a baseline measured in the same run 
 	$(BIN)/python bench/commits.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/cost.py
+	$(BIN)/python bench/app_lookup.py
+	$(BIN)/python bench/knownmap.py
 
 $(LINT_STAMP): constraints-lint.txt
 	$(PYTHON) -m venv $(LINT_VENV)

@@ -1,25 +1,62 @@
-"""What `fruits emr` and `fruits serverless` share: flags, the jobs' options, the cost table, the graceful stop.
+"""What `fruits emr` and `fruits serverless` share: flags, options by name, the jobs' options, the cost table, the stop.
 
-Imports nothing heavy at the top (the commands' --help stays fast); the infra modules are imported
-by the functions that run.
+Nothing here or in infra/ imports Spark, boto3 or MLflow at the top (infra/aws.py and infra/validate.py
+import boto3/botocore when they run): `fruits emr plan` works where pyspark is not installed, and
+`--help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from cli.console import emit_summary
+from fruits.contracts import STOP_MARKER
+from fruits.settings import Settings
+from infra.aws import client, mlflow_credentials, request_stop
+from infra.checks import check_bucket
+from infra.cluster import ClusterOptions, build_request
+from infra.cost import (
+    Comparison,
+    CostEstimate,
+    ServerlessCostEstimate,
+    estimate_cost,
+    estimate_event_path,
+    estimate_serverless_cost,
+)
 from infra.defaults import JOBS
-from infra.layout import CHECKPOINT, HOLDOUT_PREFIX, STOP_MARKER, WEIGHTS_KEY
-
-if TYPE_CHECKING:
-    from fruits.settings import Settings
-    from infra.cost import Comparison, CostEstimate, ServerlessCostEstimate
-    from infra.steps import JobOptions
+from infra.layout import CHECKPOINT, HOLDOUT_PREFIX, IMAGES_PREFIX, SPARK_ENTRY_KEY, WEIGHTS_KEY, s3a_uri
+from infra.preflight import (
+    check_fit_images,
+    check_holdout_images,
+    check_registered_model,
+    check_stream_source,
+    require_objects,
+)
+from infra.serverless import ServerlessOptions
+from infra.steps import JobOptions, check_tracking_uri
 
 WIRINGS = ("lambda-sns", "s3-sqs")
+Options = TypeVar("Options")
+
+
+def default_of(options: type, name: str) -> Any:
+    """The default of an options dataclass field: the one place each launcher default is stated."""
+    (field,) = [f for f in dataclasses.fields(options) if f.name == name]
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
+
+
+def options_from_args(options: type[Options], args: argparse.Namespace, **computed: Any) -> Options:
+    """The options dataclass from the flags whose `dest` is one of its fields (None: the field's default,
+    lists become tuples), the way settings_from_args builds Settings; `computed` for what no flag names."""
+    given = {}
+    for field in dataclasses.fields(options):  # type: ignore[arg-type]
+        value = getattr(args, field.name, None)
+        if value is not None and field.name not in computed:
+            given[field.name] = tuple(value) if isinstance(value, list) else value
+    return options(**given, **computed)
 
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +70,11 @@ def add_region_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--region", help="AWS region (default env AWS_REGION, else eu-west-3)")
 
 
+def add_project_flag(parser: argparse.ArgumentParser, options: type) -> None:
+    default = default_of(options, "project")
+    parser.add_argument("--project", help=f"the stack's ProjectName: the `project` tag the deploy role may operate (default {default})")
+
+
 def add_endpoint_flag(parser: argparse.ArgumentParser, service: str) -> None:
     env = service.upper().replace("-", "_")
     parser.add_argument(
@@ -42,13 +84,13 @@ def add_endpoint_flag(parser: argparse.ArgumentParser, service: str) -> None:
     )
 
 
-def add_job_flags(parser: argparse.ArgumentParser, jobs: tuple[str, ...] = JOBS) -> None:
-    """What `submit` passes to `fruits fit` / `fruits stream` / `fruits refit` on AWS."""
+def add_submit_flags(parser: argparse.ArgumentParser, jobs: tuple[str, ...] = JOBS) -> None:
+    """What `submit` passes to `fruits fit` / `fruits stream` / `fruits refit` on AWS (JobOptions), and its checks."""
     parser.add_argument("--bucket", required=True, help="the project bucket, fruits-<account>-<region>")
     parser.add_argument("--job", choices=jobs, default="stream",
                         help="which job(s): " + ", ".join(jobs) + ("; both = fit, then stream" if "both" in jobs else "")
                              + "; refit = learn from the lake, promote if better (the running stream swaps it in)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking server (default env MLFLOW_TRACKING_URI)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking server, https:// (default env MLFLOW_TRACKING_URI)")
     parser.add_argument("--weights", help=f"weights URI (default s3a://BUCKET/{WEIGHTS_KEY})")
     parser.add_argument("--fit-images", metavar="URI", help="labelled images for fit (default s3a://BUCKET/images/)")
     parser.add_argument("--eval-images", metavar="URI",
@@ -60,23 +102,18 @@ def add_job_flags(parser: argparse.ArgumentParser, jobs: tuple[str, ...] = JOBS)
     parser.add_argument("--notifications", metavar="QUEUE_URL",
                         help="the stack's SQS queue (output NotificationsQueueUrl): the stream reads uploads from it "
                              "instead of listing images/ (default: listing)")
+    parser.add_argument("--mlflow-secret", metavar="ARN",
+                        help="Secrets Manager secret {username, password} of the MLflow server: the model check before "
+                             "a stream or refit authenticates with it (basic auth)")
     parser.add_argument("--skip-model-check", action="store_true",
                         help="do not ask the MLflow server for the registered model before a stream or refit (a server "
                              "reachable only from inside the VPC)")
 
 
-def preflight(args: argparse.Namespace, jobs: JobOptions, settings: Settings, s3: Any,
+def preflight(args: argparse.Namespace, jobs: JobOptions, settings: Settings, region: str,
               extra: tuple[tuple[str, str], ...] = ()) -> None:  # fmt: skip
     """Refuse what cannot work before anything is added (infra/preflight.py)."""
-    from infra.layout import IMAGES_PREFIX, SPARK_ENTRY_KEY, s3a_uri
-    from infra.preflight import (
-        check_fit_images,
-        check_holdout_images,
-        check_registered_model,
-        check_stream_source,
-        require_objects,
-    )
-
+    s3 = client("s3", region, args.endpoint_url)
     require_objects(s3, jobs.bucket, ((SPARK_ENTRY_KEY, "upload cli/spark_entry.py there (docs/aws.md)"), *extra))
     images = s3a_uri(jobs.bucket, IMAGES_PREFIX)
     if args.job in ("fit", "both"):
@@ -86,7 +123,10 @@ def preflight(args: argparse.Namespace, jobs: JobOptions, settings: Settings, s3
     if args.job == "refit":
         check_holdout_images(s3, jobs.eval_images or s3a_uri(jobs.bucket, HOLDOUT_PREFIX))
     if args.job in ("stream", "refit") and not args.skip_model_check:
-        check_registered_model(jobs.tracking_uri, settings.model_name, settings.alias)
+        credentials = None
+        if args.mlflow_secret:
+            credentials = mlflow_credentials(client("secretsmanager", region, args.endpoint_url), args.mlflow_secret)
+        check_registered_model(jobs.tracking_uri, settings.model_name, settings.alias, credentials)
 
 
 def add_comparison_flags(parser: argparse.ArgumentParser) -> None:
@@ -119,58 +159,33 @@ def region_of(args: argparse.Namespace, settings: Settings) -> str:
 
 def dispatch(action: str, args: argparse.Namespace, handlers: dict[str, Callable[..., int]]) -> int:
     """Run the action's handler with the region and the settings, built once here from the environment."""
-    from fruits.settings import Settings
-
     settings = Settings.load()
     return handlers[action](args, region_of(args, settings), settings)
 
 
 def job_options(args: argparse.Namespace, settings: Settings) -> JobOptions:
-    from infra.steps import JobOptions, check_tracking_uri
-
-    return JobOptions(
-        bucket=args.bucket,
-        tracking_uri=check_tracking_uri(args.tracking_uri or settings.mlflow_tracking_uri),
-        weights=args.weights,
-        fit_images=args.fit_images,
-        engine=args.engine,
-        trigger=args.trigger,
-        max_files_per_trigger=args.max_files_per_trigger,
-        notifications=args.notifications,
-        eval_images=args.eval_images,
-    )
+    return options_from_args(JobOptions, args, tracking_uri=check_tracking_uri(args.tracking_uri or settings.mlflow_tracking_uri))
 
 
 def side_by_side(
     region: str, ec2: CostEstimate, serverless: ServerlessCostEstimate, args: argparse.Namespace
 ) -> Comparison:
-    from infra.cost import Comparison, estimate_event_path
-
     events = estimate_event_path(region, args.wiring, args.lambda_ms)
     return Comparison(region, ec2, serverless, events, args.fit_run_images)
 
 
 def equivalent_cluster_cost(bucket: str, region: str, processing_nodes: int, images_per_second: float) -> CostEstimate:
     """The default EMR cluster with as many processing nodes as the Serverless job has executors."""
-    from infra.cluster import ClusterOptions, build_request
-    from infra.cost import estimate_cost
-
     request = build_request(ClusterOptions(bucket=bucket, region=region, core_count=processing_nodes))
     return estimate_cost(request, region, images_per_second)
 
 
 def equivalent_serverless_cost(bucket: str, region: str, executors: int, images_per_second: float) -> ServerlessCostEstimate:
     """The default EMR Serverless job with as many executors as the cluster has processing nodes."""
-    from infra.cost import estimate_serverless_cost
-    from infra.serverless import ServerlessOptions
-
     return estimate_serverless_cost(ServerlessOptions(bucket=bucket, region=region, executors=executors), images_per_second)
 
 
 def run_stop(args: argparse.Namespace, settings: Settings, requested_by: str) -> int:
-    from infra.aws import client, request_stop
-    from infra.checks import check_bucket
-
     check_bucket(args.bucket)
     key = f"{args.checkpoint_key.strip('/')}/{STOP_MARKER}"
     request_stop(client("s3", region_of(args, settings), args.endpoint_url), args.bucket, key, requested_by)
@@ -182,4 +197,3 @@ def run_stop(args: argparse.Namespace, settings: Settings, requested_by: str) ->
         "then `status` shows the stream step or job run as completed",
     )
     return 0
-

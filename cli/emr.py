@@ -19,47 +19,45 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cli.aws_common import (
     add_comparison_flags,
     add_endpoint_flag,
-    add_job_flags,
     add_output_flags,
+    add_project_flag,
     add_region_flag,
     add_stop_action,
+    add_submit_flags,
+    default_of,
     dispatch,
-    preflight,
     equivalent_serverless_cost,
     job_options,
+    options_from_args,
+    preflight,
     run_stop,
     side_by_side,
 )
 from cli.console import emit_summary
 from fruits.exceptions import FruitsError
-from infra.defaults import (
-    AM_NODE_LABELS,
-    DEFAULT_CORE_NODES,
-    DEFAULT_IMAGES_PER_SECOND_PER_NODE,
-    DEFAULT_INSTANCE_TYPE,
-    DEFAULT_NAME,
-    DEFAULT_RELEASE,
-    DEFAULT_SPOT_FRACTION,
-    INSTANCE_PROFILE,
-    SECURITY_CONFIGURATION,
-    SERVICE_ROLE,
-)
-from infra.layout import DEFAULT_WHEEL, WHEELHOUSE_KEY
-
-if TYPE_CHECKING:
-    from fruits.settings import Settings
-    from infra.cluster import ClusterOptions
-    from infra.cost import CostEstimate
+from fruits.settings import Settings
+from infra.aws import add_steps, cluster_status, create_cluster, emr_client, find_cluster, live_steps, terminate_cluster
+from infra.cluster import ClusterOptions, parse_conf, planned_request
+from infra.cost import CostEstimate, estimate_cost
+from infra.defaults import AM_NODE_LABELS, DEFAULT_IMAGES_PER_SECOND_PER_NODE, DEFAULT_SPOT_FRACTION
+from infra.layout import WHEELHOUSE_KEY
+from infra.network import gateway_endpoint_buckets
+from infra.preflight import check_no_live_stream, check_no_step_ahead
+from infra.steps import build_steps
 
 log = logging.getLogger(__name__)
 
 # Where infra/build_wheelhouse.sh's output lands in docs/aws.md's walk-through.
 DEFAULT_LOCK = "build/wheelhouse/requirements.lock"
+
+
+def _default(name: str) -> Any:
+    return default_of(ClusterOptions, name)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -73,7 +71,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_endpoint_flag(up, "emr")
 
     submit = actions.add_parser("submit", help="add the streaming and/or fit job as spark-submit steps")
-    add_job_flags(submit)
+    add_submit_flags(submit)
     _target_flags(submit)
     add_endpoint_flag(submit, "emr")
 
@@ -93,20 +91,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """Every flag's dest is a ClusterOptions field (options_from_args maps them by name); None keeps its default."""
     c = parser.add_argument_group("cluster")
     c.add_argument("--bucket", required=True, help="the project bucket, fruits-<account>-<region>")
     add_region_flag(c)
-    c.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name (default {DEFAULT_NAME})")
-    c.add_argument("--release-label", default=DEFAULT_RELEASE,
-                   help=f"EMR release (default {DEFAULT_RELEASE}: Spark 4.1.1, long-term support; see docs/emr.md)")
-    c.add_argument("--instance-type", default=DEFAULT_INSTANCE_TYPE, help=f"all nodes (default {DEFAULT_INSTANCE_TYPE})")
-    c.add_argument("--core", type=int, default=DEFAULT_CORE_NODES, metavar="N",
-                   help=f"core nodes, on-demand (default {DEFAULT_CORE_NODES})")
-    c.add_argument("--task", type=int, default=0, metavar="M", help="task nodes, spot (default 0)")
+    add_project_flag(c, ClusterOptions)
+    c.add_argument("--name", help=f"cluster name (default {_default('name')})")
+    c.add_argument("--release-label",
+                   help=f"EMR release (default {_default('release_label')}: Spark 4.1.1, long-term support; see docs/emr.md)")
+    c.add_argument("--instance-type", help=f"all nodes (default {_default('instance_type')})")
+    c.add_argument("--core", dest="core_count", type=int, metavar="N",
+                   help=f"core nodes, on-demand (default {_default('core_count')})")
+    c.add_argument("--task", dest="task_count", type=int, metavar="M",
+                   help=f"task nodes, spot (default {_default('task_count')})")
     c.add_argument(
         "--spot-bid-fraction", type=float, metavar="F", help="spot bid as a fraction of on-demand (default: capped at on-demand)"
     )
-    c.add_argument("--ebs-gb", type=int, metavar="GB", help="one gp3 data volume per node (default: EMR's own for the type)")
+    c.add_argument("--ebs-gb", dest="ebs_size_gb", type=int, metavar="GB",
+                   help="one gp3 data volume per node (default: EMR's own for the type)")
     c.add_argument("--subnet-id", metavar="ID",
                    help="private subnet tagged for-use-with-amazon-emr-managed-policies=true, with an S3 gateway endpoint "
                         "(required by up; docs/aws.md)")
@@ -114,20 +116,22 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--core-security-group", metavar="ID", help="EMR-managed security group of core and task nodes")
     c.add_argument("--service-access-security-group", metavar="ID",
                    help="EMR service access security group (a private subnet needs it); all three or none")
-    c.add_argument("--security-configuration", default=SECURITY_CONFIGURATION, metavar="NAME",
-                   help=f"the stack's EMR security configuration (default {SECURITY_CONFIGURATION})")
-    c.add_argument("--am-node-label", choices=AM_NODE_LABELS, default=AM_NODE_LABELS[0],
-                   help="YARN node label the application master must run on: never a spot task node (default ON_DEMAND)")
-    c.add_argument("--mlflow-secret", metavar="ARN",
-                   help="Secrets Manager secret {username, password} of the MLflow server, written to the driver's "
+    c.add_argument("--security-configuration", metavar="NAME",
+                   help=f"the stack's EMR security configuration (default {_default('security_configuration')})")
+    c.add_argument("--am-node-label", choices=AM_NODE_LABELS,
+                   help="YARN node label the application master must run on: never a spot task node "
+                        f"(default {_default('am_node_label')})")
+    c.add_argument("--mlflow-secret", dest="mlflow_secret_arn", metavar="ARN",
+                   help="Secrets Manager secret {username, password} of the MLflow server, written to the primary node's "
                         "~/.mlflow/credentials by the bootstrap (never in the request or the steps)")
     c.add_argument("--key-name", help="EC2 key pair for SSH to the nodes")
-    c.add_argument("--idle-timeout", type=int, metavar="SECONDS", help="auto-terminate after this long idle (60..604800)")
+    c.add_argument("--idle-timeout", dest="idle_timeout_seconds", type=int, metavar="SECONDS",
+                   help="auto-terminate after this long idle (60..604800)")
     c.add_argument("--owner", help="owner tag")
     c.add_argument("--cost-center", help="cost-center tag")
-    c.add_argument("--service-role", default=SERVICE_ROLE, help=f"EMR service role (default {SERVICE_ROLE})")
-    c.add_argument("--instance-profile", default=INSTANCE_PROFILE, help=f"EC2 instance profile (default {INSTANCE_PROFILE})")
-    c.add_argument("--wheel", default=DEFAULT_WHEEL, help=f"project wheel under s3://BUCKET/bootstrap/ (default {DEFAULT_WHEEL})")
+    c.add_argument("--service-role", help=f"EMR service role (default {_default('service_role')})")
+    c.add_argument("--instance-profile", help=f"EC2 instance profile (default {_default('instance_profile')})")
+    c.add_argument("--wheel", help=f"project wheel under s3://BUCKET/bootstrap/ (default {_default('wheel')})")
     c.add_argument(
         "--wheelhouse", metavar="URI",
         help=f"S3 prefix of the wheels the nodes install, no package index (default s3://BUCKET/{WHEELHOUSE_KEY})",
@@ -154,7 +158,7 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
 
 def _target_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-id", help="j-... (default: the one active cluster named --name)")
-    parser.add_argument("--name", default=DEFAULT_NAME, help=f"cluster name to look up (default {DEFAULT_NAME})")
+    parser.add_argument("--name", default=_default("name"), help=f"cluster name to look up (default {_default('name')})")
     add_region_flag(parser)
 
 
@@ -163,37 +167,10 @@ def run(args: argparse.Namespace) -> int:
                                         "stop": _run_stop, "down": _run_down})  # fmt: skip
 
 
-def options_from_args(args: argparse.Namespace, region: str) -> ClusterOptions:
-    from infra.cluster import ClusterOptions, parse_conf
-
-    return ClusterOptions(
-        bucket=args.bucket,
-        region=region,
-        name=args.name,
-        release_label=args.release_label,
-        instance_type=args.instance_type,
-        core_count=args.core,
-        task_count=args.task,
-        spot_bid_fraction=args.spot_bid_fraction,
-        ebs_size_gb=args.ebs_gb,
-        subnet_id=args.subnet_id,
-        primary_security_group=args.primary_security_group,
-        core_security_group=args.core_security_group,
-        service_access_security_group=args.service_access_security_group,
-        security_configuration=args.security_configuration,
-        am_node_label=args.am_node_label,
-        mlflow_secret_arn=args.mlflow_secret,
-        key_name=args.key_name,
-        idle_timeout_seconds=args.idle_timeout,
-        owner=args.owner,
-        cost_center=args.cost_center,
-        service_role=args.service_role,
-        instance_profile=args.instance_profile,
-        wheel=args.wheel,
-        wheelhouse=args.wheelhouse,
-        lock_sha256=_lock_sha256(args),
-        extra_configurations=tuple(parse_conf(c) for c in args.conf),
-    )
+def cluster_options(args: argparse.Namespace, region: str) -> ClusterOptions:
+    """ClusterOptions from the flags by name; the region, the lock's sha256 and the --conf triples computed."""
+    return options_from_args(ClusterOptions, args, region=region, lock_sha256=_lock_sha256(args),
+                             extra_configurations=tuple(parse_conf(c) for c in args.conf))  # fmt: skip
 
 
 def _lock_sha256(args: argparse.Namespace) -> str | None:
@@ -206,10 +183,7 @@ def _lock_sha256(args: argparse.Namespace) -> str | None:
 
 def _planned(args: argparse.Namespace, region: str, launching: bool = False
              ) -> tuple[ClusterOptions, dict[str, Any], CostEstimate]:  # fmt: skip
-    from infra.cluster import planned_request
-    from infra.cost import estimate_cost
-
-    options = options_from_args(args, region)
+    options = cluster_options(args, region)
     request = planned_request(options, today=dt.date.today(), launching=launching)
     if options.lock_sha256 is None:
         log.warning("no %s and no --lock-sha256: `up` needs the wheelhouse's lock (infra/build_wheelhouse.sh)", args.lock)
@@ -220,8 +194,6 @@ def _planned(args: argparse.Namespace, region: str, launching: bool = False
 
 
 def _run_plan(args: argparse.Namespace, region: str, settings: Settings) -> int:
-    from infra.network import gateway_endpoint_buckets
-
     options, request, cost = _planned(args, region)
     serverless = equivalent_serverless_cost(options.bucket, region, cost.processing_nodes, args.images_per_second_per_node)
     comparison = side_by_side(region, cost, serverless, args)
@@ -237,8 +209,6 @@ def _run_plan(args: argparse.Namespace, region: str, settings: Settings) -> int:
 
 
 def _run_up(args: argparse.Namespace, region: str, settings: Settings) -> int:
-    from infra.aws import create_cluster, emr_client
-
     _, request, cost = _planned(args, region, launching=True)
     cluster_id = create_cluster(emr_client(region, args.endpoint_url), request)
     per_hour = "an unknown amount" if cost.per_hour is None else f"${cost.per_hour:.4f}/h"
@@ -251,15 +221,11 @@ def _run_up(args: argparse.Namespace, region: str, settings: Settings) -> int:
 
 
 def _run_submit(args: argparse.Namespace, region: str, settings: Settings) -> int:
-    from infra.aws import add_steps, client, emr_client, find_cluster, live_steps
-    from infra.preflight import check_no_live_stream, check_no_step_ahead
-    from infra.steps import build_steps
-
     jobs = job_options(args, settings)
     steps = build_steps(args.job, jobs)
     emr = emr_client(region, args.endpoint_url)
     cluster_id = find_cluster(emr, args.cluster_id, args.name)
-    preflight(args, jobs, settings, client("s3", region, args.endpoint_url))
+    preflight(args, jobs, settings, region)
     if args.job in ("stream", "both"):
         check_no_live_stream(live_steps(emr, cluster_id), f"cluster {cluster_id}")
     if args.job == "refit":
@@ -272,8 +238,6 @@ def _run_submit(args: argparse.Namespace, region: str, settings: Settings) -> in
 
 
 def _run_status(args: argparse.Namespace, region: str, settings: Settings) -> int:
-    from infra.aws import cluster_status, emr_client, find_cluster
-
     client = emr_client(region, args.endpoint_url)
     status = cluster_status(client, find_cluster(client, args.cluster_id, args.name))
     reason = f" ({status['state_reason']})" if status["state_reason"] else ""
@@ -288,8 +252,6 @@ def _run_stop(args: argparse.Namespace, region: str, settings: Settings) -> int:
 
 
 def _run_down(args: argparse.Namespace, region: str, settings: Settings) -> int:
-    from infra.aws import emr_client, find_cluster, terminate_cluster
-
     if not args.yes:
         raise FruitsError(
             "terminating stops the stream at once and deletes the cluster: add --yes to confirm "

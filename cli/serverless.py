@@ -16,36 +16,55 @@ import argparse
 import datetime as dt
 import json
 import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
 from cli.aws_common import (
     add_comparison_flags,
     add_endpoint_flag,
-    add_job_flags,
     add_output_flags,
+    add_project_flag,
     add_region_flag,
     add_stop_action,
+    add_submit_flags,
+    default_of,
     dispatch,
-    preflight,
     equivalent_cluster_cost,
     job_options,
+    options_from_args,
+    preflight,
     run_stop,
     side_by_side,
 )
 from cli.console import emit_summary
 from fruits.exceptions import FruitsError
-from infra.defaults import DEFAULT_APPLICATION_NAME, DEFAULT_IMAGES_PER_SECOND_PER_NODE, DEFAULT_RELEASE, JOB_ROLE
+from fruits.settings import Settings
+from infra.aws import (
+    account_id,
+    application_status,
+    client,
+    create_application,
+    delete_application,
+    find_application,
+    live_job_runs,
+    start_job_run,
+)
+from infra.cost import estimate_serverless_cost
+from infra.defaults import DEFAULT_IMAGES_PER_SECOND_PER_NODE, JOB_ROLE
 from infra.layout import VENV_ARCHIVE_KEY
-
-if TYPE_CHECKING:
-    from fruits.settings import Settings
-    from infra.serverless import ServerlessOptions
+from infra.preflight import check_no_live_stream, split_s3_uri
+from infra.serverless import ServerlessOptions, WorkerSize, job_run_request, planned_application
+from infra.steps import JobOptions
 
 log = logging.getLogger(__name__)
 
 # What `plan` puts where `up`/`submit` will know the real values.
 PLACEHOLDER_APPLICATION_ID = "<application id>"
 PLACEHOLDER_ACCOUNT = "<account id>"
+PLACEHOLDER_TRACKING_URI = "https://<mlflow-host>"
+
+
+def _default(name: str) -> Any:
+    return default_of(ServerlessOptions, name)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -60,13 +79,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_endpoint_flag(up, "emr-serverless")
 
     submit = actions.add_parser("submit", help="start the stream (STREAMING), the fit or the refit (BATCH) as a job run")
-    add_job_flags(submit, jobs=("stream", "fit", "refit"))
+    add_submit_flags(submit, jobs=("stream", "fit", "refit"))
     _size_flags(submit)
+    add_project_flag(submit, ServerlessOptions)
     submit.add_argument("--job-role", default=JOB_ROLE, metavar="NAME_OR_ARN",
                         help=f"the job runtime role (default {JOB_ROLE}, the stack's)")
     submit.add_argument("--venv-archive", metavar="URI", help=f"packed venv (default s3a://BUCKET/{VENV_ARCHIVE_KEY})")
-    submit.add_argument("--max-failed-attempts-per-hour", type=int, default=5, metavar="N",
-                        help="stream retry policy: stop after N failures in an hour (1-10, default 5)")
+    submit.add_argument("--max-failed-attempts-per-hour", type=int, metavar="N",
+                        help="stream retry policy: stop after N failures in an hour "
+                             f"(1-10, default {_default('max_failed_attempts_per_hour')})")
     _target_flags(submit)
     add_endpoint_flag(submit, "emr-serverless")
 
@@ -86,24 +107,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _size_flags(parser: argparse.ArgumentParser) -> None:
+    driver, executor = _default("driver"), _default("executor")
     sizes = parser.add_argument_group("workers (EMR Serverless sizes: 1/2/4/8/16 vCPU with a memory range each)")
-    sizes.add_argument("--executors", type=int, default=2, metavar="N", help="executors of a job run (default 2)")
-    sizes.add_argument("--executor-vcpu", type=int, default=4, metavar="N", help="vCPU per executor (default 4)")
-    sizes.add_argument("--executor-memory-gb", type=int, default=16, metavar="GB", help="memory per executor (default 16)")
-    sizes.add_argument("--driver-vcpu", type=int, default=2, metavar="N", help="vCPU of the driver (default 2)")
-    sizes.add_argument("--driver-memory-gb", type=int, default=8, metavar="GB", help="memory of the driver (default 8)")
+    sizes.add_argument("--executors", type=int, metavar="N", help=f"executors of a job run (default {_default('executors')})")
+    sizes.add_argument("--executor-vcpu", type=int, default=executor.vcpu, metavar="N",
+                       help=f"vCPU per executor (default {executor.vcpu})")
+    sizes.add_argument("--executor-memory-gb", type=int, default=executor.memory_gb, metavar="GB",
+                       help=f"memory per executor (default {executor.memory_gb})")
+    sizes.add_argument("--driver-vcpu", type=int, default=driver.vcpu, metavar="N", help=f"vCPU of the driver (default {driver.vcpu})")
+    sizes.add_argument("--driver-memory-gb", type=int, default=driver.memory_gb, metavar="GB",
+                       help=f"memory of the driver (default {driver.memory_gb})")
 
 
 def _application_flags(parser: argparse.ArgumentParser) -> None:
+    """Every flag's dest is a ServerlessOptions field (options_from_args maps them by name); None keeps its default."""
     a = parser.add_argument_group("application")
     a.add_argument("--bucket", required=True, help="the project bucket, fruits-<account>-<region>")
     add_region_flag(a)
-    a.add_argument("--name", default=DEFAULT_APPLICATION_NAME, help=f"application name (default {DEFAULT_APPLICATION_NAME})")
-    a.add_argument("--release-label", default=DEFAULT_RELEASE, help=f"release (default {DEFAULT_RELEASE}, the cluster's)")
-    a.add_argument("--subnet-id", action="append", default=[], metavar="ID",
+    add_project_flag(a, ServerlessOptions)
+    a.add_argument("--name", help=f"application name (default {_default('name')})")
+    a.add_argument("--release-label", help=f"release (default {_default('release_label')}, the cluster's)")
+    a.add_argument("--subnet-id", dest="subnet_ids", action="append", metavar="ID",
                    help="private subnet for the workers, repeatable (reaches MLflow and SQS in the VPC)")
-    a.add_argument("--security-group-id", action="append", default=[], metavar="ID", help="security group, repeatable")
-    a.add_argument("--idle-timeout-minutes", type=int, default=15, metavar="M", help="auto-stop when idle (default 15)")
+    a.add_argument("--security-group-id", dest="security_group_ids", action="append", metavar="ID",
+                   help="security group, repeatable")
+    a.add_argument("--idle-timeout-minutes", type=int, metavar="M",
+                   help=f"auto-stop when idle (default {_default('idle_timeout_minutes')})")
     a.add_argument("--owner", help="owner tag")
     a.add_argument("--cost-center", help="cost-center tag")
     _size_flags(parser)
@@ -116,7 +145,7 @@ def _application_flags(parser: argparse.ArgumentParser) -> None:
 
 def _target_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--application-id", help="(default: the one live application named --name)")
-    parser.add_argument("--name", default=DEFAULT_APPLICATION_NAME, help=f"application name to look up (default {DEFAULT_APPLICATION_NAME})")
+    parser.add_argument("--name", default=_default("name"), help=f"application name to look up (default {_default('name')})")
     add_region_flag(parser)
 
 
@@ -125,25 +154,11 @@ def run(args: argparse.Namespace) -> int:
                                         "stop": _run_stop, "down": _run_down})  # fmt: skip
 
 
-def options_from_args(args: argparse.Namespace, region: str) -> ServerlessOptions:
-    from infra.serverless import ServerlessOptions, WorkerSize
-
-    return ServerlessOptions(
-        bucket=args.bucket,
-        region=region,
-        name=args.name,
-        release_label=getattr(args, "release_label", DEFAULT_RELEASE),
-        driver=WorkerSize(args.driver_vcpu, args.driver_memory_gb),
-        executor=WorkerSize(args.executor_vcpu, args.executor_memory_gb),
-        executors=args.executors,
-        subnet_ids=tuple(getattr(args, "subnet_id", ())),
-        security_group_ids=tuple(getattr(args, "security_group_id", ())),
-        idle_timeout_minutes=getattr(args, "idle_timeout_minutes", 15),
-        max_failed_attempts_per_hour=getattr(args, "max_failed_attempts_per_hour", 5),
-        owner=getattr(args, "owner", None),
-        cost_center=getattr(args, "cost_center", None),
-        venv_archive=getattr(args, "venv_archive", None),
-    )
+def serverless_options(args: argparse.Namespace, region: str) -> ServerlessOptions:
+    """ServerlessOptions from the flags by name; the region and the two worker sizes computed."""
+    return options_from_args(ServerlessOptions, args, region=region,
+                             driver=WorkerSize(args.driver_vcpu, args.driver_memory_gb),
+                             executor=WorkerSize(args.executor_vcpu, args.executor_memory_gb))  # fmt: skip
 
 
 def _role_arn(role: str, account: str) -> str:
@@ -151,15 +166,11 @@ def _role_arn(role: str, account: str) -> str:
 
 
 def _run_plan(args: argparse.Namespace, region: str, settings: Settings) -> int:
-    from infra.cost import estimate_serverless_cost
-    from infra.serverless import job_run_request, planned_application
-    from infra.steps import JobOptions
-
-    options = options_from_args(args, region)
+    options = serverless_options(args, region)
     application = planned_application(options, today=dt.date.today())
     if not options.subnet_ids:
         log.warning("no --subnet-id: `up` needs the private subnets the workers run in (to reach MLflow and SQS)")
-    tracking_uri = args.tracking_uri or settings.mlflow_tracking_uri or "http://<mlflow-host>:5000"
+    tracking_uri = args.tracking_uri or settings.mlflow_tracking_uri or PLACEHOLDER_TRACKING_URI
     stream = job_run_request("stream", options, JobOptions(bucket=options.bucket, tracking_uri=tracking_uri),
                              PLACEHOLDER_APPLICATION_ID, _role_arn(JOB_ROLE, PLACEHOLDER_ACCOUNT), client_token="<new per submit>")  # fmt: skip
     cost = estimate_serverless_cost(options, args.images_per_second_per_executor)
@@ -175,11 +186,7 @@ def _run_plan(args: argparse.Namespace, region: str, settings: Settings) -> int:
 
 
 def _run_up(args: argparse.Namespace, region: str, settings: Settings) -> int:
-    from infra.aws import client, create_application
-    from infra.cost import estimate_serverless_cost
-    from infra.serverless import planned_application
-
-    options = options_from_args(args, region)
+    options = serverless_options(args, region)
     if not options.subnet_ids or not options.security_group_ids:
         raise FruitsError(
             "--subnet-id and --security-group-id are required: the workers run in your VPC's private subnets to reach "
@@ -198,17 +205,13 @@ def _run_up(args: argparse.Namespace, region: str, settings: Settings) -> int:
 
 
 def _run_submit(args: argparse.Namespace, region: str, settings: Settings) -> int:
-    from infra.aws import account_id, client, find_application, live_job_runs, start_job_run
-    from infra.preflight import check_no_live_stream, split_s3_uri
-    from infra.serverless import job_run_request
-
-    options = options_from_args(args, region)
+    options = serverless_options(args, region)
     jobs = job_options(args, settings)
     serverless = client("emr-serverless", region, args.endpoint_url)
     application_id = find_application(serverless, args.application_id, args.name)
     archive_bucket, archive_key = split_s3_uri(options.venv_archive_uri)
     extra = ((archive_key.rstrip("/"), "build and upload it (infra/build_venv_archive.sh, docs/emr.md)"),)
-    preflight(args, jobs, settings, client("s3", region, args.endpoint_url), extra if archive_bucket == jobs.bucket else ())
+    preflight(args, jobs, settings, region, extra if archive_bucket == jobs.bucket else ())
     if args.job == "stream":
         check_no_live_stream(live_job_runs(serverless, application_id), f"application {application_id}")
     role = args.job_role if args.job_role.startswith("arn:") else _role_arn(
@@ -223,8 +226,6 @@ def _run_submit(args: argparse.Namespace, region: str, settings: Settings) -> in
 
 
 def _run_status(args: argparse.Namespace, region: str, settings: Settings) -> int:
-    from infra.aws import application_status, client, find_application
-
     serverless = client("emr-serverless", region, args.endpoint_url)
     status = application_status(serverless, find_application(serverless, args.application_id, args.name))
     lines = [f"application {status['application_id']} {status['name']}: {status['state']}"]
@@ -238,8 +239,6 @@ def _run_stop(args: argparse.Namespace, region: str, settings: Settings) -> int:
 
 
 def _run_down(args: argparse.Namespace, region: str, settings: Settings) -> int:
-    from infra.aws import client, delete_application, find_application
-
     if not args.yes:
         raise FruitsError(
             "deleting cancels the running jobs and the application: add --yes to confirm "

@@ -15,13 +15,15 @@ import pandas as pd
 import pyspark
 from mlflow import MlflowClient
 from pyspark.ml import PipelineModel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
 
 from fit import pipeline
 from fit.evaluation import NOVELTY_FALSE_ALARM_TARGET, Evaluation, Maps
-from fruits import plots, registry
+from fruits import knownmap, plots, registry
 from fruits.featurize import Featurizer
-from fruits.project import MODEL_INPUT_COL, MODEL_OUTPUT_COL, NOVELTY_SCORE
+from fruits.knownmap import KnownMap
+from fruits.project import MODEL_INPUT_COL, MODEL_OUTPUT_COL, NOVELTY_SCORE, project
 from fruits.settings import Settings
 
 
@@ -53,10 +55,11 @@ def log_and_register(
     """One MLflow run: training features, params, metrics, plots, featurizer identity, the model, the alias."""
     labels = fit_points["label"].tolist()
     classes = pipeline.classes(model)
-    with (tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(1, thread_name_prefix="plots") as pool,
+    with (tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(2, thread_name_prefix="plots") as pool,
           mlflow.start_run(experiment_id=experiment_id) as active):
         # matplotlib draws while Spark writes the features and the model: the two wait on different things.
         drawn = pool.submit(draw_plots, Path(tmp), model, fit_points, evaluation, maps)
+        known = pool.submit(known_map, training, model)  # the app's map of the known fruits (fruits.knownmap)
         run_id = active.info.run_id
         # The training features (path, label, 1280 floats): what a refit starts from, without MobileNet.
         features_uri = f"{settings.features_uri.rstrip('/')}/{run_id}"
@@ -87,7 +90,7 @@ def log_and_register(
         version_tags = {
             "model.input_col": MODEL_INPUT_COL, "model.output_col": MODEL_OUTPUT_COL, "pca_k": settings.pca_k,
             registry.FEATURES_URI_TAG: features_uri, "model.head": pipeline.HEAD, "model.classes": len(classes),
-            registry.NOVELTY_SCORE_TAG: NOVELTY_SCORE,
+            registry.NOVELTY_SCORE_TAG: NOVELTY_SCORE, knownmap.TAG: knownmap.ARTIFACT_PATH,
         }
         if evaluation:
             version_tags[registry.NOVELTY_THRESHOLD_TAG] = repr(evaluation.novelty_threshold)
@@ -96,9 +99,27 @@ def log_and_register(
         model_uri = registry.log_model(model, pip_requirements=[f"pyspark=={pyspark.__version__}"])
         drawn.result()
         mlflow.log_artifacts(tmp, "plots")
+        log_known_map(known.result())
         version = registry.register(client, model_uri, name=settings.model_name, alias=alias,
                                     tags=registry.model_version_tags(featurizer.spec, version_tags))
         return Logged(run_id, version, features_uri, active.info.artifact_uri)
+
+
+def known_map(training: DataFrame, model: PipelineModel) -> KnownMap:
+    """At most knownmap.PER_CLASS training images of each class (spread by a hash of the path, not the first
+    frames of one fruit), projected by `model` and mapped in 2-D."""
+    spread = Window.partitionBy("label").orderBy(F.xxhash64("path"), "path")
+    picked = (training.select("path", "label", "features").withColumn("rank", F.row_number().over(spread))
+              .filter(F.col("rank") <= knownmap.PER_CLASS).drop("rank"))
+    known = project(picked, model).select("path", "label", "pca").toPandas()
+    return KnownMap.build(np.stack(known["pca"].to_numpy()), known["label"].tolist(), known["path"].tolist())
+
+
+def log_known_map(known: KnownMap) -> None:
+    """The map as the active run's artifact knownmap.ARTIFACT_PATH (the version's knownmap.TAG points at it)."""
+    folder, name = knownmap.ARTIFACT_PATH.rsplit("/", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_artifact(str(known.write(Path(tmp) / name)), folder)
 
 
 def evaluation_metrics(evaluation: Evaluation | None) -> dict[str, float]:

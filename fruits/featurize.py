@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 
 from fruits import decode, weights
 from fruits.exceptions import FruitsError
+from fruits.reasons import exception_detail
 from fruits.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -239,18 +240,16 @@ class BatchResult:
 def featurize_batch(
     engine: Engine, contents: Sequence[bytes | None], max_pixels: int, chunk: int = INFERENCE_CHUNK
 ) -> BatchResult:
-    """Decode and featurize a batch of image bytes. A bad image never fails the batch."""
+    """Decode and featurize a batch of image bytes. Never raises for an input: whatever goes wrong with
+    one upload (decoding it, or the engine on it) is its reason and detail, and the others get features."""
     n = len(contents)
     result = BatchResult([None] * n, [None] * n, [None] * n)
     pending: list[int] = []
     pixels: list[np.ndarray] = []
 
     def flush() -> None:
-        if not pending:
-            return
-        out = engine(decode.scale(np.stack(pixels)))
-        for i, vector in zip(pending, out, strict=True):
-            result.features[i] = vector.astype(np.float32, copy=False)
+        if pending:
+            _infer(engine, pending, pixels, result)
         pending.clear()
         pixels.clear()
 
@@ -264,6 +263,27 @@ def featurize_batch(
             flush()
     flush()
     return result
+
+
+def _infer(engine: Engine, indices: list[int], pixels: list[np.ndarray], result: BatchResult) -> None:
+    """Features of decoded images into `result`. When the engine fails on a chunk, each of its images is
+    tried alone, so the error lands on the image it fails on and on no other."""
+    try:
+        features = np.asarray(engine(decode.scale(np.stack(pixels))), dtype=np.float32)
+        if features.shape != (len(pixels), FEATURE_DIM):
+            raise ValueError(f"the engine returned an array of shape {features.shape} for {len(pixels)} images")
+        if not np.isfinite(features).all():
+            raise ValueError("the engine returned non-finite features")
+    except Exception as exc:  # noqa: BLE001  an engine failure is the image's error, never the task's
+        if len(indices) == 1:
+            result.reasons[indices[0]], result.details[indices[0]] = "engine_failed", exception_detail(exc)
+            return
+        log.warning("the engine failed on %d images (%s): trying each alone", len(indices), exception_detail(exc))
+        for i, one in zip(indices, pixels, strict=True):
+            _infer(engine, [i], [one], result)
+        return
+    for i, vector in zip(indices, features, strict=True):
+        result.features[i] = vector
 
 
 # One engine per Python worker process and featurizer, whatever the number of tasks it runs.

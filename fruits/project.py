@@ -133,6 +133,16 @@ class Projection:
         return cls(mean=mean, scale=scale, components=pca.pc.toArray(), coefficients=coefficients,
                    intercepts=intercepts, labels=labels, novelty_threshold=novelty_threshold)
 
+    def probabilities(self, pca: np.ndarray) -> np.ndarray | None:
+        """(n, k) projections -> (n, classes) class probabilities, columns in `labels` order; None without a head.
+        The stream's answers rank an upload's top classes with it, from the `pca` its results row holds."""
+        if self.coefficients is None:
+            return None
+        margins = np.asarray(pca, dtype=np.float64) @ self.coefficients.T + self.intercepts
+        margins -= margins.max(axis=1, keepdims=True)
+        probabilities = np.exp(margins)
+        return probabilities / probabilities.sum(axis=1, keepdims=True)
+
     def apply(self, features: np.ndarray) -> pd.DataFrame:
         """float32 (n, 1280) -> the OUTPUT_COLUMNS of n rows (head columns null without a head)."""
         pca = ((features.astype(np.float64) - self.mean) * self.scale) @ self.components
@@ -141,15 +151,12 @@ class Projection:
         if self.coefficients is None:
             return pd.DataFrame({**out, "prediction": [None] * n, "confidence": [None] * n,
                                  "novelty_score": [None] * n, "is_novel": [None] * n})
-        margins = pca @ self.coefficients.T + self.intercepts
-        margins -= margins.max(axis=1, keepdims=True)
-        probabilities = np.exp(margins)
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        probabilities = self.probabilities(pca)
         confidence = probabilities.max(axis=1)
         novelty = 1.0 - confidence
         return pd.DataFrame({
             **out,
-            "prediction": np.asarray(self.labels, dtype=object)[margins.argmax(axis=1)],
+            "prediction": np.asarray(self.labels, dtype=object)[probabilities.argmax(axis=1)],
             "confidence": confidence,
             "novelty_score": novelty,
             "is_novel": (novelty > self.novelty_threshold) if self.novelty_threshold is not None else [None] * n,

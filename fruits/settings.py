@@ -25,10 +25,14 @@ _STANDARD_ENV = {
     "mlflow_tracking_uri": ("MLFLOW_TRACKING_URI",),
     "aws_region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
     "s3_endpoint_url": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+    "dynamodb_endpoint_url": ("AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"),
     "keras_home": ("KERAS_HOME",),
 }
 # Fields filled from the environment only: not settings a user chooses.
 _DETECTED = ("under_spark_submit",)
+# The intervals, parsed by the properties of these names (seconds; 0 for "off").
+_INTERVALS = ("maintenance_interval_seconds", "model_refresh_interval_seconds", "backfill_interval_seconds",
+              "notification_retention_seconds", "answer_retention_seconds")
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,14 @@ class Settings:
     # featurizing step raise, or exit its Python worker with os._exit, on any upload whose bytes contain MARKER
     # (streaming.poison: how a poison upload is isolated). Unset, it changes nothing in the stream's plan.
     fault_injection: str | None = None
+    # The public app's answers (fruits.answers): sqlite:///PATH.db or dynamodb://TABLE; None means
+    # <state>/answers.db. Each answer is kept this long (an interval).
+    answers: str | None = None
+    answer_retention: str = "30d"
     # AWS
     aws_region: str = "eu-west-3"
     s3_endpoint_url: str | None = None
+    dynamodb_endpoint_url: str | None = None
     # Keras' own cache variable (KERAS_HOME); None: the project-local cache if `fruits setup` made one.
     keras_home: Path | None = None
 
@@ -134,10 +143,8 @@ class Settings:
             raise FruitsError(f"FRUITS_FAULT_INJECTION must be raise:MARKER or exit:MARKER, got {self.fault_injection!r}")
         if not self.model_name or not self.alias:
             raise FruitsError("model name and alias must not be empty")
-        interval_seconds(self.maintenance_interval, "--maintenance-interval", allow_off=True)
-        interval_seconds(self.model_refresh_interval, "--model-refresh-interval", allow_off=True)
-        interval_seconds(self.backfill_interval, "--backfill-interval", allow_off=True)
-        interval_seconds(self.notification_retention, "--notification-retention")
+        for interval in _INTERVALS:
+            getattr(self, interval)  # parses it, or raises a one-line FruitsError naming its flag
         if self.notifications is not None:
             if not re.match(r"^https?://[^/]+/[^/]+/[^/]+$", self.notifications):
                 raise FruitsError("--notifications must be an SQS queue URL like "
@@ -180,6 +187,32 @@ class Settings:
     def features_uri(self) -> str:
         """Raw fit features (parquet), one folder per MLflow run, to refit PCA without MobileNet."""
         return self.features or str(self.state / "features")
+
+    @property
+    def answers_uri(self) -> str:
+        """Where the stream writes, and the app reads, the answers to app uploads (fruits.answers)."""
+        return self.answers or f"sqlite:///{self.state / 'answers.db'}"
+
+    # Intervals in seconds (0: "off"): parsed here only; validate() has checked each of them.
+    @property
+    def maintenance_interval_seconds(self) -> float:
+        return interval_seconds(self.maintenance_interval, "--maintenance-interval", allow_off=True)
+
+    @property
+    def model_refresh_interval_seconds(self) -> float:
+        return interval_seconds(self.model_refresh_interval, "--model-refresh-interval", allow_off=True)
+
+    @property
+    def backfill_interval_seconds(self) -> float:
+        return interval_seconds(self.backfill_interval, "--backfill-interval", allow_off=True)
+
+    @property
+    def notification_retention_seconds(self) -> float:
+        return interval_seconds(self.notification_retention, "--notification-retention")
+
+    @property
+    def answer_retention_seconds(self) -> float:
+        return interval_seconds(self.answer_retention, "--answer-retention")
 
     @property
     def cache_dir(self) -> Path:

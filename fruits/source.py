@@ -1,7 +1,7 @@
 """Source: which files are images, what class each belongs to, and reading them into Spark.
 
-The rules here are the contract with whoever uploads: `<prefix>/<class name>/<file>.(jpg|jpeg|png)`
-in any letter case; names starting with '.' or '_' (files or folders) are never read, so an
+The naming rules (fruits/contracts.py, Spark-free, re-exported here) are the contract with whoever
+uploads: `<prefix>/<class name>/<file>.(jpg|jpeg|png)` in any letter case; names starting with '.' or '_' (files or folders) are never read, so an
 upload still being written under a hidden name is invisible until it is renamed into place.
 The upload Lambda (lambda/handler.py, which cannot import this package) keeps a copy of the
 image-name and label rules; a test checks that both agree on a table of names.
@@ -10,16 +10,21 @@ image-name and label rules; a test checks that both agree on a table of names.
 from __future__ import annotations
 
 import json
-import posixpath
-import re
 from datetime import datetime, timezone
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from fruits.contracts import (  # noqa: F401  (re-exported: the rules' historical home)
+    APP_FOLDER,
+    IMAGE_EXTENSIONS,
+    comparable_path,
+    in_hidden_folder,
+    is_image_name,
+    label_from_path,
+)
 from fruits.spark import hadoop_fs
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
 # The schema Spark's binaryFile source reads (a stream needs it explicitly).
 BINARY_FILE_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
 
@@ -31,39 +36,6 @@ def glob_for_extensions(extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> str:
 
 
 IMAGE_GLOB = glob_for_extensions()
-_IMAGE_NAME = re.compile(r"\.(" + "|".join(IMAGE_EXTENSIONS) + r")$", re.IGNORECASE)
-
-
-def is_image_name(path: str) -> bool:
-    """IMAGE_GLOB plus Spark's hidden-file rule, on the file NAME (Spark also skips '.'/'_' folders:
-    callers that list trees skip those themselves)."""
-    name = posixpath.basename(path)
-    return bool(_IMAGE_NAME.search(name)) and not name.startswith((".", "_"))
-
-
-def in_hidden_folder(path: str, root: str = "") -> bool:
-    """Whether a folder between `root` and the file is named '.x' or '_x': Spark's listing never
-    enters those, so a source that does not list (notifications) must skip them too."""
-    relative = path[len(root):] if root and path.startswith(root) else path
-    return any(folder.startswith((".", "_")) for folder in relative.split("/")[:-1])
-
-
-def label_from_path(path: str, root: str | None = None) -> str | None:
-    """The class of an image is the name of the folder that holds it.
-
-    ".../Apple Red 1/r_12_100.jpg" -> "Apple Red 1". With `root`, an image directly in the
-    root folder has no class folder and gets None. Schemes are ignored, so Spark's
-    'file:/x/...' and a user's '/x' or 'file:///x' compare equal.
-    """
-    parent = posixpath.dirname(comparable_path(path))
-    if not parent or (root is not None and parent == comparable_path(root)):
-        return None
-    return posixpath.basename(parent)
-
-
-def comparable_path(uri: str) -> str:
-    """'file:/a/b/', 'file:///a/b', '/a/b' -> 'a/b'; 's3a://bucket/a' -> 'bucket/a'."""
-    return re.sub(r"^[A-Za-z][A-Za-z0-9+.-]*:", "", uri).strip("/")
 
 
 def read_images(spark: SparkSession, uri: str, *, stream: bool = False, max_files_per_trigger: int | None = None
@@ -86,16 +58,17 @@ def read_images(spark: SparkSession, uri: str, *, stream: bool = False, max_file
 
 
 def label_column(path: Column | str, root: str) -> Column:
-    """Spark twin of `label_from_path`: the parent folder's name, null directly under `root`."""
+    """Spark twin of `label_from_path`: the parent folder's name, null directly under `root` or under its app folder."""
 
     def comparable(c: Column) -> Column:
         return F.regexp_replace(F.regexp_replace(c, r"^[A-Za-z][A-Za-z0-9+.-]*:", ""), r"^/+|/+$", "")
 
     parent = comparable(F.regexp_extract(F.col(path) if isinstance(path, str) else path, r"^(.*)/[^/]*$", 1))
     root_cmp = comparable_path(root)
-    return F.when((parent == F.lit("")) | (parent == F.lit(root_cmp)), F.lit(None).cast("string")).otherwise(
-        F.regexp_extract(parent, r"([^/]+)$", 1)
-    )
+    app_folder = f"{root_cmp}/{APP_FOLDER}" if root_cmp else APP_FOLDER
+    in_app_folder = (parent == F.lit(app_folder)) | parent.startswith(app_folder + "/")
+    return F.when((parent == F.lit("")) | (parent == F.lit(root_cmp)) | in_app_folder,
+                  F.lit(None).cast("string")).otherwise(F.regexp_extract(parent, r"([^/]+)$", 1))
 
 
 def files_assigned_to_batch(spark: SparkSession, checkpoint: str, batch_id: int) -> list[str]:

@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -24,12 +26,18 @@ from pathlib import Path
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
+from fruits.contracts import APP_CONF
 from fruits.exceptions import FruitsError
 from fruits.settings import Settings
 
 log = logging.getLogger(__name__)
 
-S3A_JARS = ("hadoop-aws-3.3.1.jar", "aws-java-sdk-bundle-1.11.901.jar")
+# name -> sha256 of the jar as sagemaker-pyspark 1.4.5 ships it (computed here from the extracted jars):
+# a jar on the driver's and executors' classpath runs with the job's credentials, so a changed one is refused.
+S3A_JARS = {
+    "hadoop-aws-3.3.1.jar": "6be50ad8a8b445d2802381b085b2a3ede5c29d353450a6a21f16b2fefa962b6e",
+    "aws-java-sdk-bundle-1.11.901.jar": "b87175b32a16544cc1b37cf40390eb375833e62bed67f8ce6cde4b7ad6429ead",
+}
 # PyPI's source package of sagemaker-pyspark carries both jars (Maven is out of reach here).
 S3A_JARS_PACKAGE = "sagemaker-pyspark==1.4.5"
 OBJECT_STORES = ("s3://", "s3a://", "s3n://", "gs://", "abfs://", "abfss://")
@@ -43,39 +51,6 @@ def needs_s3a(settings: Settings, uris: Iterable[str]) -> bool:
     return bool(settings.s3_endpoint_url) or any(str(u).startswith(("s3a://", "s3://")) for u in uris)
 
 
-# Application settings, the same wherever the jobs run (local session, EMR spark-defaults).
-APP_CONF = {
-    # Small Arrow batches bound a Python worker's memory (64 phone photos ~ 200 MB);
-    # the featurizer chunks inference itself.
-    "spark.sql.execution.arrow.maxRecordsPerBatch": "64",
-    "spark.sql.execution.arrow.pyspark.enabled": "true",
-    # The featurizer builds its engine once per Python worker; reuse keeps it across tasks.
-    "spark.python.worker.reuse": "true",
-    "spark.sql.session.timeZone": "UTC",
-    # An upload deleted between a micro-batch's listing and its read (a GDPR erasure, a clean-up
-    # script) must not fail the batch: the checkpoint pins the batch's files, so it would fail
-    # again on every restart. The errors table records such files as "missing".
-    "spark.sql.files.ignoreMissingFiles": "true",
-    # Nothing reads _SUCCESS markers (the lake's commits are Delta transactions): do not write them.
-    "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
-    # Images are small and every task pays a fixed cost in the Python worker. With the
-    # default 4 MB "open cost" a batch of 256 photos became 8+ tasks; at 64 KB the scan
-    # packs files into about one task per core (measured: 0.65x -> 0.95x of pure ORT).
-    "spark.sql.files.openCostInBytes": str(64 * 1024),
-    # A stream runs for weeks: keep the UI/status history of recent work only (the defaults keep
-    # 1000 SQL executions and jobs, several per micro-batch, in the driver's heap).
-    "spark.sql.ui.retainedExecutions": "100",
-    "spark.ui.retainedJobs": "200",
-    "spark.ui.retainedStages": "200",
-    # Spark's file status cache (for catalog tables' partitions) kept one file status per upload the
-    # stream's listing ever saw, up to 250 MB of driver heap (bench/soak.py --histograms); nothing
-    # here reads it: the stream lists afresh every trigger, the batch jobs read each folder once.
-    "spark.sql.hive.filesourcePartitionFileCacheSize": "0",
-    # A native BLAS/LAPACK (OpenBLAS: `make native-blas`) must run single-threaded inside Spark:
-    # tasks already use every core, and multi-threaded OpenBLAS LAPACK made PCA's SVD fail to
-    # converge here (breeze NotConvergedException). Spark's own advice (SPARK-21305).
-    "spark.executorEnv.OPENBLAS_NUM_THREADS": "1",
-}
 # The same for the driver JVM, which runs PCA's SVD: an environment variable of the process that
 # starts it (get_spark locally; spark-env on a cluster).
 NATIVE_BLAS_ENV = {"OPENBLAS_NUM_THREADS": "1"}
@@ -213,11 +188,32 @@ def path_exists(spark: SparkSession, uri: str) -> bool:
         return bool(fs.exists(path))
 
 
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_s3a_jar(path: Path) -> None:
+    """The jar's sha256 must be the one S3A_JARS pins: a changed jar would run with the job's credentials."""
+    actual = sha256_of(path)
+    if actual != S3A_JARS[path.name]:
+        raise FruitsError(
+            f"{path} has sha256 {actual}, not the {S3A_JARS[path.name]} of {S3A_JARS_PACKAGE}'s jar: refusing it; "
+            "delete it and run `fruits setup --s3a-jars` again"
+        )
+
+
 def fetch_s3a_jars(settings: Settings) -> str:
-    """Fetch hadoop-aws + the AWS SDK bundle (s3a:// outside EMR) into the state dir, once. Says what it did."""
+    """Fetch hadoop-aws + the AWS SDK bundle (s3a:// outside EMR) into the state dir, once, each checked
+    against its sha256 (cached jars too). Says what it did."""
     targets = [settings.jars_dir / name for name in S3A_JARS]
     if all(t.is_file() for t in targets):
-        return f"s3a jars: present in {settings.jars_dir}"
+        for target in targets:
+            check_s3a_jar(target)
+        return f"s3a jars: present in {settings.jars_dir}, sha256 checked"
     settings.jars_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", S3A_JARS_PACKAGE,
@@ -226,15 +222,22 @@ def fetch_s3a_jars(settings: Settings) -> str:
         archives = list(Path(tmp).glob("*.tar.gz"))
         if done.returncode != 0 or not archives:
             raise FruitsError(f"could not download {S3A_JARS_PACKAGE} for the s3a jars: {done.stderr.strip()[-300:]}")
+        extracted = Path(tmp) / "jars"
+        extracted.mkdir()
         with tarfile.open(archives[0]) as tar:
             for member in tar.getmembers():
                 name = Path(member.name).name
-                if name in S3A_JARS:
-                    (settings.jars_dir / name).write_bytes(tar.extractfile(member).read())
-    missing = [t.name for t in targets if not t.is_file()]
-    if missing:
-        raise FruitsError(f"{S3A_JARS_PACKAGE} did not contain {', '.join(missing)}")
-    return f"s3a jars: fetched {', '.join(S3A_JARS)} into {settings.jars_dir}"
+                if name in S3A_JARS and member.isfile():
+                    (extracted / name).write_bytes(tar.extractfile(member).read())
+        missing = [name for name in S3A_JARS if not (extracted / name).is_file()]
+        if missing:
+            raise FruitsError(f"{S3A_JARS_PACKAGE} did not contain {', '.join(missing)}")
+        # Checked before anything lands in the cache: a mismatch leaves no jar behind.
+        for name in S3A_JARS:
+            check_s3a_jar(extracted / name)
+        for name in S3A_JARS:
+            shutil.move(extracted / name, settings.jars_dir / name)
+    return f"s3a jars: fetched {', '.join(S3A_JARS)} into {settings.jars_dir}, sha256 checked"
 
 
 def lapack_implementation(spark: SparkSession) -> str:

@@ -45,6 +45,17 @@ def aws_errors(action: str) -> Iterator[None]:
         raise FruitsError(f"{action} failed: {exc}") from None
 
 
+def mlflow_credentials(secretsmanager: Any, secret_arn: str) -> tuple[str, str]:
+    """(username, password) from the MLflow server's secret {"username": ..., "password": ...}."""
+    with aws_errors("get_secret_value"):
+        text = secretsmanager.get_secret_value(SecretId=secret_arn)["SecretString"]
+    try:
+        secret = json.loads(text)
+        return str(secret["username"]), str(secret["password"])
+    except (ValueError, KeyError, TypeError):
+        raise FruitsError(f"{secret_arn} is not a JSON secret with \"username\" and \"password\"") from None
+
+
 def create_cluster(client: Any, request: Mapping[str, Any]) -> str:
     with aws_errors("run_job_flow"):
         return client.run_job_flow(**request)["JobFlowId"]

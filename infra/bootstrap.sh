@@ -23,10 +23,10 @@
 #   4. copies the MobileNetV2 weights into a Keras cache, so weights="imagenet" resolves on the
 #      nodes without downloading anything (the registered model pins the weights' sha256 and the
 #      stream refuses a mismatch);
-#   5. with --mlflow-secret, writes the MLflow server's credentials (a Secrets Manager secret
-#      {"username": ..., "password": ...}) to this user's ~/.mlflow/credentials, mode 600, where
-#      MLflow reads them: the client-mode driver runs as this user, and no credential appears in
-#      the cluster request, the step arguments or the logs.
+#   5. with --mlflow-secret, on the primary node only (the client-mode driver runs there; core and
+#      spot task nodes never hold the credentials), writes the MLflow server's credentials (a Secrets
+#      Manager secret {"username": ..., "password": ...}) to this user's ~/.mlflow/credentials, mode 600,
+#      where MLflow reads them: no credential appears in the cluster request, the step arguments or the logs.
 # Idempotent: re-running re-downloads, and pip skips what is already installed.
 # Its stdout/stderr land in s3://B/logs/emr/<cluster>/node/<instance>/bootstrap-actions/1/.
 set -euo pipefail
@@ -52,6 +52,8 @@ for required in REGION PYTHON WHEEL_URI WHEELHOUSE_URI LOCK_SHA256 WEIGHTS_URI; 
 done
 # cluster.py points executors (user yarn) and the driver at this same directory.
 KERAS_HOME="${KERAS_HOME:-/home/hadoop/.keras}"
+# EMR writes this on every node; "isMaster" is true on the primary only.
+EMR_INSTANCE_INFO="${EMR_INSTANCE_INFO:-/mnt/var/lib/info/instance.json}"
 
 log() { echo "fruits-bootstrap $(date -u +%Y-%m-%dT%H:%M:%SZ) $*"; }
 fail() { log "ERROR: $*"; exit 1; }
@@ -107,7 +109,13 @@ mv -f "$target.part" "$target"
 chmod -R a+rX "$KERAS_HOME"
 chmod o+x "$(dirname "$KERAS_HOME")"
 
-if [ -n "$MLFLOW_SECRET" ]; then
+is_primary() {
+    [ -f "$EMR_INSTANCE_INFO" ] && "$PYTHON" -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get("isMaster") is True else 1)' "$EMR_INSTANCE_INFO"
+}
+
+if [ -n "$MLFLOW_SECRET" ] && ! is_primary; then
+    log "not the primary node: the MLflow credentials stay off this node (the driver runs on the primary)"
+elif [ -n "$MLFLOW_SECRET" ]; then
     log "writing the MLflow credentials of $MLFLOW_SECRET to $HOME/.mlflow/credentials"
     secret="$(aws secretsmanager get-secret-value --region "$REGION" --secret-id "$MLFLOW_SECRET" \
         --query SecretString --output text)"

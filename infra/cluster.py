@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from fruits.exceptions import FruitsError
-from fruits.spark import APP_CONF
+from fruits.contracts import APP_CONF
 from infra.checks import check_bucket, check_fraction, check_region
 from infra.layout import (
     BOOTSTRAP_SCRIPT_KEY,
@@ -29,6 +29,7 @@ from infra.defaults import (
     DEFAULT_CORE_NODES,
     DEFAULT_INSTANCE_TYPE,
     DEFAULT_NAME,
+    DEFAULT_PROJECT,
     DEFAULT_REGION,
     DEFAULT_RELEASE,
     INSTANCE_PROFILE,
@@ -62,6 +63,7 @@ class ClusterOptions:
     bucket: str
     region: str = DEFAULT_REGION
     name: str = DEFAULT_NAME
+    project: str = DEFAULT_PROJECT
     release_label: str = DEFAULT_RELEASE
     instance_type: str = DEFAULT_INSTANCE_TYPE
     core_count: int = DEFAULT_CORE_NODES
@@ -369,7 +371,8 @@ def build_request(options: ClusterOptions, prices: PriceTable | None = None) -> 
         instances["Ec2KeyName"] = options.key_name
 
     tags = {
-        "project": "fruits",
+        # The deploy role creates and operates only clusters tagged with its stack's ProjectName.
+        "project": options.project,
         "owner": options.owner,
         "cost-center": options.cost_center,
         # The service role's AmazonEMRServicePolicy_v2 only acts on resources carrying this tag;

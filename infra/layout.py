@@ -26,9 +26,9 @@ FEATURES_PREFIX = "features/"
 RESULTS_TABLE = "results"
 ERRORS_TABLE = "errors"
 CHECKPOINT = "checkpoints/stream"
-# The streaming job stops after its current micro-batch when this object exists directly under its
-# checkpoint, and deletes it when it has stopped (`fruits emr stop` writes it).
-STOP_MARKER = "_stop"
+# EMR Serverless has no HDFS: mlflow.spark stages models here (MLFLOW_DFS_TMP) instead of a worker's disk.
+# Expired after a day by the bucket's lifecycle.
+MLFLOW_DFS_TMP_PREFIX = "scratch/mlflow/"
 EMR_LOGS_PREFIX = "logs/emr/"
 SERVERLESS_LOGS_PREFIX = "logs/serverless/"
 

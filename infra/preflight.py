@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.parse
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fruits.exceptions import FruitsError
-from fruits.source import is_image_name
+from fruits.contracts import is_image_name
 from infra.aws import aws_errors
 
 
@@ -114,13 +115,18 @@ def check_stream_source(s3: Any, uri: str) -> None:
         )
 
 
-def check_registered_model(tracking_uri: str, name: str, alias: str, timeout: float = 10.0) -> str:
-    """The version `name@alias` resolves to, asked of the MLflow REST API; a one-line error if none."""
+def check_registered_model(tracking_uri: str, name: str, alias: str, credentials: tuple[str, str] | None = None,
+                           timeout: float = 10.0) -> str:  # fmt: skip
+    """The version `name@alias` resolves to, asked of the MLflow REST API (with basic auth when `credentials`,
+    (username, password), are given); a one-line error if none."""
     query = urllib.parse.urlencode({"name": name, "alias": alias})
-    url = f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias?{query}"
+    request = urllib.request.Request(f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/registered-models/alias?{query}")
+    if credentials:
+        token = base64.b64encode(":".join(credentials).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     skip = "or pass --skip-model-check if the server is reachable only from inside the VPC"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) checked by the caller)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (https, or http on loopback: steps.check_tracking_uri)
             return str(json.load(response)["model_version"]["version"])
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
@@ -128,6 +134,9 @@ def check_registered_model(tracking_uri: str, name: str, alias: str, timeout: fl
                 f"no model {name}@{alias} in the registry at {tracking_uri}: the stream would fail at start; "
                 "submit --job both (the fit registers it) or --job fit first"
             ) from None
+        if exc.code in (401, 403):
+            given = "were refused" if credentials else "are needed: pass --mlflow-secret ARN (the server's secret)"
+            raise FruitsError(f"cannot check {name}@{alias} at {tracking_uri}: HTTP {exc.code}, credentials {given}") from None
         raise FruitsError(f"cannot check {name}@{alias} at {tracking_uri}: HTTP {exc.code}; {skip}") from None
     except (urllib.error.URLError, TimeoutError, OSError, ValueError, KeyError) as exc:
         reason = getattr(exc, "reason", exc)

@@ -15,15 +15,15 @@ import hashlib
 import json
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fruits.exceptions import FruitsError
-from fruits.spark import APP_CONF
+from fruits.contracts import APP_CONF
 from infra.checks import check_bucket, check_region
 from infra.cost import FREE_DISK_GB
-from infra.defaults import DEFAULT_APPLICATION_NAME, DEFAULT_REGION, DEFAULT_RELEASE, JOBS
-from infra.layout import SERVERLESS_LOGS_PREFIX, SPARK_ENTRY_KEY, VENV_ARCHIVE_KEY, s3_uri, s3a_uri
+from infra.defaults import DEFAULT_APPLICATION_NAME, DEFAULT_PROJECT, DEFAULT_REGION, DEFAULT_RELEASE, JOBS
+from infra.layout import MLFLOW_DFS_TMP_PREFIX, SERVERLESS_LOGS_PREFIX, SPARK_ENTRY_KEY, VENV_ARCHIVE_KEY, s3_uri, s3a_uri
 from infra.release import Release, release
 from infra.sizing import driver_conf, driver_split, executor_conf, executor_split
 from infra.steps import JobOptions, job_arguments
@@ -37,6 +37,9 @@ FIT_TIMEOUT_MINUTES = 12 * 60  # the service default for batch runs; batch runs 
 # Worker sizes EMR Serverless accepts (user guide, "Supported worker configurations"):
 # vCPU -> (min GB, max GB, step GB). Disk 20-200 GB; the first 20 GB of each worker are free.
 WORKER_MEMORY_GB = {1: (2, 8, 1), 2: (4, 16, 1), 4: (8, 30, 1), 8: (16, 60, 4), 16: (32, 120, 8)}
+# The application's capacity holds this many job runs of the chosen sizes at once: the stream, and a
+# refit (or a fit) beside it; a third run waits for capacity instead of growing the bill.
+CONCURRENT_JOB_RUNS = 2
 # Where the packed venv is unpacked on every worker (the `#environment` of spark.archives).
 VENV_PYTHON = "./environment/bin/python"
 
@@ -81,6 +84,7 @@ class ServerlessOptions:
     bucket: str
     region: str = DEFAULT_REGION
     name: str = DEFAULT_APPLICATION_NAME
+    project: str = DEFAULT_PROJECT
     release_label: str = DEFAULT_RELEASE
     driver: WorkerSize = WorkerSize(2, 8)
     # Like the EMR cluster's default: 2 processing units of 4 vCPU / 16 GB (an m5.xlarge each).
@@ -93,7 +97,6 @@ class ServerlessOptions:
     owner: str | None = None
     cost_center: str | None = None
     venv_archive: str | None = None  # s3:// URI; None: s3://bucket/bootstrap/venv/fruits-venv.tar.gz
-    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def release(self) -> Release:
@@ -106,6 +109,11 @@ class ServerlessOptions:
     @property
     def logs_uri(self) -> str:
         return s3_uri(self.bucket, SERVERLESS_LOGS_PREFIX)
+
+    def tags(self, **extra: str) -> dict[str, str]:
+        """`project` is what the deploy role may operate (its stack's ProjectName); owner and cost center when given."""
+        tags = {"project": self.project, "owner": self.owner, "cost-center": self.cost_center, **extra}
+        return {key: value for key, value in tags.items() if value}
 
 
 def validate_options(options: ServerlessOptions, today: dt.date | None = None) -> None:
@@ -128,7 +136,7 @@ def validate_options(options: ServerlessOptions, today: dt.date | None = None) -
 
 def application_request(options: ServerlessOptions) -> dict[str, Any]:
     """CreateApplication: Spark on the release, x86_64 (the venv archive is built for it), logs to S3."""
-    workers = options.executors + 1
+    workers = CONCURRENT_JOB_RUNS * (options.executors + 1)
     request: dict[str, Any] = {
         "name": options.name,
         "releaseLabel": options.release_label,
@@ -136,17 +144,18 @@ def application_request(options: ServerlessOptions) -> dict[str, Any]:
         # The venv archive holds x86_64 wheels (infra/build_venv_archive.sh); ARM64 would need its own.
         "architecture": "X86_64",
         # No pre-initialized capacity: it is billed while the application is started, even idle.
-        # The cap is what one job run of these sizes needs: a runaway job cannot grow the bill.
+        # The cap is what CONCURRENT_JOB_RUNS runs of these sizes need (the stream and a refit beside
+        # it): a runaway job cannot grow the bill past that. Only running workers are billed.
         "maximumCapacity": {
-            "cpu": f"{options.driver.vcpu + options.executors * options.executor.vcpu} vCPU",
-            "memory": f"{options.driver.memory_gb + options.executors * options.executor.memory_gb} GB",
+            "cpu": f"{CONCURRENT_JOB_RUNS * (options.driver.vcpu + options.executors * options.executor.vcpu)} vCPU",
+            "memory": f"{CONCURRENT_JOB_RUNS * (options.driver.memory_gb + options.executors * options.executor.memory_gb)} GB",
             "disk": f"{workers * max(options.driver.disk_gb, options.executor.disk_gb)} GB",
         },
         "autoStartConfiguration": {"enabled": True},
         # A stopped stream leaves no idle workers billed for long.
         "autoStopConfiguration": {"enabled": True, "idleTimeoutMinutes": options.idle_timeout_minutes},
         "monitoringConfiguration": {"s3MonitoringConfiguration": {"logUri": options.logs_uri}},
-        "tags": {k: v for k, v in {"project": "fruits", "owner": options.owner, "cost-center": options.cost_center}.items() if v},
+        "tags": options.tags(),
     }
     if options.subnet_ids:
         # The stream reaches the MLflow server (and SQS) inside the VPC: private subnets, like the cluster's.
@@ -167,6 +176,11 @@ def spark_submit_parameters(options: ServerlessOptions) -> str:
         "spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON": VENV_PYTHON,
         "spark.emr-serverless.driverEnv.PYSPARK_PYTHON": VENV_PYTHON,
         "spark.executorEnv.PYSPARK_PYTHON": VENV_PYTHON,
+        # mlflow.spark saves and loads Spark models through MLFLOW_DFS_TMP on Spark's default filesystem
+        # (/tmp/mlflow): without HDFS that is each worker's own disk, and the fit would log an incomplete
+        # model the stream cannot load. On S3 every worker sees the same files.
+        "spark.emr-serverless.driverEnv.MLFLOW_DFS_TMP": s3a_uri(options.bucket, MLFLOW_DFS_TMP_PREFIX),
+        "spark.executorEnv.MLFLOW_DFS_TMP": s3a_uri(options.bucket, MLFLOW_DFS_TMP_PREFIX),
         **APP_CONF,
         # Static executors, as on the cluster: dynamic allocation would release them in quiet
         # micro-batches and pay a JVM + engine start on the next burst.
@@ -209,7 +223,7 @@ def job_run_request(job: str, options: ServerlessOptions, job_options: JobOption
         "configurationOverrides": {
             "monitoringConfiguration": {"s3MonitoringConfiguration": {"logUri": options.logs_uri}}
         },
-        "tags": {"project": "fruits", "job": job},
+        "tags": options.tags(job=job),
     }
     validate_parameters("StartJobRun", request, service="emr-serverless")
     return request

@@ -41,25 +41,39 @@ class JobOptions:
     eval_images: str | None = None  # the refit's held-out images; default: s3://bucket/holdout/
 
 
-def check_tracking_uri(uri: str | None) -> str:
-    """The registry must outlive the cluster, and no credential may ride in the URI.
+# Plain http:// only where nothing crosses a network: the tracking server on this very machine.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
-    A sqlite file or a local path on the primary dies with the cluster. A URI's user:password
-    would be readable by anyone who may describe the cluster's steps or the job run: credentials
-    go in a Secrets Manager secret instead (`fruits emr up --mlflow-secret`).
+
+def check_tracking_uri(uri: str | None) -> str:
+    """The registry must outlive the cluster, be reached over TLS, and no credential may ride in the URI.
+
+    A sqlite file or a local path on the primary dies with the cluster. Over plain http:// the
+    credentials and the registry's answers cross the VPC in clear, and whoever can reach the port
+    can move `@champion` (the running stream swaps to it): https:// only, http:// on loopback only.
+    A URI's user:password would be readable by anyone who may describe the cluster's steps or the
+    job run: credentials go in a Secrets Manager secret instead (`fruits emr up --mlflow-secret`).
     """
     if not uri:
         raise FruitsError("the jobs need an MLflow tracking server: pass --tracking-uri or set MLFLOW_TRACKING_URI")
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file", "sqlite"):
         raise FruitsError(
-            f"--tracking-uri {uri!r} would live on the cluster's disk and die with it: use a tracking server (http[s]://...)"
+            f"--tracking-uri {uri!r} would live on the cluster's disk and die with it: use a tracking server (https://...)"
         )
     if parsed.username is not None or parsed.password is not None:
         raise FruitsError(
             "--tracking-uri carries credentials, which anyone who can describe the steps or job runs would read: "
             "store them in a Secrets Manager secret and give its ARN to `fruits emr up --mlflow-secret` (docs/aws.md)"
         )
+    if parsed.scheme == "http" and parsed.hostname not in LOOPBACK_HOSTS:
+        raise FruitsError(
+            f"--tracking-uri {uri!r} is plain http: the MLflow credentials and the registry (who may move @champion) "
+            "would cross the network in clear; serve the tracking server over TLS and use https:// (docs/aws.md, "
+            "'Where MLflow runs on AWS'); http:// is accepted for 127.0.0.1 and localhost only"
+        )
+    if parsed.scheme not in ("https", "http"):
+        raise FruitsError(f"--tracking-uri {uri!r} is not an https:// URI of an MLflow tracking server")
     return uri
 
 

@@ -19,6 +19,7 @@ carries `dedup_key` (bucket/key/sequencer), which is identical for all copies of
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -27,8 +28,9 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-SCHEMA = "fruits.image-uploaded/1"
+SCHEMA = "fruits.image-uploaded/1"  # fruits.contracts.UPLOAD_MESSAGE_SCHEMA (tests hold the two equal)
 SUBJECT = "Fruits! image uploaded"
+APP_FOLDER = "app"  # the public app's uploads (fruits/contracts.py APP_FOLDER): no label
 
 log = logging.getLogger("fruits.lambda")
 # The Lambda runtime configures the root logger's handler; the level is ours to choose.
@@ -120,10 +122,13 @@ def parse_record(record: Any, prefix: str) -> dict[str, Any]:
 def label_of(key: str, prefix: str) -> str | None:
     """The class of an image is its folder's name ("images/Apple Red 1/x.jpg" -> "Apple Red 1").
 
-    An image directly under the prefix has no class folder: None, not the prefix's name.
+    An image directly under the prefix has no class folder: None, not the prefix's name; nor has
+    an upload of the public app, under "<prefix>app/" (its folders say consent, not a class).
     """
-    parent = posixpath.dirname(key.removeprefix(prefix))
-    return posixpath.basename(parent) or None
+    relative = key.removeprefix(prefix)
+    if relative.startswith(APP_FOLDER + "/"):
+        return None
+    return posixpath.basename(posixpath.dirname(relative)) or None
 
 
 def skip_reason(message: dict[str, Any], prefix: str, expected_bucket: str = "") -> str | None:
@@ -141,6 +146,12 @@ def skip_reason(message: dict[str, Any], prefix: str, expected_bucket: str = "")
     if in_hidden_folder(message["key"], prefix):
         return "in a hidden or temporary folder"
     return None
+
+
+def key_ref(bucket: str, key: str) -> str:
+    """What the logs say instead of an object key (which may hold a person's name): a short hash of bucket/key,
+    enough to match a log line with an object someone asks about, not to read the name back."""
+    return "sha256:" + hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()[:16]
 
 
 def message_attributes(message: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -192,10 +203,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
         reason = skip_reason(message, prefix, expected_bucket)
         if reason:
             summary["skipped"] += 1
-            log.info("record %d skipped (%s): s3://%s/%s", index, reason, message["bucket"], message["key"])
+            log.info("record %d skipped (%s): %s", index, reason, key_ref(message["bucket"], message["key"]))
             continue
         message_id = publish(topic_arn, message)
         summary["published"] += 1
-        log.info("record %d published %s as %s", index, message["uri"], message_id)
+        log.info("record %d published %s as %s", index, key_ref(message["bucket"], message["key"]), message_id)
     log.info("summary %s", json.dumps(summary, sort_keys=True))
     return summary

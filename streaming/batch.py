@@ -36,11 +36,13 @@ from pyspark.sql import functions as F
 
 from fruits import featurize, project, registry, source
 from fruits.featurize import Featurizer, HeadInUdf
+from fruits.knownmap import KnownMap
 from fruits.registry import ResolvedModel
 from fruits.settings import Settings
 from fruits.sinks import ERRORS, RESULTS, UTC_MICROS, LakeWriter
 from streaming import poison
-from streaming.monitor import BatchMetrics, Monitor
+from streaming.answers import AnswerWriter, answers_summary, load_known_map
+from streaming.monitor import BatchMetrics, Monitor, error_reasons
 
 log = logging.getLogger("fruits.stream")
 
@@ -57,12 +59,15 @@ class ActiveModel:
 
     resolved: ResolvedModel
     head: HeadInUdf
+    projection: project.Projection  # the driver's copy: the answers' top classes (streaming.answers)
+    known_map: KnownMap | None = None  # the version's known images (fruits.knownmap); None: logged without one
 
     @classmethod
     def load(cls, spark: SparkSession, resolved: ResolvedModel) -> ActiveModel:
         """Load the version's PipelineModel and broadcast its Projection; FruitsError if the stream cannot apply it."""
         projection = project.Projection.of(registry.load_spark_model(resolved), resolved.novelty_threshold)
-        return cls(resolved, HeadInUdf(spark.sparkContext.broadcast(projection), project.OUTPUT_SCHEMA))
+        return cls(resolved, HeadInUdf(spark.sparkContext.broadcast(projection), project.OUTPUT_SCHEMA), projection,
+                   load_known_map(resolved))
 
     def release(self) -> None:
         """Drop the broadcast from the driver and the workers (call when no batch uses this model any more)."""
@@ -88,6 +93,7 @@ class MicroBatch:
         absent_files: Callable[[int, set[str]], list[tuple[str, tuple[int, datetime] | None]]] | None = None,
         source: str = LISTING,
         source_counts: Callable[[int], dict[str, int]] | None = None,
+        answers: AnswerWriter | None = None,
     ):
         self.settings = settings
         self.source_root = source_root
@@ -98,6 +104,7 @@ class MicroBatch:
         self.absent_files = absent_files
         self.source = source
         self.source_counts = source_counts
+        self.answers = answers  # streaming.answers: app uploads -> the answers store
         self.running = threading.Event()  # set while a batch is being processed (the job's graceful stop)
         self._applied = model  # the model of the last batch: released once a swapped-in one has run a batch
 
@@ -116,38 +123,39 @@ class MicroBatch:
                                              replayed=True, source=self.source))
             return
         ingest_time = datetime.now(timezone.utc)
-        rows, poisoned = self.compute(batch_id, self.inputs(files), active.head)
+        rows = self.compute(batch_id, self.inputs(files), active.head)
         results, errors = self.split(rows, batch_id, ingest_time, active.resolved)
         absent = self.absent_files(batch_id, set(rows.column("path").to_pylist())) if self.absent_files else []
         if absent:
             errors = pa.concat_tables([errors, absent_rows(absent, batch_id, ingest_time, self.source_root,
                                                            self.settings.max_image_bytes)])
+        # App uploads are answered before the results commit: a batch redone after a crash answers them again.
+        answered = self.answers.write(results, errors, active, batch_id) if self.answers is not None else []
         computed = time.perf_counter()
         self.lake.commit(batch_id, results, errors)
         committed_at = time.time()
         mtimes = pc.cast(rows.column("modification_time"), pa.int64()).to_pylist()  # epoch microseconds
         self.monitor.record(BatchMetrics(
             batch=batch_id, files=rows.num_rows + len(absent), rows=results.num_rows, errors=errors.num_rows,
-            poisoned=poisoned,
             seconds=round(time.perf_counter() - started, 3), committed_at=committed_at,
             model_version=active.resolved.version,
             commit_seconds=round(time.perf_counter() - computed, 3),
             **prediction_summary(results),
             latencies=tuple(committed_at - us / 1e6 for us in mtimes if us is not None),
             source=self.source, source_counts=self.source_counts(batch_id) if self.source_counts else None,
+            error_reasons=error_reasons(errors), **answers_summary(answered),
         ))
         if self._applied is not active:  # the previous model's last batch is over
             self._applied.release()
             self._applied = active
 
-    def compute(self, batch_id: int, inputs: DataFrame, head: HeadInUdf) -> tuple[pa.Table, int]:
-        """The batch's rows as Arrow, and how many of them are poison uploads (streaming.poison: a batch
-        that fails on its data is narrowed down to the uploads that break it; other failures are raised)."""
+    def compute(self, batch_id: int, inputs: DataFrame, head: HeadInUdf) -> pa.Table:
+        """The batch's rows as Arrow (streaming.poison: a batch that fails on its data is narrowed down to
+        the uploads that break it, which come back as `poison` rows; other failures are raised)."""
         rows, failure = poison.evaluate(self.rows(inputs, head))
         if rows is not None:
-            return rows, 0
-        isolated = poison.isolate(batch_id, inputs, lambda subset: self.rows(subset, head), failure)
-        return isolated.rows, isolated.poisoned
+            return rows
+        return poison.isolate(batch_id, inputs, lambda subset: self.rows(subset, head), failure)
 
     def inputs(self, files: DataFrame) -> DataFrame:
         """The batch's uploads with their label, as the data path reads them (any subset of them too)."""

@@ -42,10 +42,11 @@ from fruits.featurize import Featurizer, check_compatible
 from fruits.settings import Settings, interval_seconds
 from fruits.sinks import LakeWriter
 from fruits.spark import ensure_dir, get_spark, hadoop_fs, qualify, storage_errors
+from streaming.answers import open_answers
 from streaming.batch import LISTING, NOTIFICATIONS, ActiveModel, MicroBatch
 from streaming.lease import CheckpointLease
 from streaming.models import ModelWatcher
-from streaming.monitor import Monitor
+from streaming.monitor import MIRROR_EVERY_S, Monitor, ProgressMirror
 
 log = logging.getLogger("fruits.stream")
 QUERY_NAME = "fruits-stream"
@@ -83,7 +84,7 @@ class StreamingJob:
         self.spark = spark
         self.query: StreamingQuery | None = None
         self.batch: MicroBatch | None = None
-        self.monitor = Monitor(settings.progress_log)
+        self.monitor = Monitor(settings.progress_log, ProgressMirror.under_checkpoint(settings))
         self.app_id: str | None = None
         self._stop_requested = threading.Event()
         self._stop_now = threading.Event()
@@ -116,7 +117,8 @@ class StreamingJob:
         self.clear_stop_marker()
         files, batch_options = self._source()
         self.batch = MicroBatch(s, featurizer=featurizer, model=model, lake=LakeWriter(s, self.app_id),
-                                monitor=self.monitor, **batch_options)
+                                monitor=self.monitor, answers=open_answers(s, batch_options["source_root"]),
+                                **batch_options)
         self._started_at = time.perf_counter()
         self.query = (
             files.writeStream.queryName(QUERY_NAME)
@@ -126,6 +128,9 @@ class StreamingJob:
             .start()
         )
         if s.trigger != AVAILABLE_NOW:  # a drain is short: nothing to maintain or swap meanwhile
+            if self.monitor.mirror is not None:
+                self._run_in_background("progress-mirror",
+                                        lambda: self.monitor.mirror.run(MIRROR_EVERY_S, self._stop_requested))
             if self.maintenance_every:
                 self._run_in_background("lake-maintenance", self._maintain_periodically)
             if self.model_refresh_every:
@@ -245,6 +250,10 @@ class StreamingJob:
         for thread in self._background:
             thread.join(timeout=grace_seconds)
         self._background = []
+        if self.monitor.mirror is not None:
+            self.monitor.mirror.flush()
+        if self.batch is not None and self.batch.answers is not None:
+            self.batch.answers.close()
         if self.query is not None and self.stop_marker_present():
             self.clear_stop_marker()
         if self._lease is not None:

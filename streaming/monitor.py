@@ -4,6 +4,11 @@ The micro-batch itself measures what it did (`BatchMetrics`): no listener, no ex
 data. The JSON lines (`<state>/stream-progress.jsonl`, rotated) are the contract for scripts,
 benchmarks and `fruits report`: one `{"event": "batch", ...}` per micro-batch and one
 `{"event": "model_swap", ...}` per hot model swap (`model_refused` for an incompatible one). The log line is for people and may change.
+
+The same records are mirrored under the checkpoint (`ProgressMirror`: `<checkpoint>/progress/`,
+local or S3), so a reader on another machine than the stream's driver (the app's /ops, the stream
+on EMR) reads them back with `read_mirrored_progress(settings, since)`. streaming.ops turns either
+source into the ops numbers.
 """
 
 from __future__ import annotations
@@ -13,15 +18,26 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fruits.exceptions import FruitsError, one_line
+from fruits.reasons import POISON
+from fruits.settings import Settings
 
 log = logging.getLogger("fruits.stream")
 PROGRESS_LOG_MAX_BYTES = 16 * 1024 * 1024
 LATENCY_WINDOW = 100_000  # per-file latencies kept for percentiles (bounded memory on a long run)
+MIRROR_FOLDER = "progress"  # under the checkpoint (ProgressMirror)
+MIRROR_SEGMENT_S = 600
+MIRROR_EVERY_S = 5.0
+MIRROR_RETENTION_S = 7 * 86400
 
 
 def percentiles(latencies: Any) -> dict[str, float | None]:
@@ -49,20 +65,37 @@ class BatchMetrics:
     latencies: tuple[float, ...] = ()
     commit_seconds: float = 0.0  # of `seconds`: the Delta commits (the rest: read, featurize, project, collect)
     replayed: bool = False  # committed before a restart: skipped, nothing written again
-    poisoned: int = 0  # of `errors`: uploads that failed the batch, isolated as `poison` rows (streaming.poison)
     # What the model said about this batch (None when the model has no classifier head).
     predictions: dict[str, int] | None = None  # class -> rows
     mean_confidence: float | None = None
     novel_fraction: float | None = None
     source: str = "listing"  # which source fed the batch: "listing" or "notifications"
     source_counts: dict[str, int] | None = None  # notifications: what the source skipped or found (duplicates...)
+    error_reasons: dict[str, int] | None = None  # reason -> error rows of this batch (`error_reasons(errors)`)
+    answers: int = 0  # app uploads answered (or rejected) in the answers store (streaming.answers)
+    answer_latencies: tuple[float, ...] = ()  # of those: upload -> answer written, seconds
+
+    @property
+    def poisoned(self) -> int:
+        """Error rows of uploads that failed the whole batch (reason `poison`: streaming.poison)."""
+        return (self.error_reasons or {}).get(POISON, 0)
 
     def record(self) -> dict[str, Any]:
-        """The JSON line (`event` "batch")."""
-        record = {"event": "batch", **{k: v for k, v in asdict(self).items() if k != "latencies"}}
+        """The JSON line (`event` "batch"). Its `latencies_ms` and `answer_latencies_ms` (every file's, whole
+        milliseconds) let `stream_stats` take exact percentiles over any window of batches."""
+        record = {"event": "batch", **{k: v for k, v in asdict(self).items()
+                                       if k not in ("latencies", "answer_latencies")}}
         record["rows_per_s"] = round(self.files / self.seconds, 1) if self.seconds else None
         record.update(percentiles(self.latencies))
+        record["latencies_ms"] = [round(x * 1000) for x in self.latencies]
+        record["answer_latencies_ms"] = [round(x * 1000) for x in self.answer_latencies]
         return record
+
+
+def error_reasons(errors: pa.Table) -> dict[str, int]:
+    """A batch's error rows counted by reason."""
+    return {c["values"]: c["counts"] for c in pc.value_counts(errors.column("reason")).to_pylist()} \
+        if errors.num_rows else {}
 
 
 @dataclass
@@ -71,7 +104,7 @@ class Totals:
     files: int = 0
     rows: int = 0
     errors: int = 0
-    poisoned: int = 0
+    poisoned: int = 0  # of `errors`: uploads that failed their batch, isolated as `poison` rows (streaming.poison)
     busy_seconds: float = 0.0
     latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     model_swaps: int = 0
@@ -86,8 +119,9 @@ class Totals:
 class Monitor:
     """Collects BatchMetrics from the micro-batch thread; read by the job (thread-safe)."""
 
-    def __init__(self, progress_log: Path | None):
+    def __init__(self, progress_log: Path | None, mirror: ProgressMirror | None = None):
         self.progress_log = progress_log
+        self.mirror = mirror
         self.totals = Totals()
         self._lock = threading.Lock()
 
@@ -132,6 +166,8 @@ class Monitor:
         self._append({"event": "model_refused", "version": version, "reason": reason, "at": time.time()})
 
     def _append(self, record: dict[str, Any]) -> None:
+        if self.mirror is not None:
+            self.mirror.add(record)
         if self.progress_log is None:
             return
         self.progress_log.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +193,116 @@ def read_progress(progress_log: Path, since: float | None = None) -> tuple[list[
     """
     files = [p for p in (progress_log.with_name(progress_log.name + ".1"), progress_log) if p.is_file()]
     records = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
-    batches = [r for r in records if r.get("event") == "batch" and not r.get("replayed")
-               and (since is None or r["committed_at"] >= since)]
-    swaps = [r for r in records if r.get("event") == "model_swap" and (since is None or r["at"] >= since)]
+    return select(records, since)
+
+
+def select(records: list[dict], since: float | None = None, until: float | None = None
+           ) -> tuple[list[dict], list[dict]]:
+    """(micro-batches that committed input, model swaps) among progress records, within [since, until]."""
+    def within(record: dict) -> bool:
+        at = record_time(record)
+        return (since is None or at >= since) and (until is None or at <= until)
+
+    batches = [r for r in records if r.get("event") == "batch" and not r.get("replayed") and within(r)]
+    swaps = [r for r in records if r.get("event") == "model_swap" and within(r)]
     return batches, swaps
+
+
+def record_time(record: dict) -> float:
+    return record["committed_at"] if record.get("event") == "batch" else record["at"]
+
+
+class ProgressMirror:
+    """The progress lines, also under the checkpoint, where a reader on another machine finds them (the app's
+    /ops while the stream runs on EMR): `<checkpoint>/progress/<segment start, epoch s>.json`, one JSON array
+    of the records of each `MIRROR_SEGMENT_S` segment of time, rewritten whole (one PUT on S3) at most every
+    `MIRROR_EVERY_S` while it grows, by the job's background thread (and at stop). Segments older than
+    `MIRROR_RETENTION_S` are deleted as new ones start. A mirror that cannot write logs a warning and tries
+    again: the stream never waits on it. `read_mirrored_progress` reads a window back.
+    """
+
+    def __init__(self, store: Any):
+        self.store = store  # fruits.notifications.CheckpointStore rooted at the checkpoint
+        self._segments: dict[int, list[dict]] = {}  # this run's records, by segment
+        self._earlier: dict[int, list[dict]] = {}  # what an earlier run of the stream wrote in the same segment
+        self._dirty: set[int] = set()
+        self._lock = threading.Lock()
+        self._pruned_before = 0
+
+    @classmethod
+    def under_checkpoint(cls, settings: Settings) -> ProgressMirror | None:
+        try:
+            return cls(checkpoint_store(settings))
+        except FruitsError as exc:
+            log.warning("the progress lines are not mirrored under the checkpoint: %s", exc)
+            return None
+
+    def add(self, record: dict[str, Any]) -> None:
+        segment = segment_of(record_time(record))
+        with self._lock:
+            self._segments.setdefault(segment, []).append(record)
+            self._dirty.add(segment)
+
+    def flush(self) -> None:
+        with self._lock:
+            dirty = {segment: list(self._segments[segment]) for segment in sorted(self._dirty)}
+            self._dirty.clear()
+        for segment, records in dirty.items():
+            try:
+                if segment not in self._earlier:  # written by a previous run of the stream: kept
+                    self._earlier[segment] = self.store.read_json(segment_name(segment)) or []
+                self.store.write_json(segment_name(segment), self._earlier[segment] + records)
+            except Exception as exc:
+                log.warning("cannot mirror the progress lines to %s: %s", self.store.root, one_line(exc))
+                with self._lock:
+                    self._dirty.add(segment)
+        self._forget_finished_segments()
+
+    def _forget_finished_segments(self) -> None:
+        with self._lock:
+            if not self._segments:
+                return
+            newest = max(self._segments)
+            for segment in [s for s in self._segments if s < newest and s not in self._dirty]:
+                del self._segments[segment]
+                self._earlier.pop(segment, None)
+        if newest > self._pruned_before:  # once per new segment: one LIST, a DELETE per expired segment
+            self._pruned_before = newest
+            try:
+                for name in self.store.names(MIRROR_FOLDER):
+                    start = name.removesuffix(".json")
+                    if start.isdigit() and int(start) < newest - MIRROR_RETENTION_S:
+                        self.store.delete(f"{MIRROR_FOLDER}/{name}")
+            except Exception as exc:
+                log.warning("cannot prune old progress segments under %s: %s", self.store.root, one_line(exc))
+
+    def run(self, interval_s: float, stop: threading.Event) -> None:
+        while not stop.wait(interval_s):
+            self.flush()
+
+
+def checkpoint_store(settings: Settings) -> Any:
+    """Small JSON objects under the stream's checkpoint, local or S3 (fruits.notifications.CheckpointStore)."""
+    from fruits.notifications import CheckpointStore  # imports pyspark's data source API: only when needed
+
+    return CheckpointStore(settings.checkpoint_uri, settings.aws_region, settings.s3_endpoint_url)
+
+
+def segment_of(at: float) -> int:
+    return int(at // MIRROR_SEGMENT_S) * MIRROR_SEGMENT_S
+
+
+def segment_name(segment: int) -> str:
+    return f"{MIRROR_FOLDER}/{segment}.json"
+
+
+def read_mirrored_progress(settings: Settings, since: float, until: float | None = None
+                           ) -> tuple[list[dict], list[dict]]:
+    """(micro-batches, model swaps) within [since, until] (default: now) from the progress lines the stream
+    mirrors under `settings.checkpoint_uri`, oldest first: a handful of reads (one per 10 minutes of window)."""
+    until = time.time() if until is None else until
+    store = checkpoint_store(settings)
+    segments = range(segment_of(since), segment_of(until) + 1, MIRROR_SEGMENT_S)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parts = list(pool.map(lambda segment: store.read_json(segment_name(segment)) or [], segments))
+    return select([record for part in parts for record in part], since, until)

@@ -46,7 +46,6 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -60,14 +59,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 
 from fruits.exceptions import FruitsError
+from fruits.reasons import POISON, bounded_detail
 
 log = logging.getLogger("fruits.stream")
 
-POISON = "poison"
 BATCH_ATTEMPTS = 2  # the whole batch, before narrowing: the first try and one retry
 JOB_TRIES = 2  # one Spark job (an evaluation), for a failure that is not about the data (see evaluate)
 ONE_BY_ONE = 4  # a failing group this small is tried one upload at a time rather than by halves
-DETAIL_LIMIT = 300  # characters of the failure kept in the error row's detail
 
 PYTHON_EXCEPTION = "org.apache.spark.api.python.PythonException"  # a Python exception in a task, with its traceback
 WORKER_CRASH = "Python worker exited unexpectedly"  # os._exit, a signal, the OOM killer, a native crash
@@ -78,7 +76,7 @@ INFRASTRUCTURE = re.compile(
     r"|^(ConnectionError|ConnectionRefusedError|ConnectionResetError|ConnectionAbortedError|BrokenPipeError"
     r"|TimeoutError|ImportError|ModuleNotFoundError|fruits\.exceptions\.FruitsError)$"
 )
-SOURCE_READER = "fruits/notifications.py"  # the notification source's reader: its failures are the source's
+SOURCE_READER = "fruits/notifications/"  # the notification source's package: its failures are the source's
 CANARY_PATH = "fruits-known-good-image.jpg"  # never committed: only tells a broken data path from poison uploads
 FAULT_ACTIONS = ("raise", "exit")
 FAULT_EXIT_CODE = 86
@@ -147,26 +145,13 @@ def root_cause(exc: BaseException) -> str:
     return bounded(f"{name}: {message}" if message else name)
 
 
-def printable(text: str) -> str:
-    """A stranger's name as it is, or escaped (repr) if it holds newlines or other control characters."""
-    return text if text.isprintable() else repr(text)
-
-
 def bounded(text: str) -> str:
-    first = text.strip().splitlines()[0] if text.strip() else text
-    return first if len(first) <= DETAIL_LIMIT else first[: DETAIL_LIMIT - 1] + "…"
+    """The first line of a failure's text as a `detail` (fruits.reasons: escaped, bounded)."""
+    return bounded_detail(text.strip().splitlines()[0] if text.strip() else text)
 
 
 # ----------------------------------------------------------------------------- isolating the poison
-@dataclass
-class Isolated:
-    """What `isolate` made of a failed batch: its rows, poison ones included, and how many those are."""
-
-    rows: pa.Table
-    poisoned: int
-
-
-def isolate(batch_id: int, inputs: DataFrame, rows_of: Callable[[DataFrame], DataFrame], failure: str) -> Isolated:
+def isolate(batch_id: int, inputs: DataFrame, rows_of: Callable[[DataFrame], DataFrame], failure: str) -> pa.Table:
     """The rows of a batch whose first evaluation failed with `failure` (a poison_detail): retried, then
     narrowed down (see the module doc). `rows_of(inputs)` is the batch's data path on any subset of its
     inputs. Raises the failure of any evaluation that is not about the data."""
@@ -182,7 +167,7 @@ def isolate(batch_id: int, inputs: DataFrame, rows_of: Callable[[DataFrame], Dat
             rows, failure = evaluate(rows_of(kept))
             if rows is not None:
                 log.warning("batch %d succeeded on retry: no poison upload", batch_id)
-                return Isolated(rows, 0)
+                return rows
         log.warning("batch %d failed again (%s): narrowing its %d uploads down to the ones that fail", batch_id,
                     failure, uploads.num_rows)
         paths = uploads.column("path").to_pylist()
@@ -199,7 +184,7 @@ def isolate(batch_id: int, inputs: DataFrame, rows_of: Callable[[DataFrame], Dat
                 groups += split(group)
             else:
                 log.error("batch %d: poison upload %s: %s (one error row, reason %s)", batch_id,
-                          printable(paths[group[0]]), failure, POISON)
+                          bounded_detail(paths[group[0]]), failure, POISON)
                 poisoned[group[0]] = failure
         if not kept_rows:
             check_the_data_path(batch_id, kept, rows_of, failure)
@@ -207,7 +192,7 @@ def isolate(batch_id: int, inputs: DataFrame, rows_of: Callable[[DataFrame], Dat
         rows = pa.concat_tables([*kept_rows, poison_rows(uploads, poisoned, schema)])
         log.warning("batch %d narrowed down in %d evaluations, %.1f s: %d poison upload(s), %d other rows kept",
                     batch_id, evaluations, time.perf_counter() - started, len(poisoned), rows.num_rows - len(poisoned))
-        return Isolated(rows, len(poisoned))
+        return rows
     finally:
         kept.unpersist()
 

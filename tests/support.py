@@ -6,12 +6,10 @@ import io
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -22,6 +20,7 @@ import pyarrow as pa
 from PIL import Image
 
 from fruits.sinks import ERRORS, RESULTS
+from hostile_images import png_header_only
 
 
 def table_rows(uri: Path | str, columns: list[str] | None = None, storage_options: dict | None = None) -> list:
@@ -183,15 +182,6 @@ def copy_classes(data_dir: Path, target: Path, classes: list[str], split: str = 
     return copied
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A tiny PNG that declares huge dimensions: a decompression bomb needs no pixel data to claim them."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
-
-
 def _encode(img: Image.Image, fmt: str) -> bytes:
     buf = io.BytesIO()
     img.save(buf, fmt)
@@ -209,7 +199,7 @@ def write_bad_corpus(target: Path, real_jpeg: bytes, oversized_bytes: int) -> di
         "notes.jpg": (b"shopping list: kumquats, limes\n" * 20, "not_an_image"),
         "script.png": (b"#!/bin/sh\nrm -rf /\n", "not_an_image"),
         "bomb.png": (png_header_only(60_000, 60_000), "too_many_pixels"),
-        "float.png": (_encode(floats, "TIFF"), "unsupported_mode"),  # a TIFF in disguise, mode F
+        "float.png": (_encode(floats, "TIFF"), "unsupported_format"),  # a TIFF in disguise: never parsed
         "huge.jpg": (real_jpeg + b"\0" * oversized_bytes, "too_large"),
     }
     for name, (data, _) in corpus.items():

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import boto3
 import pytest
@@ -39,19 +41,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` (sqlite store) on 127.0.0.1: what `submit` asks for the registered model."""
-    state = tmp_path_factory.mktemp("mlflow-server")
+def _start_mlflow(state: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
     port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1", "--backend-store-uri", f"sqlite:///{state / 'mlflow.db'}",
-         "--artifacts-destination", str(state / "artifacts")],
-        stdout=subprocess.DEVNULL, stderr=(state / "server.log").open("w"), env=env,
+         "--artifacts-destination", str(state / "artifacts"), *extra],
+        stdout=subprocess.DEVNULL, stderr=(state / "server.log").open("w"),
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
     )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
         try:
@@ -62,7 +61,59 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     try:
         wait_until(healthy, timeout=120, what="the MLflow server to answer /health", process=server)
+    except BaseException:
+        server.terminate()
+        raise
+    return url, server
+
+
+def _stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `mlflow server` (sqlite store) on 127.0.0.1: what `submit` asks for the registered model."""
+    url, server = _start_mlflow(tmp_path_factory.mktemp("mlflow-server"))
+    try:
         yield url
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        _stop(server)
+
+
+@pytest.fixture(scope="session")
+def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real `mlflow server --app-name basic-auth`, set up as docs/aws.md runs it: the user store in a database
+    of its own (sqlite here, PostgreSQL there), every user reads, a user edits what it created. `fruits-jobs`
+    (the fit, the refit) registered fruits-pca@champion; `fruits-stream` never creates anything: read-only."""
+    state = tmp_path_factory.mktemp("mlflow-auth-server")
+    users = {"admin": secrets.token_urlsafe(12), "fruits-jobs": secrets.token_urlsafe(12),
+             "fruits-stream": secrets.token_urlsafe(12)}  # fmt: skip
+    config = state / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{state / 'basic_auth.db'}\n"
+        f"admin_username = admin\nadmin_password = {users['admin']}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(24)}
+    url, server = _start_mlflow(state, "--app-name", "basic-auth", env=env)
+    try:
+        from mlflow import MlflowClient
+        from mlflow.server.auth.client import AuthServiceClient
+
+        def as_user(name: str) -> mock._patch:
+            return mock.patch.dict(os.environ, {"MLFLOW_TRACKING_USERNAME": name, "MLFLOW_TRACKING_PASSWORD": users[name]})
+
+        with as_user("admin"):
+            for name in ("fruits-jobs", "fruits-stream"):
+                AuthServiceClient(url).create_user(name, users[name])
+        with as_user("fruits-jobs"):
+            registry = MlflowClient(tracking_uri=url, registry_uri=url)
+            registry.create_registered_model("fruits-pca")
+            version = registry.create_model_version("fruits-pca", source="s3://fruits/mlflow/1/model", run_id=None)
+            registry.set_registered_model_alias("fruits-pca", "champion", version.version)
+        yield {"url": url, **{f"password:{name}": password for name, password in users.items()}}
+    finally:
+        _stop(server)

@@ -6,6 +6,7 @@ comments. The lifecycle runs against the session's real moto server over HTTP.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -38,14 +39,51 @@ def bootstrap_args(request: dict) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("module", ["cli.emr", "cli.serverless"])
-def test_top_level_import_stays_light(module: str) -> None:
-    """`fruits emr --help` imports cli.emr only: no boto3, botocore, Spark, MLflow, nor the infra logic."""
+def test_the_launchers_import_infra_at_the_top_and_nothing_heavy(module: str) -> None:
+    """`fruits emr --help` loads the launcher and infra, but no boto3, botocore, Spark or MLflow (infra imports
+    boto3/botocore only in the functions that call AWS)."""
     code = (
         f"import sys, {module}; heavy = {{'boto3', 'botocore', 'pyspark', 'py4j', 'mlflow'}};"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy), sorted(m for m in sys.modules if m.startswith('infra.')))"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy), 'infra.cluster' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT).stdout
-    assert out.strip() == "[] ['infra.defaults', 'infra.layout']"
+    assert out.strip() == "[] True"
+
+
+# Runs `fruits` in a fresh interpreter where pyspark and py4j cannot be imported, as in a venv without the
+# `spark` extra: a meta-path finder refuses them before any other finder can find the installed ones.
+WITHOUT_SPARK = """
+import sys
+
+class NoSpark:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pyspark", "py4j"):
+            raise ImportError(f"No module named {name!r} (this interpreter has no spark extra)")
+        return None
+
+sys.meta_path.insert(0, NoSpark())
+try:
+    import pyspark
+except ImportError:
+    pass
+else:
+    raise SystemExit("the finder did not hide pyspark")
+from cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_emr_plan_works_without_pyspark() -> None:
+    """Issue 21: the launchers need the Spark-free core only (fruits.contracts), not the spark extra."""
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # and no AWS call either
+    done = subprocess.run([sys.executable, "-c", WITHOUT_SPARK, "emr", "plan", "--bucket", BUCKET, "--subnet-id", SUBNET,
+                           "--json"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    request = last_json(done.stdout)["request"]
+    assert request["Instances"]["Ec2SubnetId"] == SUBNET
+    # The application settings reached the request from fruits.contracts, with pyspark unimportable.
+    (defaults,) = [c for c in request["Configurations"] if c["Classification"] == "spark-defaults"]
+    assert defaults["Properties"]["spark.sql.execution.arrow.maxRecordsPerBatch"] == "64"
 
 
 # ---------------------------------------------------------------------------- plan: offline, request + cost
@@ -68,6 +106,33 @@ def test_plan_prints_request_and_cost_without_any_network(no_network: list, caps
     assert cost["per_hour"] == pytest.approx(0.816)  # 3 x (0.224 + 0.048)
     assert cost["per_million_images"] == pytest.approx(1.133333, rel=1e-5)  # 0.816 / (2 x 100 x 3600) x 1e6
     assert [g["per_hour"] for g in cost["groups"]] == pytest.approx([0.272, 0.544])
+
+
+def test_the_flags_map_onto_cluster_options_by_name(no_network: list, capsys: pytest.CaptureFixture) -> None:
+    """Issue 21: every ClusterOptions field is a flag of `plan`/`up` whose dest is the field's name (no hand mapping);
+    the values below reach the request through that mapping alone."""
+    from cli.main import build_parser
+    from infra.cluster import ClusterOptions
+
+    args = build_parser(["emr"]).parse_args(["emr", "plan", "--bucket", BUCKET])
+    computed = {"region", "lock_sha256", "extra_configurations"}
+    assert {f.name for f in dataclasses.fields(ClusterOptions)} - computed <= set(vars(args))
+
+    secret = "arn:aws:secretsmanager:eu-west-3:123456789012:secret:fruits/mlflow-AbCdEf"
+    assert main(["emr", "plan", "--bucket", BUCKET, "--core", "3", "--task", "1", "--ebs-gb", "40", "--idle-timeout", "600",
+                 "--mlflow-secret", secret, "--project", "vision", "--name", "vision-stream", "--json"]) == 0  # fmt: skip
+    request = last_json(capsys.readouterr().out)["request"]
+    groups = {g["InstanceRole"]: g for g in request["Instances"]["InstanceGroups"]}
+    assert (groups["CORE"]["InstanceCount"], groups["TASK"]["InstanceCount"]) == (3, 1)
+    assert groups["CORE"]["EbsConfiguration"]["EbsBlockDeviceConfigs"][0]["VolumeSpecification"]["SizeInGB"] == 40
+    assert request["AutoTerminationPolicy"] == {"IdleTimeout": 600}
+    assert bootstrap_args(request)["--mlflow-secret"] == secret
+    assert {"Key": "project", "Value": "vision"} in request["Tags"] and request["Name"] == "vision-stream"
+    # Unset flags keep ClusterOptions' own defaults (stated once, there).
+    assert main(["emr", "plan", "--bucket", BUCKET, "--json"]) == 0
+    default = last_json(capsys.readouterr().out)["request"]
+    assert {"Key": "project", "Value": ClusterOptions(bucket=BUCKET).project} in default["Tags"]
+    assert "AutoTerminationPolicy" not in default and len(default["Instances"]["InstanceGroups"]) == 2
 
 
 def test_plan_human_output_shows_pretty_request_and_cost_lines(no_network: list, capsys: pytest.CaptureFixture) -> None:
@@ -230,7 +295,7 @@ def test_up_submit_status_stop_down_on_moto(
     }
 
     # The tracking URI comes from the environment when the flag is absent; the cluster is found by name.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.internal")
     assert main(["emr", "submit", "--bucket", BUCKET, "--job", "both", *aws, "--json"]) == 0
     added = last_json(capsys.readouterr().out)
     assert added["cluster_id"] == cluster_id
@@ -246,7 +311,7 @@ def test_up_submit_status_stop_down_on_moto(
     stream_args = steps["fruits-stream"]["Config"]["Args"]
     assert stream_args[:5] == ["spark-submit", "--deploy-mode", "client", "--master", "yarn"]
     assert stream_args[stream_args.index("--source") + 1] == f"s3a://{BUCKET}/images/"
-    assert stream_args[stream_args.index("--tracking-uri") + 1] == "http://mlflow.internal:5000"
+    assert stream_args[stream_args.index("--tracking-uri") + 1] == "https://mlflow.internal"
     assert steps["fruits-stream"]["ActionOnFailure"] == "CONTINUE"
     assert steps["fruits-fit"]["ActionOnFailure"] == "CANCEL_AND_WAIT"
 

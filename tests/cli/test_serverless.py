@@ -25,7 +25,7 @@ NETWORK = ["--subnet-id", "subnet-0a1b2c", "--security-group-id", "sg-0d4e5f"]
 def test_plan_prints_both_requests_their_cost_and_the_comparison_offline(
     no_network: list, capsys: pytest.CaptureFixture
 ) -> None:
-    assert main(["serverless", "plan", "--bucket", BUCKET, *NETWORK, "--tracking-uri", "http://mlflow.internal:5000",
+    assert main(["serverless", "plan", "--bucket", BUCKET, *NETWORK, "--tracking-uri", "https://mlflow.internal",
                  "--json"]) == 0  # fmt: skip
     summary = last_json(capsys.readouterr().out)
 
@@ -33,7 +33,7 @@ def test_plan_prints_both_requests_their_cost_and_the_comparison_offline(
     assert summary["application"]["releaseLabel"] == "emr-spark-8.1.0"
     stream = summary["stream_job_run"]
     assert (stream["mode"], stream["executionTimeoutMinutes"]) == ("STREAMING", 0)
-    assert "http://mlflow.internal:5000" in stream["jobDriver"]["sparkSubmit"]["entryPointArguments"]
+    assert "https://mlflow.internal" in stream["jobDriver"]["sparkSubmit"]["entryPointArguments"]
     assert summary["cost"]["per_hour"] == pytest.approx(0.9074)  # 2 x 0.06318 + 8 x 0.00689 + 2 x (4 x 0.06318 + 16 x 0.00689)
     targets = summary["comparison"]["targets"]
     assert targets["EMR on EC2"]["stream_per_hour"] == pytest.approx(0.816)  # the cluster with as many processing nodes
@@ -91,7 +91,7 @@ def test_submit_status_stop_down_on_moto(moto_server: str, project_bucket: str, 
     aws = ["--endpoint-url", moto_server, "--name", name]
 
     # The documented order: the fit first (moto finishes job runs at once: SUCCESS), then the stream.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.internal")
     assert main(["serverless", "submit", "--bucket", BUCKET, "--job", "fit", *aws]) == 0
     assert "(BATCH)" in capsys.readouterr().out
 

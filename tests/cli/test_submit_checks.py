@@ -7,6 +7,7 @@ empty prefix (and its CANCEL_AND_WAIT then cancels the queued stream), a stream 
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import boto3
@@ -44,7 +45,7 @@ def test_a_fit_on_an_empty_or_thin_prefix_is_refused(cluster: dict, capsys: pyte
     bucket = f"fruits-thin-{uuid.uuid4().hex[:8]}"
     make_bucket(cluster["s3"], bucket)
     cluster["s3"].put_object(Bucket=bucket, Key="bootstrap/spark_entry.py", Body=b"entry")
-    submit = ["emr", "submit", "--bucket", bucket, "--job", "both", *cluster["aws"], "--tracking-uri", "http://m:5000"]
+    submit = ["emr", "submit", "--bucket", bucket, "--job", "both", *cluster["aws"], "--tracking-uri", "https://m.internal"]
 
     err = refused(submit, capsys)
     assert f"s3a://{bucket}/images/ holds 0 labelled images in 0 class folders: the fit needs at least 300" in err
@@ -60,7 +61,7 @@ def test_a_fit_on_an_empty_or_thin_prefix_is_refused(cluster: dict, capsys: pyte
 def test_a_missing_entry_script_is_refused(cluster: dict, capsys: pytest.CaptureFixture) -> None:
     bucket = f"fruits-noentry-{uuid.uuid4().hex[:8]}"
     make_bucket(cluster["s3"], bucket)
-    err = refused(["emr", "submit", "--bucket", bucket, "--job", "fit", *cluster["aws"], "--tracking-uri", "http://m:5000"],
+    err = refused(["emr", "submit", "--bucket", bucket, "--job", "fit", *cluster["aws"], "--tracking-uri", "https://m.internal"],
                   capsys)  # fmt: skip
     assert f"s3://{bucket}/bootstrap/spark_entry.py is missing: upload cli/spark_entry.py there" in err
 
@@ -94,7 +95,7 @@ def test_an_unreachable_tracking_server_says_how_to_skip_the_check(cluster: dict
 def test_serverless_refuses_a_missing_venv_archive(moto_server: str, capsys: pytest.CaptureFixture) -> None:
     err = refused(["serverless", "submit", "--bucket", BUCKET, "--job", "fit", "--endpoint-url", moto_server,
                    "--application-id", "00fakeapp", "--venv-archive", f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz",
-                   "--tracking-uri", "http://m:5000"], capsys)  # fmt: skip
+                   "--tracking-uri", "https://m.internal"], capsys)  # fmt: skip
     assert f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz is missing: build and upload it (infra/build_venv_archive.sh" in err
 
 
@@ -123,3 +124,50 @@ def test_a_refit_needs_held_out_images_and_is_refused_behind_a_running_stream(
     assert "fruits serverless submit --job refit" in err
     assert steps_of(cluster) == ["fruits-stream"]
 
+
+
+def _secret(moto_server: str, name: str, value: dict[str, str]) -> str:
+    secrets = boto3.client("secretsmanager", region_name=REGION, endpoint_url=moto_server)
+    return secrets.create_secret(Name=f"{name}-{uuid.uuid4().hex[:6]}", SecretString=json.dumps(value))["ARN"]
+
+
+def test_the_model_check_authenticates_with_the_servers_secret(
+    cluster: dict, mlflow_auth_server: dict[str, str], moto_server: str, capsys: pytest.CaptureFixture
+) -> None:
+    """Issue 24, finding 8: behind basic auth the check needs the credentials, read from Secrets Manager."""
+    url = mlflow_auth_server["url"]
+    submit = ["emr", "submit", "--bucket", BUCKET, "--job", "stream", *cluster["aws"], "--tracking-uri", url]
+
+    err = refused(submit, capsys)
+    assert f"cannot check fruits-pca@champion at {url}: HTTP 401, credentials are needed: pass --mlflow-secret" in err
+    wrong = _secret(moto_server, "mlflow-wrong", {"username": "fruits-stream", "password": "not-it"})
+    assert "HTTP 401, credentials were refused" in refused([*submit, "--mlflow-secret", wrong], capsys)
+    assert steps_of(cluster) == []
+
+    stream = _secret(moto_server, "mlflow-stream", {"username": "fruits-stream",
+                                                    "password": mlflow_auth_server["password:fruits-stream"]})  # fmt: skip
+    assert main([*submit, "--mlflow-secret", stream, "--json"]) == 0
+    assert [s["name"] for s in last_json(capsys.readouterr().out)["steps"]] == ["fruits-stream"]
+
+
+def test_the_streams_registry_user_reads_but_cannot_move_the_champion(
+    mlflow_auth_server: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24, finding 11: the server as docs/aws.md sets it up. Whoever holds the stream's credentials (every
+    streaming node) can load @champion, never repoint it; the fit's user, which created the model, can."""
+    from mlflow.exceptions import MlflowException
+
+    url = mlflow_auth_server["url"]
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "fruits-stream")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", mlflow_auth_server["password:fruits-stream"])
+    registry = MlflowClient(tracking_uri=url, registry_uri=url)
+    champion = registry.get_model_version_by_alias("fruits-pca", "champion")
+    with pytest.raises(MlflowException, match="403"):
+        registry.set_registered_model_alias("fruits-pca", "champion", champion.version)
+    with pytest.raises(MlflowException, match="403"):
+        registry.create_model_version("fruits-pca", source="s3://attacker/model", run_id=None)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "fruits-jobs")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", mlflow_auth_server["password:fruits-jobs"])
+    registry.set_registered_model_alias("fruits-pca", "challenger", champion.version)
+    assert registry.get_model_version_by_alias("fruits-pca", "challenger").version == champion.version

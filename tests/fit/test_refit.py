@@ -17,6 +17,7 @@ from cli.main import main
 from fit.refit import CHALLENGER, decide, refit
 from fruits import registry
 from fruits.exceptions import FruitsError
+from fruits.knownmap import KnownMap
 from streaming.job import StreamingJob
 
 
@@ -73,6 +74,10 @@ def test_refit_from_the_lake_beats_the_champion_and_is_promoted(streamed, fitted
     assert run.data.metrics["classifier_accuracy"] == pytest.approx(out["classifier_accuracy"])
     assert run.data.metrics["champion_classifier_accuracy"] == pytest.approx(out["champion_classifier_accuracy"])
     assert float(champion.tags["novelty.threshold"]) == pytest.approx(out["novelty_threshold"])
+    # Its known map (the app's neighbours): 20 of the 30 training rows of each class, the fit's and the lake's.
+    known = KnownMap.load(s, "fruits-refit", out["model_version"])
+    assert Counter(known.labels) == {c: 20 for c in set(known.labels)} and len(set(known.labels)) == 32
+    assert {Path(p).parts[-3] for p in known.paths} == {"subset", "stream"}
 
     # Its training set is the union, saved for the next refit: nothing in the lake is new to it now.
     with pytest.raises(FruitsError, match="nothing new to learn from"):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from support import SHARED_WEIGHTS_SHA256
 
@@ -73,3 +75,51 @@ def test_one_compatibility_rule_names_every_difference(featurizer) -> None:
         fz.check_compatible(other, mine, "fruits-pca v2")
     with pytest.raises(FruitsError, match="no featurizer tags"):
         fz.check_compatible(None, mine, "hand-made v1")
+
+
+def test_an_engine_failure_on_a_chunk_blames_only_its_image(featurizer, data_dir: Path) -> None:
+    # Failures injected on purpose: the real ONNX engine, except on a batch holding the poisoned image
+    # (a black square) where it raises, and on a batch holding a white one where it runs out of memory.
+    real = featurizer.make_engine()
+    black, white = np.zeros((60, 60, 3), np.uint8), np.full((60, 60, 3), 255, np.uint8)
+
+    def engine(batch: np.ndarray) -> np.ndarray:
+        if (batch == -1.0).all(axis=(1, 2, 3)).any():
+            raise RuntimeError("ORT kernel failed on this input")
+        if (batch > 0.999).all(axis=(1, 2, 3)).any():
+            raise MemoryError()
+        return real(batch)
+
+    files = sorted((data_dir / "subset" / "Limes").glob("*.jpg"))[:5]
+    contents = [f.read_bytes() for f in files]
+    contents[1:1] = [_png(black)]
+    contents[4:4] = [_png(white), b""]
+    result = fz.featurize_batch(engine, contents, MAX_PIXELS, chunk=3)
+    assert result.reasons == [None, "engine_failed", None, None, "engine_failed", "empty", None, None]
+    assert result.details[1] == "RuntimeError: ORT kernel failed on this input"
+    assert result.details[4] == "MemoryError"
+    reference = fz.featurize_batch(real, [f.read_bytes() for f in files], MAX_PIXELS)
+    got = [f for f in result.features if f is not None]
+    assert len(got) == 5
+    np.testing.assert_allclose(np.stack(got), np.stack(reference.features), atol=1e-5)
+
+
+def test_an_engine_that_returns_garbage_fails_the_images_not_the_batch(featurizer, data_dir: Path) -> None:
+    # Injected on purpose: an engine answering NaN for one image (a black square).
+    real = featurizer.make_engine()
+
+    def engine(batch: np.ndarray) -> np.ndarray:
+        out = real(batch)
+        out[(batch == -1.0).all(axis=(1, 2, 3))] = np.nan
+        return out
+
+    good = next((data_dir / "subset" / "Limes").glob("*.jpg")).read_bytes()
+    result = fz.featurize_batch(engine, [good, _png(np.zeros((9, 9, 3), np.uint8)), good], MAX_PIXELS)
+    assert result.reasons == [None, "engine_failed", None]
+    assert "non-finite" in result.details[1]
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()

@@ -24,6 +24,11 @@ from fruits.spark import qualify
         ("file:/landing/loose.jpg", "/landing", None),
         ("s3://bucket/images/loose.jpg", "s3://bucket/images/", None),
         ("file:/landing/Cherry+Wax%20Red/a.jpg", "/landing", "Cherry+Wax%20Red"),
+        # the public app's uploads: their folders say consent, never a class
+        ("file:/landing/app/consented/0123456789abcdef0123456789abcdef.jpg", "/landing", None),
+        ("s3a://bucket/images/app/private/0123456789abcdef0123456789abcdef.png", "s3://bucket/images/", None),
+        ("file:/landing/apple/a.jpg", "/landing", "apple"),
+        ("file:/landing/Kaki/app/a.jpg", "/landing", "app"),
     ],
 )
 def test_label_is_the_parent_folder_and_null_at_the_root(path: str, root: str | None, label: str | None) -> None:
@@ -68,11 +73,14 @@ def test_native_label_column_matches_the_python_rule(spark, tmp_path: Path) -> N
         f"{root}/Cherry Wax Red/x+y.jpg",
         f"{root}/2026/11/Kaki/a.jpg",
         f"{root}/loose.jpg",
+        f"{root}/app/consented/0123456789abcdef0123456789abcdef.jpg",
+        f"{root}/app/private/0123456789abcdef0123456789abcdef.png",
+        f"{root}/apple/a.jpg",
         "s3a://bucket/images/Pear/p.jpg",
         "s3a://bucket/images/p.jpg",
     ]
     # The last two are outside the root: they keep their parent folder's name.
-    expected = ["Apple Red 1", "Cherry Wax Red", "Kaki", None, "Pear", "images"]
+    expected = ["Apple Red 1", "Cherry Wax Red", "Kaki", None, None, None, "apple", "Pear", "images"]
     df = spark.createDataFrame([(p,) for p in paths], "path string")
     for rule_root in (str(tmp_path), root + "/"):
         native = [r.label for r in df.select(source.label_column("path", rule_root).alias("label")).collect()]

@@ -55,8 +55,10 @@ case "$op" in
   *) echo "aws stub: no $op" >&2; exit 2 ;;
 esac
 """)
+    # EMR's instance.json, as on the primary node (a test makes it a task node).
+    (tmp_path / "instance.json").write_text(json.dumps({"isMaster": True, "instanceGroupId": "ig-PRIMARY"}))
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "home" / ".keras"),
-           "TMPDIR": str(tmpdir)}  # fmt: skip
+           "TMPDIR": str(tmpdir), "EMR_INSTANCE_INFO": str(tmp_path / "instance.json")}  # fmt: skip
     args = {
         "--region": REGION, "--python": str(python), "--wheel": WHEEL_URI, "--wheelhouse": WHEELHOUSE_URI,
         "--lock-sha256": sha256(lock), "--weights": WEIGHTS_URI,
@@ -189,6 +191,18 @@ def test_the_mlflow_secret_becomes_a_private_credentials_file_and_is_never_logge
     (call,) = [c for c in (node["calls"] / "aws.log").read_text().splitlines() if "secretsmanager" in c]
     assert call.split()[1:3] == ["secretsmanager", "get-secret-value"]
     assert f"--region {REGION}" in call and f"--secret-id {SECRET_ARN}" in call
+
+
+def test_the_mlflow_secret_never_reaches_core_or_spot_task_nodes(node: dict[str, Any]) -> None:
+    """Only the primary runs the client-mode driver: the other nodes neither fetch nor write the credentials."""
+    (node["home"] / "secret.json").write_text('{"username": "fruits-jobs", "password": "pa55 w0rd"}')
+    (node["home"] / "instance.json").write_text(json.dumps({"isMaster": False, "instanceGroupId": "ig-TASK"}))
+    result = bootstrap(node, **{"--mlflow-secret": SECRET_ARN})
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (node["home"] / ".mlflow").exists()
+    assert "secretsmanager" not in (node["calls"] / "aws.log").read_text()
+    assert "not the primary node" in result.stdout
 
 
 def test_a_secret_without_username_and_password_fails_the_bootstrap(node: dict[str, Any]) -> None:

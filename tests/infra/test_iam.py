@@ -199,17 +199,9 @@ def test_the_deploy_role_operates_but_does_not_write_outputs(template: dict[str,
     assert not effective(template, "DeployRole", "s3:PutObject", f"{BUCKET_ARN}/results/part-0.parquet")
     statements = role_statements(template, "DeployRole")
     cluster = f"arn:aws:elasticmapreduce:{REGION}:{ACCOUNT}:cluster/j-1ABC"
-    assert allows(statements, "elasticmapreduce:RunJobFlow", "*", **{"elasticmapreduce:RequestTag/project": "fruits"})
+    assert allows(statements, "elasticmapreduce:RunJobFlow", "*", **{"elasticmapreduce:RequestTag/project": "fruits"})  # ProjectName
     assert not allows(statements, "elasticmapreduce:RunJobFlow", "*")  # an untagged cluster
     assert allows(statements, "elasticmapreduce:TerminateJobFlows", cluster, **{"elasticmapreduce:ResourceTag/project": "fruits"})
     assert not allows(statements, "elasticmapreduce:TerminateJobFlows", cluster, **{"elasticmapreduce:ResourceTag/project": "other"})
     assert not allows(statements, "iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/Admin",
                       **{"iam:PassedToService": "elasticmapreduce.amazonaws.com"})  # fmt: skip
-
-
-def test_the_deploy_role_trusts_the_given_principal_or_the_accounts_iam(template: dict[str, Any]) -> None:
-    trust = Resolver(template)(template["Resources"]["DeployRole"]["Properties"]["AssumeRolePolicyDocument"])
-    assert trust["Statement"][0]["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
-    ci = f"arn:aws:iam::{ACCOUNT}:role/ci-deployer"
-    trust = Resolver(template, DeployPrincipalArn=ci)(template["Resources"]["DeployRole"]["Properties"]["AssumeRolePolicyDocument"])
-    assert trust["Statement"][0]["Principal"] == {"AWS": ci}

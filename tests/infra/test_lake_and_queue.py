@@ -63,8 +63,8 @@ def test_only_the_topic_sends_unless_the_bucket_is_wired_directly(template: dict
     assert {s["Principal"]["Service"] for s in direct if s["Effect"] == "Allow"} == {"sns.amazonaws.com", "s3.amazonaws.com"}
     assert allows(direct, "sqs:SendMessage", QUEUE_ARN, **{"aws:SourceArn": BUCKET_ARN, "aws:SourceAccount": ACCOUNT})
     assert not allows(direct, "sqs:SendMessage", QUEUE_ARN, **{"aws:SourceArn": BUCKET_ARN, "aws:SourceAccount": "999999999999"})
-    (deny,) = [s for s in default if s["Effect"] == "Deny"]
-    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    (deny,) = [s for s in default if s.get("Sid") == "DenyInsecureTransport"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
 @pytest.mark.parametrize("role", ["EmrInstanceRole", "ServerlessJobRole"])
@@ -168,7 +168,8 @@ def test_the_stacks_topic_delivers_into_the_stacks_queue_on_moto(moto_server: st
     cfn = clients["cloudformation"]
     cfn.create_stack(StackName=project, TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_NAMED_IAM"],
                      Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in
-                                 {"ProjectName": project, "LambdaCodeS3Bucket": artifacts, "LambdaCodeS3Key": "lambda/code.zip"}.items()])  # fmt: skip
+                                 {"ProjectName": project, "LambdaCodeS3Bucket": artifacts, "LambdaCodeS3Key": "lambda/code.zip",
+                                  "DeployPrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/ci-deployer"}.items()])  # fmt: skip
 
     def created() -> bool:
         return cfn.describe_stacks(StackName=project)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"

@@ -63,6 +63,7 @@ def test_the_disk_key_is_used_by_the_cluster_roles_only(template: dict[str, Any]
         "AccountAdministers": f"arn:aws:iam::{ACCOUNT}:root",
         "NodesUseTheKey": f"arn:aws:iam::{ACCOUNT}:role/fruits-emr-ec2-role",
         "ServiceRoleEncryptsEbs": f"arn:aws:iam::{ACCOUNT}:role/fruits-emr-service-role",
+        "ServiceRoleGrantsEbsOnly": f"arn:aws:iam::{ACCOUNT}:role/fruits-emr-service-role",
     }
     nodes = next(s for s in statements if s["Sid"] == "NodesUseTheKey")
     assert "kms:CreateGrant" not in nodes["Action"]  # only EMR's service role creates the EBS grants
@@ -73,14 +74,16 @@ def test_the_messages_key_lets_only_this_accounts_sns_and_s3_encrypt_into_queues
     (services,) = [s for s in key_policy(template, "MessagesKey") if "Service" in s["Principal"]]
     assert sorted(services["Principal"]["Service"]) == ["s3.amazonaws.com", "sns.amazonaws.com"]
     assert sorted(services["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
-    assert services["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    assert services["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}
+    assert services["Condition"]["ArnLike"] == {"aws:SourceArn": [f"arn:aws:sns:eu-west-3:{ACCOUNT}:fruits-uploads",
+                                                                  f"arn:aws:s3:::fruits-{ACCOUNT}-eu-west-3"]}  # fmt: skip
 
 
 def test_the_topic_is_encrypted_and_refuses_plain_http(template: dict[str, Any]) -> None:
     assert template["Resources"]["UploadsTopic"]["Properties"]["KmsMasterKeyId"] == {"Ref": "MessagesKey"}
     policy = template["Resources"]["UploadsTopicPolicy"]["Properties"]
     assert policy["Topics"] == [{"Ref": "UploadsTopic"}]
-    (deny,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Deny"]
+    (deny,) = [s for s in policy["PolicyDocument"]["Statement"] if s.get("Sid") == "DenyInsecureTransport"]
     assert "sns:Publish" in deny["Action"] and deny["Principal"] == "*"
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 

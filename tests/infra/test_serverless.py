@@ -23,7 +23,7 @@ from infra.serverless import (
 from infra.steps import JobOptions
 
 ROLE = "arn:aws:iam::123456789012:role/fruits-emr-serverless-job-role"
-JOBS = JobOptions(bucket=BUCKET, tracking_uri="http://mlflow.internal:5000")
+JOBS = JobOptions(bucket=BUCKET, tracking_uri="https://mlflow.internal")
 
 
 def conf(request: dict) -> dict[str, str]:
@@ -40,8 +40,9 @@ def test_the_application_runs_the_clusters_release_on_x86_with_a_capacity_cap_an
     assert (request["name"], request["type"], request["releaseLabel"]) == ("fruits", "SPARK", "emr-spark-8.1.0")
     assert request["architecture"] == "X86_64"  # the venv archive holds x86_64 wheels
     assert "initialCapacity" not in request  # pre-initialized workers are billed even idle
-    # driver 2 vCPU / 8 GB + 2 executors x 4 vCPU / 16 GB; 3 workers x 20 GB disk
-    assert request["maximumCapacity"] == {"cpu": "10 vCPU", "memory": "40 GB", "disk": "60 GB"}
+    # Two runs at once (issue 24, finding 7: the stream and a refit beside it), each a driver of 2 vCPU / 8 GB
+    # + 2 executors x 4 vCPU / 16 GB: 2 x 10 vCPU, 2 x 40 GB, 2 x 3 workers x 20 GB disk.
+    assert request["maximumCapacity"] == {"cpu": "20 vCPU", "memory": "80 GB", "disk": "120 GB"}
     assert request["autoStopConfiguration"] == {"enabled": True, "idleTimeoutMinutes": 15}
     assert request["networkConfiguration"] == {"subnetIds": ["subnet-0a"], "securityGroupIds": ["sg-0b"]}
     assert request["monitoringConfiguration"] == {
@@ -105,6 +106,33 @@ def test_every_worker_runs_the_packed_venv_and_static_executors() -> None:
     assert settings["spark.dynamicAllocation.enabled"] == "false"
     assert settings["spark.executor.instances"] == "3"
     assert settings["spark.sql.execution.arrow.maxRecordsPerBatch"] == "64"  # the app settings travel too
+
+
+@pytest.mark.parametrize("job", ["fit", "refit", "stream"])
+def test_mlflow_stages_spark_models_on_s3_not_on_a_workers_disk(job: str) -> None:
+    """Issue 24, finding 4: mlflow.spark saves and loads through MLFLOW_DFS_TMP (default /tmp/mlflow on Spark's
+    default filesystem); EMR Serverless has no HDFS, so it must be S3 that every worker sees."""
+    settings = conf(job_run_request(job, ServerlessOptions(bucket=BUCKET), JOBS, "00app", ROLE))
+
+    assert settings["spark.emr-serverless.driverEnv.MLFLOW_DFS_TMP"] == f"s3a://{BUCKET}/scratch/mlflow/"
+    assert settings["spark.executorEnv.MLFLOW_DFS_TMP"] == f"s3a://{BUCKET}/scratch/mlflow/"
+
+
+def test_mlflow_reads_the_staging_directory_from_that_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variable the request sets is the one MLflow itself reads (not a name we made up)."""
+    from mlflow.environment_variables import MLFLOW_DFS_TMP
+
+    assert MLFLOW_DFS_TMP.name == "MLFLOW_DFS_TMP" and MLFLOW_DFS_TMP.get() == "/tmp/mlflow"  # the HDFS-less trap
+    monkeypatch.setenv("MLFLOW_DFS_TMP", f"s3a://{BUCKET}/scratch/mlflow/")
+    assert MLFLOW_DFS_TMP.get() == f"s3a://{BUCKET}/scratch/mlflow/"
+
+
+def test_applications_and_job_runs_carry_the_stacks_project_tag() -> None:
+    """Issue 24, finding 10: the deploy role operates what carries its stack's ProjectName, not a literal."""
+    options = ServerlessOptions(bucket=BUCKET, project="vision-eu", owner="ana")
+    assert application_request(options)["tags"] == {"project": "vision-eu", "owner": "ana"}
+    assert job_run_request("stream", options, JOBS, "00app", ROLE)["tags"] == {"project": "vision-eu", "owner": "ana",
+                                                                             "job": "stream"}  # fmt: skip
 
 
 @pytest.mark.parametrize(

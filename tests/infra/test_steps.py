@@ -14,7 +14,7 @@ from infra.steps import JobOptions, build_steps, check_tracking_uri
 
 def test_steps_run_our_jobs_through_spark_submit() -> None:
     options = JobOptions(
-        bucket=BUCKET, tracking_uri="http://mlflow.internal:5000", trigger="10s", max_files_per_trigger=500
+        bucket=BUCKET, tracking_uri="https://mlflow.internal", trigger="10s", max_files_per_trigger=500
     )
     fit, stream = build_steps("both", options)
 
@@ -27,7 +27,7 @@ def test_steps_run_our_jobs_through_spark_submit() -> None:
             *spark_submit, "fit",
             "--images", f"s3a://{BUCKET}/images/",
             "--features-output", f"s3a://{BUCKET}/features/",
-            "--tracking-uri", "http://mlflow.internal:5000",
+            "--tracking-uri", "https://mlflow.internal",
             "--weights", WEIGHTS_S3A,
         ],
     }  # fmt: skip
@@ -37,7 +37,7 @@ def test_steps_run_our_jobs_through_spark_submit() -> None:
         "--output", f"s3a://{BUCKET}/results",
         "--errors", f"s3a://{BUCKET}/errors",
         "--checkpoint", f"s3a://{BUCKET}/checkpoints/stream",  # the stop marker goes directly under it
-        "--tracking-uri", "http://mlflow.internal:5000",
+        "--tracking-uri", "https://mlflow.internal",
         "--weights", WEIGHTS_S3A,
         "--trigger", "10s",
         "--max-files-per-trigger", "500",
@@ -46,7 +46,7 @@ def test_steps_run_our_jobs_through_spark_submit() -> None:
 
 
 def test_the_refit_step_reads_the_lake_and_the_held_out_images_outside_images() -> None:
-    options = JobOptions(bucket=BUCKET, tracking_uri="http://mlflow.internal:5000")
+    options = JobOptions(bucket=BUCKET, tracking_uri="https://mlflow.internal")
     [refit] = build_steps("refit", options)
 
     assert (refit["Name"], refit["ActionOnFailure"]) == ("fruits-refit", "CONTINUE")
@@ -55,10 +55,10 @@ def test_the_refit_step_reads_the_lake_and_the_held_out_images_outside_images() 
         "--eval-images", f"s3a://{BUCKET}/holdout/",  # never under images/: the stream would ingest them
         "--output", f"s3a://{BUCKET}/results",
         "--features-output", f"s3a://{BUCKET}/features/",
-        "--tracking-uri", "http://mlflow.internal:5000",
+        "--tracking-uri", "https://mlflow.internal",
         "--weights", WEIGHTS_S3A,
     ]  # fmt: skip
-    other = JobOptions(bucket=BUCKET, tracking_uri="http://m:5000", eval_images=f"s3a://{BUCKET}/holdout/2026-12/")
+    other = JobOptions(bucket=BUCKET, tracking_uri="https://m.internal", eval_images=f"s3a://{BUCKET}/holdout/2026-12/")
     assert build_steps("refit", other)[0]["HadoopJarStep"]["Args"][8] == f"s3a://{BUCKET}/holdout/2026-12/"
 
 
@@ -76,13 +76,28 @@ def test_steps_refuse_credentials_in_the_tracking_uri(uri: str) -> None:
     assert "s3cret" not in str(refused.value) and "token" not in str(refused.value)
 
 
+@pytest.mark.parametrize("uri", ["http://mlflow.internal:5000", "http://10.20.1.17:5000", "HTTP://mlflow.internal"])
+def test_steps_refuse_a_tracking_server_in_clear(uri: str) -> None:
+    """Issue 24, finding 11: over plain http the credentials and the registry (who may move @champion) cross the VPC."""
+    with pytest.raises(FruitsError, match="is plain http.*use https://"):
+        build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri=uri))
+
+
+@pytest.mark.parametrize("uri", ["https://mlflow.internal", "https://mlflow.internal:8443/", "http://127.0.0.1:5000",
+                                 "http://localhost:5000"])  # fmt: skip
+def test_steps_accept_tls_or_a_server_on_this_machine(uri: str) -> None:
+    (stream,) = build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri=uri))
+    args = stream["HadoopJarStep"]["Args"]
+    assert args[args.index("--tracking-uri") + 1] == uri
+
+
 def test_the_stream_reads_the_queue_when_given_one() -> None:
     queue = "https://sqs.eu-west-3.amazonaws.com/123456789012/fruits-uploads"
-    (stream,) = build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="http://m:5000", notifications=queue))
+    (stream,) = build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="https://m.internal", notifications=queue))
     args = stream["HadoopJarStep"]["Args"]
     assert args[args.index("--notifications") + 1] == queue
-    (listing,) = build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="http://m:5000"))
+    (listing,) = build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="https://m.internal"))
     assert "--notifications" not in listing["HadoopJarStep"]["Args"]
     with pytest.raises(FruitsError, match="is not an SQS queue URL"):
-        build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="http://m:5000",
+        build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="https://m.internal",
                                          notifications="arn:aws:sqs:eu-west-3:123456789012:fruits-uploads"))  # fmt: skip

@@ -62,7 +62,7 @@ def test_cfn_lint_is_clean() -> None:
 def test_cfn_lint_run_this_way_does_catch_errors(tmp_path: Path) -> None:
     # Guards the check above against a linter that silently lints nothing.
     broken = tmp_path / "template.yaml"
-    broken.write_text(TEMPLATE.read_text().replace("Runtime: python3.11", "Runtime: python3.99"))
+    broken.write_text(TEMPLATE.read_text().replace("Runtime: python3.13", "Runtime: python3.99"))
     result = _cfn_lint(broken)
     assert result.returncode != 0 and "python3.99" in result.stdout, result.stdout + result.stderr
 
@@ -220,7 +220,7 @@ def test_invoke_permission_names_the_bucket_without_a_cycle(template: dict[str, 
 # ---------------------------------------------------------------------------- Lambda
 def test_lambda_function_configuration(template: dict[str, Any]) -> None:
     props = template["Resources"]["UploadNotifier"]["Properties"]
-    assert props["Runtime"] == "python3.11"
+    assert props["Runtime"] == "python3.13"  # why: tests/infra/test_second_review.py
     assert props["Handler"] == "handler.handler"
     assert props["Role"] == {"Fn::GetAtt": ["UploadNotifierRole", "Arn"]}
     assert props["Environment"]["Variables"] == {
@@ -229,9 +229,9 @@ def test_lambda_function_configuration(template: dict[str, Any]) -> None:
         "EXPECTED_BUCKET": {"Fn::Sub": "${ProjectName}-${AWS::AccountId}-${AWS::Region}"},
     }
     assert Resolver(template)(props["Environment"]["Variables"]["EXPECTED_BUCKET"]) == BUCKET
-    # An upload burst is smoothed, not fanned out; what still fails is kept, not lost.
-    assert props["ReservedConcurrentExecutions"] == {"Ref": "UploadNotifierConcurrency"}
-    assert template["Parameters"]["UploadNotifierConcurrency"]["Default"] == 10
+    # A reservation only when asked (tests/infra/test_second_review.py); what still fails is kept, not lost.
+    assert props["ReservedConcurrentExecutions"] == {"Fn::If": ["HasConcurrencyReservation", {"Ref": "UploadNotifierConcurrency"},
+                                                                {"Ref": "AWS::NoValue"}]}  # fmt: skip
     assert props["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": ["UploadNotifierDeadLetters", "Arn"]}}
     dead_letters = template["Resources"]["UploadNotifierDeadLetters"]["Properties"]
     assert dead_letters["MessageRetentionPeriod"] == 1209600 and dead_letters["KmsMasterKeyId"] == {"Ref": "MessagesKey"}
@@ -310,6 +310,7 @@ def test_stack_deploys_on_moto(moto_server: str) -> None:
             {"ParameterKey": "ProjectName", "ParameterValue": project},
             {"ParameterKey": "LambdaCodeS3Bucket", "ParameterValue": artifacts},
             {"ParameterKey": "LambdaCodeS3Key", "ParameterValue": code_key},
+            {"ParameterKey": "DeployPrincipalArn", "ParameterValue": f"arn:aws:iam::{ACCOUNT}:role/ci-deployer"},
         ],
         Capabilities=["CAPABILITY_NAMED_IAM"],
     )
@@ -336,7 +337,7 @@ def test_stack_deploys_on_moto(moto_server: str) -> None:
     config = function["Configuration"]
     assert outputs["UploadNotifierArn"] == config["FunctionArn"]
     assert config["FunctionArn"] == f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{project}-upload-notifier"
-    assert config["Runtime"] == "python3.11"
+    assert config["Runtime"] == "python3.13"
     assert config["Handler"] == "handler.handler"
     assert config["Environment"]["Variables"] == {"TOPIC_ARN": topic_arn, "IMAGES_PREFIX": "images/", "EXPECTED_BUCKET": bucket}
     # The function runs the zip the parameters point at (moto stores it; it cannot run it).

@@ -259,3 +259,20 @@ def test_real_put_object_event_from_moto_s3_reaches_the_topic(aws: dict[str, Any
     assert message["etag"] == hashlib.md5(content).hexdigest()
     assert message["label"] == attributes["label"] == "Apple Red 1"
     assert message["event_name"] == "ObjectCreated:Put"
+
+
+def test_the_logs_never_carry_object_keys(aws: dict[str, Any], topic: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                          caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    """Keys may hold people's names (issue 24, finding 14): the log says a short hash of bucket/key instead."""
+    monkeypatch.setenv("EXPECTED_BUCKET", BUCKET)
+    published, skipped = "images/Kiwi/Jane Doe at home.jpg", "images/Kiwi/Jane Doe notes.txt"
+    event = {"Records": [s3_record(published.replace(" ", "+")), s3_record(skipped.replace(" ", "+"))]}
+    with caplog.at_level("INFO", logger="fruits.lambda"):
+        assert lambda_handler.handler(event, None) == {"published": 1, "skipped": 1, "malformed": 0}
+
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    assert "Jane" not in text and "Doe" not in text
+    for key in (published, skipped):
+        assert "sha256:" + hashlib.sha256(f"{BUCKET}/{key}".encode()).hexdigest()[:16] in text
+    # The message itself still names the key: the stream needs it.
+    assert [m["key"] for m, _ in announcements(aws["sqs"], topic["queue_url"])] == [published]

@@ -39,6 +39,9 @@ KEYS = [
     "images/Cactus fruit/ünïcode näme 1.jpg",
     "images/Pear/x%20y.jpg",
     "images/Pear/",
+    "images/app/consented/0123456789abcdef0123456789abcdef.jpg",
+    "images/app/private/0123456789abcdef0123456789abcdef.png",
+    "images/apple/a.jpg",
 ]
 
 
@@ -55,6 +58,7 @@ def test_the_table_covers_both_answers_of_each_rule() -> None:
     assert 0 < len(images) < len(KEYS)
     assert {source.in_hidden_folder(k, PREFIX) for k in KEYS} == {True, False}
     assert None in {source.label_from_path(k, "images") for k in images}
+    assert "apple" in {source.label_from_path(k, "images") for k in images}
 
 
 def test_the_handler_imports_only_the_standard_library_and_boto3() -> None:
@@ -67,3 +71,10 @@ def test_the_handler_imports_only_the_standard_library_and_boto3() -> None:
     outside = imported - set(sys.stdlib_module_names) - {"boto3", "botocore"}
     assert not outside, f"lambda/handler.py must ship alone: it imports {sorted(outside)}"
     assert "boto3" in imported and "json" in imported  # the walk saw the imports
+
+
+def test_the_lambda_writes_the_schema_the_stream_reads() -> None:
+    """One name for the message schema (fruits.contracts); the Lambda cannot import it, so it keeps a copy."""
+    from fruits.contracts import UPLOAD_MESSAGE_SCHEMA
+
+    assert lambda_handler.SCHEMA == UPLOAD_MESSAGE_SCHEMA == "fruits.image-uploaded/1"

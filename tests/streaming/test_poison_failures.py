@@ -18,6 +18,7 @@ from support import table_rows
 
 from fruits import registry, source
 from fruits.exceptions import FruitsError
+from fruits.reasons import MAX_DETAIL
 from fruits.settings import Settings
 from fruits.sinks import LakeWriter
 from streaming import poison
@@ -117,8 +118,8 @@ def test_reading_tracebacks_and_splitting_groups() -> None:
     assert poison.python_failure(chained) == "ValueError: bad"
     reader = chained.replace("b.py", "/site-packages/fruits/notifications.py")
     assert poison.python_failure(reader) is None  # the source's own reader failing is the source's problem
-    assert poison.bounded("x" * 1000) == "x" * (poison.DETAIL_LIMIT - 1) + "…"
-    assert poison.printable("Kaki/a b.jpg") == "Kaki/a b.jpg" and poison.printable("a\nb.jpg") == "'a\\nb.jpg'"
+    assert poison.bounded("x" * 1000) == "x" * (MAX_DETAIL - 3) + "..."
+    assert poison.bounded("a\x1b[31mb\nsecond line") == "a\\x1b[31mb"  # one line, escaped
     assert poison.split([0, 1, 2, 3, 4, 5, 6, 7, 8]) == [[4, 5, 6, 7, 8], [0, 1, 2, 3]]
     assert poison.split([4, 5, 6]) == [[6], [5], [4]]  # the caller pops: 4 is tried first
 

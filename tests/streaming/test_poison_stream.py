@@ -71,7 +71,7 @@ def test_a_python_exception_in_one_upload_becomes_one_poison_row_and_the_stream_
     summary = job.summary()
     assert (summary["rows"], summary["errors"], summary["poisoned"]) == (6, 1, 1)
     batches, _ = read_progress(run.progress_log, since=started)  # this stream's progress lines
-    [poisoned_batch] = [b for b in batches if b["poisoned"]]
+    [poisoned_batch] = [b for b in batches if (b.get("error_reasons") or {}).get("poison")]
     assert (poisoned_batch["files"], poisoned_batch["rows"], poisoned_batch["errors"]) == (6, 5, 1)
     assert poisoned_batch["batch"] == errors[0].batch_id
 
