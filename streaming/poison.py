@@ -11,7 +11,7 @@ How a failed batch is handled (`isolate`, called by streaming.batch.MicroBatch):
    exception raised while featurizing (a Python UDF's traceback) or a Python worker that died.
    Anything else stops the stream as before: storage unreachable or refusing (JVM I/O errors,
    botocore/urllib3/connection errors, FruitsError), the source's own reader failing
-   (fruits/notifications.py in the traceback), a module missing on the workers, a job cancelled
+   (fruits/notifications/ in the traceback), a module missing on the workers, a job cancelled
    by a stop, Py4J losing the JVM. Such a failure gets one more try (`evaluate`: after a failed
    job, a task can meet a Python worker that job killed), then stops the stream. The commit is
    not inside this at all: a Delta commit failing or a second writer (FruitsError from

@@ -116,7 +116,7 @@ def test_reading_tracebacks_and_splitting_groups() -> None:
                "ValueError: bad\nmore text\n")
     assert poison.last_exception_line(chained) == "ValueError: bad"
     assert poison.python_failure(chained) == "ValueError: bad"
-    reader = chained.replace("b.py", "/site-packages/fruits/notifications.py")
+    reader = chained.replace("b.py", "/site-packages/fruits/notifications/reads.py")
     assert poison.python_failure(reader) is None  # the source's own reader failing is the source's problem
     assert poison.bounded("x" * 1000) == "x" * (MAX_DETAIL - 3) + "..."
     assert poison.bounded("a\x1b[31mb\nsecond line") == "a\\x1b[31mb"  # one line, escaped
