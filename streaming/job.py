@@ -304,6 +304,7 @@ class StreamingJob:
             "notification_queue": self.settings.notifications,
             "rows": totals.rows,
             "errors": totals.errors,
+            "poisoned": totals.poisoned,  # of `errors`: uploads that failed their batch (streaming.poison)
             "batches": totals.batches,
             "files": totals.files,
             "model_name": resolved.name if resolved else None,
