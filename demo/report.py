@@ -235,8 +235,10 @@ def human_summary(s: dict[str, Any]) -> str:
         r = s["refit"]
         verdict = (f"promoted to champion; the running stream swapped to it {r['swap_seconds']:.1f} s later, no restart"
                    if r["promoted"] else f"not promoted ({r['decision']})")
+        before = r["champion_classifier_accuracy"]
         lines.append(f"  refit from the lake ({r['rows_from_lake']} rows of the results table + {r['rows_from_champion']} "
-                     f"of the fit) -> v{r['model_version']}: accuracy on test/ {r['champion_classifier_accuracy'] or 0:.3f} "
+                     f"of the fit) -> v{r['model_version']}: accuracy on test/ "
+                     f"{'none (no classifier)' if before is None else f'{before:.3f}'} "
                      f"-> {r['classifier_accuracy']:.3f}, {verdict}")
     for version, v in (s.get("per_model_version") or {}).items():
         matched = f", prediction = class folder for {v['streamed_accuracy']:.1%}" if v["streamed_accuracy"] is not None else ""

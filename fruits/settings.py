@@ -77,6 +77,10 @@ class Settings:
     # Hostile-input limits: bigger files go to the errors table without being read.
     max_image_bytes: int = 64 * MiB
     max_image_pixels: int = 64_000_000
+    # TESTS ONLY, off by default (env FRUITS_FAULT_INJECTION): "raise:MARKER" or "exit:MARKER" makes the stream's
+    # featurizing step raise, or exit its Python worker with os._exit, on any upload whose bytes contain MARKER
+    # (streaming.poison: how a poison upload is isolated). Unset, it changes nothing in the stream's plan.
+    fault_injection: str | None = None
     # The public app's answers (fruits.answers): sqlite:///PATH.db or dynamodb://TABLE; None means
     # <state>/answers.db. Each answer is kept this long (an interval).
     answers: str | None = None
@@ -146,6 +150,8 @@ class Settings:
             raise FruitsError("--max-files-per-trigger must be at least 1")
         if self.max_image_bytes < 1 or self.max_image_pixels < 1:
             raise FruitsError("image size limits (--max-image-mb, FRUITS_MAX_IMAGE_BYTES/PIXELS) must be positive")
+        if self.fault_injection is not None and not re.match(r"^(raise|exit):.", self.fault_injection):
+            raise FruitsError(f"FRUITS_FAULT_INJECTION must be raise:MARKER or exit:MARKER, got {self.fault_injection!r}")
         if not self.model_name or not self.alias:
             raise FruitsError("model name and alias must not be empty")
         for interval in _INTERVALS:
