@@ -32,6 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="URI", help="results table (default .fruits/lake/results)")
     parser.add_argument("--errors", metavar="URI", help="errors table (default .fruits/lake/errors)")
     parser.add_argument("--checkpoint", metavar="URI", help="checkpoint root (default .fruits/checkpoints/stream)")
+    parser.add_argument("--answers", metavar="URI",
+                        help="where the answers to app uploads go: sqlite:///PATH.db or dynamodb://TABLE "
+                             "(default <state>/answers.db, env FRUITS_ANSWERS)")
     parser.add_argument("--model", metavar="URI", help="registered model (default models:/fruits-pca@champion)")
     parser.add_argument("--trigger", metavar="EVERY", help="micro-batch interval like 2s, 500ms, 1m (default 2s), "
                                                            "or 'available-now' to drain what is there and stop")
