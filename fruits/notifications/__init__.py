@@ -42,13 +42,27 @@ commit) and `read` in the executors' Python workers: the state lives in the form
 job needs to know (counts per batch) travels through the persisted lists.
 """
 
+from typing import Any
+
 from fruits.notifications.checkpoint import BATCHES, INDEX, CheckpointStore, batch_counts
 from fruits.notifications.config import ReaderConfig, queue_endpoint, reader_config
-from fruits.notifications.datasource import SOURCE_NAME, read_stream
 from fruits.notifications.feed import NotificationFeed
 from fruits.notifications.ledger import Ledger
 from fruits.notifications.messages import Location, Upload, parse_body
-from fruits.notifications.reads import plan_partitions, read_uploads
+
+# The Spark side (datasource, reads) imports pyspark: loaded on first use, so that a reader of the
+# checkpoint's JSON (the app's /ops on Lambda, app/aws.py) needs no Spark installed.
+_SPARK_SIDE = {"SOURCE_NAME": "datasource", "read_stream": "datasource", "plan_partitions": "reads",
+               "read_uploads": "reads"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SPARK_SIDE:
+        import importlib
+
+        return getattr(importlib.import_module(f"fruits.notifications.{_SPARK_SIDE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BATCHES", "INDEX", "SOURCE_NAME", "CheckpointStore", "Ledger", "Location", "NotificationFeed",

@@ -33,7 +33,7 @@ from urllib.parse import unquote_plus
 
 from fruits.contracts import UPLOAD_MESSAGE_SCHEMA
 from fruits.exceptions import FruitsError
-from fruits.source import in_hidden_folder, is_image_name
+from fruits.contracts import in_hidden_folder, is_image_name
 
 # The largest legitimate body is one record whose 1,024-byte key is written with JSON escapes
 # (6 characters a byte) three times over (key, uri, dedup_key) inside an SNS envelope that escapes
