@@ -124,3 +124,4 @@ def make_bucket(s3, bucket: str) -> None:
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
     except s3.exceptions.BucketAlreadyOwnedByYou:
         pass
+
