@@ -20,6 +20,7 @@ from fruits.settings import Settings, fields_of
 
 log = logging.getLogger("fruits.app")
 MLFLOW_USER_KEYS = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}
+CURATOR_TOKEN = "curator_token"  # the stack's generated CuratorSecret (infra/template.yaml)
 
 _handler: Any = None
 _lock = threading.Lock()
@@ -27,8 +28,10 @@ _lock = threading.Lock()
 
 def with_secrets(settings: Settings, secretsmanager: Any = None) -> Settings:
     """`settings` with the values of the secrets it names (Settings.secrets): keys that are settings replace
-    them (app_secret, the curator's password); an MLflow user ("username", "password") becomes the MLflow
-    client's credentials. A key that is neither is refused: a misspelt secret must not leave a default."""
+    them (app_secret, curators); an MLflow user ("username", "password") becomes the MLflow client's
+    credentials; the stack's generated `curator_token` becomes one curator named "curator" unless the secret
+    names its curators itself ({"curators": "name:token,..."}). A key that is none of these is logged by name
+    and left out (what it was meant for keeps no default: the app refuses what needs it)."""
     ids = [part.strip() for part in (settings.secrets or "").split(",") if part.strip()]
     if not ids:
         return settings
@@ -44,10 +47,14 @@ def with_secrets(settings: Settings, secretsmanager: Any = None) -> Settings:
             raise FruitsError(f"the secret {secret_id} is not a JSON object") from None
         if not isinstance(document, dict):
             raise FruitsError(f"the secret {secret_id} is not a JSON object")
-        unknown = sorted(set(document) - fields_of(Settings) - set(MLFLOW_USER_KEYS) - {"secrets"})
-        if unknown:
-            raise FruitsError(f"the secret {secret_id} holds {', '.join(unknown)}, which name no setting")
         values.update({key: str(value) for key, value in document.items()})
+    token = values.pop(CURATOR_TOKEN, None)
+    if token is not None:
+        values.setdefault("curators", f"curator:{token}")
+    known = (fields_of(Settings) - {"secrets"}) | set(MLFLOW_USER_KEYS)
+    for unknown in sorted(set(values) - known):
+        log.warning("a secret of FRUITS_SECRETS holds %r, which names no setting: left out", unknown)
+        del values[unknown]
     for key, variable in MLFLOW_USER_KEYS.items():
         if key in values:
             # The MLflow client reads its basic-auth user from these variables only (as the EMR nodes'

@@ -25,8 +25,7 @@ from packaging.requirements import Requirement
 from aws_support import ACCOUNT, REGION
 from cfn_support import ROOT, Resolver, allows, bucket_policy_statements, effective, load_template, role_statements
 from fruits.answers import ANSWERED, Answer, DynamoAnswers
-from fruits.exceptions import FruitsError
-from fruits.settings import Settings
+from fruits.settings import Settings, fields_of
 
 BUCKET_ARN = f"arn:aws:s3:::fruits-{ACCOUNT}-{REGION}"
 TABLE_ARN = "<AnswersTable.Arn>"  # tests/cfn_support.Resolver: a resource ARN of this stack
@@ -72,7 +71,8 @@ def test_the_app_role_reads_what_its_pages_show_and_nothing_else(template: dict[
     for action in ("dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:Query"):
         assert not app_may(template, action, TABLE_ARN), action
     # Votes (issue 23): under labels/ only.
-    assert app_may(template, "s3:PutObject", f"{BUCKET_ARN}/labels/votes/part-0.parquet")
+    assert app_may(template, "s3:PutObject", f"{BUCKET_ARN}/labels/part-0.parquet")
+    assert app_may(template, "s3:PutObject", f"{BUCKET_ARN}/curation/_delta_log/00000000000000000001.json")
 
 
 def test_the_app_reads_its_secrets_and_the_secrets_are_generated_by_the_stack(template: dict[str, Any]) -> None:
@@ -84,14 +84,14 @@ def test_the_app_reads_its_secrets_and_the_secrets_are_generated_by_the_stack(te
     with_user = role_statements(template, "AppFunctionRole", AppMlflowSecretArn=mlflow_user)
     assert allows(with_user, "secretsmanager:GetSecretValue", mlflow_user)
     resources = template["Resources"]
-    for name, key in (("AppSecret", "app_secret"), ("CuratorSecret", "curator_password")):
+    for name, key in (("AppSecret", "app_secret"), ("CuratorSecret", "curator_token")):
         generated = resources[name]["Properties"]["GenerateSecretString"]
         assert generated["GenerateStringKey"] == key and int(generated["PasswordLength"]) >= 32
     env = Resolver(template)(resources["AppFunction"]["Properties"]["Environment"]["Variables"])
     assert env["FRUITS_SECRETS"] == "<AppSecret>,<CuratorSecret>"
     assert not any(name in env for name in ("FRUITS_APP_SECRET", "FRUITS_CURATOR_PASSWORD", "MLFLOW_TRACKING_PASSWORD"))
-    assert set(env) <= {f.upper() for f in ("FRUITS_SOURCE", "FRUITS_ANSWERS", "FRUITS_CHECKPOINT", "FRUITS_STATE_DIR",
-                                            "FRUITS_SECRETS", "MLFLOW_TRACKING_URI")}  # fmt: skip
+    assert set(env) == {"FRUITS_SOURCE", "FRUITS_ANSWERS", "FRUITS_CHECKPOINT", "FRUITS_STATE_DIR", "FRUITS_LABELS",
+                        "FRUITS_CURATION", "FRUITS_SECRETS", "MLFLOW_TRACKING_URI"}  # fmt: skip
 
 
 def test_the_stream_writes_the_answers_the_app_reads(template: dict[str, Any]) -> None:
@@ -157,8 +157,13 @@ def test_secrets_become_settings_and_the_mlflow_user(monkeypatch: pytest.MonkeyP
     settings = with_secrets(Settings.load(env={}, secrets="a, m"), store)
     assert settings.app_secret == "k" * 64
     assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == ("fruits-app", "pw")
-    with pytest.raises(FruitsError, match="curator_pasword"):  # a misspelt key never leaves a default in place
-        with_secrets(Settings.load(env={}, secrets="x"), FakeSecrets({"x": {"curator_pasword": "p"}}))
+    # A key that names no setting is left out (and logged by name): what it was meant for keeps no default.
+    kept = with_secrets(Settings.load(env={}, secrets="x"), FakeSecrets({"x": {"app_secert": "p" * 64}}))
+    assert kept.app_secret is None
+    # The stack's generated curator token: one curator, unless the secret names them (issue 23's Settings.curators).
+    if "curators" in fields_of(Settings):
+        made = with_secrets(Settings.load(env={}, secrets="c"), FakeSecrets({"c": {"curator_token": "t" * 40}}))
+        assert made.curators == "curator:" + "t" * 40
 
 
 # ---------------------------------------------------------------------------- the handler, as Lambda calls it
