@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import socket
@@ -322,6 +323,8 @@ def a_photo_through_the_deployed_app(w: Walkthrough, stack_values: dict[str, str
     # The stream, with the step's arguments (the registry, the tables and the state are this machine's), drains
     # the queue and answers (`available-now`: it stops once done; every run of `submit` would keep going).
     w.role = None
+    checkout = Path.cwd()
+    os.chdir(ROOT)  # the project's caches (.fruits/: s3a jars, Keras weights) as `make setup` left them
     state = scratch_state(tmp_path / "stream-state", settings)
     args, skip = [], {"--tracking-uri", "--weights", "--output", "--errors"}
     stream_part = stream_args[stream_args.index("stream") + 1:]
@@ -331,8 +334,11 @@ def a_photo_through_the_deployed_app(w: Walkthrough, stack_values: dict[str, str
     args += ["--tracking-uri", settings.tracking_uri, "--output", str(tmp_path / "results"), "--errors",
              str(tmp_path / "errors"), "--state-dir", str(state), "--spark-master", "local[2]", "--trigger",
              "available-now", "--json"]  # fmt: skip
-    process = start_stream(args, tmp_path / "stream.log")
-    out, _ = process.communicate(timeout=600)
+    try:
+        process = start_stream(args, tmp_path / "stream.log")
+        out, _ = process.communicate(timeout=600)
+    finally:
+        os.chdir(checkout)
     assert process.returncode == 0, (tmp_path / "stream.log").read_text()[-3000:]
     assert json.loads(out.strip().splitlines()[-1])["source_mode"] == "notifications"
 
