@@ -10,10 +10,20 @@ From step 5 on, the person is the stack's deploy role: every AWS request of thos
 turned into the IAM request(s) AWS authorizes it with and evaluated against the deploy role's
 policy and the bucket policy, as tests/cfn_support.py evaluates IAM. moto itself enforces no IAM.
 
+Between steps 10 and 11 a person uses the deployed app (a_photo_through_the_deployed_app): one photo
+from the app's page through S3, the upload Lambda, SNS, SQS, the stream and DynamoDB back to the page,
+the app's and the upload Lambda's requests checked against their own roles the same way.
+
 Stand-ins, where the real thing cannot run here: the wheelhouse and the venv archive are small
 ones (tests/aws_support.small_wheelhouse: the real pip wheel plus minimal wheels; building the
-real one needs the package index), and the MLflow server is not reached (`submit --job both`
-asks it nothing). What moto cannot check is docs/aws.md's checklist.
+real one needs the package index), so is the app's package (infra/build_app_lambda.sh needs the
+index too; the handler runs from this checkout); the MLflow server is the session's sqlite registry
+(`submit --job both` asks it nothing; the stream and the app read @champion and its known map
+there); moto's CloudFormation has no HTTP API, no secrets and no subscriptions (tests/cfn_support.py
+makes them through moto's APIs from the template's properties); moto cannot run a Lambda (the
+handlers are called with the events moto makes, as the runtime would). Time: ~6 min alone, of which
+the session's fit (shared with other tests) and the stream's JVM and backfill of the 323 uploaded
+images take ~3. What moto cannot check is docs/aws.md's checklist.
 """
 
 from __future__ import annotations
@@ -590,3 +600,10 @@ def test_the_page_lists_the_walkthrough_commands_it_is_tested_with() -> None:
     assert commands[-1] == "fruits emr down --yes"
     assert sum("create-vpc-endpoint" in c for c in commands) == 6  # s3, dynamodb, the EMR cell, sqs, kms, secretsmanager
     assert sum(c.startswith("aws iam create-service-linked-role") for c in commands) == 2
+
+
+def test_the_template_goes_to_cloudformation_through_s3_when_it_is_too_big_to_go_inline() -> None:
+    """CloudFormation takes at most 51,200 bytes inline; `deploy` then needs --s3-bucket (moto takes anything)."""
+    (deploy,) = [c for c in documented_commands() if c.startswith("aws cloudformation deploy")]
+    assert len(TEMPLATE.read_bytes()) <= 51_200 or "--s3-bucket $ARTIFACTS" in deploy
+    assert len(TEMPLATE.read_bytes()) <= 1_000_000  # the limit through S3
