@@ -168,7 +168,7 @@ def dispatch(action: str, args: argparse.Namespace, handlers: dict[str, Callable
 
 def job_options(args: argparse.Namespace, settings: Settings) -> JobOptions:
     return options_from_args(JobOptions, args, tracking_uri=check_tracking_uri(args.tracking_uri or settings.mlflow_tracking_uri),
-                             answers=args.answers or settings.answers)
+                             answers=getattr(args, "answers", None) or settings.answers)
 
 
 def side_by_side(
