@@ -6,7 +6,7 @@
                                       retention (default: the table's own, 7 days), checkpoint the log
 
 Safe while the stream runs: compaction commits alongside its appends without conflict. The stream
-also does this by itself every --maintenance-interval (default 1h).
+also does this by itself every --maintenance-interval (`fruits stream --help`).
 """
 
 from __future__ import annotations
@@ -14,16 +14,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.console import emit_summary, settings_from_args
+from cli.console import add_state_dir_flag, emit_summary, settings_from_args
+from fruits.settings import default_location
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("status", "maintain"), help="what to do")
-    parser.add_argument("--output", metavar="URI", help="results table (default .fruits/lake/results)")
-    parser.add_argument("--errors", metavar="URI", help="errors table (default .fruits/lake/errors)")
+    parser.add_argument("--output", metavar="URI", help=f"results table (default {default_location('output')})")
+    parser.add_argument("--errors", metavar="URI", help=f"errors table (default {default_location('errors')})")
     parser.add_argument("--vacuum-hours", type=int, metavar="H",
                         help="maintain: remove unreferenced files older than H hours (default: the table's 7 days)")
-    parser.add_argument("--state-dir", help="state directory (default .fruits, env FRUITS_STATE_DIR)")
+    add_state_dir_flag(parser)
     parser.add_argument("--endpoint-url", dest="s3_endpoint_url", help="S3-compatible endpoint (default: AWS)")
 
 
