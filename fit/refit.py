@@ -12,33 +12,75 @@ counts once, as the champion's.
 It fits the same pipeline (fit.pipeline), featurizes the --eval-images once, measures the champion
 and the challenger on them, registers the new version under @challenger, and moves @champion to it
 only if its accuracy is strictly higher (--force: anyway). Both numbers are logged in the run.
-`refit()` reads top to bottom: champion -> training rows -> fit -> evaluate both -> register -> decide.
+`refit()` reads top to bottom: read -> fit -> evaluate -> decide (then register, and move the alias).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import pandas as pd
 from pyspark import StorageLevel
+from pyspark.ml import PipelineModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fit import pipeline
-from fit.evaluation import evaluate, featurize_held_out
+from fit.evaluation import Evaluation, HeldOut, evaluate, featurize_held_out
 from fit.job import Clock, check_unseen, prepare
 from fruits import lake
 from fruits.exceptions import FruitsError
-from fruits.featurize import check_compatible
+from fruits.featurize import Featurizer, check_compatible
 from fruits.progress import spark_progress
 from fruits.project import project
 from fruits.settings import Settings
 from fruits.spark import lapack_implementation, path_exists
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from fit.report import Logged
+    from fruits.registry import ResolvedModel
+
 log = logging.getLogger("fruits.refit")
 
 CHALLENGER = "challenger"
+
+
+@dataclass(frozen=True)
+class Training:
+    """The challenger's training rows (persisted until the refit ends) and where they come from."""
+
+    rows: DataFrame  # path, label, features, source ("champion" or "lake")
+    from_lake: int
+    from_champion: int
+    of_another_featurizer: int  # labelled lake rows left out: features of other weights
+
+    @property
+    def images(self) -> int:
+        return self.from_lake + self.from_champion
+
+
+@dataclass(frozen=True)
+class Challenger:
+    model: PipelineModel
+    fit_points: pd.DataFrame  # label, PC1 and PC2 of each training row: the run's plots
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Both models on the same held-out images."""
+
+    challenger: Evaluation
+    champion_accuracy: float | None  # None: the champion has no classifier
+
+
+class Decision(NamedTuple):
+    promote: bool
+    reason: str  # the `refit.decision` tag, for people
 
 
 def refit(
@@ -57,76 +99,214 @@ def refit(
     if since and until and until < since:
         raise FruitsError(f"--until {until} is before --since {since}")
     spark, client, experiment_id, featurizer = prepare(
-        settings, "fruits-refit", [settings.output_uri, eval_uri, novelty_uri or "", settings.features_uri], spark)
-    from fit import report  # MLflow: already imported by `prepare`, on its thread, while the JVM started
-    from fruits import registry
+        settings, "fruits-refit", [settings.output_uri, eval_uri, novelty_uri or "", settings.features_uri], spark
+    )
     for flag, uri in (("--eval-images", eval_uri), ("--novelty-images", novelty_uri)):
         if uri and not path_exists(spark, uri):
             raise FruitsError(f"{flag} path not found: {uri}")
-    champion = registry.resolve(client, f"models:/{settings.model_name}@{settings.alias}")
-    check_compatible(champion.spec, featurizer.spec, champion.label)
-    champion_features = champion.tags.get(registry.FEATURES_URI_TAG)
-    if not champion_features:
-        raise FruitsError(f"{champion.label} has no {registry.FEATURES_URI_TAG} tag: refit it with `fruits fit`")
+    champion = resolve_champion(client, settings, featurizer)
     pca_k = int(champion.tags.get("pca_k", settings.pca_k))
     decoded = spark.sparkContext.accumulator(0)
     clock.lap("setup")
 
-    lake_rows, other_featurizer = labelled_lake_rows(spark, settings, featurizer.spec.weights_sha256, since, until)
-    known = read_features(spark, champion_features)
-    # New = not already in the champion's training set (a refit's includes the lake rows it used).
-    new = lake_rows.dropDuplicates(["path"]).join(known.select("path"), "path", "left_anti")
-    training = known.unionByName(new).persist(StorageLevel.MEMORY_AND_DISK)
+    training = read(spark, settings, champion, featurizer.spec.weights_sha256, pca_k, since, until, progress)
     held = None
     try:
-        with spark_progress(spark, "reading the training rows", progress):
-            counts = {r.source: r["count"] for r in training.groupBy("source").count().collect()}
-        images = sum(counts.values())
-        if not counts.get("lake"):
-            raise FruitsError(f"no labelled rows of this featurizer in the results table {settings.output_uri}"
-                              f"{date_range(since, until)}: nothing new to learn from")
-        if images <= pca_k:
-            raise FruitsError(f"{images} training rows: the champion's pca_k {pca_k} needs more")
         clock.lap("read")
-
-        with spark_progress(spark, "fitting StandardScaler + PCA + classifier", progress):
-            model = pipeline.fit_model(training, pca_k, rows=images, lap=clock.lap)
-        fit_points = project(training, model).select("label", F.slice("pca", 1, 2).alias("pca")).toPandas()
+        challenger = fit(spark, training, pca_k, clock, progress)
         clock.lap("project")
-
         with spark_progress(spark, "featurizing held-out images", progress):
             held = featurize_held_out(spark, featurizer, settings, eval_uri, novelty_uri, decoded)
-        check_unseen(held.novel_classes, pipeline.classes(model), novelty_uri)
-        challenger = evaluate(held, model)
-        champion_model = registry.load_spark_model(champion)
-        champion_eval = evaluate(held, champion_model) if pipeline.has_head(champion_model) else None
+        scores = evaluate_both(held, challenger.model, champion, novelty_uri)
         clock.lap("evaluate")
-
-        champion_accuracy = champion_eval.classifier_accuracy if champion_eval else None
-        promote, reason = decide(challenger.classifier_accuracy, champion_accuracy, force)
-        logged = report.log_and_register(
-            client, experiment_id, settings.replace(pca_k=pca_k), featurizer, model, training.drop("source"),
-            fit_points, challenger, [],
-            params={"refit_of": champion.label, "eval_images_uri": eval_uri, "novelty_images_uri": novelty_uri or "",
-                    "results_uri": settings.output_uri, "since": str(since or ""), "until": str(until or ""),
-                    "rows_from_lake": counts.get("lake", 0), "rows_from_champion": counts.get("champion", 0),
-                    "lake_rows_of_another_featurizer": other_featurizer, "force": force},
-            metrics={"champion_classifier_accuracy": champion_accuracy} if champion_accuracy is not None else {},
-            alias=CHALLENGER, tags={"refit.decision": reason},
+        decision = decide(scores.challenger.classifier_accuracy, scores.champion_accuracy, force)
+        params = {
+            "refit_of": champion.label,
+            "eval_images_uri": eval_uri,
+            "novelty_images_uri": novelty_uri or "",
+            "results_uri": settings.output_uri,
+            "since": str(since or ""),
+            "until": str(until or ""),
+            "rows_from_lake": training.from_lake,
+            "rows_from_champion": training.from_champion,
+            "lake_rows_of_another_featurizer": training.of_another_featurizer,
+            "force": force,
+        }
+        logged = register(
+            client,
+            experiment_id,
+            settings.replace(pca_k=pca_k),
+            featurizer,
+            training,
+            challenger,
+            scores,
+            decision,
+            params,
+            champion,
         )
-        client.set_model_version_tag(settings.model_name, logged.version, "refit.decision", reason)
-        if promote:
-            client.set_registered_model_alias(settings.model_name, settings.alias, logged.version)
-            log.info("promoted %s v%s to @%s: %s", settings.model_name, logged.version, settings.alias, reason)
-        else:
-            log.info("kept %s as @%s: %s", champion.label, settings.alias, reason)
         clock.lap("log_and_register")
     finally:
-        training.unpersist()
+        training.rows.unpersist()
         if held is not None:
             held.release()
 
-    novelty = challenger.novelty
+    return summary(
+        settings,
+        champion,
+        training,
+        challenger,
+        scores,
+        decision,
+        logged,
+        force=force,
+        since=since,
+        until=until,
+        pca_k=pca_k,
+        decoded=decoded.value,
+        lapack=lapack_implementation(spark),
+        clock=clock,
+    )
+
+
+def resolve_champion(client: MlflowClient, settings: Settings, featurizer: Featurizer) -> ResolvedModel:
+    """The champion, refused unless it was fitted with this featurizer and kept its training features."""
+    from fruits import registry  # MLflow: already imported by `prepare`, on its thread, while the JVM started
+
+    champion = registry.resolve(client, settings.model_uri)
+    check_compatible(champion.spec, featurizer.spec, champion.label)
+    if not champion.tags.get(registry.FEATURES_URI_TAG):
+        raise FruitsError(f"{champion.label} has no {registry.FEATURES_URI_TAG} tag: refit it with `fruits fit`")
+    return champion
+
+
+def read(
+    spark: SparkSession,
+    settings: Settings,
+    champion: ResolvedModel,
+    weights_sha256: str,
+    pca_k: int,
+    since: date | None,
+    until: date | None,
+    progress: bool,
+) -> Training:
+    """The champion's training rows and the lake's new labelled rows of this featurizer, read once and kept."""
+    from fruits import registry
+
+    lake_rows, other_featurizer = labelled_lake_rows(spark, settings, weights_sha256, since, until)
+    known = read_features(spark, champion.tags[registry.FEATURES_URI_TAG])
+    # New = not already in the champion's training set (a refit's includes the lake rows it used).
+    new = lake_rows.dropDuplicates(["path"]).join(known.select("path"), "path", "left_anti")
+    rows = known.unionByName(new).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        with spark_progress(spark, "reading the training rows", progress):
+            counts = {r.source: r["count"] for r in rows.groupBy("source").count().collect()}
+        training = Training(rows, counts.get("lake", 0), counts.get("champion", 0), other_featurizer)
+        if not training.from_lake:
+            raise FruitsError(
+                f"no labelled rows of this featurizer in the results table {settings.output_uri}"
+                f"{date_range(since, until)}: nothing new to learn from"
+            )
+        if training.images <= pca_k:
+            raise FruitsError(f"{training.images} training rows: the champion's pca_k {pca_k} needs more")
+    except BaseException:
+        rows.unpersist()
+        raise
+    return training
+
+
+def fit(spark: SparkSession, training: Training, pca_k: int, clock: Clock, progress: bool) -> Challenger:
+    """The same pipeline as the fit's, on the training rows; PC1 and PC2 of each row for the plots."""
+    with spark_progress(spark, "fitting StandardScaler + PCA + classifier", progress):
+        model = pipeline.fit_model(training.rows, pca_k, rows=training.images, lap=clock.lap)
+    fit_points = project(training.rows, model).select("label", F.slice("pca", 1, 2).alias("pca")).toPandas()
+    return Challenger(model, fit_points)
+
+
+def evaluate_both(held: HeldOut, challenger: PipelineModel, champion: ResolvedModel, novelty_uri: str | None) -> Scores:
+    """The challenger, and the champion if it has a classifier, on the same held-out images."""
+    from fruits import registry
+
+    check_unseen(held.novel_classes, pipeline.classes(challenger), novelty_uri)
+    champion_model = registry.load_spark_model(champion)
+    champion_eval = evaluate(held, champion_model) if pipeline.has_head(champion_model) else None
+    return Scores(evaluate(held, challenger), champion_eval.classifier_accuracy if champion_eval else None)
+
+
+def decide(challenger: float, champion: float | None, force: bool) -> Decision:
+    """Promote only a strictly better challenger on the same held-out images; --force promotes anyway."""
+    if champion is None:
+        return Decision(True, f"the champion has no classifier; challenger accuracy {challenger:.4f}")
+    verdict = (
+        f"challenger accuracy {challenger:.4f} {'>' if challenger > champion else '<='} "
+        f"champion {champion:.4f} on the same held-out images"
+    )
+    if challenger > champion:
+        return Decision(True, verdict)
+    if force:
+        return Decision(True, verdict + "; promoted by --force")
+    return Decision(False, verdict)
+
+
+def register(
+    client: MlflowClient,
+    experiment_id: str,
+    settings: Settings,
+    featurizer: Featurizer,
+    training: Training,
+    challenger: Challenger,
+    scores: Scores,
+    decision: Decision,
+    params: dict[str, Any],
+    champion: ResolvedModel,
+) -> Logged:
+    """The challenger's run and version under @challenger; the champion's alias moved to it if the decision says so."""
+    from fit import report
+
+    champion_accuracy = scores.champion_accuracy
+    logged = report.log_and_register(
+        client,
+        experiment_id,
+        report.RunRecord(
+            settings,
+            featurizer,
+            challenger.model,
+            training.rows.drop("source"),
+            challenger.fit_points,
+            CHALLENGER,
+            scores.challenger,
+            params=params,
+            tags={"refit.decision": decision.reason},
+            metrics={"champion_classifier_accuracy": champion_accuracy} if champion_accuracy is not None else {},
+        ),
+    )
+    client.set_model_version_tag(settings.model_name, logged.version, "refit.decision", decision.reason)
+    if decision.promote:
+        client.set_registered_model_alias(settings.model_name, settings.alias, logged.version)
+        log.info("promoted %s v%s to @%s: %s", settings.model_name, logged.version, settings.alias, decision.reason)
+    else:
+        log.info("kept %s as @%s: %s", champion.label, settings.alias, decision.reason)
+    return logged
+
+
+def summary(
+    settings: Settings,
+    champion: ResolvedModel,
+    training: Training,
+    challenger: Challenger,
+    scores: Scores,
+    decision: Decision,
+    logged: Logged,
+    *,
+    force: bool,
+    since: date | None,
+    until: date | None,
+    pca_k: int,
+    decoded: int,
+    lapack: str,
+    clock: Clock,
+) -> dict[str, Any]:
+    """The `fruits refit --json` contract."""
+    evaluation, novelty = scores.challenger, scores.challenger.novelty
     return {
         "run_id": logged.run_id,
         "model_name": settings.model_name,
@@ -134,47 +314,34 @@ def refit(
         "alias": CHALLENGER,
         "champion_alias": settings.alias,
         "champion_version_before": champion.version,
-        "champion_version": logged.version if promote else champion.version,
-        "promoted": promote,
-        "decision": reason,
+        "champion_version": logged.version if decision.promote else champion.version,
+        "promoted": decision.promote,
+        "decision": decision.reason,
         "forced": force,
-        "classifier_accuracy": challenger.classifier_accuracy,
-        "champion_classifier_accuracy": champion_accuracy,
-        "macro_f1": challenger.macro_f1,
-        "novelty_threshold": challenger.novelty_threshold,
-        "novelty_false_alarms": challenger.false_alarms,
+        "classifier_accuracy": evaluation.classifier_accuracy,
+        "champion_classifier_accuracy": scores.champion_accuracy,
+        "macro_f1": evaluation.macro_f1,
+        "novelty_threshold": evaluation.novelty_threshold,
+        "novelty_false_alarms": evaluation.false_alarms,
         "novelty_auroc": novelty.auroc if novelty else None,
         "novelty_detected": novelty.detected if novelty else None,
-        "eval_images": challenger.images,
-        "images": images,
-        "classes": len(pipeline.classes(model)),
-        "rows_from_lake": counts.get("lake", 0),
-        "rows_from_champion": counts.get("champion", 0),
-        "lake_rows_of_another_featurizer": other_featurizer,
+        "eval_images": evaluation.images,
+        "images": training.images,
+        "classes": len(pipeline.classes(challenger.model)),
+        "rows_from_lake": training.from_lake,
+        "rows_from_champion": training.from_champion,
+        "lake_rows_of_another_featurizer": training.of_another_featurizer,
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,
         "pca_k": pca_k,
-        "featurized": decoded.value,
-        "lapack": lapack_implementation(spark),
+        "featurized": decoded,
+        "lapack": lapack,
         "features_uri": logged.features_uri,
         "plots_uri": f"{logged.artifact_uri}/plots",
         "tracking_uri": settings.tracking_uri,
         "timings": clock.laps,
         "seconds": clock.total(),
     }
-
-
-def decide(challenger: float, champion: float | None, force: bool) -> tuple[bool, str]:
-    """Promote only a strictly better challenger on the same held-out images; --force promotes anyway."""
-    if champion is None:
-        return True, f"the champion has no classifier; challenger accuracy {challenger:.4f}"
-    verdict = (f"challenger accuracy {challenger:.4f} {'>' if challenger > champion else '<='} "
-               f"champion {champion:.4f} on the same held-out images")
-    if challenger > champion:
-        return True, verdict
-    if force:
-        return True, verdict + "; promoted by --force"
-    return False, verdict
 
 
 def read_features(spark: SparkSession, uri: str) -> DataFrame:
@@ -193,8 +360,11 @@ def labelled_lake_rows(
         raise FruitsError(f"no results table at {settings.output_uri}: stream some uploads first (fruits stream)")
     if not files:
         raise FruitsError(f"the results table {settings.output_uri} has no rows{date_range(since, until)}")
-    rows = (spark.read.parquet(*files).select("path", "label", "features", "featurizer_sha256")
-            .filter(F.col("label").isNotNull() & F.col("features").isNotNull()))
+    rows = (
+        spark.read.parquet(*files)
+        .select("path", "label", "features", "featurizer_sha256")
+        .filter(F.col("label").isNotNull() & F.col("features").isNotNull())
+    )
     mine = F.col("featurizer_sha256") == weights_sha256
     other = rows.filter(~mine).count()
     if other:
@@ -205,5 +375,7 @@ def labelled_lake_rows(
 def date_range(since: date | None, until: date | None) -> str:
     if not (since or until):
         return ""
-    return f" ingested {'from ' + since.isoformat() if since else ''}{' ' if since and until else ''}" \
-           f"{'until ' + until.isoformat() if until else ''}"
+    return (
+        f" ingested {'from ' + since.isoformat() if since else ''}{' ' if since and until else ''}"
+        f"{'until ' + until.isoformat() if until else ''}"
+    )
