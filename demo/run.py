@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +151,7 @@ def demo_aws(
 # ============================================================================ shared steps
 def new_run_dir(settings: Settings, kind: str) -> Path:
     """<state>/demo/<kind>-<UTC time>: this run's plots, staging and (emulated) server files."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = settings.state / "demo"
     candidate, n = base / f"{kind}-{stamp}", 1
     while candidate.exists():
