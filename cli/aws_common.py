@@ -20,6 +20,7 @@ from infra.checks import check_bucket
 from infra.cluster import ClusterOptions, build_request
 from infra.cost import (
     DEFAULT_FIT_IMAGES,
+    WIRINGS,
     Comparison,
     CostEstimate,
     ServerlessCostEstimate,
@@ -39,7 +40,6 @@ from infra.preflight import (
 from infra.serverless import ServerlessOptions
 from infra.steps import JobOptions, check_tracking_uri
 
-WIRINGS = ("lambda-sns", "s3-sqs")
 Options = TypeVar("Options")
 
 

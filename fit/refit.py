@@ -51,13 +51,27 @@ CHALLENGER = "challenger"
 
 
 @dataclass(frozen=True)
+class Request:
+    """What the refit was asked: the settings (model, alias, tables) and the flags."""
+
+    settings: Settings
+    eval_uri: str  # held-out labelled images: both models are measured on them
+    novelty_uri: str | None  # unseen classes: the novelty AUROC
+    since: date | None  # only lake rows ingested on or after
+    until: date | None  # ...and on or before
+    force: bool  # promote the challenger even if it does not win
+    progress: bool
+
+
+@dataclass(frozen=True)
 class Training:
-    """The challenger's training rows (persisted until the refit ends) and where they come from."""
+    """The challenger's training rows (persisted until the refit ends), where they come from, its pca_k."""
 
     rows: DataFrame  # path, label, features, source ("champion" or "lake")
     from_lake: int
     from_champion: int
     of_another_featurizer: int  # labelled lake rows left out: features of other weights
+    pca_k: int  # the champion's
 
     @property
     def images(self) -> int:
@@ -94,78 +108,48 @@ def refit(
     spark: SparkSession | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Fit a challenger on the lake + the champion's features; promote it if it wins. Returns the summary."""
+    """Read -> fit -> evaluate -> decide: a challenger on the lake + the champion's features, promoted if it wins.
+    Returns the summary (the --json contract)."""
+    request = Request(settings, eval_uri, novelty_uri, since, until, force, progress)
     clock = Clock()
     if since and until and until < since:
         raise FruitsError(f"--until {until} is before --since {since}")
-    spark, client, experiment_id, featurizer = prepare(
-        settings, "fruits-refit", [settings.output_uri, eval_uri, novelty_uri or "", settings.features_uri], spark
-    )
+    uris = [settings.output_uri, eval_uri, novelty_uri or "", settings.features_uri]
+    spark, client, experiment_id, featurizer = prepare(settings, "fruits-refit", uris, spark)
     for flag, uri in (("--eval-images", eval_uri), ("--novelty-images", novelty_uri)):
         if uri and not path_exists(spark, uri):
             raise FruitsError(f"{flag} path not found: {uri}")
     champion = resolve_champion(client, settings, featurizer)
-    pca_k = int(champion.tags.get("pca_k", settings.pca_k))
     decoded = spark.sparkContext.accumulator(0)
     clock.lap("setup")
 
-    training = read(spark, settings, champion, featurizer.spec.weights_sha256, pca_k, since, until, progress)
+    training = read_training(spark, request, champion, featurizer.spec.weights_sha256)
     held = None
     try:
         clock.lap("read")
-        challenger = fit(spark, training, pca_k, clock, progress)
+        challenger = fit_challenger(spark, request, training, clock)
         clock.lap("project")
         with spark_progress(spark, "featurizing held-out images", progress):
             held = featurize_held_out(spark, featurizer, settings, eval_uri, novelty_uri, decoded)
         scores = evaluate_both(held, challenger.model, champion, novelty_uri)
         clock.lap("evaluate")
         decision = decide(scores.challenger.classifier_accuracy, scores.champion_accuracy, force)
-        params = {
-            "refit_of": champion.label,
-            "eval_images_uri": eval_uri,
-            "novelty_images_uri": novelty_uri or "",
-            "results_uri": settings.output_uri,
-            "since": str(since or ""),
-            "until": str(until or ""),
-            "rows_from_lake": training.from_lake,
-            "rows_from_champion": training.from_champion,
-            "lake_rows_of_another_featurizer": training.of_another_featurizer,
-            "force": force,
-        }
-        logged = register(
-            client,
-            experiment_id,
-            settings.replace(pca_k=pca_k),
-            featurizer,
-            training,
-            challenger,
-            scores,
-            decision,
-            params,
-            champion,
+        logged = register_challenger(
+            client, experiment_id, request, featurizer, champion, training, challenger, scores, decision
         )
         clock.lap("log_and_register")
     finally:
         training.rows.unpersist()
         if held is not None:
             held.release()
-
-    return summary(
-        settings,
-        champion,
-        training,
-        challenger,
-        scores,
-        decision,
-        logged,
-        force=force,
-        since=since,
-        until=until,
-        pca_k=pca_k,
-        decoded=decoded.value,
-        lapack=lapack_implementation(spark),
-        clock=clock,
-    )
+    outcome = refit_summary(request, champion, training, challenger, scores, decision, logged)
+    return {
+        **outcome,
+        "featurized": decoded.value,
+        "lapack": lapack_implementation(spark),
+        "timings": clock.laps,
+        "seconds": clock.total(),
+    }
 
 
 def resolve_champion(client: MlflowClient, settings: Settings, featurizer: Featurizer) -> ResolvedModel:
@@ -179,28 +163,21 @@ def resolve_champion(client: MlflowClient, settings: Settings, featurizer: Featu
     return champion
 
 
-def read(
-    spark: SparkSession,
-    settings: Settings,
-    champion: ResolvedModel,
-    weights_sha256: str,
-    pca_k: int,
-    since: date | None,
-    until: date | None,
-    progress: bool,
-) -> Training:
+def read_training(spark: SparkSession, request: Request, champion: ResolvedModel, weights_sha256: str) -> Training:
     """The champion's training rows and the lake's new labelled rows of this featurizer, read once and kept."""
     from fruits import registry
 
+    settings, since, until = request.settings, request.since, request.until
+    pca_k = int(champion.tags.get("pca_k", settings.pca_k))
     lake_rows, other_featurizer = labelled_lake_rows(spark, settings, weights_sha256, since, until)
     known = read_features(spark, champion.tags[registry.FEATURES_URI_TAG])
     # New = not already in the champion's training set (a refit's includes the lake rows it used).
     new = lake_rows.dropDuplicates(["path"]).join(known.select("path"), "path", "left_anti")
     rows = known.unionByName(new).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        with spark_progress(spark, "reading the training rows", progress):
+        with spark_progress(spark, "reading the training rows", request.progress):
             counts = {r.source: r["count"] for r in rows.groupBy("source").count().collect()}
-        training = Training(rows, counts.get("lake", 0), counts.get("champion", 0), other_featurizer)
+        training = Training(rows, counts.get("lake", 0), counts.get("champion", 0), other_featurizer, pca_k)
         if not training.from_lake:
             raise FruitsError(
                 f"no labelled rows of this featurizer in the results table {settings.output_uri}"
@@ -214,10 +191,10 @@ def read(
     return training
 
 
-def fit(spark: SparkSession, training: Training, pca_k: int, clock: Clock, progress: bool) -> Challenger:
+def fit_challenger(spark: SparkSession, request: Request, training: Training, clock: Clock) -> Challenger:
     """The same pipeline as the fit's, on the training rows; PC1 and PC2 of each row for the plots."""
-    with spark_progress(spark, "fitting StandardScaler + PCA + classifier", progress):
-        model = pipeline.fit_model(training.rows, pca_k, rows=training.images, lap=clock.lap)
+    with spark_progress(spark, "fitting StandardScaler + PCA + classifier", request.progress):
+        model = pipeline.fit_model(training.rows, training.pca_k, rows=training.images, lap=clock.lap)
     fit_points = project(training.rows, model).select("label", F.slice("pca", 1, 2).alias("pca")).toPandas()
     return Challenger(model, fit_points)
 
@@ -247,38 +224,46 @@ def decide(challenger: float, champion: float | None, force: bool) -> Decision:
     return Decision(False, verdict)
 
 
-def register(
+def register_challenger(
     client: MlflowClient,
     experiment_id: str,
-    settings: Settings,
+    request: Request,
     featurizer: Featurizer,
+    champion: ResolvedModel,
     training: Training,
     challenger: Challenger,
     scores: Scores,
     decision: Decision,
-    params: dict[str, Any],
-    champion: ResolvedModel,
 ) -> Logged:
     """The challenger's run and version under @challenger; the champion's alias moved to it if the decision says so."""
     from fit import report
 
-    champion_accuracy = scores.champion_accuracy
-    logged = report.log_and_register(
-        client,
-        experiment_id,
-        report.RunRecord(
-            settings,
-            featurizer,
-            challenger.model,
-            training.rows.drop("source"),
-            challenger.fit_points,
-            CHALLENGER,
-            scores.challenger,
-            params=params,
-            tags={"refit.decision": decision.reason},
-            metrics={"champion_classifier_accuracy": champion_accuracy} if champion_accuracy is not None else {},
-        ),
+    settings, accuracy = request.settings, scores.champion_accuracy
+    params = {
+        "refit_of": champion.label,
+        "eval_images_uri": request.eval_uri,
+        "novelty_images_uri": request.novelty_uri or "",
+        "results_uri": settings.output_uri,
+        "since": str(request.since or ""),
+        "until": str(request.until or ""),
+        "rows_from_lake": training.from_lake,
+        "rows_from_champion": training.from_champion,
+        "lake_rows_of_another_featurizer": training.of_another_featurizer,
+        "force": request.force,
+    }
+    run = report.RunRecord(
+        settings.replace(pca_k=training.pca_k),
+        featurizer,
+        challenger.model,
+        training.rows.drop("source"),
+        challenger.fit_points,
+        CHALLENGER,
+        scores.challenger,
+        params=params,
+        tags={"refit.decision": decision.reason},
+        metrics={"champion_classifier_accuracy": accuracy} if accuracy is not None else {},
     )
+    logged = report.log_and_register(client, experiment_id, run)
     client.set_model_version_tag(settings.model_name, logged.version, "refit.decision", decision.reason)
     if decision.promote:
         client.set_registered_model_alias(settings.model_name, settings.alias, logged.version)
@@ -288,25 +273,18 @@ def register(
     return logged
 
 
-def summary(
-    settings: Settings,
+def refit_summary(
+    request: Request,
     champion: ResolvedModel,
     training: Training,
     challenger: Challenger,
     scores: Scores,
     decision: Decision,
     logged: Logged,
-    *,
-    force: bool,
-    since: date | None,
-    until: date | None,
-    pca_k: int,
-    decoded: int,
-    lapack: str,
-    clock: Clock,
 ) -> dict[str, Any]:
-    """The `fruits refit --json` contract."""
-    evaluation, novelty = scores.challenger, scores.challenger.novelty
+    """The `fruits refit --json` contract, but for the measurements refit() adds (featurized, lapack, timings,
+    seconds)."""
+    settings, evaluation, novelty = request.settings, scores.challenger, scores.challenger.novelty
     return {
         "run_id": logged.run_id,
         "model_name": settings.model_name,
@@ -317,7 +295,7 @@ def summary(
         "champion_version": logged.version if decision.promote else champion.version,
         "promoted": decision.promote,
         "decision": decision.reason,
-        "forced": force,
+        "forced": request.force,
         "classifier_accuracy": evaluation.classifier_accuracy,
         "champion_classifier_accuracy": scores.champion_accuracy,
         "macro_f1": evaluation.macro_f1,
@@ -331,16 +309,12 @@ def summary(
         "rows_from_lake": training.from_lake,
         "rows_from_champion": training.from_champion,
         "lake_rows_of_another_featurizer": training.of_another_featurizer,
-        "since": since.isoformat() if since else None,
-        "until": until.isoformat() if until else None,
-        "pca_k": pca_k,
-        "featurized": decoded,
-        "lapack": lapack,
+        "since": request.since.isoformat() if request.since else None,
+        "until": request.until.isoformat() if request.until else None,
+        "pca_k": training.pca_k,
         "features_uri": logged.features_uri,
         "plots_uri": f"{logged.artifact_uri}/plots",
         "tracking_uri": settings.tracking_uri,
-        "timings": clock.laps,
-        "seconds": clock.total(),
     }
 
 

@@ -13,11 +13,11 @@ bug) is narrowed down to the uploads that break it, which become `poison` error 
 
 Two sources hand over the same columns (path, modificationTime, length, content); what each leaves
 unread is its strategy:
-- `ListingSource`, Spark's file source: the size filter is pushed into its scan, so big files are
+- `ListingStrategy`, Spark's file source: the size filter is pushed into its scan, so big files are
   never read, nor scanned twice; they, zero-length files (Spark skips them) and files deleted since
   the listing are among the files the checkpoint assigned to the batch and Spark never handed over
   (`absent`);
-- `NotificationSource` (fruits.notifications) reads nothing it must not: zero-length and over-limit
+- `NotificationStrategy` (fruits.notifications) reads nothing it must not: zero-length and over-limit
   objects, and objects deleted or replaced since they were announced, come with no content. A
   Python source cannot prune columns, so these rows stay in the one pass (a second branch would
   download every image again), flagged `unread`.
@@ -88,7 +88,7 @@ class ActiveModel:
 
 
 # ----------------------------------------------------------------------------- the sources' strategies
-class UploadSource(Protocol):
+class SourceStrategy(Protocol):
     """What a micro-batch needs to know of the source that planned it."""
 
     mode: ClassVar[str]  # LISTING or NOTIFICATIONS
@@ -106,7 +106,7 @@ class UploadSource(Protocol):
 
 
 @dataclass(frozen=True)
-class ListingSource:
+class ListingStrategy:
     """Spark's file source, listing the prefix every trigger (local landing folders, tests, re-reading everything)."""
 
     root: str
@@ -131,7 +131,7 @@ class ListingSource:
 
 
 @dataclass(frozen=True)
-class NotificationSource:
+class NotificationStrategy:
     """The upload notifications on an SQS queue (fruits.notifications): every announced upload is handed over;
     those it must not read come without content."""
 
@@ -161,7 +161,7 @@ class MicroBatch:
     def __init__(
         self,
         settings: Settings,
-        source: UploadSource,
+        source: SourceStrategy,
         featurizer: Featurizer,
         model: ActiveModel,
         lake: LakeWriter,

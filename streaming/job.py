@@ -47,10 +47,10 @@ from streaming.batch import (
     LISTING,
     NOTIFICATIONS,
     ActiveModel,
-    ListingSource,
+    ListingStrategy,
     MicroBatch,
-    NotificationSource,
-    UploadSource,
+    NotificationStrategy,
+    SourceStrategy,
 )
 from streaming.lease import CheckpointLease
 from streaming.models import ModelWatcher
@@ -146,7 +146,7 @@ class StreamingJob:
         log.info("watching %s (%s) -> %s (errors %s), trigger %s, at most %d files per batch",
                  s.source_uri, via, s.output_uri, s.errors_uri, s.trigger, s.max_files_per_trigger)
 
-    def _source(self, checkpoint: str) -> tuple[DataFrame, UploadSource]:
+    def _source(self, checkpoint: str) -> tuple[DataFrame, SourceStrategy]:
         """The streaming DataFrame of uploads (binaryFile columns), and what MicroBatch needs to know of it."""
         s = self.settings
         if self.source_mode == NOTIFICATIONS:
@@ -154,12 +154,12 @@ class StreamingJob:
                 s, drain=s.trigger == AVAILABLE_NOW,
                 partitions=self.spark.sparkContext.defaultParallelism,
                 log_level=logging.getLevelName(log.getEffectiveLevel()))
-            return notifications.read_stream(self.spark, config), NotificationSource(s.source_uri.rstrip("/"),
+            return notifications.read_stream(self.spark, config), NotificationStrategy(s.source_uri.rstrip("/"),
                                                                                      config.store())
         ensure_dir(self.spark, s.source_uri)  # a stream source must exist when the query starts
         files = source.read_images(self.spark, s.source_uri, stream=True,
                                    max_files_per_trigger=s.max_files_per_trigger)
-        return files, ListingSource(qualify(self.spark, s.source_uri), checkpoint)
+        return files, ListingStrategy(qualify(self.spark, s.source_uri), checkpoint)
 
     def _run_in_background(self, name: str, target: Any) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

@@ -21,7 +21,7 @@ from fruits.reasons import MAX_DETAIL
 from fruits.settings import Settings
 from fruits.sinks import LakeWriter
 from streaming import poison
-from streaming.batch import ActiveModel, ListingSource, MicroBatch
+from streaming.batch import ActiveModel, ListingStrategy, MicroBatch
 from streaming.monitor import Monitor
 from support import table_rows
 
@@ -141,7 +141,7 @@ def micro_batch(spark, settings, fitted, featurizer, tmp_path: Path):
     def make(**changes) -> MicroBatch:
         run = settings.replace(output=str(tmp_path / "results"), errors=str(tmp_path / "errors"), **changes)
         resolved = registry.resolve(registry.connect(run), "models:/fruits-pca@champion")
-        return MicroBatch(run, ListingSource(str(tmp_path / "landing")), featurizer, ActiveModel.load(spark, resolved),
+        return MicroBatch(run, ListingStrategy(str(tmp_path / "landing")), featurizer, ActiveModel.load(spark, resolved),
                           LakeWriter(run, "test-stream"), Monitor(None))
     return make
 
