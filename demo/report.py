@@ -154,6 +154,8 @@ def summarise(
     complete = streamed.complete and not streamed.upload.failed
     if notifications is not None:
         complete = complete and notifications["complete"]
+    if streamed.app is not None:
+        complete = complete and "error" not in streamed.app
     return {
         "mode": mode,
         "source_mode": stream.get("source_mode"),
@@ -180,6 +182,7 @@ def summarise(
         "novelty_auroc": fit_run.novelty_auroc,
         "explained_variance": fit_run.explained_variance,
         "refit": streamed.refit,
+        "app": streamed.app,
         "model_swaps": stream.get("model_swaps"),
         "per_model_version": per_model_version(streamed.results),
         "model_name": fit_run.model_name,
@@ -258,6 +261,15 @@ def human_summary(s: dict[str, Any]) -> str:
         lines.append(f"  notifications: {n['unique']} of {n['expected']} uploads announced on SNS "
                      f"({n['lambda_invocations']} Lambda invocations, {n['duplicates']} duplicates)")
         lines.append(f"  ({LAMBDA_NOTE})")
+    if s.get("app"):
+        a = s["app"]
+        if "skipped" in a:
+            lines.append(f"  app: step skipped ({a['skipped']})")
+        elif "error" in a:
+            lines.append(f"  app: {a['url']}/ gave NO answer on its page ({a['error']})")
+        else:
+            lines.append(f"  app: {a['url']}/ in headless Chromium: a photo of {a['expected']} -> \"{a['answer']}\" "
+                         f"({a['message']}) on the page {a['seconds']:.1f} s after the tap; screenshot {a['screenshot']}")
     if s["error_reasons"]:
         lines.append("  errors: " + ", ".join(f"{k} {v}" for k, v in sorted(s["error_reasons"].items())))
     lines.append("  rows per class:")
