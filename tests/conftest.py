@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow  # noqa: F401  its logger keeps the sys.stderr of its import: import before tests capture it
@@ -35,6 +36,16 @@ os.environ.update(
     }
 )
 os.environ.pop("KERAS_HOME", None)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_tracking_uri_left_behind() -> Iterator[None]:
+    """fruits.registry.connect (a fit, a stream in this process) sets MLflow's tracking URI, and
+    mlflow.set_tracking_uri exports it as MLFLOW_TRACKING_URI for subprocesses: after each module the
+    variable is gone again, so a later module (tests/cli reads the environment through Settings.load)
+    never sees an earlier module's sqlite store, whatever order the tests run in."""
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def shared(path: Path, what: str) -> Path:
