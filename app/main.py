@@ -18,8 +18,15 @@ from starlette.exceptions import HTTPException
 from app.context import AppContext, KnownMapLoader, KnownMaps
 from app.dependencies import Refused
 from app.routers import answers, known, ops, pages, uploads
-from app.security import AccessLog, BodyLimit, CsrfTokens, RateLimiter, SecurityHeaders, app_secret, \
-    content_security_policy
+from app.security import (
+    AccessLog,
+    BodyLimit,
+    CsrfTokens,
+    RateLimiter,
+    SecurityHeaders,
+    app_secret,
+    content_security_policy,
+)
 from app.uploads import open_uploads
 from fruits.answers import AnswerStore, open_answer_store
 from fruits.knownmap import KnownMap

@@ -249,7 +249,7 @@ def create_stack_secrets(secretsmanager: Any, project: str, template: dict[str, 
         props = resolve(resource["Properties"])
         generate = props["GenerateSecretString"]
         value = secretsmanager.get_random_password(PasswordLength=int(generate["PasswordLength"]),
-                                                   ExcludePunctuation=generate["ExcludePunctuation"] == "true")["RandomPassword"]  # fmt: skip
+                                                   ExcludePunctuation=generate["ExcludePunctuation"] == "true")["RandomPassword"]
         document = {**json.loads(generate["SecretStringTemplate"]), generate["GenerateStringKey"]: value}
         made[name] = secretsmanager.create_secret(Name=props["Name"], SecretString=json.dumps(document))["ARN"]
     return made
@@ -263,7 +263,7 @@ def moto_template_body(template: dict[str, Any] | None = None, secrets: dict[str
     secrets = secrets or {}
     dropped = {name for name, r in resources.items() if r["Type"].startswith(HTTP_API_TYPES)} | set(secrets)
     dropped |= {name for name, r in resources.items() if r["Type"] == "AWS::Lambda::Permission"
-                and "AppApi" in json.dumps(r["Properties"].get("SourceArn"))}  # fmt: skip
+                and "AppApi" in json.dumps(r["Properties"].get("SourceArn"))}
 
     def replace(node: Any) -> Any:
         if isinstance(node, list):
@@ -293,18 +293,18 @@ def deploy_http_api(apigateway: Any, function_arn: str, template: dict[str, Any]
     resolve = Resolver(template)
     props = {name: resolve(template["Resources"][name]["Properties"]) for name in ("AppApi", "AppIntegration", "AppRoute", "AppStage")}
     api = apigateway.create_api(Name=props["AppApi"]["Name"], ProtocolType=props["AppApi"]["ProtocolType"],
-                                Description=props["AppApi"]["Description"], Tags=props["AppApi"]["Tags"])  # fmt: skip
+                                Description=props["AppApi"]["Description"], Tags=props["AppApi"]["Tags"])
     integration = props["AppIntegration"]
     assert integration["IntegrationUri"] == "<AppFunction.Arn>"
     made = apigateway.create_integration(ApiId=api["ApiId"], IntegrationType=integration["IntegrationType"],
                                          IntegrationUri=function_arn, PayloadFormatVersion=integration["PayloadFormatVersion"],
-                                         TimeoutInMillis=integration["TimeoutInMillis"])  # fmt: skip
+                                         TimeoutInMillis=integration["TimeoutInMillis"])
     route = props["AppRoute"]
     assert route["Target"] == "integrations/<AppIntegration>"
     apigateway.create_route(ApiId=api["ApiId"], RouteKey=route["RouteKey"], AuthorizationType=route["AuthorizationType"],
-                            Target=f"integrations/{made['IntegrationId']}")  # fmt: skip
+                            Target=f"integrations/{made['IntegrationId']}")
     stage = props["AppStage"]
     settings = {k: int(float(v)) if k == "ThrottlingBurstLimit" else float(v) for k, v in stage["DefaultRouteSettings"].items()}
     made_stage = apigateway.create_stage(ApiId=api["ApiId"], StageName=stage["StageName"], AutoDeploy=stage["AutoDeploy"],
-                                         DefaultRouteSettings=settings)  # fmt: skip
+                                         DefaultRouteSettings=settings)
     return {"api_id": api["ApiId"], "endpoint": api["ApiEndpoint"], "stage": made_stage}

@@ -28,4 +28,4 @@ def http_api_event(method: str, path: str, *, host: str, headers: Mapping[str, s
             "timeEpoch": 1796468400000,
         },
         "body": body, "isBase64Encoded": False,
-    }  # fmt: skip
+    }

@@ -27,13 +27,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
-from fruits.contracts import UPLOAD_MESSAGE_SCHEMA
+from fruits.contracts import UPLOAD_MESSAGE_SCHEMA, in_hidden_folder, is_image_name
 from fruits.exceptions import FruitsError
-from fruits.contracts import in_hidden_folder, is_image_name
 
 # The largest legitimate body is one record whose 1,024-byte key is written with JSON escapes
 # (6 characters a byte) three times over (key, uri, dedup_key) inside an SNS envelope that escapes
@@ -118,8 +117,8 @@ def checked_time(value: Any) -> str | None:
     try:
         moment = datetime.fromisoformat(value)
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        return moment.astimezone(timezone.utc).isoformat()
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC).isoformat()
     except (ValueError, OverflowError):
         raise Malformed(f"bad event time {shown(value)}") from None
 

@@ -59,7 +59,7 @@ def test_the_app_role_reads_what_its_pages_show_and_nothing_else(template: dict[
     assert app_may(template, "s3:GetObject", f"{BUCKET_ARN}/images/Limes/1.jpg")  # a known map's training image
     assert app_may(template, "s3:GetObject", f"{BUCKET_ARN}/checkpoints/stream/progress/1796468400.json")
     for key in ("results/part-0.parquet", "errors/x", "checkpoints/stream/offsets/0", "checkpoints/stream/notifications/batches/1.json",
-                "features/run/part-0.parquet", "mlflow/1/model.pkl", "holdout/Limes/1.jpg"):  # fmt: skip
+                "features/run/part-0.parquet", "mlflow/1/model.pkl", "holdout/Limes/1.jpg"):
         assert not app_may(template, "s3:GetObject", f"{BUCKET_ARN}/{key}"), key
     # Listing (a missing key answers 404, not 403) only where it looks up keys.
     assert app_may(template, "s3:ListBucket", BUCKET_ARN, **{"s3:prefix": "images/app/private/0123abcd.jpg"})
@@ -91,7 +91,7 @@ def test_the_app_reads_its_secrets_and_the_secrets_are_generated_by_the_stack(te
     assert env["FRUITS_SECRETS"] == "<AppSecret>,<CuratorSecret>"
     assert not any(name in env for name in ("FRUITS_APP_SECRET", "FRUITS_CURATOR_PASSWORD", "MLFLOW_TRACKING_PASSWORD"))
     assert set(env) == {"FRUITS_SOURCE", "FRUITS_ANSWERS", "FRUITS_CHECKPOINT", "FRUITS_STATE_DIR", "FRUITS_LABELS",
-                        "FRUITS_CURATION", "FRUITS_SECRETS", "MLFLOW_TRACKING_URI"}  # fmt: skip
+                        "FRUITS_CURATION", "FRUITS_SECRETS", "MLFLOW_TRACKING_URI"}
 
 
 def test_the_stream_writes_the_answers_the_app_reads(template: dict[str, Any]) -> None:
@@ -127,14 +127,14 @@ def test_the_edge_throttles_and_the_function_reserves_nothing(template: dict[str
     resources = template["Resources"]
     stage = resources["AppStage"]["Properties"]
     assert stage["DefaultRouteSettings"] == {"ThrottlingRateLimit": {"Ref": "AppRateLimit"},
-                                             "ThrottlingBurstLimit": {"Ref": "AppBurstLimit"}}  # fmt: skip
+                                             "ThrottlingBurstLimit": {"Ref": "AppBurstLimit"}}
     assert "sourceIp" not in stage["AccessLogSettings"]["Format"]  # no client address in the logs
     assert "ReservedConcurrentExecutions" not in resources["AppFunction"]["Properties"]  # finding 2
     assert resources["AppIntegration"]["Properties"]["PayloadFormatVersion"] == "2.0"  # the event shape app.aws reads
     assert resources["AppRoute"]["Properties"]["RouteKey"] == "$default"
     cors = resources["DataBucket"]["Properties"]["CorsConfiguration"]["CorsRules"]
     assert cors == [{"AllowedMethods": ["POST"], "AllowedOrigins": [{"Fn::GetAtt": ["AppApi", "ApiEndpoint"]}],
-                     "AllowedHeaders": ["*"], "MaxAge": 3600}]  # fmt: skip
+                     "AllowedHeaders": ["*"], "MaxAge": 3600}]
 
 
 # ---------------------------------------------------------------------------- the secrets
@@ -144,7 +144,7 @@ class FakeSecrets:
     def __init__(self, secrets: dict[str, dict[str, str]]):
         self.secrets = secrets
 
-    def get_secret_value(self, SecretId: str) -> dict[str, str]:  # noqa: N803 (boto3's name)
+    def get_secret_value(self, SecretId: str) -> dict[str, str]:
         return {"SecretString": json.dumps(self.secrets[SecretId])}
 
 
@@ -212,7 +212,7 @@ def normalised(name: str) -> str:
 def packed_distributions() -> set[str]:
     """infra/app_lambda_requirements.txt and everything they depend on (the venv's metadata), normalised names."""
     wanted = [line.strip() for line in (ROOT / "infra" / "app_lambda_requirements.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]  # fmt: skip
+              if line.strip() and not line.startswith("#")]
     seen: set[str] = set()
     while wanted:
         name = normalised(wanted.pop())
@@ -240,25 +240,25 @@ def test_the_deployed_handler_answers_http_api_events_and_imports_only_what_is_p
     upload_id = "0123456789abcdef0123456789abcdef"
     DynamoAnswers(table, REGION, moto_server, 86400).put_many([Answer(
         upload_id, ANSWERED, answered_at=1796468400.0 + 10**6, prediction="Limes", confidence=0.97,
-        top=(("Limes", 0.97), ("Lemon", 0.02)), model_name="fruits-pca", model_version="1")])  # fmt: skip
+        top=(("Limes", 0.97), ("Lemon", 0.02)), model_name="fruits-pca", model_version="1")])
 
     # The function's environment as the template sets it, with this test's bucket, table and secret.
     env = Resolver(template, ProjectName="fruits")(template["Resources"]["AppFunction"]["Properties"]["Environment"]["Variables"])
     env = {k: v.replace(f"fruits-{ACCOUNT}-{REGION}", bucket).replace("<AnswersTable>", table)
-           .replace("<AppSecret>,<CuratorSecret>", app_secret) for k, v in env.items() if v}  # fmt: skip
+           .replace("<AppSecret>,<CuratorSecret>", app_secret) for k, v in env.items() if v}
     env["FRUITS_STATE_DIR"] = str(tmp_path / "lambda-tmp")  # /tmp/fruits on Lambda
     # A tracking server (REST) that refuses at once: the known map is then missing, and the page says so.
     env.update(MLFLOW_TRACKING_URI="https://127.0.0.1:9", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
     # Every installed module whose distribution the package does not hold, nor the runtime.
     allowed = packed_distributions() | RUNTIME_DISTRIBUTIONS
     blocked = sorted(module for module, dists in importlib.metadata.packages_distributions().items()
-                     if module not in OUR_PACKAGES and not {normalised(d) for d in dists} & allowed)  # fmt: skip
+                     if module not in OUR_PACKAGES and not {normalised(d) for d in dists} & allowed)
     assert {"pyspark", "tensorflow", "onnxruntime", "deltalake", "sqlalchemy"} <= set(blocked)
     process_env = {k: v for k, v in os.environ.items() if not k.startswith(("FRUITS_", "MLFLOW_", "AWS_"))}
     process_env.update(env, AWS_ENDPOINT_URL=moto_server, AWS_REGION=REGION, AWS_ACCESS_KEY_ID="testing",
-                       AWS_SECRET_ACCESS_KEY="testing", PYTHONPATH=str(ROOT / "tests"), BLOCKED_MODULES=json.dumps(blocked))  # fmt: skip
+                       AWS_SECRET_ACCESS_KEY="testing", PYTHONPATH=str(ROOT / "tests"), BLOCKED_MODULES=json.dumps(blocked))
     done = subprocess.run([sys.executable, "-c", PROBE, upload_id], env=process_env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -46,9 +46,19 @@ import boto3
 import botocore.client
 import pytest
 
-from aws_support import ACCOUNT, REGION, last_json, small_wheelhouse
-from cfn_support import (ROOT, TEMPLATE, Resolver, allows, bucket_policy_statements, create_stack_secrets, deploy_http_api,
-                         load_template, moto_template_body, role_statements)
+from aws_support import ACCOUNT, REGION, small_wheelhouse
+from cfn_support import (
+    ROOT,
+    TEMPLATE,
+    Resolver,
+    allows,
+    bucket_policy_statements,
+    create_stack_secrets,
+    deploy_http_api,
+    load_template,
+    moto_template_body,
+    role_statements,
+)
 from cli.main import main
 from support import wait_until
 
@@ -57,7 +67,7 @@ SECTION = "## From an empty account to a running stream, step by step"
 WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 OPERATOR = "fruits-operator"
 SERVICE_LINKED = {"elasticmapreduce.amazonaws.com": "AWSServiceRoleForEMRCleanup",
-                  "ops.emr-serverless.amazonaws.com": "AWSServiceRoleForAmazonEMRServerless"}  # fmt: skip
+                  "ops.emr-serverless.amazonaws.com": "AWSServiceRoleForAmazonEMRServerless"}
 
 
 def documented_commands() -> list[str]:
@@ -84,7 +94,7 @@ def empty_account(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[s
     endpoint = f"http://127.0.0.1:{port}"
     log = (tmp_path / "moto.log").open("w")
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                              stdout=log, stderr=subprocess.STDOUT)
 
     def answers() -> bool:
         try:
@@ -146,7 +156,7 @@ class Walkthrough:
         line = self.sub(line)
         for placeholder, path in (paths or {}).items():
             line = line.replace(placeholder, path)
-        argv = line.split()[1:] + ["--json"]
+        argv = [*line.split()[1:], "--json"]
         assert main(argv) == 0, f"`{line}` failed"
         return {}
 
@@ -160,7 +170,7 @@ class Walkthrough:
         """Every request recorded since the last check, evaluated against `self.role`'s policies and the bucket's denies."""
         assert self.role is not None
         requests = [r for service, operation, params in self.calls
-                    for r in [(service, operation, *request) for request in self.iam_requests(service, operation, params)]]  # fmt: skip
+                    for r in [(service, operation, *request) for request in self.iam_requests(service, operation, params)]]
         self.check_requests(step, requests, parameters)
         self.calls = []
 
@@ -203,7 +213,7 @@ class Walkthrough:
             writes = ("PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload")
             action = {"HeadObject": "s3:GetObject", "GetObject": "s3:GetObject", "DeleteObject": "s3:DeleteObject",
                       "AbortMultipartUpload": "s3:AbortMultipartUpload",
-                      **dict.fromkeys(writes, "s3:PutObject")}.get(operation)  # fmt: skip
+                      **dict.fromkeys(writes, "s3:PutObject")}.get(operation)
             if action:
                 return [(action, f"{bucket}/{params['Key']}", {})]
         if service == "emr":
@@ -213,12 +223,12 @@ class Walkthrough:
                 return [("elasticmapreduce:RunJobFlow", "*", {"elasticmapreduce:RequestTag/project": tags.get("project", "")}),
                         ("iam:PassRole", role + params["ServiceRole"], {"iam:PassedToService": "elasticmapreduce.amazonaws.com"}),
                         # The instance profile has its role's name (the stack makes it so).
-                        ("iam:PassRole", role + params["JobFlowRole"], {"iam:PassedToService": "ec2.amazonaws.com"})]  # fmt: skip
+                        ("iam:PassRole", role + params["JobFlowRole"], {"iam:PassedToService": "ec2.amazonaws.com"})]
             if operation == "ListClusters":
                 return [("elasticmapreduce:ListClusters", "*", {})]
             ids = params.get("JobFlowIds") or [params.get("ClusterId") or params.get("JobFlowId")]
             return [(f"elasticmapreduce:{operation}", f"arn:aws:elasticmapreduce:{REGION}:{ACCOUNT}:cluster/{i}",
-                     {"elasticmapreduce:ResourceTag/project": self.cluster_tags(i).get("project", "")}) for i in ids]  # fmt: skip
+                     {"elasticmapreduce:ResourceTag/project": self.cluster_tags(i).get("project", "")}) for i in ids]
         if service == "sts" and operation == "GetCallerIdentity":
             return []  # needs no permission
         if service == "iam" and operation == "CreateServiceLinkedRole":
@@ -254,10 +264,10 @@ def a_photo_through_the_deployed_app(w: Walkthrough, stack_values: dict[str, str
     import importlib.util
 
     import requests
+    from http_api import http_api_event
 
     from app import aws as app_aws
     from demo.workspace import scratch_state
-    from http_api import http_api_event
     from support import start_stream
 
     bucket, lam, s3 = w.vars["BUCKET"], w.client("lambda"), w.client("s3")
@@ -268,7 +278,7 @@ def a_photo_through_the_deployed_app(w: Walkthrough, stack_values: dict[str, str
         # bucket's Lambda trigger, replaced by a queue of S3's events that this test hands to the handler.
         sqs, sns = w.client("sqs"), w.client("sns")
         sns.subscribe(TopicArn=w.output("TopicArn"), Protocol="sqs", Endpoint=w.output("NotificationsQueueArn"),
-                      Attributes={"RawMessageDelivery": "false"})  # fmt: skip
+                      Attributes={"RawMessageDelivery": "false"})
         events = sqs.create_queue(QueueName="s3-events-for-the-upload-lambda")["QueueUrl"]
         events_arn = sqs.get_queue_attributes(QueueUrl=events, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
@@ -277,7 +287,7 @@ def a_photo_through_the_deployed_app(w: Walkthrough, stack_values: dict[str, str
 
     # The app's Lambda: the function's environment (Lambda's /tmp here a tmp dir; the registry the session's).
     for name, value in {**app_env, "FRUITS_STATE_DIR": str(tmp_path / "lambda-tmp"),
-                        "MLFLOW_TRACKING_URI": settings.tracking_uri}.items():  # fmt: skip
+                        "MLFLOW_TRACKING_URI": settings.tracking_uri}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(app_aws, "_handler", None)  # a cold start
     host = "app1234567.execute-api.eu-west-3.amazonaws.com"
@@ -301,10 +311,10 @@ def a_photo_through_the_deployed_app(w: Walkthrough, stack_values: dict[str, str
     # The browser's POST (S3 authorizes it as the role that signed it).
     photo = sorted((data_dir / "test" / "Limes").glob("*.jpg"))[0]
     sent = requests.post(post["url"], data=post["fields"], files={"file": (photo.name, photo.read_bytes(), "image/jpeg")},
-                         timeout=30)  # fmt: skip
+                         timeout=30)
     assert sent.status_code in (200, 201, 204), sent.text
     w.check_requests("app: the browser's POST", [("s3", "POST (presigned)", "s3:PutObject", f"arn:aws:s3:::{bucket}/{key}", {})],
-                     stack_values)  # fmt: skip
+                     stack_values)
     pending = call("GET", f"/api/answers/{upload_id}")
     assert pending["statusCode"] == 200 and json.loads(pending["body"])["status"] == "pending"
     w.check_role_step("app: pending", stack_values)
@@ -338,12 +348,12 @@ def a_photo_through_the_deployed_app(w: Walkthrough, stack_values: dict[str, str
     state = scratch_state(tmp_path / "stream-state", settings)
     args, skip = [], {"--tracking-uri", "--weights", "--output", "--errors"}
     stream_part = stream_args[stream_args.index("stream") + 1:]
-    for flag, value in zip(stream_part[::2], stream_part[1::2]):
+    for flag, value in zip(stream_part[::2], stream_part[1::2], strict=True):
         if flag not in skip:
             args += [flag, value]
     args += ["--tracking-uri", settings.tracking_uri, "--output", str(tmp_path / "results"), "--errors",
              str(tmp_path / "errors"), "--state-dir", str(state), "--spark-master", "local[2]", "--trigger",
-             "available-now", "--json"]  # fmt: skip
+             "available-now", "--json"]
     try:
         process = start_stream(args, tmp_path / "stream.log")
         out, _ = process.communicate(timeout=600)
@@ -375,51 +385,51 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
 
     # ------------------------------------------------------------ preamble (the administrator)
     w.run("ACCOUNT=$(aws sts get-caller-identity --query Account --output text)",
-          lambda: w.client("sts").get_caller_identity()["Account"], into="ACCOUNT")  # fmt: skip
+          lambda: w.client("sts").get_caller_identity()["Account"], into="ACCOUNT")
     assert w.vars["ACCOUNT"] == ACCOUNT
     w.vars["ARTIFACTS"] = w.sub("$PROJECT-artifacts-$ACCOUNT-$AWS_REGION")
 
     # ------------------------------------------------------------ 2. the network
     w.run("VPC=$(aws ec2 create-vpc --cidr-block 10.20.0.0/16 --query Vpc.VpcId --output text)",
-          lambda: ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"], into="VPC")  # fmt: skip
+          lambda: ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"], into="VPC")
     w.run("SUBNET=$(aws ec2 create-subnet --vpc-id $VPC --cidr-block 10.20.1.0/24 --availability-zone ${AWS_REGION}a "
           "--query Subnet.SubnetId --output text)",
           lambda: ec2.create_subnet(VpcId=w.vars["VPC"], CidrBlock="10.20.1.0/24",
-                                    AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"], into="SUBNET")  # fmt: skip
+                                    AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"], into="SUBNET")
     w.run("aws ec2 modify-vpc-attribute --vpc-id $VPC --enable-dns-hostnames",
-          lambda: ec2.modify_vpc_attribute(VpcId=w.vars["VPC"], EnableDnsHostnames={"Value": True}))  # fmt: skip
+          lambda: ec2.modify_vpc_attribute(VpcId=w.vars["VPC"], EnableDnsHostnames={"Value": True}))
     w.run("TABLE=$(aws ec2 describe-route-tables --filters Name=vpc-id,Values=$VPC --query 'RouteTables[0].RouteTableId' "
           "--output text)",
           lambda: ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [w.vars["VPC"]]}])["RouteTables"][0][
-              "RouteTableId"], into="TABLE")  # fmt: skip
+              "RouteTableId"], into="TABLE")
     for gateway in ("s3", "dynamodb"):
         w.run(f"aws ec2 create-vpc-endpoint --vpc-id $VPC --service-name com.amazonaws.$AWS_REGION.{gateway} "
               "--vpc-endpoint-type Gateway --route-table-ids $TABLE",
               lambda g=gateway: ec2.create_vpc_endpoint(VpcId=w.vars["VPC"], ServiceName=f"com.amazonaws.{REGION}.{g}",
-                                                        VpcEndpointType="Gateway", RouteTableIds=[w.vars["TABLE"]]))  # fmt: skip
+                                                        VpcEndpointType="Gateway", RouteTableIds=[w.vars["TABLE"]]))
     groups = {"PRIMARY_SG": ("emr-primary", "EMR primary"), "CORE_SG": ("emr-core", "EMR core and task"),
               "SERVICE_SG": ("emr-service-access", "EMR service access"),
-              "ENDPOINT_SG": ("endpoints", "VPC interface endpoints")}  # fmt: skip
+              "ENDPOINT_SG": ("endpoints", "VPC interface endpoints")}
     for var, (name, description) in groups.items():
         w.run(f"{var}=$(aws ec2 create-security-group --vpc-id $VPC --group-name $PROJECT-{name} --description "
               f"\"{description}\" --query GroupId --output text)",
               lambda n=name, d=description: ec2.create_security_group(VpcId=w.vars["VPC"], GroupName=f"fruits-{n}",
-                                                                      Description=d)["GroupId"], into=var)  # fmt: skip
+                                                                      Description=d)["GroupId"], into=var)
     tagged = ["VPC", "SUBNET", "PRIMARY_SG", "CORE_SG", "SERVICE_SG"]
     w.run("aws ec2 create-tags --resources $VPC $SUBNET $PRIMARY_SG $CORE_SG $SERVICE_SG --tags "
           "Key=for-use-with-amazon-emr-managed-policies,Value=true Key=project,Value=$PROJECT",
           lambda: ec2.create_tags(Resources=[w.vars[v] for v in tagged],
                                   Tags=[{"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"},
-                                        {"Key": "project", "Value": "fruits"}]))  # fmt: skip
+                                        {"Key": "project", "Value": "fruits"}]))
 
     def ingress(group: str) -> Callable[[], Any]:
         return lambda: ec2.authorize_security_group_ingress(GroupId=w.vars[group], IpProtocol="tcp", FromPort=443,
-                                                            ToPort=443, CidrIp="10.20.0.0/16")  # fmt: skip
+                                                            ToPort=443, CidrIp="10.20.0.0/16")
 
     def interface(service: str, group: str) -> Callable[[], Any]:
         return lambda: ec2.create_vpc_endpoint(VpcId=w.vars["VPC"], VpcEndpointType="Interface", SubnetIds=[w.vars["SUBNET"]],
                                                ServiceName=service.replace("$AWS_REGION", REGION),
-                                               SecurityGroupIds=[w.vars[group]], PrivateDnsEnabled=True)  # fmt: skip
+                                               SecurityGroupIds=[w.vars[group]], PrivateDnsEnabled=True)
 
     w.run("aws ec2 authorize-security-group-ingress --group-id $SERVICE_SG --protocol tcp --port 443 --cidr 10.20.0.0/16",
           ingress("SERVICE_SG"))
@@ -439,7 +449,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
 
     # ------------------------------------------------------------ 3. the Lambda's code, the MLflow secret
     w.run("aws s3 mb s3://$ARTIFACTS",
-          lambda: s3.create_bucket(Bucket=w.vars["ARTIFACTS"], CreateBucketConfiguration={"LocationConstraint": REGION}))  # fmt: skip
+          lambda: s3.create_bucket(Bucket=w.vars["ARTIFACTS"], CreateBucketConfiguration={"LocationConstraint": REGION}))
     package = project_dir / "build" / "upload-notifier.zip"
     package.parent.mkdir()
     with zipfile.ZipFile(package, "w") as archive:  # python3 -m zipfile -c build/upload-notifier.zip lambda/*.py
@@ -447,7 +457,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
             archive.write(source, source.name)
     w.vars["CODE_KEY"] = "lambda/upload-notifier-walkthrough.zip"
     w.run("aws s3 cp build/upload-notifier.zip s3://$ARTIFACTS/$CODE_KEY",
-          lambda: s3.upload_file(str(package), w.vars["ARTIFACTS"], w.vars["CODE_KEY"]))  # fmt: skip
+          lambda: s3.upload_file(str(package), w.vars["ARTIFACTS"], w.vars["CODE_KEY"]))
     # The app's package: a stand-in (infra/build_app_lambda.sh needs the package index; moto stores the code and
     # never runs it; the handler runs below from this checkout). tests/infra/test_app_lambda.py checks what it holds.
     app_package = project_dir / "build" / "app-lambda.zip"
@@ -455,17 +465,17 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
         archive.write(ROOT / "app" / "aws.py", "app/aws.py")
     w.vars["APP_KEY"] = "lambda/app-walkthrough.zip"
     w.run("aws s3 cp build/app-lambda.zip s3://$ARTIFACTS/$APP_KEY",
-          lambda: s3.upload_file(str(app_package), w.vars["ARTIFACTS"], w.vars["APP_KEY"]))  # fmt: skip
+          lambda: s3.upload_file(str(app_package), w.vars["ARTIFACTS"], w.vars["APP_KEY"]))
     credentials = {"username": "fruits-jobs", "password": "correct horse battery staple"}
     w.run("MLFLOW_SECRET=$(aws secretsmanager create-secret --name $PROJECT/mlflow --secret-string "
           "file://mlflow-credentials.json --query ARN --output text)",
           lambda: w.client("secretsmanager").create_secret(Name="fruits/mlflow", SecretString=json.dumps(credentials))["ARN"],
-          into="MLFLOW_SECRET")  # fmt: skip
+          into="MLFLOW_SECRET")
 
     # ------------------------------------------------------------ 4. the stack
     parameters = {"ProjectName": "fruits", "LambdaCodeS3Bucket": w.vars["ARTIFACTS"], "LambdaCodeS3Key": w.vars["CODE_KEY"],
                   "AppCodeS3Key": w.vars["APP_KEY"],
-                  "DeployPrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/{OPERATOR}", "MlflowCredentialsSecretArn": w.vars["MLFLOW_SECRET"]}  # fmt: skip
+                  "DeployPrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/{OPERATOR}", "MlflowCredentialsSecretArn": w.vars["MLFLOW_SECRET"]}
 
     secrets: dict[str, str] = {}
 
@@ -478,7 +488,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
         s3.put_object(Bucket=w.vars["ARTIFACTS"], Key=key, Body=moto_template_body(secrets=secrets).encode())
         cfn.create_stack(StackName="fruits", TemplateURL=f"https://{w.vars['ARTIFACTS']}.s3.amazonaws.com/{key}",
                          Capabilities=["CAPABILITY_NAMED_IAM"],
-                         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()])  # fmt: skip
+                         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()])
         cfn.get_waiter("stack_create_complete").wait(StackName="fruits", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
         function = w.client("lambda").get_function(FunctionName="fruits-app")["Configuration"]["FunctionArn"]
         deploy_http_api(w.client("apigatewayv2"), function)
@@ -497,7 +507,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
 
     stack_values = {"MlflowCredentialsSecretArn": w.vars["MLFLOW_SECRET"], "DeployPrincipalArn": parameters["DeployPrincipalArn"],
                     "AWS::StackId": w.vars["STACK_ID"], "AnswersTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/fruits-answers",
-                    "UploadsTopic": w.output("TopicArn"), **secrets}  # fmt: skip
+                    "UploadsTopic": w.output("TopicArn"), **secrets}
 
     def step(number: str) -> None:
         w.check_role_step(number, stack_values)
@@ -507,7 +517,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
     w.run("aws configure set profile.fruits-deploy.source_profile default", lambda: None)
     for service in SERVICE_LINKED:
         w.run(f"aws iam create-service-linked-role --aws-service-name {service}",
-              lambda s=service: w.client("iam").create_service_linked_role(AWSServiceName=s))  # fmt: skip
+              lambda s=service: w.client("iam").create_service_linked_role(AWSServiceName=s))
     step("5")
     # moto names service-linked roles its own way (AWS's names are SERVICE_LINKED, in the IAM check): the paths.
     with w.looking():
@@ -526,7 +536,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
         "aws s3 cp dist/fruits-0.1.0-py3-none-any.whl s3://$BUCKET/bootstrap/": (project_wheel, f"bootstrap/{project_wheel.name}"),
         "aws s3 cp infra/bootstrap.sh s3://$BUCKET/bootstrap/bootstrap.sh": (ROOT / "infra" / "bootstrap.sh", "bootstrap/bootstrap.sh"),
         "aws s3 cp cli/spark_entry.py s3://$BUCKET/bootstrap/spark_entry.py": (ROOT / "cli" / "spark_entry.py", "bootstrap/spark_entry.py"),
-    }  # fmt: skip
+    }
     for command, (path, key) in uploads.items():
         w.run(command, lambda p=path, k=key: s3.upload_file(str(p), w.vars["BUCKET"], k))
 
@@ -540,7 +550,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
 
     w.run("aws s3 sync --delete build/wheelhouse s3://$BUCKET/bootstrap/wheelhouse/", sync)
     w.run("aws s3 cp build/fruits-venv.tar.gz s3://$BUCKET/bootstrap/venv/fruits-venv.tar.gz",
-          lambda: s3.upload_file(str(archive), w.vars["BUCKET"], "bootstrap/venv/fruits-venv.tar.gz"))  # fmt: skip
+          lambda: s3.upload_file(str(archive), w.vars["BUCKET"], "bootstrap/venv/fruits-venv.tar.gz"))
     step("7")
 
     labelled = str(data_dir / "subset")  # 32 classes x 10 real images: more than the fit's 300
@@ -551,7 +561,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
         assert sum(len(page.get("Contents", [])) for page in listed) == 320
 
     network = ("--bucket $BUCKET --subnet-id $SUBNET --primary-security-group $PRIMARY_SG --core-security-group $CORE_SG "
-               "--service-access-security-group $SERVICE_SG")  # fmt: skip
+               "--service-access-security-group $SERVICE_SG")
     w.vars["MLFLOW_HOST"] = "mlflow.fruits.internal"
     w.fruits(f"fruits emr plan {network}")
     w.fruits(f"fruits emr up {network} --mlflow-secret $MLFLOW_SECRET --idle-timeout 3600")
@@ -590,7 +600,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
     assert w.denied == []
     assert {"s3:PutObject", "s3:ListBucket", "s3:GetObject", "elasticmapreduce:RunJobFlow", "iam:PassRole",
             "elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:TerminateJobFlows", "iam:CreateServiceLinkedRole",
-            "cloudformation:DescribeStacks", "dynamodb:GetItem", "sns:Publish", "secretsmanager:GetSecretValue"} <= w.checked  # fmt: skip
+            "cloudformation:DescribeStacks", "dynamodb:GetItem", "sns:Publish", "secretsmanager:GetSecretValue"} <= w.checked
 
 
 def test_the_page_lists_the_walkthrough_commands_it_is_tested_with() -> None:
