@@ -21,9 +21,9 @@ index too; the handler runs from this checkout); the MLflow server is the sessio
 (`submit --job both` asks it nothing; the stream and the app read @champion and its known map
 there); moto's CloudFormation has no HTTP API, no secrets and no subscriptions (tests/cfn_support.py
 makes them through moto's APIs from the template's properties); moto cannot run a Lambda (the
-handlers are called with the events moto makes, as the runtime would). Time: ~6 min alone, of which
-the session's fit (shared with other tests) and the stream's JVM and backfill of the 323 uploaded
-images take ~3. What moto cannot check is docs/aws.md's checklist.
+handlers are called with the events moto makes, as the runtime would). Time: ~2 min (most of it the
+stream's JVM and its backfill of the 323 uploaded images), plus the session's fit (~2.5 min, shared
+with the other tests that need a model). What moto cannot check is docs/aws.md's checklist.
 """
 
 from __future__ import annotations
