@@ -97,6 +97,9 @@ def add_submit_flags(parser: argparse.ArgumentParser, jobs: tuple[str, ...] = JO
     parser.add_argument("--notifications", metavar="QUEUE_URL",
                         help="the stack's SQS queue (output NotificationsQueueUrl): the stream reads uploads from it "
                              "instead of listing images/ (default: listing)")
+    parser.add_argument("--answers", metavar="URI",
+                        help="the stack's answers table (output AnswersUri, dynamodb://TABLE): the stream answers the "
+                             "app's uploads there (default env FRUITS_ANSWERS, else none: the app gets no answers)")
     parser.add_argument("--mlflow-secret", metavar="ARN",
                         help="Secrets Manager secret {username, password} of the MLflow server: the model check before "
                              "a stream or refit authenticates with it (basic auth)")
@@ -159,7 +162,8 @@ def dispatch(action: str, args: argparse.Namespace, handlers: dict[str, Callable
 
 
 def job_options(args: argparse.Namespace, settings: Settings) -> JobOptions:
-    return options_from_args(JobOptions, args, tracking_uri=check_tracking_uri(args.tracking_uri or settings.mlflow_tracking_uri))
+    return options_from_args(JobOptions, args, tracking_uri=check_tracking_uri(args.tracking_uri or settings.mlflow_tracking_uri),
+                             answers=getattr(args, "answers", None) or settings.answers)
 
 
 def side_by_side(

@@ -84,6 +84,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     submit.add_argument("--job-role", default=JOB_ROLE, metavar="NAME_OR_ARN",
                         help=f"the job runtime role (default {JOB_ROLE}, the stack's)")
     submit.add_argument("--venv-archive", metavar="URI", help=f"packed venv (default s3a://BUCKET/{VENV_ARCHIVE_KEY})")
+    submit.add_argument("--mlflow-user", metavar="NAME",
+                        help="the MLflow server's user for this run: fruits-stream (read-only) for the stream, fruits-jobs "
+                             "for the fit and refit (docs/aws.md)")
+    submit.add_argument("--mlflow-password-secret", metavar="NAME_OR_ARN",
+                        help="Secrets Manager secret holding that user's password as plain text (the stack's "
+                             "ServerlessMlflowPasswordSecretArns): resolved by EMR Serverless when the run starts")
     submit.add_argument("--max-failed-attempts-per-hour", type=int, metavar="N",
                         help="stream retry policy: stop after N failures in an hour "
                              f"(1-10, default {_default('max_failed_attempts_per_hour')})")

@@ -48,6 +48,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", metavar="URI", help=f"checkpoint root (default {default_location('checkpoint')})"
     )
+    parser.add_argument(
+        "--answers",
+        metavar="URI",
+        help="where the answers to app uploads go: sqlite:///PATH.db or dynamodb://TABLE "
+        "(default <state dir>/answers.db, env FRUITS_ANSWERS)",
+    )
     parser.add_argument("--model", metavar="URI", help=f"registered model (default {Settings().model_uri})")
     parser.add_argument(
         "--trigger",

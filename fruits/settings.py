@@ -99,6 +99,10 @@ class Settings:
     app_requests_per_minute: int = 600
     app_upload_expiry: str = "5m"
     app_private_retention: str = "1d"
+    # On AWS (app.aws): Secrets Manager secret ids, comma-separated, read once when the app starts so that no
+    # secret sits in the function's environment. Each holds a JSON object whose keys are settings (app_secret,
+    # the curator's) or an MLflow user ("username", "password"). None: nothing to read.
+    secrets: str | None = None
     # AWS
     aws_region: str = "eu-west-3"
     s3_endpoint_url: str | None = None

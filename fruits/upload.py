@@ -25,8 +25,8 @@ from urllib.parse import unquote, urlparse
 
 from tqdm import tqdm
 
+from fruits.contracts import IMAGE_EXTENSIONS, is_image_name
 from fruits.exceptions import FruitsError, one_line
-from fruits.source import IMAGE_EXTENSIONS, is_image_name
 
 log = logging.getLogger("fruits.upload")
 

@@ -101,6 +101,11 @@ class ServerlessOptions:
     owner: str | None = None
     cost_center: str | None = None
     venv_archive: str | None = None  # s3:// URI; None: s3://bucket/bootstrap/venv/fruits-venv.tar.gz
+    # The MLflow server's basic-auth user for this run (the stream: a read-only one; the fit and refit: the one
+    # that may move @champion) and the Secrets Manager secret holding its password as plain text: EMR
+    # Serverless resolves it when the run starts (EMR.secret@), so it is never in the request.
+    mlflow_user: str | None = None
+    mlflow_password_secret: str | None = None
 
     @property
     def release(self) -> Release:
@@ -204,6 +209,9 @@ def job_run_request(job: str, options: ServerlessOptions, job_options: JobOption
             f"--job must be stream, fit or refit on EMR Serverless, got {job!r}: runs do not queue there, so run the fit, "
             "wait for it (`fruits serverless status`), then the stream"
         )
+    if bool(options.mlflow_user) != bool(options.mlflow_password_secret):
+        raise FruitsError("--mlflow-user and --mlflow-password-secret go together: the MLflow server's user for this "
+                          "run, and the secret holding its password (docs/aws.md)")
     streaming = job == "stream"
     request: dict[str, Any] = {
         "applicationId": application_id,
@@ -229,6 +237,16 @@ def job_run_request(job: str, options: ServerlessOptions, job_options: JobOption
         },
         "tags": options.tags(job=job),
     }
+    if options.mlflow_password_secret:
+        # The driver is the only MLflow client (the model is resolved and swapped there). The password stays in
+        # Secrets Manager: EMR Serverless reads it with the job role when the run starts.
+        request["configurationOverrides"]["applicationConfiguration"] = [{
+            "classification": "spark-defaults",
+            "properties": {
+                "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_USERNAME": str(options.mlflow_user),
+                "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_PASSWORD": f"EMR.secret@{options.mlflow_password_secret}",
+            },
+        }]
     validate_parameters("StartJobRun", request, service="emr-serverless")
     return request
 

@@ -39,6 +39,9 @@ class JobOptions:
     # instead of listing images/ every trigger. None: listing.
     notifications: str | None = None
     eval_images: str | None = None  # the refit's held-out images; default: s3://bucket/holdout/
+    # The stack's answers table (output AnswersUri, dynamodb://TABLE): the stream answers the app's uploads
+    # there. None: the stream's default, a sqlite file on the driver that no app reads.
+    answers: str | None = None
 
 
 # Plain http:// only where nothing crosses a network: the tracking server on this very machine.
@@ -118,6 +121,8 @@ def job_arguments(job: str, options: JobOptions) -> list[str]:
         stream += ["--max-files-per-trigger", str(options.max_files_per_trigger)]
     if options.notifications:
         stream += ["--notifications", check_queue_url(options.notifications)]
+    if options.answers:
+        stream += ["--answers", check_answers_uri(options.answers)]
     return stream
 
 
@@ -129,6 +134,13 @@ def check_queue_url(url: str) -> str:
             "the stack's output NotificationsQueueUrl)"
         )
     return url
+
+
+def check_answers_uri(uri: str) -> str:
+    """The stack's DynamoDB table (dynamodb://TABLE): a sqlite file on a node would be read by no app."""
+    if not re.fullmatch(r"dynamodb://[A-Za-z0-9_.-]{3,255}", uri):
+        raise FruitsError(f"--answers {uri!r} is not dynamodb://TABLE (the stack's output AnswersUri)")
+    return uri
 
 
 def build_steps(job: str, options: JobOptions) -> list[dict[str, Any]]:

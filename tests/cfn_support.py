@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,3 +229,82 @@ def effective(template: dict[str, Any], role: str, action: str, resource: str, *
     context = {"aws:PrincipalArn": principal, "aws:SecureTransport": "true", "s3:TlsVersion": "1.3", **context}
     denies = [s for s in bucket_policy_statements(template) if s["Effect"] == "Deny"]
     return allows(role_statements(template, role) + denies, action, resource, **context)
+
+
+# ---------------------------------------------------------------------------- the stack on moto
+# moto's CloudFormation has no AWS::ApiGatewayV2::* (it skips them, then fails on a reference to one):
+# the template goes to moto without them, the references become a placeholder, and the HTTP API is
+# created through moto's own apigatewayv2 API from the template's properties (deploy_http_api).
+HTTP_API_TYPES = ("AWS::ApiGatewayV2::",)
+HTTP_API_PLACEHOLDER = "https://http-api.placeholder.invalid"
+
+
+def create_stack_secrets(secretsmanager: Any, project: str, template: dict[str, Any] | None = None) -> dict[str, str]:
+    """The template's generated secrets (moto's CloudFormation has no AWS::SecretsManager::Secret), created
+    through moto's API from their properties: {logical id: ARN}, for moto_template_body."""
+    template = template or load_template()
+    resolve = Resolver(template, ProjectName=project)
+    made = {}
+    for name, resource in resources_of(template, "AWS::SecretsManager::Secret").items():
+        props = resolve(resource["Properties"])
+        generate = props["GenerateSecretString"]
+        value = secretsmanager.get_random_password(PasswordLength=int(generate["PasswordLength"]),
+                                                   ExcludePunctuation=generate["ExcludePunctuation"] == "true")["RandomPassword"]
+        document = {**json.loads(generate["SecretStringTemplate"]), generate["GenerateStringKey"]: value}
+        made[name] = secretsmanager.create_secret(Name=props["Name"], SecretString=json.dumps(document))["ARN"]
+    return made
+
+
+def moto_template_body(template: dict[str, Any] | None = None, secrets: dict[str, str] | None = None) -> str:
+    """The template as moto can create it: JSON, without the HTTP API and what refers to it, and with the
+    secrets create_stack_secrets made (`secrets`) in place of the template's."""
+    template = template or load_template()
+    resources = template["Resources"]
+    secrets = secrets or {}
+    dropped = {name for name, r in resources.items() if r["Type"].startswith(HTTP_API_TYPES)} | set(secrets)
+    dropped |= {name for name, r in resources.items() if r["Type"] == "AWS::Lambda::Permission"
+                and "AppApi" in json.dumps(r["Properties"].get("SourceArn"))}
+
+    def replace(node: Any) -> Any:
+        if isinstance(node, list):
+            return [replace(item) for item in node]
+        if isinstance(node, dict):
+            if node.get("Fn::GetAtt") in (["AppApi", "ApiEndpoint"], "AppApi.ApiEndpoint"):
+                return HTTP_API_PLACEHOLDER
+            if node.get("Ref") in secrets:
+                return secrets[node["Ref"]]
+            if "Fn::Sub" in node and isinstance(node["Fn::Sub"], str):
+                text = node["Fn::Sub"]
+                for name, arn in secrets.items():
+                    text = text.replace("${" + name + "}", arn)
+                return {"Fn::Sub": text}
+            return {key: replace(value) for key, value in node.items()}
+        return node
+
+    template["Resources"] = {name: replace(r) for name, r in resources.items() if name not in dropped}
+    template["Outputs"] = {name: replace(o) for name, o in template.get("Outputs", {}).items()}
+    return json.dumps(template)
+
+
+def deploy_http_api(apigateway: Any, function_arn: str, template: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The template's HTTP API (AppApi, its integration, route and stage) created through moto's apigatewayv2 API,
+    with the template's own properties; returns {"api_id", "endpoint", "stage"} as moto made them."""
+    template = template or load_template()
+    resolve = Resolver(template)
+    props = {name: resolve(template["Resources"][name]["Properties"]) for name in ("AppApi", "AppIntegration", "AppRoute", "AppStage")}
+    api = apigateway.create_api(Name=props["AppApi"]["Name"], ProtocolType=props["AppApi"]["ProtocolType"],
+                                Description=props["AppApi"]["Description"], Tags=props["AppApi"]["Tags"])
+    integration = props["AppIntegration"]
+    assert integration["IntegrationUri"] == "<AppFunction.Arn>"
+    made = apigateway.create_integration(ApiId=api["ApiId"], IntegrationType=integration["IntegrationType"],
+                                         IntegrationUri=function_arn, PayloadFormatVersion=integration["PayloadFormatVersion"],
+                                         TimeoutInMillis=integration["TimeoutInMillis"])
+    route = props["AppRoute"]
+    assert route["Target"] == "integrations/<AppIntegration>"
+    apigateway.create_route(ApiId=api["ApiId"], RouteKey=route["RouteKey"], AuthorizationType=route["AuthorizationType"],
+                            Target=f"integrations/{made['IntegrationId']}")
+    stage = props["AppStage"]
+    settings = {k: int(float(v)) if k == "ThrottlingBurstLimit" else float(v) for k, v in stage["DefaultRouteSettings"].items()}
+    made_stage = apigateway.create_stage(ApiId=api["ApiId"], StageName=stage["StageName"], AutoDeploy=stage["AutoDeploy"],
+                                         DefaultRouteSettings=settings)
+    return {"api_id": api["ApiId"], "endpoint": api["ApiEndpoint"], "stage": made_stage}

@@ -31,9 +31,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
-from fruits.contracts import UPLOAD_MESSAGE_SCHEMA
+from fruits.contracts import UPLOAD_MESSAGE_SCHEMA, in_hidden_folder, is_image_name
 from fruits.exceptions import FruitsError
-from fruits.source import in_hidden_folder, is_image_name
 
 # The largest legitimate body is one record whose 1,024-byte key is written with JSON escapes
 # (6 characters a byte) three times over (key, uri, dedup_key) inside an SNS envelope that escapes

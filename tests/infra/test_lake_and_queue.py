@@ -23,11 +23,12 @@ from cfn_support import (
     BUCKET,
     BUCKET_ARN,
     REGION,
-    TEMPLATE,
     Resolver,
     allows,
+    create_stack_secrets,
     effective,
     load_template,
+    moto_template_body,
     role_statements,
 )
 from support import wait_until
@@ -172,14 +173,16 @@ def _receive(sqs: Any, url: str, expected: int) -> list[dict[str, Any]]:
 @pytest.mark.filterwarnings("ignore:Tried to parse")
 def test_the_stacks_topic_delivers_into_the_stacks_queue_on_moto(moto_server: str, template: dict[str, Any]) -> None:
     project = f"fruits-q{uuid.uuid4().hex[:6]}"
-    clients = {n: boto3.client(n, endpoint_url=moto_server, region_name=REGION) for n in ("s3", "cloudformation", "sns", "sqs")}
+    clients = {n: boto3.client(n, endpoint_url=moto_server, region_name=REGION) for n in ("s3", "cloudformation", "sns", "sqs", "secretsmanager")}
     artifacts = f"{project}-artifacts"
     clients["s3"].create_bucket(Bucket=artifacts, CreateBucketConfiguration={"LocationConstraint": REGION})
     clients["s3"].put_object(Bucket=artifacts, Key="lambda/code.zip", Body=b"PK")
     cfn = clients["cloudformation"]
-    cfn.create_stack(StackName=project, TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_NAMED_IAM"],
+    body = moto_template_body(secrets=create_stack_secrets(clients["secretsmanager"], project))  # what moto can create
+    cfn.create_stack(StackName=project, TemplateBody=body, Capabilities=["CAPABILITY_NAMED_IAM"],
                      Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in
                                  {"ProjectName": project, "LambdaCodeS3Bucket": artifacts, "LambdaCodeS3Key": "lambda/code.zip",
+                                  "AppCodeS3Key": "lambda/code.zip",
                                   "DeployPrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/ci-deployer"}.items()])
 
     def created() -> bool:

@@ -169,3 +169,35 @@ def test_bad_options_are_refused_with_one_line(options: ServerlessOptions, messa
 def test_both_jobs_at_once_is_refused_because_runs_do_not_queue() -> None:
     with pytest.raises(FruitsError, match="--job must be stream, fit or refit on EMR Serverless"):
         job_run_request("both", ServerlessOptions(bucket=BUCKET), JOBS, "00app", ROLE)
+
+
+# ---------------------------------------------------------------------------- MLflow's user on EMR Serverless
+def test_a_job_run_authenticates_to_mlflow_with_a_password_emr_serverless_resolves() -> None:
+    secret = "arn:aws:secretsmanager:eu-west-3:123456789012:secret:fruits/mlflow-stream-password-AbCdEf"
+    options = ServerlessOptions(bucket=BUCKET, mlflow_user="fruits-stream", mlflow_password_secret=secret)
+    request = job_run_request("stream", options, JOBS, "00app", "arn:aws:iam::123456789012:role/r", client_token="t")
+    (defaults,) = request["configurationOverrides"]["applicationConfiguration"]
+    assert defaults == {"classification": "spark-defaults", "properties": {
+        "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_USERNAME": "fruits-stream",
+        "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_PASSWORD": f"EMR.secret@{secret}"}}
+    # Nowhere else: not in the arguments or the spark-submit parameters anyone who may GetJobRun reads.
+    assert "MLFLOW_TRACKING_PASSWORD" not in request["jobDriver"]["sparkSubmit"]["sparkSubmitParameters"]
+    assert not any("fruits-stream" in a for a in request["jobDriver"]["sparkSubmit"]["entryPointArguments"])
+    # Without a user, no configuration: a server that needs none (loopback tests) still works.
+    plain = job_run_request("fit", ServerlessOptions(bucket=BUCKET), JOBS, "00app", "arn:aws:iam::123456789012:role/r")
+    assert "applicationConfiguration" not in plain["configurationOverrides"]
+    with pytest.raises(FruitsError, match="go together"):
+        job_run_request("fit", ServerlessOptions(bucket=BUCKET, mlflow_user="fruits-jobs"), JOBS, "00app", "arn:aws:iam::1:role/r")
+
+
+def test_only_the_given_mlflow_passwords_are_readable_by_the_job_role() -> None:
+    from cfn_support import allows, load_template, role_statements
+
+    template = load_template()
+    secret = "arn:aws:secretsmanager:eu-west-3:123456789012:secret:fruits/mlflow-stream-password-AbCdEf"
+    assert not allows(role_statements(template, "ServerlessJobRole"), "secretsmanager:GetSecretValue", secret)
+    granted = role_statements(template, "ServerlessJobRole", ServerlessMlflowPasswordSecretArns=secret)
+    assert allows(granted, "secretsmanager:GetSecretValue", secret)
+    assert not allows(granted, "secretsmanager:GetSecretValue", secret.replace("stream", "other"))
+    assert not allows(role_statements(template, "EmrInstanceRole", ServerlessMlflowPasswordSecretArns=secret),
+                      "secretsmanager:GetSecretValue", secret)

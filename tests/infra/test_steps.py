@@ -6,7 +6,7 @@ import pytest
 
 from aws_support import BUCKET, WEIGHTS_URI
 from fruits.exceptions import FruitsError
-from infra.steps import JobOptions, build_steps, check_tracking_uri
+from infra.steps import JobOptions, build_steps, check_tracking_uri, job_arguments
 
 # emr-spark-8.x has no EMRFS: every URI Spark or the jobs open is s3a://.
 WEIGHTS_S3A = WEIGHTS_URI.replace("s3://", "s3a://")
@@ -101,3 +101,33 @@ def test_the_stream_reads_the_queue_when_given_one() -> None:
     with pytest.raises(FruitsError, match="is not an SQS queue URL"):
         build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="https://m.internal",
                                          notifications="arn:aws:sqs:eu-west-3:123456789012:fruits-uploads"))
+
+
+def test_the_stream_answers_the_apps_uploads_in_the_stacks_table_on_both_targets() -> None:
+    from infra.serverless import ServerlessOptions, job_run_request
+
+    options = JobOptions(bucket=BUCKET, tracking_uri="https://mlflow.internal", answers="dynamodb://fruits-answers")
+    stream = job_arguments("stream", options)
+    assert stream[stream.index("--answers") + 1] == "dynamodb://fruits-answers"
+    assert "--answers" not in job_arguments("fit", options) and "--answers" not in job_arguments("refit", options)
+    (step,) = build_steps("stream", options)
+    assert step["HadoopJarStep"]["Args"][-2:] == ["--answers", "dynamodb://fruits-answers"]
+    run = job_run_request("stream", ServerlessOptions(bucket=BUCKET), options, "00app", "arn:aws:iam::123456789012:role/r")
+    arguments = run["jobDriver"]["sparkSubmit"]["entryPointArguments"]
+    assert arguments[arguments.index("--answers") + 1] == "dynamodb://fruits-answers"
+    # A sqlite file on a node would be answered into and read by nobody.
+    with pytest.raises(FruitsError, match="dynamodb://TABLE"):
+        job_arguments("stream", JobOptions(bucket=BUCKET, tracking_uri="https://m", answers="sqlite:////tmp/a.db"))
+
+
+def test_fruits_stream_takes_the_answers_store_from_its_flag() -> None:
+    import argparse
+
+    from cli import stream
+    from cli.console import settings_from_args
+
+    parser = argparse.ArgumentParser()
+    stream.configure(parser)
+    args = parser.parse_args(["--answers", "dynamodb://fruits-answers"])
+    assert settings_from_args(args).answers_uri == "dynamodb://fruits-answers"
+    assert settings_from_args(parser.parse_args([])).answers is None  # the environment's, else <state>/answers.db
