@@ -234,8 +234,9 @@ def prediction_summary(results: pa.Table) -> dict:
     if "prediction" not in results.column_names or results.column("prediction").null_count == results.num_rows:
         return {}
     counts = pc.value_counts(results.column("prediction")).to_pylist()
+    novel = pc.mean(pc.cast(results.column("is_novel"), pa.float64())).as_py()  # None: no threshold (no held-out images)
     return {
         "predictions": {c["values"]: c["counts"] for c in counts if c["values"] is not None},
         "mean_confidence": round(pc.mean(results.column("confidence")).as_py(), 4),
-        "novel_fraction": round(pc.mean(pc.cast(results.column("is_novel"), pa.float64())).as_py(), 4),
+        "novel_fraction": None if novel is None else round(novel, 4),
     }

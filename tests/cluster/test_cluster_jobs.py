@@ -124,7 +124,8 @@ def assert_same_tables(cluster_output: Path, local_output: Path) -> None:
 def cluster_fit(request, cluster, settings, featurizer, data_dir: Path, tmp_path_factory) -> dict:
     """`fruits fit` on the cluster with the session fit's inputs, registered as MODEL@champion. The session's
     own fit (`fitted`, local[2]) runs meanwhile if no test has needed it yet; `featurizer` has exported the
-    ONNX graph both share."""
+    ONNX graph both share, and the store is created first (two processes migrating a new sqlite store race)."""
+    registry.ensure_experiment(registry.connect(settings), settings)
     work = tmp_path_factory.mktemp("cluster-fit")
     with fruits(["fit", "--images", str(data_dir / "subset"), "--eval-images", str(data_dir / "test"),
                  "--novelty-images", str(data_dir / "extra_classes"), "--model-name", MODEL,

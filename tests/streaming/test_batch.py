@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pyarrow as pa
+from support import result_rows
+
 from fruits.sinks import ERRORS
-from streaming.batch import absent_rows
+from streaming.batch import absent_rows, prediction_summary
 
 
 def test_listed_but_absent_files_are_empty_too_large_or_missing() -> None:
@@ -24,3 +27,15 @@ def test_listed_but_absent_files_are_empty_too_large_or_missing() -> None:
         ("huge.jpg", "too_large", 5000, "Kaki", 7, then),
     ]
     assert rows.to_pylist()[-1]["detail"] == "5,000 bytes is over the 4,096-byte limit; not read"
+
+
+def test_the_batches_of_a_model_without_a_novelty_threshold_are_summarised() -> None:
+    """A fit without --eval-images calibrates no threshold: `is_novel` is null on every row (the first batch of
+    a stream of such a model failed on it: bench/scale.py's)."""
+    rows = result_rows("file:/land/Kaki/a.jpg", "file:/land/Kaki/b.jpg", "file:/land/Limes/c.jpg")
+    for name, values in (("prediction", ["Kaki", "Kaki", "Limes"]), ("confidence", [0.9, 0.7, 0.8])):
+        rows = rows.set_column(rows.schema.get_field_index(name), rows.schema.field(name),
+                               pa.array(values, rows.schema.field(name).type))
+    assert rows.column("is_novel").null_count == 3
+    assert prediction_summary(rows) == {"predictions": {"Kaki": 2, "Limes": 1}, "mean_confidence": 0.8,
+                                        "novel_fraction": None}
