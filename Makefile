@@ -12,16 +12,16 @@ LINT_VENV  ?= .venv-lint
 LINT_STAMP := $(LINT_VENV)/.installed-$(shell cat constraints-lint.txt | sha256sum | cut -c1-12)
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup native-blas demo demo-aws test bench lint clean
+.PHONY: setup native-blas browser demo demo-aws test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[spark,keras,dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[spark,keras,app,dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-setup: $(STAMP) native-blas
+setup: $(STAMP) native-blas browser
 	$(BIN)/fruits setup --weights-from $(SHARED)/models/keras --s3a-jars
 
 # Spark ML's PCA decomposes a 1280x1280 covariance with LAPACK through netlib, which loads the
@@ -35,6 +35,17 @@ native-blas:
 	   (apt-get update -qq && apt-get install -y -qq libopenblas0-pthread >/dev/null)) || \
 	  echo "warning: could not install libopenblas0-pthread: Spark ML uses its Java LAPACK (slower fits)"; \
 	else echo "note: no system LAPACK (liblapack.so.3): Spark ML uses its Java LAPACK (slower fits)"; fi
+
+# The app's browser tests and the demo's app step drive Debian's chromium with Playwright (Playwright
+# cannot download its own browsers here). Best effort like native-blas: as root with apt (CI and the
+# dev machines) it installs; elsewhere those steps are skipped, saying why.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) || \
+	  echo "warning: could not install chromium: the app's browser tests and the demo's app step are skipped"; \
+	else echo "note: no /usr/bin/chromium (apt-get install chromium): the app's browser tests are skipped"; fi
 
 demo: setup
 	$(BIN)/python -m demo --images $(SHARED)/data/fruits360
@@ -54,6 +65,7 @@ bench: setup  ## each prints ratios against a baseline measured in the same run 
 	$(BIN)/python bench/lake.py
 	$(BIN)/python bench/commits.py
 	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/app.py
 	$(BIN)/python bench/cost.py
 	$(BIN)/python bench/app_lookup.py
 	$(BIN)/python bench/knownmap.py

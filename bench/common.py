@@ -115,13 +115,15 @@ def has_model(settings) -> bool:
     return True
 
 
-def ensure_model(settings, *, in_process: bool = True) -> None:
+def ensure_model(settings, *, in_process: bool = True, evaluated: bool = False) -> None:
     """Make sure the settings' registry has the model alias; else fit subset/ into that registry first.
 
     The fit's state dir is the one that holds the sqlite store (the project's .fruits/ for its default
     store, not a benchmark's temp state dir), so if the fit creates the experiment, its artifacts and
     raw features live as long as the registry that points at them.
     `in_process=False` fits in a subprocess, leaving no Spark session behind in this process.
+    `evaluated=True` fits with test/ held out and extra_classes/ as unseen fruits, as `make demo`
+    does: the model then has a novelty threshold (is_novel, the app's "a fruit I don't know yet").
     """
     if has_model(settings):
         return
@@ -133,12 +135,14 @@ def ensure_model(settings, *, in_process: bool = True) -> None:
     if in_process:
         from fit.job import fit
 
-        fit(fit_settings, str(DATA / "subset"), progress=False)
+        held_out = {"eval_uri": str(DATA / "test"), "novelty_uri": str(DATA / "extra_classes")} if evaluated else {}
+        fit(fit_settings, str(DATA / "subset"), progress=False, **held_out)
         return
     import subprocess
 
+    held_out = ["--eval-images", str(DATA / "test"), "--novelty-images", str(DATA / "extra_classes")] if evaluated else []
     subprocess.run(
-        [sys.executable, "-m", "cli", "fit", "--images", str(DATA / "subset"), "--quiet",
+        [sys.executable, "-m", "cli", "fit", "--images", str(DATA / "subset"), *held_out, "--quiet",
          "--state-dir", str(fit_settings.state), "--tracking-uri", fit_settings.tracking_uri],
         cwd=ROOT, check=True,
     )

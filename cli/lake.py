@@ -1,12 +1,17 @@
-"""Look after the lake's Delta tables: what they hold, and compaction + vacuum.
+"""Look after the lake's Delta tables: what they hold, and compaction + vacuum; and the app's retention rule.
 
   fruits lake status                  files, rows, versions of the results and errors tables
   fruits lake maintain [--vacuum-hours H]
                                       compact small files, remove unreferenced ones older than the
                                       retention (default: the table's own, 7 days), checkpoint the log
+  fruits lake purge-private [--retention 1d]
+                                      delete the app's uploads made without consent (<source>/app/private/)
+                                      older than the retention (FRUITS_APP_PRIVATE_RETENTION, default 1d)
 
 Safe while the stream runs: compaction commits alongside its appends without conflict. The stream
-also does this by itself every --maintenance-interval (default 1h).
+also does this by itself every --maintenance-interval (default 1h). purge-private is for a local
+landing folder (run it daily, e.g. from cron); on S3 the bucket's lifecycle rule on the prefix's
+app/private/ does the same.
 """
 
 from __future__ import annotations
@@ -15,14 +20,20 @@ import argparse
 from typing import Any
 
 from cli.console import emit_summary, settings_from_args
+from fruits import appuploads
+from fruits.exceptions import FruitsError
+from fruits.settings import Settings
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("status", "maintain"), help="what to do")
+    parser.add_argument("action", choices=("status", "maintain", "purge-private"), help="what to do")
     parser.add_argument("--output", metavar="URI", help="results table (default .fruits/lake/results)")
     parser.add_argument("--errors", metavar="URI", help="errors table (default .fruits/lake/errors)")
     parser.add_argument("--vacuum-hours", type=int, metavar="H",
                         help="maintain: remove unreferenced files older than H hours (default: the table's 7 days)")
+    parser.add_argument("--retention", dest="app_private_retention", metavar="AGE",
+                        help="purge-private: delete app uploads without consent older than AGE (default 1d)")
+    parser.add_argument("--source", metavar="URI", help="purge-private: the stream's source (default .fruits/landing)")
     parser.add_argument("--state-dir", help="state directory (default .fruits, env FRUITS_STATE_DIR)")
     parser.add_argument("--endpoint-url", dest="s3_endpoint_url", help="S3-compatible endpoint (default: AWS)")
 
@@ -31,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from fruits import lake
 
     settings = settings_from_args(args)
+    if args.action == "purge-private":
+        return purge_private(settings, args.json)
     tables = {"results": settings.output_uri, "errors": settings.errors_uri}
     if args.action == "maintain":
         done = {name: lake.maintain(settings, uri, vacuum_hours=args.vacuum_hours) for name, uri in tables.items()}
@@ -38,6 +51,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         summary = {name: lake.describe(settings, uri) for name, uri in tables.items()}
     emit_summary(summary, args.json, human(summary, args.action))
+    return 0
+
+
+def purge_private(settings: Settings, as_json: bool) -> int:
+    from app.uploads import LocalUploads, open_uploads
+
+    uploads = open_uploads(settings)
+    if not isinstance(uploads, LocalUploads):
+        raise FruitsError(f"purge-private deletes from a local landing folder; on S3 ({settings.source_uri}) the "
+                          "bucket's lifecycle rule on app/private/ expires those uploads")
+    deleted = uploads.purge_private(settings.app_private_retention_seconds)
+    folder = uploads.root / appuploads.APP_FOLDER / appuploads.PRIVATE
+    emit_summary({"deleted": len(deleted), "retention": settings.app_private_retention, "folder": str(folder)},
+                 as_json, f"deleted {len(deleted)} app upload(s) without consent older than "
+                          f"{settings.app_private_retention} from {folder}")
     return 0
 
 

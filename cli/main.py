@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "stream": "watch the images prefix; featurize, project and append new uploads to the lake",
     "lake": "show the results and errors tables; compact and vacuum them",
     "report": "plot a stream's progress over time (throughput, latency, predictions, model swaps) as a PNG",
+    "app": "serve the public app: a photo in, the fruit out within seconds (answers written by the stream)",
     "upload": "upload a folder of images to s3://bucket/prefix/, keeping class folders",
     "emr": "plan, create, feed, watch, stop and terminate the EMR cluster",
     "serverless": "plan, create, feed, watch, stop and delete the EMR Serverless application",

@@ -73,8 +73,9 @@ def human_summary(s: dict[str, Any]) -> str:
               f"{counts.get('backfilled', 0)} backfilled, {counts.get('test_events', 0)} test events, "
               f"{counts.get('malformed', 0)} malformed skipped)" if s.get("source_mode") == "notifications"
               else "listing")
+    poisoned = f" ({s['poisoned']} poison uploads: see the log)" if s.get("poisoned") else ""
     return (
-        f"streamed {s['rows']} rows and {s['errors']} errors in {s['batches']} batches with "
+        f"streamed {s['rows']} rows and {s['errors']} errors{poisoned} in {s['batches']} batches with "
         f"{s['model_name']} v{s['model_version']} ({s['seconds']:.0f} s{latency})\n"
         f"  source: {source}\n"
         f"  results: {s['output']}\n  errors:  {s['errors_output']}\n  checkpoint: {s['checkpoint']}"

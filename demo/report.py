@@ -154,6 +154,8 @@ def summarise(
     complete = streamed.complete and not streamed.upload.failed
     if notifications is not None:
         complete = complete and notifications["complete"]
+    if streamed.app is not None:
+        complete = complete and "error" not in streamed.app
     return {
         "mode": mode,
         "source_mode": stream.get("source_mode"),
@@ -180,6 +182,7 @@ def summarise(
         "novelty_auroc": fit_run.novelty_auroc,
         "explained_variance": fit_run.explained_variance,
         "refit": streamed.refit,
+        "app": streamed.app,
         "model_swaps": stream.get("model_swaps"),
         "per_model_version": per_model_version(streamed.results),
         "model_name": fit_run.model_name,
@@ -232,8 +235,10 @@ def human_summary(s: dict[str, Any]) -> str:
         r = s["refit"]
         verdict = (f"promoted to champion; the running stream swapped to it {r['swap_seconds']:.1f} s later, no restart"
                    if r["promoted"] else f"not promoted ({r['decision']})")
+        before = r["champion_classifier_accuracy"]
         lines.append(f"  refit from the lake ({r['rows_from_lake']} rows of the results table + {r['rows_from_champion']} "
-                     f"of the fit) -> v{r['model_version']}: accuracy on test/ {r['champion_classifier_accuracy'] or 0:.3f} "
+                     f"of the fit) -> v{r['model_version']}: accuracy on test/ "
+                     f"{'none (no classifier)' if before is None else f'{before:.3f}'} "
                      f"-> {r['classifier_accuracy']:.3f}, {verdict}")
     for version, v in (s.get("per_model_version") or {}).items():
         matched = f", prediction = class folder for {v['streamed_accuracy']:.1%}" if v["streamed_accuracy"] is not None else ""
@@ -256,6 +261,15 @@ def human_summary(s: dict[str, Any]) -> str:
         lines.append(f"  notifications: {n['unique']} of {n['expected']} uploads announced on SNS "
                      f"({n['lambda_invocations']} Lambda invocations, {n['duplicates']} duplicates)")
         lines.append(f"  ({LAMBDA_NOTE})")
+    if s.get("app"):
+        a = s["app"]
+        if "skipped" in a:
+            lines.append(f"  app: step skipped ({a['skipped']})")
+        elif "error" in a:
+            lines.append(f"  app: {a['url']}/ gave NO answer on its page ({a['error']})")
+        else:
+            lines.append(f"  app: {a['url']}/ in headless Chromium: a photo of {a['expected']} -> \"{a['answer']}\" "
+                         f"({a['message']}) on the page {a['seconds']:.1f} s after the tap; screenshot {a['screenshot']}")
     if s["error_reasons"]:
         lines.append("  errors: " + ", ".join(f"{k} {v}" for k, v in sorted(s["error_reasons"].items())))
     lines.append("  rows per class:")

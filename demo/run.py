@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import SparkSession
 
 from demo import report
+from demo.app_step import photo_through_the_app
 from demo.emulated_aws import IMAGES_PREFIX, LAMBDA_NOTE, EmulatedAws, EventPollers, emulated_aws
 from fit.job import fit
 from fit.refit import refit
@@ -89,7 +90,11 @@ def demo_local(
             fit_on_subset(settings, images, spark, progress)
         parts = stack.enter_context(staged_images(images / "stream", limit, run_dir / "staging", 2 if with_refit else 1))
         between = (lambda job: refit_and_swap(job, stream_settings, images, spark, progress)) if with_refit else None
-        streamed = stream_uploads(spark, stream_settings, parts, landing, between=between, progress=progress)
+        # Once every upload is in, while the stream still runs: one photo through the app's page.
+        app = (lambda job: photo_through_the_app(stream_settings, pick_images(images / "test", 1)[0],
+                                                 run_dir / "app.png"))
+        streamed = stream_uploads(spark, stream_settings, parts, landing, between=between, after=app,
+                                  progress=progress)
         client = registry.connect(settings)
         fit_run = report.describe_fit(client, streamed.first_model)
         plot_files = report.plot_demo(spark, client, fit_run, streamed.first_model, streamed.results,
@@ -244,6 +249,7 @@ class Streamed:
     ingest_seconds: float  # first upload -> every upload committed, summed over the parts
     progress: tuple[list[dict], list[dict]]  # this run's micro-batches and model swaps (progress lines)
     refit: dict[str, Any] | None = None  # refit_and_swap's summary, between the parts
+    app: dict[str, Any] | None = None  # one photo through the app's page (demo.app_step), after the parts
 
 
 def stream_uploads(
@@ -255,14 +261,15 @@ def stream_uploads(
     endpoint_url: str | None = None,
     mirror: str | None = None,
     between: Callable[[StreamingJob], dict[str, Any]] | None = None,
+    after: Callable[[StreamingJob], dict[str, Any]] | None = None,
     progress: bool = True,
 ) -> Streamed:
     """Start the stream; per part, upload while it runs and wait until every upload is committed; between
-    parts, call `between(job)` (the stream keeps running); stop gracefully."""
+    parts, call `between(job)`, and after the last one `after(job)` (the stream keeps running); stop gracefully."""
     job = StreamingJob(settings, spark=spark)
     uploads: list[UploadReport] = []
     mirrors: list[UploadReport] = []
-    refitted = None
+    refitted = through_app = None
     ingest_seconds = 0.0
     since = time.time()
     try:
@@ -284,10 +291,13 @@ def stream_uploads(
             ingest_seconds += done - t0
             if not complete:
                 break
+        if after and complete:
+            through_app = after(job)
     finally:
         stop_stream(job)
     return Streamed(merged(uploads), merged(mirrors) if mirrors else None, job.summary(), first_model, results,
-                    errors, complete, ingest_seconds, read_progress(settings.progress_log, since), refitted)
+                    errors, complete, ingest_seconds, read_progress(settings.progress_log, since), refitted,
+                    through_app)
 
 
 def merged(reports: list[UploadReport]) -> UploadReport:

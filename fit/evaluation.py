@@ -145,6 +145,8 @@ def evaluate(
     the 1-NN accuracies of the fit before the head (the previous quality figure, for comparison).
     """
     scored = points(held, model, with_features=fit_points is not None) if scored is None else scored
+    if scored["prediction"].isna().all():  # its four head columns are null: nothing to measure, no None arithmetic
+        raise FruitsError("the model has no classifier head: it cannot be evaluated on held-out images")
     known = scored[scored["kind"] == KNOWN]
     truth, predicted = known["label"].tolist(), known["prediction"].tolist()
     calibration, check = calibration_halves(known)

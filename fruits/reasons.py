@@ -25,7 +25,11 @@ REASONS: dict[str, str] = {
     # Set by the stream before reading a file (streaming/batch.py)
     "too_large": "over the file size limit: never read",
     "missing": "deleted or replaced between the listing (or the notification) and the read",
+    # Set by the stream when the upload fails its whole micro-batch (streaming/poison.py)
+    "poison": "it fails its micro-batch's Spark task alone (a Python worker killed or crashed, an exception that "
+              "escaped featurizing); the detail names the failure",
 }
+POISON = "poison"
 
 MAX_DETAIL = 300  # characters: enough for an exception's message, small enough for a table cell
 
@@ -37,6 +41,12 @@ def exception_detail(exc: BaseException) -> str:
         message = str(exc)
     except Exception:  # noqa: BLE001  an exception whose message itself fails
         message = "(unprintable message)"
-    text = " ".join(f"{type(exc).__name__}: {message}".split()) if message else type(exc).__name__
+    return bounded_detail(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+
+
+def bounded_detail(text: str) -> str:
+    """Any text as a `detail`: one line, control characters and lone surrogates escaped, at most MAX_DETAIL
+    characters."""
+    text = " ".join(text.split())
     safe = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
     return safe if len(safe) <= MAX_DETAIL else safe[: MAX_DETAIL - 3] + "..."

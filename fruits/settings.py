@@ -35,7 +35,8 @@ _DETECTED = ("under_spark_submit", "aws_credentials")
 AWS_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # The intervals, parsed by the properties of these names (seconds; 0 for "off").
 _INTERVALS = ("maintenance_interval_seconds", "model_refresh_interval_seconds", "backfill_interval_seconds",
-              "notification_retention_seconds", "answer_retention_seconds")
+              "notification_retention_seconds", "answer_retention_seconds", "app_upload_expiry_seconds",
+              "app_private_retention_seconds")
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,24 @@ class Settings:
     # Hostile-input limits: bigger files go to the errors table without being read.
     max_image_bytes: int = 64 * MiB
     max_image_pixels: int = 64_000_000
+    # TESTS ONLY, off by default (env FRUITS_FAULT_INJECTION): "raise:MARKER" or "exit:MARKER" makes the stream's
+    # featurizing step raise, or exit its Python worker with os._exit, on any upload whose bytes contain MARKER
+    # (streaming.poison: how a poison upload is isolated). Unset, it changes nothing in the stream's plan.
+    fault_injection: str | None = None
     # The public app's answers (fruits.answers): sqlite:///PATH.db or dynamodb://TABLE; None means
     # <state>/answers.db. Each answer is kept this long (an interval).
     answers: str | None = None
     answer_retention: str = "30d"
+    # The public app (app/, `fruits app`). Its secret signs the CSRF tokens: required when the app
+    # serves an S3 source (the public deployment), generated once per state dir locally; never
+    # printed (repr=False). Uploads and requests per client per minute (in-process token buckets);
+    # the presigned POST's lifetime; how long uploads without consent are kept (app/private/,
+    # `fruits lake purge-private`; on S3 a lifecycle rule on the prefix).
+    app_secret: str | None = field(default=None, repr=False)
+    app_uploads_per_minute: int = 10
+    app_requests_per_minute: int = 600
+    app_upload_expiry: str = "5m"
+    app_private_retention: str = "1d"
     # AWS
     aws_region: str = "eu-west-3"
     s3_endpoint_url: str | None = None
@@ -143,10 +158,17 @@ class Settings:
             raise FruitsError("--max-files-per-trigger must be at least 1")
         if self.max_image_bytes < 1 or self.max_image_pixels < 1:
             raise FruitsError("image size limits (--max-image-mb, FRUITS_MAX_IMAGE_BYTES/PIXELS) must be positive")
+        if self.fault_injection is not None and not re.match(r"^(raise|exit):.", self.fault_injection):
+            raise FruitsError(f"FRUITS_FAULT_INJECTION must be raise:MARKER or exit:MARKER, got {self.fault_injection!r}")
         if not self.model_name or not self.alias:
             raise FruitsError("model name and alias must not be empty")
         for interval in _INTERVALS:
             getattr(self, interval)  # parses it, or raises a one-line FruitsError naming its flag
+        if self.app_uploads_per_minute < 1 or self.app_requests_per_minute < 1:
+            raise FruitsError("the app's rate limits (FRUITS_APP_UPLOADS_PER_MINUTE, FRUITS_APP_REQUESTS_PER_MINUTE) "
+                              "must be at least 1")
+        if not 1 <= self.app_upload_expiry_seconds <= 3600:
+            raise FruitsError(f"FRUITS_APP_UPLOAD_EXPIRY must be between 1s and 1h, got {self.app_upload_expiry!r}")
         if self.notifications is not None:
             if not re.match(r"^https?://[^/]+/[^/]+/[^/]+$", self.notifications):
                 raise FruitsError("--notifications must be an SQS queue URL like "
@@ -215,6 +237,14 @@ class Settings:
     @property
     def answer_retention_seconds(self) -> float:
         return interval_seconds(self.answer_retention, "--answer-retention")
+
+    @property
+    def app_upload_expiry_seconds(self) -> int:
+        return int(interval_seconds(self.app_upload_expiry, "FRUITS_APP_UPLOAD_EXPIRY"))
+
+    @property
+    def app_private_retention_seconds(self) -> float:
+        return interval_seconds(self.app_private_retention, "--retention")
 
     @property
     def cache_dir(self) -> Path:

@@ -369,14 +369,17 @@ class LocalDestination:
 def land(content: bytes, target: Path) -> Path:
     """Write a file the way a watched folder must receive it: readers see all of it or nothing.
 
-    The bytes go to a dot-prefixed temporary name (Spark's file source ignores those), then
-    os.replace moves it into place, which is atomic on one filesystem.
+    The bytes go to a dot-prefixed temporary name (Spark's file source ignores those) and are
+    flushed to disk, then os.replace moves it into place, which is atomic on one filesystem: after
+    a crash the name holds all of the file or is absent, never a file whose data was not written.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
     try:
         with open(temporary, "xb") as out:
             out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)

@@ -7,7 +7,9 @@ collected to the driver as Arrow (a few KB per image: measured in bench/stream.p
 Delta tables are committed, each once, with the batch id as their transaction id
 (fruits.sinks). A re-run of a committed batch (after a crash) is recognised from the tables and
 skipped. Files the source assigned to the batch but Spark never handed over (zero-length, over
-the size limit, or deleted since they were listed) become error rows too.
+the size limit, or deleted since they were listed) become error rows too. A batch that fails on its
+data (a Python worker killed, a crash in a decoder, a bug) is narrowed down to the uploads that
+break it, which become `poison` error rows (streaming.poison); the batch still commits once.
 
 Two sources feed it the same columns (path, modificationTime, length, content). The file source
 (listing) gets the size filter pushed into its scan, so big files are never read, nor scanned
@@ -38,6 +40,7 @@ from fruits.knownmap import KnownMap
 from fruits.registry import ResolvedModel
 from fruits.settings import Settings
 from fruits.sinks import ERRORS, RESULTS, UTC_MICROS, LakeWriter
+from streaming import poison
 from streaming.answers import AnswerWriter, answers_summary, load_known_map
 from streaming.monitor import BatchMetrics, Monitor, error_reasons
 
@@ -120,7 +123,7 @@ class MicroBatch:
                                              replayed=True, source=self.source))
             return
         ingest_time = datetime.now(timezone.utc)
-        rows = self.rows(files, active.head).toArrow()
+        rows = self.compute(batch_id, self.inputs(files), active.head)
         results, errors = self.split(rows, batch_id, ingest_time, active.resolved)
         absent = self.absent_files(batch_id, set(rows.column("path").to_pylist())) if self.absent_files else []
         if absent:
@@ -146,19 +149,33 @@ class MicroBatch:
             self._applied.release()
             self._applied = active
 
-    def rows(self, files: DataFrame, head: HeadInUdf) -> DataFrame:
-        """Every file of the batch as one row: features and the model's outputs, or the reason there are none."""
-        s = self.settings
+    def compute(self, batch_id: int, inputs: DataFrame, head: HeadInUdf) -> pa.Table:
+        """The batch's rows as Arrow (streaming.poison: a batch that fails on its data is narrowed down to
+        the uploads that break it, which come back as `poison` rows; other failures are raised)."""
+        rows, failure = poison.evaluate(self.rows(inputs, head))
+        if rows is not None:
+            return rows
+        return poison.isolate(batch_id, inputs, lambda subset: self.rows(subset, head), failure)
+
+    def inputs(self, files: DataFrame) -> DataFrame:
+        """The batch's uploads with their label, as the data path reads them (any subset of them too)."""
         images = (
             files.withColumn("label", source.label_column("path", self.source_root))
             .withColumnRenamed("length", "size")
             .withColumnRenamed("modificationTime", "modification_time")
         )
         if self.source == NOTIFICATIONS:
-            return self.rows_in_one_pass(images, head)
+            return images
         # Files over the limit are filtered in the scan (never read) and come back as absent files.
-        readable = images.filter(F.col("size") <= s.max_image_bytes)
-        featurized = featurize.featurize(readable, self.featurizer, s.max_image_pixels, head=head)
+        return images.filter(F.col("size") <= self.settings.max_image_bytes)
+
+    def rows(self, inputs: DataFrame, head: HeadInUdf) -> DataFrame:
+        """Every upload of `inputs` as one row: features and the model's outputs, or the reason there are none."""
+        s = self.settings
+        inputs = poison.inject_faults(inputs, s.fault_injection)  # tests only: unchanged unless the setting is on
+        if self.source == NOTIFICATIONS:
+            return self.rows_in_one_pass(inputs, head)
+        featurized = featurize.featurize(inputs, self.featurizer, s.max_image_pixels, head=head)
         return featurized.select(*ROW_COLUMNS)
 
     def rows_in_one_pass(self, images: DataFrame, head: HeadInUdf) -> DataFrame:
@@ -229,14 +246,20 @@ def absent_rows(absent: list[tuple[str, tuple[int, datetime] | None]], batch_id:
 def prediction_summary(results: pa.Table) -> dict:
     """What the model said about a batch: rows per predicted class, mean confidence, novel fraction.
 
-    Empty when the model has no classifier head (its `prediction` column is all null) or the batch has no rows.
+    Empty when the model has no classifier head (its `prediction` column is all null) or the batch has no rows;
+    `novel_fraction` is None when the model has no novelty threshold (`is_novel` all null).
     """
     if "prediction" not in results.column_names or results.column("prediction").null_count == results.num_rows:
         return {}
     counts = pc.value_counts(results.column("prediction")).to_pylist()
-    novel = pc.mean(pc.cast(results.column("is_novel"), pa.float64())).as_py()  # None: no threshold (no held-out images)
     return {
         "predictions": {c["values"]: c["counts"] for c in counts if c["values"] is not None},
-        "mean_confidence": round(pc.mean(results.column("confidence")).as_py(), 4),
-        "novel_fraction": None if novel is None else round(novel, 4),
+        "mean_confidence": mean_of(results.column("confidence")),
+        "novel_fraction": mean_of(pc.cast(results.column("is_novel"), pa.float64())),
     }
+
+
+def mean_of(column: pa.ChunkedArray) -> float | None:
+    """The mean of a column's non-null values, rounded; None when all are null (what the model cannot produce)."""
+    mean = pc.mean(column).as_py()
+    return None if mean is None else round(mean, 4)

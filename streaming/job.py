@@ -37,6 +37,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from fruits import lake, notifications, registry, source
+from fruits.contracts import STOP_MARKER  # under the checkpoint: stop after the current micro-batch
 from fruits.exceptions import FruitsError, one_line
 from fruits.featurize import Featurizer, check_compatible
 from fruits.settings import Settings, interval_seconds
@@ -51,7 +52,6 @@ from streaming.monitor import MIRROR_EVERY_S, Monitor, ProgressMirror
 log = logging.getLogger("fruits.stream")
 QUERY_NAME = "fruits-stream"
 AVAILABLE_NOW = "available-now"
-STOP_MARKER = "_stop"  # under the checkpoint: stop after the current micro-batch
 IDENTITY_FILE = "fruits-stream.json"  # under the checkpoint: this stream's id (the tables' app id)
 STOP_MARKER_POLL_S = 5.0
 # Every Py4J proxy the driver has called a method on sits in a reference cycle (JavaObject <-> its
@@ -77,10 +77,8 @@ class StreamingJob:
         self.source_mode = NOTIFICATIONS if settings.notifications else LISTING
         self.model_uri = model_uri or f"models:/{settings.model_name}@{settings.alias}"
         self.trigger = trigger_options(settings.trigger)
-        self.maintenance_every = interval_seconds(settings.maintenance_interval, "--maintenance-interval",
-                                                  allow_off=True)
-        self.model_refresh_every = interval_seconds(settings.model_refresh_interval, "--model-refresh-interval",
-                                                    allow_off=True)
+        self.maintenance_every = settings.maintenance_interval_seconds
+        self.model_refresh_every = settings.model_refresh_interval_seconds
         self.spark = spark
         self.query: StreamingQuery | None = None
         self.batch: MicroBatch | None = None
@@ -304,6 +302,7 @@ class StreamingJob:
             "notification_queue": self.settings.notifications,
             "rows": totals.rows,
             "errors": totals.errors,
+            "poisoned": totals.poisoned,  # of `errors`: uploads that failed their batch (streaming.poison)
             "batches": totals.batches,
             "files": totals.files,
             "model_name": resolved.name if resolved else None,

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fruits.exceptions import FruitsError, one_line
+from fruits.reasons import POISON
 from fruits.settings import Settings
 
 log = logging.getLogger("fruits.stream")
@@ -74,6 +75,11 @@ class BatchMetrics:
     answers: int = 0  # app uploads answered (or rejected) in the answers store (streaming.answers)
     answer_latencies: tuple[float, ...] = ()  # of those: upload -> answer written, seconds
 
+    @property
+    def poisoned(self) -> int:
+        """Error rows of uploads that failed the whole batch (reason `poison`: streaming.poison)."""
+        return (self.error_reasons or {}).get(POISON, 0)
+
     def record(self) -> dict[str, Any]:
         """The JSON line (`event` "batch"). Its `latencies_ms` and `answer_latencies_ms` (every file's, whole
         milliseconds) let `stream_stats` take exact percentiles over any window of batches."""
@@ -98,6 +104,7 @@ class Totals:
     files: int = 0
     rows: int = 0
     errors: int = 0
+    poisoned: int = 0  # of `errors`: uploads that failed their batch, isolated as `poison` rows (streaming.poison)
     busy_seconds: float = 0.0
     latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     model_swaps: int = 0
@@ -128,6 +135,7 @@ class Monitor:
                 t.files += metrics.files
                 t.rows += metrics.rows
                 t.errors += metrics.errors
+                t.poisoned += metrics.poisoned
                 t.busy_seconds += metrics.seconds
                 t.latencies.extend(metrics.latencies)
                 t.source_counts.update(metrics.source_counts or {})
@@ -139,8 +147,9 @@ class Monitor:
         skipped = {k: v for k, v in (metrics.source_counts or {}).items()
                    if v and k in ("duplicates", "malformed", "test_events", "backfilled")}
         log.info(
-            "batch %d: %d files, %d rows, %d errors, %.1f files/s, %.2f s, upload->commit p50 %.1f s max %.1f s%s",
-            metrics.batch, metrics.files, metrics.rows, metrics.errors, record["rows_per_s"] or 0.0, metrics.seconds,
+            "batch %d: %d files, %d rows, %d errors%s, %.1f files/s, %.2f s, upload->commit p50 %.1f s max %.1f s%s",
+            metrics.batch, metrics.files, metrics.rows, metrics.errors,
+            f" ({metrics.poisoned} poison)" if metrics.poisoned else "", record["rows_per_s"] or 0.0, metrics.seconds,
             record["latency_p50_s"] or 0.0, record["latency_max_s"] or 0.0,
             f" ({metrics.source}: {', '.join(f'{v} {k}' for k, v in skipped.items())})" if skipped else "",
         )
@@ -172,8 +181,8 @@ class Monitor:
     def snapshot(self) -> Totals:
         with self._lock:
             t = self.totals
-            return Totals(t.batches, t.files, t.rows, t.errors, t.busy_seconds, deque(t.latencies), t.model_swaps,
-                          t.model_refusals, list(t.model_versions), Counter(t.source_counts))
+            return Totals(t.batches, t.files, t.rows, t.errors, t.poisoned, t.busy_seconds, deque(t.latencies),
+                          t.model_swaps, t.model_refusals, list(t.model_versions), Counter(t.source_counts))
 
 
 def read_progress(progress_log: Path, since: float | None = None) -> tuple[list[dict], list[dict]]:

@@ -12,6 +12,7 @@ One module per job:
 - `checkpoint`: the state under the checkpoint (batch lists, index), re-checked when read back;
 - `config`: the reader's configuration, built from Settings only;
 - `feed`: the driver side: receive, dedup, cap, persist, delete after commit, backfill;
+- `visibility`: held messages kept invisible (their visibility extended) until their batch commits;
 - `reads`: the executor side: one conditional GET per object, the real size against the limit;
 - `datasource`: the Spark adapter (Spark 4.1's DataSourceStreamReader).
 
@@ -21,12 +22,14 @@ A queue cannot replay, so exactly once rests on three rules:
   `partitions` re-reads that list, identically after a restart.
 - A message is deleted only once the batch holding its uploads is committed: when Spark calls
   `commit` (while planning the next batch), or when Spark's own commit log says so (read when idle
-  and at start, since Spark commits the last batch only when another one comes).
+  and at start, since Spark commits the last batch only when another one comes). Until then its
+  visibility timeout is extended, so a long batch does not send it back to the queue (and, after
+  maxReceiveCount receptions, to the dead-letter queue) while it is being processed.
 - Uploads are recognised by (key, ETag) against the pending ones, the planned batches and the
-  committed index: S3 and SNS deliver at least once, an expired visibility timeout redelivers,
-  and the backfill listing sees the same pair. The read is conditional on that ETag, so one
-  identity is one content: a forged copy of an announcement can add a duplicate to count, never
-  a second row. The index keeps `retention`; older lists are purged.
+  committed index: S3 and SNS deliver at least once, a visibility timeout that expires (after a
+  crash) redelivers, and the backfill listing sees the same pair. The read is conditional on that
+  ETag, so one identity is one content: a forged copy of an announcement can add a duplicate to
+  count, never a second row. The index keeps `retention`; older lists are purged.
 
 The per-batch cap counts uploads after dedup (else duplicates at the head of the queue would
 stall it); uploads over the cap wait in memory (their messages come back if the process dies).

@@ -202,8 +202,8 @@ def read_batch(store: CheckpointStore, batch: int) -> BatchList:
                 and all(isinstance(i, str) for i in identities)):
             listed.messages.append(HeldMessage(message["id"], message["receipt"], identities))
         else:
-            listed.problems.append(f"{where}: message #{number} skipped, it comes back and is recognised "
-                                   f"({shown(entry)})")
+            listed.problems.append(f"{where}: message #{number} skipped (its id, receipt handle or uploads "
+                                   "do not check out): it comes back and is recognised")
     return listed
 
 

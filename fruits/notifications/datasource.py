@@ -1,8 +1,17 @@
-"""The Spark adapter: the feed and the reads behind Spark 4.1's Python streaming data source API."""
+"""The Spark adapter: the feed and the reads behind Spark 4.1's Python streaming data source API.
+
+Spark runs the reader's driver side in a Python process of its own (pyspark's streaming source
+runner) and ends it with SIGTERM (`Process.destroy`) when the query stops. By default that signal
+ends the process before the runner's `finally` calls `stop()`; the reader turns the first one into
+SystemExit instead, so `stop()` runs and deletes the messages of the batch Spark committed last
+(without that they come back at the next start and are recognised). Signals that arrive while
+`stop()` runs are ignored. Only in that runner process: nowhere else is a handler installed.
+"""
 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -18,19 +27,28 @@ from fruits.source import BINARY_FILE_SCHEMA
 log = logging.getLogger("fruits.notifications")
 
 SOURCE_NAME = "fruits-notifications"
+SPARK_SOURCE_RUNNER = "pyspark.sql.streaming.python_streaming_source_runner"
 
 
 class NotificationReader(DataSourceStreamReader):
     def __init__(self, config: ReaderConfig):
         self.config = config
         self._feed: NotificationFeed | None = None
+        self._stopping = False
 
     @property
     def feed(self) -> NotificationFeed:
         if self._feed is None:
             configure_logging(self.config.log_level)
             self._feed = NotificationFeed(self.config)
+            if getattr(getattr(sys.modules.get("__main__"), "__spec__", None), "name", None) == SPARK_SOURCE_RUNNER:
+                signal.signal(signal.SIGTERM, self._on_sigterm)
         return self._feed
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if not self._stopping:  # the first one: unwind to the runner's `finally`, which calls stop()
+            self._stopping = True
+            raise SystemExit(128 + signum)
 
     def initialOffset(self) -> dict:
         return {"batch": 0}
@@ -48,6 +66,7 @@ class NotificationReader(DataSourceStreamReader):
         self.feed.commit(int(end["batch"]))
 
     def stop(self) -> None:
+        self._stopping = True
         if self._feed is not None:
             self._feed.close()
 

@@ -2,8 +2,11 @@
 
 It lives in the reader's planner process (Spark runs `latestOffset`, `partitions` and `commit`
 in a Python process of its own on the driver). Every message goes through the untrusted-input
-parser (fruits.notifications.messages); a malformed one is counted, logged once with an escaped
-excerpt, and left for the dead-letter queue if the queue has one (else deleted): never fatal.
+parser (fruits.notifications.messages); a malformed one is counted, logged once with its message
+id, the reason and the body's length (never the body: it may hold personal data), and left for
+the dead-letter queue if the queue has one (else deleted): never fatal. No log line holds a
+message body or a receipt handle; object keys are logged (app uploads are named by random ids,
+the team's own uploads by its own paths).
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from fruits.notifications.checkpoint import (
 )
 from fruits.notifications.config import ReaderConfig, aws_client, queue_endpoint
 from fruits.notifications.ledger import Ledger
-from fruits.notifications.messages import Malformed, Upload, excerpt, parse_body
+from fruits.notifications.messages import Malformed, Upload, parse_body, shown
+from fruits.notifications.visibility import VisibilityKeeper
 
 log = logging.getLogger("fruits.notifications")
 
@@ -60,6 +64,7 @@ class NotificationFeed:
         endpoint, region = queue_endpoint(config.queue_url)
         self.sqs = aws_client("sqs", region or config.region, endpoint)
         self.s3 = aws_client("s3", config.region, config.s3_endpoint)
+        self.visibility = VisibilityKeeper(self.sqs, config.queue_url)  # enabled once the queue's timeout is known
         self.counts = dict.fromkeys(COUNTERS, 0)  # since the last persisted list
         self.dead_letter_queue = False
         self.last_backfill: float | None = None
@@ -101,16 +106,19 @@ class NotificationFeed:
                  self.config.queue_url)
 
     def _inspect_queue(self) -> None:
-        """The queue's dead-letter queue and retention, if the role may read them (nothing depends on it)."""
+        """The queue's dead-letter queue, visibility timeout and retention, if the role may read them."""
         try:
             attributes = self.sqs.get_queue_attributes(
-                QueueUrl=self.config.queue_url, AttributeNames=["RedrivePolicy", "MessageRetentionPeriod"],
+                QueueUrl=self.config.queue_url,
+                AttributeNames=["RedrivePolicy", "VisibilityTimeout", "MessageRetentionPeriod"],
             ).get("Attributes", {})
         except Exception as exc:
             log.warning("cannot read the attributes of %s (%s): malformed messages will be deleted, not left "
-                        "for a dead-letter queue", self.config.queue_url, one_line(exc))
+                        "for a dead-letter queue, and held messages come back when the queue's visibility timeout "
+                        "expires", self.config.queue_url, one_line(exc))
             return
         self.dead_letter_queue = "RedrivePolicy" in attributes
+        self.visibility.timeout_s = int(attributes.get("VisibilityTimeout", 0))
         retention = float(attributes.get("MessageRetentionPeriod", 0))
         if retention > self.config.retention_s:
             log.warning("the queue keeps messages %.0f h but uploads are remembered %.0f h: a message redelivered "
@@ -149,6 +157,7 @@ class NotificationFeed:
 
     def close(self) -> None:
         """Best effort at a graceful stop: delete what the last committed batch announced."""
+        self.visibility.close()
         if self._started:
             try:
                 self.probe_commits()
@@ -188,17 +197,21 @@ class NotificationFeed:
             while len(self._malformed_seen) > MALFORMED_REMEMBERED:
                 del self._malformed_seen[next(iter(self._malformed_seen))]
             self.counts["malformed"] += 1
-            log.warning("malformed message %s skipped (%s): %s", message_id, parsed.malformed, excerpt(body))
+            # The reason names the field at fault; the body itself is never logged (it may hold personal data).
+            log.warning("malformed message %s skipped (%s; a body of %d characters)", message_id, parsed.malformed,
+                        len(body))
         for upload in parsed.uploads:
             self.counts["uploads" if self.ledger.offer(upload) else "duplicates"] += 1
         if parsed.uploads:
             self.ledger.hold(message_id, receipt, [u.identity for u in parsed.uploads])
+            self.visibility.track(message_id, receipt)
         elif parsed.malformed and self.dead_letter_queue:
             pass  # left in the queue: after maxReceiveCount receptions it moves to the dead-letter queue
         else:
             self._to_delete.append((message_id, receipt))
 
     def _delete(self, messages: list[tuple[str, str]]) -> None:
+        self.visibility.forget(message_id for message_id, _ in messages)
         for start in range(0, len(messages), 10):
             chunk = messages[start:start + 10]
             try:
@@ -267,7 +280,7 @@ class NotificationFeed:
                     upload = Upload(self.location.bucket, obj["Key"], obj.get("ETag"),
                                     modified.astimezone(timezone.utc).isoformat())
                 except Malformed as exc:  # e.g. a store whose ETags are not S3's: never read, never fatal
-                    log.warning("backfill: %s skipped (%s)", excerpt(obj["Key"]), exc)
+                    log.warning("backfill: %s skipped (%s)", shown(obj["Key"]), exc)
                     continue
                 found += self.ledger.offer(upload)
         self.counts["backfilled"] += found

@@ -26,16 +26,15 @@ from __future__ import annotations
 
 import json
 import re
-import reprlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote_plus
 
+from fruits.contracts import UPLOAD_MESSAGE_SCHEMA
 from fruits.exceptions import FruitsError
 from fruits.source import in_hidden_folder, is_image_name
 
-LAMBDA_SCHEMA = "fruits.image-uploaded/1"  # lambda/handler.py SCHEMA
 # The largest legitimate body is one record whose 1,024-byte key is written with JSON escapes
 # (6 characters a byte) three times over (key, uri, dedup_key) inside an SNS envelope that escapes
 # it again: 22,318 characters. 64 Ki leaves room for that and is a quarter of SNS's own maximum
@@ -53,9 +52,6 @@ _SEQUENCER = re.compile(r"[0-9a-fA-F]{1,64}")
 _EVENT_NAME = re.compile(r"(s3:)?[A-Za-z]{1,64}(:[A-Za-z]{1,64}){0,2}")
 # What matters to nesting outside strings: escapes (skipped), quotes (enter/leave a string), brackets.
 _NESTING_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
-_SHOWN = reprlib.Repr()
-_SHOWN.maxstring = _SHOWN.maxother = 80
-_SHOWN.maxlevel = 3
 
 
 class Malformed(ValueError):
@@ -63,22 +59,16 @@ class Malformed(ValueError):
 
 
 def shown(value: Any, limit: int = 80) -> str:
-    """A value from a message, for a log line: repr-escaped (no raw control characters, lone
-    surrogates as escapes) and at most about `limit` characters."""
-    try:
-        if isinstance(value, str):
-            text = repr(value[:limit]) + ("..." if len(value) > limit else "")
-        else:
-            text = _SHOWN.repr(value)
-    except Exception:  # e.g. an int too long to print
-        return f"<a {type(value).__name__}>"
-    return text[:limit + 10]
-
-
-def excerpt(body: Any, limit: int = 160) -> str:
-    """The start of a message body for a log line, escaped and bounded, with its length."""
-    length = f" ({len(body):,} characters)" if isinstance(body, str) and len(body) > limit else ""
-    return shown(body, limit) + length
+    """A field's value for a reason or a log line: a string repr-escaped (no raw control characters,
+    lone surrogates as escapes) and cut at `limit` characters; a number or null as it is. Objects
+    and arrays are named, never shown: no log line holds an excerpt of a message body."""
+    if isinstance(value, str):
+        return repr(value[:limit]) + ("..." if len(value) > limit else "")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<an integer of {value.bit_length():,} bits>"  # printing one of 4,300 digits or more raises
+    if value is None or isinstance(value, (bool, int, float)):
+        return repr(value)
+    return {dict: "<an object>", list: "<an array>"}.get(type(value), f"<a {type(value).__name__}>")
 
 
 # ============================================================================ what an announcement must hold
@@ -242,7 +232,7 @@ def _parse(body: Any, location: Location, parsed: Parsed) -> None:
         document = json_object(document.get("Message"), "SNS Message")
     if document.get("Event") == "s3:TestEvent":
         parsed.test_event = True
-    elif document.get("schema") == LAMBDA_SCHEMA:
+    elif document.get("schema") == UPLOAD_MESSAGE_SCHEMA:
         _keep(parsed, location, _from_lambda(document, location))
     elif "Records" in document:
         if not isinstance(document["Records"], list):

@@ -83,9 +83,20 @@ def test_local_demo_refits_from_the_lake_and_the_running_stream_swaps(spark, set
     per_class = Counter(p.parent.name for p in uploaded)
     assert_spread_over_classes(per_class, limit)
 
-    rows = table_rows(demo_settings.output_uri, ["path", "label", "pca", "prediction", "model_version"])
+    rows = table_rows(demo_settings.output_uri, ["path", "label", "pca", "prediction", "is_novel", "model_version"])
     mine = [r for r in rows if f"/{landing.name}/" in r.path]
-    assert len(mine) == len(rows) == limit  # the landing root held nothing else, each upload once
+    assert len(mine) == limit  # each upload once
+    # The app step: one test/ photo through the app's page, the only other row under the landing root.
+    through_app = [r for r in rows if f"/{landing.name}/" not in r.path]
+    app = summary["app"]
+    if "skipped" in app:
+        assert through_app == [] and "chromium" in app["skipped"]
+    else:
+        assert [r.path.split("/")[-3:] for r in through_app] == [["app", "private", f"{app['upload_id']}.jpg"]]
+        assert through_app[0].label is None  # an app upload is never labelled by its folder
+        assert app["answer"] == ("A fruit I don't know yet" if through_app[0].is_novel else through_app[0].prediction)
+        assert Path(app["screenshot"]).read_bytes()[:8] == PNG_MAGIC
+        assert f"app: {app['url']}/ in headless Chromium" in report.human_summary(summary)
     assert Counter(r.label for r in mine) == per_class
     assert {len(r.pca) for r in mine} == {300} and all(r.prediction for r in mine)
     assert_common_summary(summary, limit, per_class)

@@ -12,7 +12,7 @@ from forged_notifications import ANNOUNCES, IGNORED, MALFORMED, TEST_EVENT, Forg
 
 from fruits.exceptions import FruitsError
 from fruits.notifications import Location, Upload, parse_body
-from fruits.notifications.messages import Malformed, excerpt
+from fruits.notifications.messages import Malformed, shown
 
 WHERE = Location.parse("s3a://fruits-bucket/images/")
 ETAG = "0123456789abcdef0123456789abcdef"
@@ -171,14 +171,16 @@ def test_an_upload_is_checked_wherever_it_is_built() -> None:
             Upload.from_json(fields)
 
 
-def test_log_excerpts_are_escaped_and_bounded() -> None:
-    shown = excerpt("\x1b[31mred\r\nforged line\ud800" + "x" * 10_000)
-    assert "\x1b" not in shown and "\r" not in shown and "\n" not in shown and "\ud800" not in shown
-    assert "\\x1b[31mred\\r\\nforged line\\ud800" in shown
-    assert len(shown) < 220 and "(10," in shown  # the length is told, not shown
+def test_values_in_reasons_are_escaped_and_bounded_and_documents_are_never_shown() -> None:
+    text = shown("\x1b[31mred\r\nforged line\ud800" + "x" * 10_000)
+    assert "\x1b" not in text and "\r" not in text and "\n" not in text and "\ud800" not in text
+    assert text.startswith("'\\x1b[31mred\\r\\nforged line\\ud800") and text.endswith("...") and len(text) < 100
+    assert (shown(2**70), shown(10**5000), shown(None), shown(4096)) == (
+        "<an integer of 71 bits>", "<an integer of 16,610 bits>", "None", "4096")
+    assert (shown({"key": "images/Kaki/secret.jpg"}), shown(["images/Kaki/secret.jpg"])) == ("<an object>", "<an array>")
 
 
-def test_a_malformed_message_is_logged_once_escaped_and_bounded(caplog) -> None:
+def test_a_malformed_message_is_logged_once_with_its_id_reason_and_length_never_its_body(caplog) -> None:
     from fruits.notifications.feed import NotificationFeed
 
     feed = NotificationFeed.__new__(NotificationFeed)  # _take alone: no queue, no checkpoint
@@ -186,13 +188,16 @@ def test_a_malformed_message_is_logged_once_escaped_and_bounded(caplog) -> None:
                                                                                 "malformed"], 0), False
     feed._malformed_seen, feed._to_delete = {}, []
     body = lam(key="images/K/\x1b]0;pwned\x07" + "y" * 5000 + ".jpg", size="big")
+    nested = sns({**LAMBDA, "bucket": {"owner": "someone", "key": "images/K/private-name.jpg"}})
     with caplog.at_level(logging.WARNING, logger="fruits.notifications"):
         for receipt in ("r1", "r2"):  # a redelivery
             feed._take({"MessageId": "m-1", "ReceiptHandle": receipt, "Body": body})
-    assert feed.counts["malformed"] == 1 and feed.counts["messages"] == 2
-    assert len(caplog.records) == 1
-    line = caplog.records[0].getMessage()
-    assert "bad object size 'big'" in line and "\x1b" not in line and "\x07" not in line and len(line) < 500
+        feed._take({"MessageId": "m-2", "ReceiptHandle": "r3", "Body": nested})
+    assert feed.counts["malformed"] == 2 and feed.counts["messages"] == 3
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        f"malformed message m-1 skipped (bad object size 'big'; a body of {len(body)} characters)",
+        f"malformed message m-2 skipped (bad bucket name <an object>; a body of {len(nested)} characters)"]
 
 
 @pytest.mark.parametrize(("uri", "expected"), [

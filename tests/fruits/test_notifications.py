@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from support import wait_until
 
 from fruits.exceptions import FruitsError
 from fruits.notifications import (
@@ -31,7 +33,8 @@ from fruits.notifications import (
     read_uploads,
     reader_config,
 )
-from fruits.notifications.reads import concerns_the_object, fetch
+from fruits.notifications.reads import UploadsPartition, concerns_the_object, fetch
+from fruits.notifications.visibility import VisibilityKeeper
 from fruits.settings import Settings
 
 LAMBDA = {"schema": "fruits.image-uploaded/1", "bucket": "fruits-bucket", "key": "images/Kaki/a b+c.jpg",
@@ -138,12 +141,13 @@ def test_retention_forgets_only_committed_batches_older_than_the_cutoff() -> Non
 class Aws:
     """A bucket and a queue on a moto server, and a reader configuration over them (cap 3, limit 1000 B)."""
 
-    def __init__(self, endpoint: str, name: str, checkpoint: str, *, drain: bool = False, max_files: int = 3):
+    def __init__(self, endpoint: str, name: str, checkpoint: str, *, drain: bool = False, max_files: int = 3,
+                 visibility_s: int = 60):
         self.bucket = name
         self.s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-3")
         self.sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="eu-west-3")
         self.s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
-        self.url = self.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
+        self.url = self.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_s)})["QueueUrl"]
         settings = Settings.load(env={}, notifications=self.url, source=f"s3a://{name}/images/", checkpoint=checkpoint,
                                  s3_endpoint_url=endpoint, max_files_per_trigger=max_files, max_image_bytes=1000)
         self.config = reader_config(settings, drain=drain, partitions=2, log_level="INFO")
@@ -255,6 +259,85 @@ def test_the_last_batch_is_released_from_sparks_commit_log_without_another_batch
     assert batch_counts(store, 0)["backfilled"] == 1
 
 
+def warnings_in(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "fruits.notifications" and r.levelno >= logging.WARNING]
+
+
+def test_a_held_message_stays_invisible_past_the_visibility_timeout_until_its_batch_commits(
+        moto_server, tmp_path, request, caplog) -> None:
+    """Time passing is what this test is about (7 s): the queue's visibility timeout is 3 s, and
+    nothing calls the feed for two of them, as while Spark runs a long micro-batch; meanwhile another
+    consumer keeps asking for the message. Without the extension it is received again after 3 s.
+    The keeper's thread looks every 0.375 s and extends a message once half of its window is gone:
+    it may be late by about a second at each extension before the message shows."""
+    aws = Aws(moto_server, unique_name(request), str(tmp_path / "checkpoint"), visibility_s=3)
+    aws.announce("images/K/a.jpg", aws.put("images/K/a.jpg"))
+    feed = NotificationFeed(aws.config)
+    feed.start()
+    feed.last_backfill = feed.clock()  # the announcement alone
+    received = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="fruits.notifications"):
+        assert feed.latest() == {"batch": 1}  # received and held: its batch is not committed
+        other = boto3.client("sqs", endpoint_url=moto_server, region_name="eu-west-3")
+        stolen = []
+        while time.monotonic() - received < 2 * 3:
+            stolen += other.receive_message(QueueUrl=aws.url, WaitTimeSeconds=1).get("Messages", [])
+        assert stolen == [] and aws.queued() == 1
+        feed.commit(1)
+    assert aws.queued() == 0 and feed.visibility.tracked() == set()  # deleted, and no longer extended
+    assert not warnings_in(caplog)
+    feed.close()
+
+
+def test_visibility_extension_sends_only_what_is_due_and_failures_are_never_fatal(aws, caplog) -> None:
+    """The keeper without its thread, on its own clock: a message is extended once half of its
+    window is gone, ten per request; one the queue no longer has is forgotten quietly; a refused
+    extension or a failed request is a warning, never an exception, and no line holds a receipt."""
+    clock = [0.0]
+    keeper = VisibilityKeeper(aws.sqs, aws.url, timeout_s=60, clock=lambda: clock[0])
+    keeper.close()  # no thread: the test calls extend_due itself
+    requests = []
+    aws.sqs.meta.events.register("provide-client-params.sqs.ChangeMessageVisibilityBatch",
+                                 lambda params, **_: requests.append(len(params["Entries"])))
+    for n in range(12):
+        aws.sqs.send_message(QueueUrl=aws.url, MessageBody=f"m{n}")
+    received = []
+    while len(received) < 12:
+        received += aws.sqs.receive_message(QueueUrl=aws.url, MaxNumberOfMessages=10)["Messages"]
+    for message in received:
+        keeper.track(message["MessageId"], message["ReceiptHandle"])
+    everyone = {m["MessageId"] for m in received}
+    for message in received[:3]:  # deleted by someone else: the queue no longer has them
+        aws.sqs.delete_message(QueueUrl=aws.url, ReceiptHandle=message["ReceiptHandle"])
+    with caplog.at_level(logging.WARNING, logger="fruits.notifications"):
+        clock[0] = 29.0  # more than half of the window left
+        keeper.extend_due()
+        assert requests == [] and keeper.tracked() == everyone
+        clock[0] = 31.0
+        keeper.extend_due()
+        assert requests == [10, 2] and keeper.tracked() == everyone - {m["MessageId"] for m in received[:3]}
+        assert not warnings_in(caplog)  # gone messages are forgotten quietly
+        clock[0] = 60.0  # 29 s into the windows that began at 31
+        keeper.extend_due()
+        assert requests == [10, 2]
+        clock[0] = 62.0
+        keeper.extend_due()
+        assert requests == [10, 2, 9]
+
+        too_long = VisibilityKeeper(aws.sqs, aws.url, timeout_s=43_201, clock=lambda: clock[0])  # over SQS's 12 h
+        too_long.close()
+        too_long.track(received[3]["MessageId"], received[3]["ReceiptHandle"])
+        clock[0] += 30_000
+        too_long.extend_due()
+        assert too_long.tracked() == set()
+        assert f"message {received[3]['MessageId']} cannot be extended (InvalidParameterValue)" in caplog.text
+
+        aws.sqs.delete_queue(QueueUrl=aws.url)
+        keeper.extend_due()  # the request fails as a whole: said, kept for the next look
+        assert "cannot extend the visibility of 9 held messages" in caplog.text and len(keeper.tracked()) == 9
+    assert not any(m["ReceiptHandle"] in caplog.text for m in received)
+
+
 def test_compaction_and_retention_bound_what_a_restart_reads(aws) -> None:
     clock = [1_000_000.0]
     feed = NotificationFeed(aws.config, clock=lambda: clock[0])
@@ -308,6 +391,95 @@ def test_sizes_are_the_objects_own_never_the_claimed_ones_and_one_get_reads_each
     times = {Path(path).stem: modified for path, modified, _, _ in rows_of(aws.config, 0, 1)}
     assert times["ok"] == aws.s3.head_object(Bucket=aws.bucket, Key="images/K/ok.jpg")["LastModified"]  # the object's
     assert times["gone"].isoformat() == "2026-12-01T09:30:00+00:00"  # not read: the announced time
+
+
+class CountedReads:
+    """Bytes the task's own S3 client has read from GET bodies, minus what the task has handed over:
+    measured outside the reader (botocore's after-call event wraps each body), never its own count."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.read = self.handed = self.peak = 0
+
+    def instrument(self, monkeypatch) -> None:
+        from fruits.notifications import reads
+
+        real = reads.aws_client
+
+        def client(*args, **kwargs):
+            s3 = real(*args, **kwargs)
+            s3.meta.events.register("after-call.s3.GetObject", lambda parsed, **_: parsed.update(
+                Body=self.Body(self, parsed["Body"])) if "Body" in parsed else None)
+            return s3
+
+        monkeypatch.setattr(reads, "aws_client", client)
+
+    def hand(self, row: tuple) -> None:
+        with self.lock:
+            self.handed += len(row[3] or b"")
+
+    def ahead(self) -> int:
+        with self.lock:
+            return self.read - self.handed
+
+    class Body:
+        def __init__(self, counter, body) -> None:
+            self.counter, self.body = counter, body
+
+        def read(self, amount: int) -> bytes:
+            data = self.body.read(amount)
+            with self.counter.lock:
+                self.counter.read += len(data)
+                self.counter.peak = max(self.counter.peak, self.counter.read - self.counter.handed)
+            return data
+
+        def close(self) -> None:
+            self.body.close()
+
+
+SIZES = [700, 300, 900, 200, 1000, 500, 800, 400, 600, 1000, 100, 900, 650, 350, 750, 250] * 2  # 17,600 bytes
+
+
+def some_uploads(aws: Aws) -> tuple[UploadsPartition, dict[str, bytes]]:
+    bodies = {f"images/K/{n}.jpg": bytes([48 + n % 10]) * size for n, size in enumerate(SIZES)}
+    rows = [(f"s3a://{aws.bucket}/{key}", aws.bucket, key, aws.put(key, body), None) for key, body in bodies.items()]
+    return UploadsPartition(rows), bodies
+
+
+def test_a_task_reads_ahead_at_most_its_byte_budget_plus_one_object_and_keeps_the_order(aws, monkeypatch) -> None:
+    """32 objects of 100-1000 bytes (17,600 in all) under a 3,000-byte budget. After some rows the
+    test stops taking rows until the fetch threads have read ahead as far as the budget lets them
+    (within one object of it), so the bound is tested while it binds."""
+    partition, bodies = some_uploads(aws)
+    counted = CountedReads()
+    counted.instrument(monkeypatch)
+    rows = []
+    for row in read_uploads(aws.config, partition, read_ahead_bytes=3000):
+        rows.append(row)
+        counted.hand(row)
+        if len(rows) in (1, 2, 16):
+            wait_until(lambda: counted.ahead() > 3000 - len(row[3]) - max(SIZES), 60, "the read-ahead to fill")
+    assert [(Path(path).name, size, content) for path, _, size, content in rows] == [
+        (Path(key).name, len(body), body) for key, body in bodies.items()]  # every row once, in order
+    assert 3000 - max(SIZES) < counted.peak <= 3000 + max(SIZES)
+
+
+def test_small_objects_are_all_read_ahead_under_the_default_budget_and_a_stopped_task_ends(aws, monkeypatch) -> None:
+    partition, bodies = some_uploads(aws)
+    counted = CountedReads()
+    counted.instrument(monkeypatch)
+    rows = read_uploads(aws.config, partition)
+    first = next(rows)
+    counted.hand(first)
+    wait_until(lambda: counted.ahead() == sum(SIZES[1:]), 60, "every other row to be read ahead")
+    rows.close()  # Spark stopped early: nothing waits for the budget any more
+
+    small = read_uploads(aws.config, partition, read_ahead_bytes=1)  # every fetch but the head's waits
+    next(small)
+    closer = threading.Thread(target=small.close)
+    closer.start()
+    closer.join(60)
+    assert not closer.is_alive()
 
 
 def test_an_object_over_the_limit_is_closed_unread(moto_server, request) -> None:

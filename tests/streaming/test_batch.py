@@ -1,11 +1,11 @@
-"""A micro-batch's pieces that need no Spark: files Spark never handed over become error rows."""
+"""A micro-batch's pieces that need no Spark: files Spark never handed over become error rows; what the
+model said of a batch, whatever columns it can produce."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 import pyarrow as pa
-from support import result_rows
 
 from fruits.sinks import ERRORS
 from streaming.batch import absent_rows, prediction_summary
@@ -29,13 +29,16 @@ def test_listed_but_absent_files_are_empty_too_large_or_missing() -> None:
     assert rows.to_pylist()[-1]["detail"] == "5,000 bytes is over the 4,096-byte limit; not read"
 
 
-def test_the_batches_of_a_model_without_a_novelty_threshold_are_summarised() -> None:
-    """A fit without --eval-images calibrates no threshold: `is_novel` is null on every row (the first batch of
-    a stream of such a model failed on it: bench/scale.py's)."""
-    rows = result_rows("file:/land/Kaki/a.jpg", "file:/land/Kaki/b.jpg", "file:/land/Limes/c.jpg")
-    for name, values in (("prediction", ["Kaki", "Kaki", "Limes"]), ("confidence", [0.9, 0.7, 0.8])):
-        rows = rows.set_column(rows.schema.get_field_index(name), rows.schema.field(name),
-                               pa.array(values, rows.schema.field(name).type))
-    assert rows.column("is_novel").null_count == 3
-    assert prediction_summary(rows) == {"predictions": {"Kaki": 2, "Limes": 1}, "mean_confidence": 0.8,
-                                        "novel_fraction": None}
+def test_what_the_model_said_skips_the_columns_it_cannot_produce() -> None:
+    def results(prediction, confidence, is_novel) -> pa.Table:
+        return pa.table({"prediction": pa.array(prediction, pa.string()),
+                         "confidence": pa.array(confidence, pa.float64()), "is_novel": pa.array(is_novel, pa.bool_())})
+
+    assert prediction_summary(results(["Kaki", "Kaki", "Pear"], [0.9, 0.7, 0.5], [False, False, True])) == {
+        "predictions": {"Kaki": 2, "Pear": 1}, "mean_confidence": 0.7, "novel_fraction": 0.3333}
+    # A head but no novelty threshold (a fit without held-out images): no fraction, the rest as usual.
+    assert prediction_summary(results(["Kaki", "Pear"], [0.9, 0.6], [None, None])) == {
+        "predictions": {"Kaki": 1, "Pear": 1}, "mean_confidence": 0.75, "novel_fraction": None}
+    # No head at all: nothing to say.
+    assert prediction_summary(results([None, None], [None, None], [None, None])) == {}
+    assert prediction_summary(results([], [], [])) == {}
