@@ -30,8 +30,8 @@ uploads/s on m5.xlarge; the fit of --fit-images images), with infra/prices.json 
 
     .venv/bin/python bench/scale.py [--images 10000] [--rate 20] [--seconds 60] [--json]
 
-About an hour here for the default 10,000 images (2 cores shared with other sessions; 13 minutes for
---images 400). A progress line per phase; with --json the last
+32 minutes here for 10,000 images (2 cores shared with other sessions, load average 9-18; 13 minutes
+for --images 400). A progress line per phase; with --json the last
 stdout line is the summary (also saved to bench/out/scale.json).
 """
 
