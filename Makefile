@@ -70,6 +70,7 @@ bench: setup  ## each prints ratios against a baseline measured in the same run 
 	$(BIN)/python bench/cost.py
 	$(BIN)/python bench/app_lookup.py
 	$(BIN)/python bench/knownmap.py
+	$(BIN)/python bench/scale.py  # ~30 min here: 10,000 images, 3 configurations
 
 $(LINT_STAMP): constraints-lint.txt
 	$(PYTHON) -m venv $(LINT_VENV)

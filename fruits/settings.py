@@ -30,7 +30,10 @@ _STANDARD_ENV = {
     "keras_home": ("KERAS_HOME",),
 }
 # Fields filled from the environment only: not settings a user chooses.
-_DETECTED = ("under_spark_submit",)
+_DETECTED = ("under_spark_submit", "aws_credentials")
+# The standard AWS credential variables. boto3 and S3A read them in the process they run in; a driver
+# started outside spark-submit hands them to a cluster's executors (fruits.spark), whose environment is not its own.
+AWS_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # The intervals, parsed by the properties of these names (seconds; 0 for "off").
 _INTERVALS = ("maintenance_interval_seconds", "model_refresh_interval_seconds", "backfill_interval_seconds",
               "notification_retention_seconds", "answer_retention_seconds", "app_upload_expiry_seconds",
@@ -59,6 +62,8 @@ class Settings:
     driver_memory: str = "4g"  # the local JVM's heap (driver and executors in one); ignored under spark-submit
     # Set when spark-submit started this Python driver (EMR steps): it then owns master and cluster settings.
     under_spark_submit: bool = field(default=False, compare=False)
+    # The AWS credential variables of this process' environment, as (name, value) pairs; never printed.
+    aws_credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False, compare=False)
     # Raw fit features (parquet, one folder per MLflow run): None means state_dir/features.
     features: str | None = None
     # Streaming: None means a directory under state_dir.
@@ -124,7 +129,10 @@ class Settings:
         Overrides whose value is None are ignored, so argparse namespaces can be passed as-is.
         """
         env = os.environ if env is None else env
-        values: dict[str, Any] = {"under_spark_submit": "PYSPARK_GATEWAY_PORT" in env}
+        values: dict[str, Any] = {
+            "under_spark_submit": "PYSPARK_GATEWAY_PORT" in env,
+            "aws_credentials": tuple((name, env[name]) for name in AWS_CREDENTIAL_VARIABLES if env.get(name)),
+        }
         for f in fields(cls):
             if f.name in _DETECTED:
                 continue

@@ -62,6 +62,12 @@ NATIVE_BLAS_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 SHORT_JOB_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
 
 
+def on_a_cluster_manager(settings: Settings) -> bool:
+    """A master such as spark://HOST:PORT given to a driver we start (not spark-submit's, not local[*]): the
+    executors are processes of their own, on other machines, with an environment that is not the driver's."""
+    return not settings.under_spark_submit and not (settings.spark_master or "local[*]").startswith("local")
+
+
 def session_conf(settings: Settings, uris: Iterable[str] = (), *, short_job: bool = False) -> dict[str, str]:
     """The configuration the factory applies; a pure function so it can be checked without a JVM."""
     conf = dict(APP_CONF)
@@ -69,10 +75,10 @@ def session_conf(settings: Settings, uris: Iterable[str] = (), *, short_job: boo
         java_options = [f"-Dlog4j2.configurationFile={_LOG4J.as_uri()}"]
         if short_job:
             java_options.append(SHORT_JOB_JAVA_OPTIONS)
+        if not on_a_cluster_manager(settings):  # loopback only; a cluster's executors must reach the driver
+            conf.update({"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"})
         conf.update(
             {
-                "spark.driver.host": "127.0.0.1",
-                "spark.driver.bindAddress": "127.0.0.1",
                 "spark.ui.enabled": str(settings.spark_ui).lower(),
                 "spark.ui.showConsoleProgress": "false",
                 "spark.sql.shuffle.partitions": "4",
@@ -90,6 +96,11 @@ def session_conf(settings: Settings, uris: Iterable[str] = (), *, short_job: boo
         conf["spark.sql.sources.parallelPartitionDiscovery.threshold"] = "100000"
     if needs_s3a(settings, uris):
         conf.update(s3a_conf(settings))
+    if on_a_cluster_manager(settings):
+        # The executors read S3 themselves (S3A, the notification source's boto3 GETs) with the credentials
+        # of their own environment, which holds none of the driver's: the driver's go with them. Under
+        # spark-submit (EMR) the executors have the nodes' instance profile instead.
+        conf.update({f"spark.executorEnv.{name}": value for name, value in settings.aws_credentials})
     return conf
 
 
@@ -133,7 +144,8 @@ def get_spark(settings: Settings, app_name: str = "fruits", uris: Iterable[str] 
     `short_job`: a batch job that exits within minutes (SHORT_JOB_JAVA_OPTIONS; a new local JVM only)."""
     uris = list(uris)
     if not settings.under_spark_submit:
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        if not on_a_cluster_manager(settings):
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         # Python workers must run this interpreter (the venv), not whatever `python3` is on PATH.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         for key, value in NATIVE_BLAS_ENV.items():

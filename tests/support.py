@@ -67,8 +67,8 @@ def champion_copy(settings, fitted: dict, name: str) -> str:
     from fruits import registry
 
     client = registry.connect(settings)
-    source = client.get_model_version("fruits-pca", fitted["model_version"])
-    copy = client.copy_model_version(f"models:/fruits-pca/{fitted['model_version']}", name)
+    source = client.get_model_version(fitted["model_name"], fitted["model_version"])
+    copy = client.copy_model_version(f"models:/{fitted['model_name']}/{fitted['model_version']}", name)
     for key, value in source.tags.items():
         client.set_model_version_tag(name, copy.version, key, value)
     client.set_registered_model_alias(name, "champion", copy.version)
@@ -128,17 +128,21 @@ def stop_gracefully(process: subprocess.Popen) -> str:
     return out
 
 
-def kill_mid_stream_then_restart(args: list[str], log: Path, feeder: Feeder, total: int, kill_after: int = 18
+def kill_mid_stream_then_restart(args: list[str], log: Path, feeder: Feeder, total: int, kill_after: int = 18,
+                                 while_running: Callable[[subprocess.Popen], None] | None = None
                                  ) -> tuple[int, str, int]:
     """`fruits stream ARGS` with `feeder` uploading meanwhile: SIGKILL the stream's whole process group
     once `kill_after` uploads are committed (a lost machine), start it again, let the feeder finish,
-    wait until `total` uploads are committed, then SIGTERM it.
+    wait until `total` uploads are committed, then SIGTERM it. `while_running(stream)`, if given, runs
+    once the first stream has started, before the feeder does.
 
     Returns (uploads committed at the kill, the restarted stream's stdout, its exit code).
     """
     first = start_stream(args, log)
-    feeder.start()
     try:
+        if while_running is not None:
+            while_running(first)
+        feeder.start()
         wait_until(lambda: feeder.committed() >= kill_after, 600, "some committed batches", first)
     finally:
         os.killpg(first.pid, signal.SIGKILL)

@@ -39,3 +39,19 @@ def test_only_short_local_jobs_get_it() -> None:
     assert C1_ONLY not in session_conf(local)["spark.driver.extraJavaOptions"]  # the stream's
     under_spark_submit = Settings.load(env={"PYSPARK_GATEWAY_PORT": "4711"})  # EMR: the cluster's JVM options
     assert "spark.driver.extraJavaOptions" not in session_conf(under_spark_submit, short_job=True)
+
+
+def test_a_cluster_managers_executors_get_the_drivers_aws_credentials_and_can_reach_it() -> None:
+    """Executors started by a cluster manager have an environment of their own (tests/cluster runs them)."""
+    env = {"AWS_ACCESS_KEY_ID": "AKIDCLUSTEREXAMPLE", "AWS_SECRET_ACCESS_KEY": "cluster-secret-example",
+           "AWS_SESSION_TOKEN": "cluster-token-example"}
+    cluster = session_conf(Settings.load(env={**env, "FRUITS_SPARK_MASTER": "spark://10.0.0.5:7077"}))
+    assert {k: v for k, v in cluster.items() if k.startswith("spark.executorEnv.AWS")} == {
+        f"spark.executorEnv.{name}": value for name, value in env.items()}
+    assert "spark.driver.host" not in cluster and "spark.driver.bindAddress" not in cluster  # not loopback
+    local = session_conf(Settings.load(env=env))  # one process: the executors share the driver's environment
+    assert not any(k.startswith("spark.executorEnv.AWS") for k in local)
+    assert (local["spark.driver.host"], local["spark.driver.bindAddress"]) == ("127.0.0.1", "127.0.0.1")
+    emr = session_conf(Settings.load(env={**env, "PYSPARK_GATEWAY_PORT": "4711", "FRUITS_SPARK_MASTER": "yarn"}))
+    assert not any(k.startswith("spark.executorEnv.AWS") for k in emr)  # the nodes' instance profile
+    assert not any(value in repr(Settings.load(env=env)) for value in env.values())  # never printed
