@@ -30,18 +30,24 @@ import boto3
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from forged_notifications import Forger, Real
-from support import (
-    Feeder, champion_copy, copy_classes, kill_mid_stream_then_restart, table_rows, wait_until, write_bad_corpus,
-)
 
 from demo.workspace import scratch_state
 from fit.pipeline import classes
 from fit.refit import refit
+from forged_notifications import Forger, Real
 from fruits import registry
 from fruits.settings import MiB
 from fruits.upload import land
 from streaming.job import StreamingJob
+from support import (
+    Feeder,
+    champion_copy,
+    copy_classes,
+    kill_mid_stream_then_restart,
+    table_rows,
+    wait_until,
+    write_bad_corpus,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 MODEL = "fruits-cluster"
@@ -192,7 +198,7 @@ def test_the_fit_on_the_cluster_is_the_local_fit(cluster_fit: dict, fitted: dict
 
 
 def test_the_listing_stream_over_s3_on_the_cluster_writes_the_local_tables(listed: Path, s3_prefix) -> None:
-    source, reasons = s3_prefix
+    _, reasons = s3_prefix
     assert_same_tables(listed / "cluster", listed / "local")
     rows = table_rows(listed / "cluster" / "results", ["path", "label"])
     assert len(rows) == 40 and all(r.label == r.path.split("/")[-2] for r in rows)

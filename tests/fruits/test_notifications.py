@@ -10,8 +10,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -163,6 +165,23 @@ class Aws:
         """Messages still in the queue, visible or in flight."""
         attributes = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["All"])["Attributes"]
         return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+@pytest.fixture(autouse=True)
+def feeds_stop_extending(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each feed a test makes stops its visibility thread after the test (the stream closes its feed when the
+    query stops; these tests drive feeds by hand): none keeps calling a moto server the suite has stopped."""
+    made: list[NotificationFeed] = []
+    init = NotificationFeed.__init__
+
+    def remembered(self: NotificationFeed, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(NotificationFeed, "__init__", remembered)
+    yield
+    for feed in made:
+        feed.visibility.close()
 
 
 def unique_name(request) -> str:
