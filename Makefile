@@ -12,7 +12,7 @@ LINT_VENV  ?= .venv-lint
 LINT_STAMP := $(LINT_VENV)/.installed-$(shell cat constraints-lint.txt | sha256sum | cut -c1-12)
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: setup native-blas browser demo demo-aws test bench lint clean
+.PHONY: setup native-blas browser demo demo-aws test quick bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,11 @@ test: setup
 	$(BIN)/ruff check  # lint (pyproject.toml [tool.ruff]): a second or two, before the suite's minutes
 	$(BIN)/lint-imports  # the one-way layers (pyproject.toml [tool.importlinter])
 	FRUITS_SHARED_DIR=$(abspath $(SHARED)) $(BIN)/python -m pytest
+
+quick: setup  ## the inner loop: lint, layers and every test not marked slow (no cluster, browser, kill/restart or demo runs)
+	$(BIN)/ruff check
+	$(BIN)/lint-imports
+	FRUITS_SHARED_DIR=$(abspath $(SHARED)) $(BIN)/python -m pytest -m "not slow" -x
 
 bench: setup  ## each prints ratios against a baseline measured in the same run (docs/results.md)
 	$(BIN)/python bench/decode.py
