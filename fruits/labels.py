@@ -31,10 +31,14 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from deltalake import write_deltalake
 
 from fruits import lake
+from fruits.appuploads import CONSENTED_PATH_PATTERN
 from fruits.exceptions import FruitsError
 from fruits.settings import Settings
 
@@ -213,6 +217,63 @@ def verdicts(votes: Iterable[Vote], decisions: Iterable[Decision], consented: Co
 def training_labels(found: Mapping[str, Verdict]) -> dict[str, str]:
     """upload id -> label, for the uploads whose label trains."""
     return {upload_id: v.label for upload_id, v in found.items() if v.trains and v.label}
+
+
+# ----------------------------------------------------------------------------- the curator's queue
+@dataclass(frozen=True)
+class ProposedName:
+    """A name the model does not know yet, the uploads voted under it, and the proposed name nearest to it in
+    feature space (the mean MobileNetV2 features of its uploads): two spellings of one fruit come out near."""
+
+    name: str
+    uploads: tuple[str, ...]
+    votes: int
+    nearest: str | None = None
+    similarity: float | None = None  # cosine of the two names' mean features
+
+
+def proposed_names(found: Mapping[str, Verdict], known: Collection[str],
+                   features: Mapping[str, np.ndarray]) -> list[ProposedName]:
+    """New names in the votes, in an order where each is followed by the nearest one not listed yet."""
+    uploads: dict[str, list[str]] = {}
+    votes: Counter = Counter()
+    for upload_id, verdict in found.items():
+        for label, clients in verdict.tally:
+            if label not in known:
+                uploads.setdefault(label, []).append(upload_id)
+                votes[label] += clients
+    centroids = {}
+    for name, ids in uploads.items():
+        vectors = [features[i] for i in ids if i in features]
+        if vectors:
+            mean = np.mean(vectors, axis=0)
+            centroids[name] = mean / (np.linalg.norm(mean) or 1.0)
+    similarity = {(a, b): float(centroids[a] @ centroids[b]) for a in centroids for b in centroids if a != b}
+    nearest = {a: max((b for b in centroids if b != a), key=lambda b: similarity[(a, b)], default=None)
+               for a in centroids}
+    ordered: list[str] = []
+    remaining = sorted(uploads, key=lambda name: (-votes[name], name))
+    while remaining:
+        last = ordered[-1] if ordered else None
+        near = [b for b in remaining if last in centroids and b in centroids]
+        pick = max(near, key=lambda b: similarity[(last, b)]) if near else remaining[0]
+        ordered.append(pick)
+        remaining.remove(pick)
+    return [ProposedName(name, tuple(sorted(uploads[name])), votes[name], nearest.get(name),
+                         similarity.get((name, nearest[name])) if nearest.get(name) else None) for name in ordered]
+
+
+def upload_features(settings: Settings, upload_ids: Collection[str]) -> dict[str, np.ndarray]:
+    """The 1280 features the stream stored for these consented uploads (results table, read with delta-rs)."""
+    table = lake.open_table(settings, settings.output_uri)
+    if table is None or not upload_ids:
+        return {}
+    wanted = "(" + "|".join(sorted(i for i in upload_ids if re.fullmatch(r"[0-9a-f]{32}", i))) + ")"
+    pattern = CONSENTED_PATH_PATTERN.replace("([0-9a-f]{32})", wanted)
+    rows = table.to_pyarrow_dataset().to_table(
+        columns=["path", "features"], filter=pc.match_substring_regex(ds.field("path"), pattern)).to_pylist()
+    return {re.search(CONSENTED_PATH_PATTERN, row["path"])[1]: np.asarray(row["features"], dtype=np.float32)
+            for row in rows if row["features"] is not None}
 
 
 # ----------------------------------------------------------------------------- the tables
