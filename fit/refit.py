@@ -26,7 +26,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fit import pipeline
-from fit.evaluation import evaluate, featurize_held_out
+from fit.evaluation import evaluate, featurize_held_out, points
+from fit.public_labels import APP, accuracy_by_origin, add_held_out, app_labelled_rows, without_app_rows
 from fit.job import Clock, check_unseen, prepare
 from fruits import lake
 from fruits.exceptions import FruitsError
@@ -73,18 +74,22 @@ def refit(
     clock.lap("setup")
 
     lake_rows, other_featurizer = labelled_lake_rows(spark, settings, featurizer.spec.weights_sha256, since, until)
-    known = read_features(spark, champion_features)
+    # The app's uploads come from the labels as they stand now (a curator may have changed them since).
+    known = without_app_rows(read_features(spark, champion_features))
     # New = not already in the champion's training set (a refit's includes the lake rows it used).
     new = lake_rows.dropDuplicates(["path"]).join(known.select("path"), "path", "left_anti")
-    training = known.unionByName(new).persist(StorageLevel.MEMORY_AND_DISK)
+    champion_model = registry.load_spark_model(champion)
+    app = app_labelled_rows(spark, settings, featurizer.spec.weights_sha256,
+                            pipeline.classes(champion_model) if pipeline.has_head(champion_model) else [])
+    training = known.unionByName(new).unionByName(app.train).persist(StorageLevel.MEMORY_AND_DISK)
     held = None
     try:
         with spark_progress(spark, "reading the training rows", progress):
             counts = {r.source: r["count"] for r in training.groupBy("source").count().collect()}
         images = sum(counts.values())
-        if not counts.get("lake"):
+        if not counts.get("lake") and not counts.get(APP):
             raise FruitsError(f"no labelled rows of this featurizer in the results table {settings.output_uri}"
-                              f"{date_range(since, until)}: nothing new to learn from")
+                              f"{date_range(since, until)} and no accepted app labels: nothing new to learn from")
         if images <= pca_k:
             raise FruitsError(f"{images} training rows: the champion's pca_k {pca_k} needs more")
         clock.lap("read")
@@ -95,10 +100,11 @@ def refit(
         clock.lap("project")
 
         with spark_progress(spark, "featurizing held-out images", progress):
-            held = featurize_held_out(spark, featurizer, settings, eval_uri, novelty_uri, decoded)
+            held = add_held_out(featurize_held_out(spark, featurizer, settings, eval_uri, novelty_uri, decoded),
+                                app.held_out)
         check_unseen(held.novel_classes, pipeline.classes(model), novelty_uri)
-        challenger = evaluate(held, model)
-        champion_model = registry.load_spark_model(champion)
+        scored = points(held, model)
+        challenger = evaluate(held, model, scored)
         champion_eval = evaluate(held, champion_model) if pipeline.has_head(champion_model) else None
         clock.lap("evaluate")
 
@@ -110,6 +116,7 @@ def refit(
             params={"refit_of": champion.label, "eval_images_uri": eval_uri, "novelty_images_uri": novelty_uri or "",
                     "results_uri": settings.output_uri, "since": str(since or ""), "until": str(until or ""),
                     "rows_from_lake": counts.get("lake", 0), "rows_from_champion": counts.get("champion", 0),
+                    "rows_from_app": counts.get(APP, 0),
                     "lake_rows_of_another_featurizer": other_featurizer, "force": force},
             metrics={"champion_classifier_accuracy": champion_accuracy} if champion_accuracy is not None else {},
             alias=CHALLENGER, tags={"refit.decision": reason},
@@ -139,6 +146,7 @@ def refit(
         "decision": reason,
         "forced": force,
         "classifier_accuracy": challenger.classifier_accuracy,
+        **accuracy_by_origin(scored),
         "champion_classifier_accuracy": champion_accuracy,
         "macro_f1": challenger.macro_f1,
         "novelty_threshold": challenger.novelty_threshold,
@@ -150,6 +158,8 @@ def refit(
         "classes": len(pipeline.classes(model)),
         "rows_from_lake": counts.get("lake", 0),
         "rows_from_champion": counts.get("champion", 0),
+        "rows_from_app": counts.get(APP, 0),
+        **app.summary(),
         "lake_rows_of_another_featurizer": other_featurizer,
         "since": since.isoformat() if since else None,
         "until": until.isoformat() if until else None,

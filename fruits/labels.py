@@ -23,6 +23,7 @@ spelling variants of a new fruit are the curator's to merge.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import logging
 import re
 import unicodedata
@@ -217,6 +218,36 @@ def verdicts(votes: Iterable[Vote], decisions: Iterable[Decision], consented: Co
 def training_labels(found: Mapping[str, Verdict]) -> dict[str, str]:
     """upload id -> label, for the uploads whose label trains."""
     return {upload_id: v.label for upload_id, v in found.items() if v.trains and v.label}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the refit takes from the accepted app labels: upload id -> label, to train on and to evaluate on
+    (split by upload: no photo is in both), and the new names still short of images (name -> accepted images)."""
+
+    train: dict[str, str]
+    held_out: dict[str, str]
+    waiting: dict[str, int]
+
+
+def select_for_refit(labels: Mapping[str, str], known_classes: Collection[str], *, min_images: int,
+                     holdout_share: float) -> Selection:
+    """A new class enters once it has `min_images` accepted images; of each class's accepted images,
+    floor(n * holdout_share) are held out for the evaluation, picked by a hash of the upload id (stable
+    from one refit to the next, and not chosen by whoever voted)."""
+    by_label: dict[str, list[str]] = {}
+    for upload_id, label in labels.items():
+        by_label.setdefault(label, []).append(upload_id)
+    train, held_out, waiting = {}, {}, {}
+    for label, ids in by_label.items():
+        if label not in known_classes and len(ids) < min_images:
+            waiting[label] = len(ids)
+            continue
+        ids.sort(key=lambda i: hashlib.sha256(i.encode()).hexdigest())
+        held = int(len(ids) * holdout_share)
+        held_out.update((i, label) for i in ids[:held])
+        train.update((i, label) for i in ids[held:])
+    return Selection(train, held_out, waiting)
 
 
 # ----------------------------------------------------------------------------- the curator's queue

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from app_support import Phone, first_answered, needs_chromium, screenshot
-from support import champion_copy
+from support import champion_copy, table_rows
 
 from app.main import create_app
 from app.serve import BackgroundServer
@@ -146,3 +146,20 @@ def test_ops_shows_the_stream_numbers_and_refreshes_itself(browser, world, shots
     assert phone.console_errors == []
     phone.close()
 
+
+
+def test_a_person_says_no_it_is_another_fruit_and_the_vote_is_recorded(phone, world, photos, shots) -> None:
+    page = phone.page
+    page.locator("#consent").check()  # only photos shared to improve the model are asked about
+    page.set_input_files("#photo", str(photos["known"]))
+    assert phone.answer() == KNOWN
+    assert page.locator("#vote-question").inner_text() == "Is it right?"
+    page.locator("#vote-no").click()
+    page.locator("#vote-name").fill("  kumquat")  # a typo of a fruit the model knows
+    page.locator("#vote-send").click()
+    page.wait_for_function("() => document.getElementById('vote-status').textContent.includes('recorded')")
+    assert "Kumquats" in page.locator("#vote-status").inner_text()
+    upload_id = page.url.rsplit("/u/", 1)[1]
+    rows = table_rows(world[1].labels_uri)  # the vote log, read with delta-rs alone
+    assert [(r.upload_id, r.label) for r in rows] == [(upload_id, "Kumquats")]
+    screenshot(phone, shots, "vote")

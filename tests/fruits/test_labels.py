@@ -9,7 +9,8 @@ from support import table_rows
 
 from fruits.exceptions import FruitsError
 from fruits.labels import (ACCEPT, ACCEPTED, AGREED, DISPUTED, MERGE, NAME, REJECT, REJECTED, REOPEN, UPLOAD,
-                           Decision, LabelStore, Vote, accepted_names, canonical_name, decision, training_labels,
+                           Decision, LabelStore, Vote, accepted_names, canonical_name, decision, select_for_refit,
+                           training_labels,
                            verdicts)
 from fruits.settings import Settings
 
@@ -112,3 +113,14 @@ def test_votes_and_decisions_are_append_only_delta_tables(tmp_path) -> None:
     assert [r.action for r in table_rows(settings.curation_uri)] == [REJECT]
     found = store.verdicts()
     assert found["u"].status == DISPUTED and found["u"].tally == (("Guava", 1),)  # b's latest vote: a rejected name
+
+
+def test_a_new_class_enters_with_enough_images_and_each_class_is_split_by_upload() -> None:
+    labels = {f"g{i}": "Guava" for i in range(5)} | {f"o{i}": "Orange" for i in range(4)} | {"b0": "Banana"}
+    chosen = select_for_refit(labels, {"Banana"}, min_images=5, holdout_share=0.2)
+    assert chosen.waiting == {"Orange": 4}  # a new name short of images waits
+    assert sorted(chosen.held_out.values()) == ["Guava"]  # floor(5 * 0.2); Banana's one image trains
+    assert set(chosen.train) | set(chosen.held_out) == {f"g{i}" for i in range(5)} | {"b0"}
+    assert not set(chosen.train) & set(chosen.held_out)
+    again = select_for_refit(dict(reversed(labels.items())), {"Banana"}, min_images=5, holdout_share=0.2)
+    assert again == chosen  # the split depends on the uploads, not on the order
