@@ -12,6 +12,7 @@ same held-out rows: test/ + the app's held-out labels.
 Scenarios, each on the same draws:
 - clean: 3 visitors name each photo right;
 - noisy: 5 visitors, each vote wrong (a random other fruit) with probability 0.3;
+- curated: the same votes, and a curator accepts the right label of every photo left disputed (the queue's job);
 - attacker (1 client): clean + one client votes "Banana" on every photo, and alone on 20 photos of its own
   (stream/ "Apple Red 1" photos uploaded again);
 - attackers (3 clients): the same from 3 browsers (3 cookies) at once.
@@ -33,6 +34,7 @@ from common import DATA, machine, project_settings, save
 
 PER_FRUIT_LABELLED = 5
 ATTACK, ATTACKER_OWN_CLASS, ATTACKER_OWN = "Banana", "Apple Red 1", 20
+SCENARIOS = ("clean", "noisy", "curated", "attacker", "attackers")
 
 
 def featurized(settings) -> dict[str, tuple[list[str], list[str], np.ndarray]]:
@@ -81,7 +83,7 @@ def main() -> int:
     settings = project_settings(spark_master="local[2]")
     from fit import pipeline
     from fit.refit import decide
-    from fruits.labels import select_for_refit, training_labels, verdicts
+    from fruits.labels import ACCEPT, DISPUTED, UPLOAD, Decision, now, select_for_refit, training_labels, verdicts
     from fruits.project import project
     from fruits.spark import get_spark
 
@@ -124,11 +126,17 @@ def main() -> int:
             asked += [(p, fruit) for p in paths[PER_FRUIT_LABELLED:]]
         champion = pipeline.fit_model(frame(base_paths, base_labels, base_features), settings.pca_k,
                                       rows=len(base_paths))
-        for scenario in ("clean", "noisy", "attacker", "attackers"):
+        for scenario in SCENARIOS:
             t0 = time.perf_counter()
-            votes = simulate(scenario, labelled, own, names, random.Random(1000 * draw + len(scenario)))
-            found = verdicts(votes, [], set(labelled) | set(own), min_clients=settings.label_min_clients,
-                             share=settings.label_agreement)
+            voting = "noisy" if scenario == "curated" else scenario
+            votes = simulate(voting, labelled, own, names, random.Random(f"{draw}-{voting}"))
+            consented = set(labelled) | set(own)
+            rule = {"min_clients": settings.label_min_clients, "share": settings.label_agreement}
+            found = verdicts(votes, [], consented, **rule)
+            if scenario == "curated":
+                decisions = [Decision(now(), "curator", UPLOAD, upload_id, ACCEPT, labelled[upload_id])
+                             for upload_id, verdict in found.items() if verdict.status == DISPUTED]
+                found = verdicts(votes, decisions, consented, **rule)
             accepted = training_labels(found)
             chosen = select_for_refit(accepted, known_classes, min_images=settings.label_min_images,
                                       holdout_share=settings.label_holdout_share)
@@ -168,7 +176,7 @@ def main() -> int:
 
     print("\nmean over draws             agreed  wrong  attacker's own  new-fruit acc  test/ acc  promoted")
     summary = {}
-    for scenario in ("clean", "noisy", "attacker", "attackers"):
+    for scenario in SCENARIOS:
         mine = [r for r in runs if r["scenario"] == scenario]
         summary[scenario] = {key: float(np.mean([r[key] for r in mine])) for key in
                              ("agreed", "wrong_agreed", "attacker_own_agreed", "new_fruit_accuracy", "test_accuracy",
@@ -177,7 +185,7 @@ def main() -> int:
         print(f"{scenario:27} {s['agreed']:6.1f} {s['wrong_agreed']:6.1f} {s['attacker_own_agreed']:15.1f} "
               f"{s['new_fruit_accuracy']:14.3f} {s['test_accuracy']:10.3f} {s['promoted']:9.2f}")
     clean = summary["clean"]["new_fruit_accuracy"]
-    for scenario in ("noisy", "attacker", "attackers"):
+    for scenario in SCENARIOS[1:]:
         print(f"{scenario}: new-fruit accuracy {summary[scenario]['new_fruit_accuracy'] / clean:.2f}x the clean run's")
     path = save("labels", {"draws": args.draws, "runs": runs, "summary": summary,
                            "settings": {"min_clients": settings.label_min_clients, "share": settings.label_agreement,

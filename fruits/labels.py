@@ -326,13 +326,14 @@ class LabelStore:
     def decisions(self) -> list[Decision]:
         return [Decision(**row) for row in lake.read_table(self.settings, self.settings.curation_uri).to_pylist()]
 
-    def verdicts(self, consented: Collection[str] | None = None) -> dict[str, Verdict]:
-        """The rule on the stored tables. `consented` None: the consent each vote recorded (from the answer)."""
-        votes = self.votes()
-        if consented is None:
-            consented = {v.upload_id for v in votes if v.consent}
-        return verdicts(votes, self.decisions(), consented, min_clients=self.settings.label_min_clients,
-                        share=self.settings.label_agreement)
+    def verdicts(self, votes: list[Vote] | None = None, decisions: list[Decision] | None = None
+                 ) -> dict[str, Verdict]:
+        """The rule on the stored tables (or on `votes` and `decisions` already read from them). Consent is
+        what each vote recorded from the stream's answer; the refit checks it again on the upload's path."""
+        votes = self.votes() if votes is None else votes
+        decisions = self.decisions() if decisions is None else decisions
+        return verdicts(votes, decisions, {v.upload_id for v in votes if v.consent},
+                        min_clients=self.settings.label_min_clients, share=self.settings.label_agreement)
 
     def _append(self, uri: str, schema: pa.Schema, rows: list[dict]) -> int:
         if rows:

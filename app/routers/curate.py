@@ -42,7 +42,7 @@ def queue(response: Response, who: str = Depends(curator), ctx: AppContext = Dep
     """Disputed uploads and proposed names (with their photos), the decisions so far, and the counts."""
     response.headers["Cache-Control"] = "no-store"
     votes, decisions = ctx.labels.votes(), ctx.labels.decisions()
-    found = ctx.labels.verdicts()
+    found = ctx.labels.verdicts(votes, decisions)
     known = model_names(ctx, votes) | accepted_names(decisions)
     proposed = proposed_names(found, known, upload_features(ctx.settings, list(found)))
 
