@@ -124,3 +124,21 @@ def test_a_new_class_enters_with_enough_images_and_each_class_is_split_by_upload
     assert not set(chosen.train) & set(chosen.held_out)
     again = select_for_refit(dict(reversed(labels.items())), {"Banana"}, min_images=5, holdout_share=0.2)
     assert again == chosen  # the split depends on the uploads, not on the order
+
+
+def test_the_tables_live_on_s3_by_uri_too(tmp_path, moto_server) -> None:
+    import boto3
+
+    boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-3").create_bucket(
+        Bucket="fruits-labels", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+    settings = Settings.load(state_dir=tmp_path / "state", s3_endpoint_url=moto_server,
+                             labels="s3://fruits-labels/lake/labels", curation="s3a://fruits-labels/lake/curation")
+    store = LabelStore(settings)
+    store.add_votes([vote("u", "a", "Guava"), vote("u", "b", "Guava")])
+    store.add_decisions([ruling(UPLOAD, "u", REJECT)])
+    assert sorted(v.client for v in store.votes()) == ["a", "b"]
+    assert store.verdicts()["u"].status == REJECTED
+    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-3")
+            .list_objects_v2(Bucket="fruits-labels")["Contents"]]
+    assert any(k.startswith("lake/labels/_delta_log/") for k in keys)
+    assert any(k.startswith("lake/curation/_delta_log/") for k in keys)
