@@ -54,6 +54,7 @@ demo-aws: setup
 	$(BIN)/python -m demo --aws-emulated --images $(SHARED)/data/fruits360
 
 test: setup
+	$(BIN)/ruff check  # lint (pyproject.toml [tool.ruff]): a second or two, before the suite's minutes
 	$(BIN)/lint-imports  # the one-way layers (pyproject.toml [tool.importlinter])
 	FRUITS_SHARED_DIR=$(abspath $(SHARED)) $(BIN)/python -m pytest
 
@@ -75,7 +76,9 @@ $(LINT_STAMP): constraints-lint.txt
 	$(LINT_VENV)/bin/python -m pip install -q --disable-pip-version-check -c constraints-lint.txt checkov
 	rm -f $(LINT_VENV)/.installed-* && touch $@
 
-lint: setup $(LINT_STAMP)  ## the template: cfn-lint, then checkov (every remaining finding is justified in the template)
+lint: setup $(LINT_STAMP)  ## the Python (ruff: lint and format), the template (cfn-lint, then checkov: every remaining finding is justified in the template)
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/cfn-lint infra/template.yaml
 	$(LINT_VENV)/bin/checkov -f infra/template.yaml --framework cloudformation --skip-download --compact --quiet
 

@@ -69,7 +69,7 @@ def map_svg(labels: Sequence[str], xy: np.ndarray, upload_xy: tuple[float, float
              f'height="{MAP_PX}" role="img" aria-label="Map of the known fruits">',
              "<title>Map of the known fruits: each dot a training photo, coloured by fruit</title>",
              f'<rect width="{MAP_PX}" height="{MAP_PX}" fill="#fbfbf7"/>']
-    for (x, y), name in zip(points, labels):
+    for (x, y), name in zip(points, labels, strict=True):
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colours[name]}" fill-opacity="0.8"/>')
     for index in neighbours:
         if 0 <= index < len(points):

@@ -18,8 +18,16 @@ from starlette.exceptions import HTTPException
 from app.context import AppContext, KnownMapLoader, KnownMaps
 from app.dependencies import Refused
 from app.routers import answers, curate, known, ops, pages, uploads, votes
-from app.security import AccessLog, BodyLimit, CsrfTokens, RateLimiter, SecurityHeaders, app_secret, \
-    content_security_policy, curator_tokens
+from app.security import (
+    AccessLog,
+    BodyLimit,
+    CsrfTokens,
+    RateLimiter,
+    SecurityHeaders,
+    app_secret,
+    content_security_policy,
+    curator_tokens,
+)
 from app.uploads import open_uploads
 from fruits.answers import AnswerStore, open_answer_store
 from fruits.knownmap import KnownMap

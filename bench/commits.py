@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC
 
 from common import ROOT, machine, python_env, save
 
@@ -60,7 +61,7 @@ def main() -> int:
 
 def run(variant: str, batches: int, n: int) -> dict:
     """One variant in this (fresh) process: RSS and mean commit time, early and late."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     import numpy as np
     import psutil
@@ -74,7 +75,7 @@ def run(variant: str, batches: int, n: int) -> dict:
     work = tempfile.mkdtemp(prefix="bench-commits-")
     settings = Settings.load(output=f"{work}/results", errors=f"{work}/errors", state_dir=f"{work}/state")
     writer = sinks.LakeWriter(settings, "bench")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     rng = np.random.default_rng(0)
 
     def rows(batch: int) -> pa.Table:

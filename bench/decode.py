@@ -11,7 +11,6 @@ images of subset/ (320 small JPEGs), both decoders in this process.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import resource
 import struct
@@ -39,7 +38,7 @@ def _child(decoder: str, path: str, max_pixels: int) -> None:
     try:
         run(data, max_pixels)
         outcome = "features"
-    except Exception as exc:  # noqa: BLE001  v1 raises anything; now only Rejected
+    except Exception as exc:  # v1 raises anything; now only Rejected
         outcome = getattr(exc, "reason", type(exc).__name__)
     peak = peak_rss()
     ms = 1000 * (time.perf_counter() - start)
@@ -60,8 +59,9 @@ def _measure(decoder: str, path: Path, max_pixels: int) -> dict:
 
 def _worst_images(folder: Path, max_pixels: int) -> dict[str, Path]:
     import numpy as np
-    from hostile_images import exif_block, png_chunk
     from PIL import Image
+
+    from hostile_images import exif_block, png_chunk
 
     def save(name: str, img: Image.Image, fmt: str, **options) -> None:
         img.save(folder / name, fmt, **options)
@@ -90,7 +90,6 @@ def _worst_images(folder: Path, max_pixels: int) -> dict[str, Path]:
 
 def _speed(repeats: int) -> tuple[float, float]:
     from decode_v1 import decode_v1
-
     from fruits.decode import decode
 
     contents = [f.read_bytes() for f in sorted((DATA / "subset").glob("*/*.jpg"))]

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-
 from pathlib import Path
 
 from common import DATA, best_of, image_files, machine, project_settings, save, table
 
 from fruits import decode, source
 from fruits.featurize import Featurizer, featurize, featurize_batch, make_engine
-from fruits.spark import get_spark
 from fruits.settings import Settings
+from fruits.spark import get_spark
 
 
 def main() -> None:

@@ -44,9 +44,8 @@ def peak_rss_mb() -> float:
 # ----------------------------------------------------------------------------- children
 def child_generator(seed: int, mutations: int, crafted: bool, max_pixels: int) -> None:
     """Decode the generator's inputs one by one; a line before and after each, for the watchdog."""
-    from hostile_images import generate
-
     from fruits import decode
+    from hostile_images import generate
 
     for i, hostile in enumerate(generate(seed, mutations, DATA, crafted=crafted)):
         print(f"start {i}", flush=True)
@@ -56,7 +55,7 @@ def child_generator(seed: int, mutations: int, crafted: bool, max_pixels: int) -
             outcome, detail = "features", ""
         except decode.Rejected as exc:
             outcome, detail = exc.reason, exc.detail
-        except BaseException as exc:  # noqa: BLE001  the contract is broken: report it, do not die
+        except BaseException as exc:  # the contract is broken: report it, do not die
             outcome, detail = "raised", f"{type(exc).__name__}: {exc}"
         ms = 1000 * (time.perf_counter() - start)
         print(json.dumps({"i": i, "family": hostile.family, "outcome": outcome, "ms": ms, "detail": detail[:200]}),

@@ -61,8 +61,20 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import DATA, OUT, ROOT, ensure_model, image_files, land, machine, project_settings, python_env, save, \
-    scratch_state, table_paths
+from common import (
+    DATA,
+    OUT,
+    ROOT,
+    ensure_model,
+    image_files,
+    land,
+    machine,
+    project_settings,
+    python_env,
+    save,
+    scratch_state,
+    table_paths,
+)
 
 MiB = 2**20
 STARTUP_TIMEOUT_S = 300.0
@@ -188,8 +200,7 @@ def main() -> int:
             problems.append(f"feeding failed: {fed.error}")
 
         summary = stop(proc, stdout_path, stderr_path, problems)
-        if summary is not None:
-            if summary.get("rows") != args.uploads + len(warm) or summary.get("errors"):
+        if summary is not None and (summary.get("rows") != args.uploads + len(warm) or summary.get("errors")):
                 problems.append(f"the job's summary says {summary.get('rows')} rows, {summary.get('errors')} errors "
                                 f"for {args.uploads} uploads + {len(warm)} warm-up files")
         problems += exactly_once(str(results), str(errors), warm + uploads)

@@ -30,6 +30,7 @@ import shutil
 import tempfile
 import threading
 import time
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,7 @@ def run_stream(base: Settings, files: list[Path], work: Path, args):
     job.process_available()
     latencies = np.array(list(job.monitor.snapshot().latencies)[before:])
     latency = {
-        "files": int(len(latencies)),
+        "files": len(latencies),
         "sent": sent,
         "latency_p50_s": float(np.percentile(latencies, 50)),
         "latency_p95_s": float(np.percentile(latencies, 95)),
@@ -166,17 +167,17 @@ def run_stream(base: Settings, files: list[Path], work: Path, args):
 
 def driver_share(settings: Settings, job, files: list[Path], work: Path, n: int) -> dict:
     """The job's own micro-batch frame over `n` files: executors only, vs collected + committed on the driver."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from fruits import source
-    from fruits.sinks import DeltaSink, RESULTS
+    from fruits.sinks import RESULTS, DeltaSink
 
     folder = work / "driver"
     for i in range(n):
         f = files[i % len(files)]
         land(f, folder, f"d{i}_{f.name}")
     batch = job.batch
-    frame = batch.rows(source.read_images(job.spark, str(folder)), batch.model.head)
+    frame = batch.rows(batch.inputs(source.read_images(job.spark, str(folder))), batch.model.projection_in_udf)
     frame.write.format("noop").mode("overwrite").save()  # warm the workers on this plan
     start = time.perf_counter()
     frame.write.format("noop").mode("overwrite").save()
@@ -184,7 +185,7 @@ def driver_share(settings: Settings, job, files: list[Path], work: Path, n: int)
     start = time.perf_counter()
     rows = frame.toArrow()
     collect = time.perf_counter() - start
-    results, _ = batch.split(rows, 0, datetime.now(timezone.utc), batch.model.resolved)
+    results, _ = batch.split(rows, 0, datetime.now(UTC), batch.model.resolved)
     start = time.perf_counter()
     DeltaSink(settings, str(work / "driver-results"), RESULTS, "bench").append(results, 0)
     commit = time.perf_counter() - start

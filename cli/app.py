@@ -16,8 +16,9 @@ import argparse
 import signal
 import socket
 
-from cli.console import settings_from_args
+from cli.console import add_state_dir_flag, settings_from_args
 from fruits.exceptions import FruitsError
+from fruits.settings import default_location
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--forwarded-allow-ips", metavar="IPS",
                         help="trust X-Forwarded-For/-Proto from these proxy addresses (comma-separated), so rate "
                              "limits count the real client (default: none; the peer is the client)")
-    parser.add_argument("--source", metavar="URI", help="where uploads land: the stream's --source (default .fruits/landing)")
+    parser.add_argument("--source", metavar="URI", help=f"where uploads land: the stream's --source (default {default_location('source')})")
     parser.add_argument("--answers", metavar="URI",
                         help="the answers store the stream writes: sqlite:///PATH.db or dynamodb://TABLE "
                              "(default <state>/answers.db)")
@@ -35,7 +36,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", dest="mlflow_tracking_uri", metavar="URI",
                         help="MLflow registry: the model versions' known maps (default sqlite in the state dir)")
     parser.add_argument("--endpoint-url", dest="s3_endpoint_url", metavar="URL", help="S3-compatible endpoint")
-    parser.add_argument("--state-dir", help="state directory (default .fruits, env FRUITS_STATE_DIR)")
+    add_state_dir_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,11 +14,13 @@ from typing import Any, TypeVar
 
 from cli.console import emit_summary
 from fruits.contracts import STOP_MARKER
-from fruits.settings import Settings
+from fruits.settings import Settings, default_of
 from infra.aws import client, mlflow_credentials, request_stop
 from infra.checks import check_bucket
 from infra.cluster import ClusterOptions, build_request
 from infra.cost import (
+    DEFAULT_FIT_IMAGES,
+    WIRINGS,
     Comparison,
     CostEstimate,
     ServerlessCostEstimate,
@@ -38,14 +40,7 @@ from infra.preflight import (
 from infra.serverless import ServerlessOptions
 from infra.steps import JobOptions, check_tracking_uri
 
-WIRINGS = ("lambda-sns", "s3-sqs")
 Options = TypeVar("Options")
-
-
-def default_of(options: type, name: str) -> Any:
-    """The default of an options dataclass field: the one place each launcher default is stated."""
-    (field,) = [f for f in dataclasses.fields(options) if f.name == name]
-    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
 def options_from_args(options: type[Options], args: argparse.Namespace, **computed: Any) -> Options:
@@ -67,7 +62,7 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_region_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--region", help="AWS region (default env AWS_REGION, else eu-west-3)")
+    parser.add_argument("--region", help=f"AWS region (default env AWS_REGION, else {default_of(Settings, 'aws_region')})")
 
 
 def add_project_flag(parser: argparse.ArgumentParser, options: type) -> None:
@@ -111,7 +106,7 @@ def add_submit_flags(parser: argparse.ArgumentParser, jobs: tuple[str, ...] = JO
 
 
 def preflight(args: argparse.Namespace, jobs: JobOptions, settings: Settings, region: str,
-              extra: tuple[tuple[str, str], ...] = ()) -> None:  # fmt: skip
+              extra: tuple[tuple[str, str], ...] = ()) -> None:
     """Refuse what cannot work before anything is added (infra/preflight.py)."""
     s3 = client("s3", region, args.endpoint_url)
     require_objects(s3, jobs.bucket, ((SPARK_ENTRY_KEY, "upload cli/spark_entry.py there (docs/aws.md)"), *extra))
@@ -131,8 +126,8 @@ def preflight(args: argparse.Namespace, jobs: JobOptions, settings: Settings, re
 
 def add_comparison_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("side-by-side cost (EMR on EC2 vs EMR Serverless)")
-    group.add_argument("--fit-run-images", type=int, default=10_000, metavar="N",
-                       help="labelled images of the fit run the table prices (default 10000)")
+    group.add_argument("--fit-run-images", type=int, default=DEFAULT_FIT_IMAGES, metavar="N",
+                       help=f"labelled images of the fit run the table prices (default {DEFAULT_FIT_IMAGES})")
     group.add_argument("--wiring", choices=WIRINGS, default="lambda-sns",
                        help="upload notifications: S3 -> Lambda -> SNS -> SQS (default) or S3 -> SQS directly")
     group.add_argument("--lambda-ms", type=float, default=100.0, metavar="MS",
@@ -144,7 +139,7 @@ def add_stop_action(actions: Any) -> argparse.ArgumentParser:
         "stop", help="stop the stream gracefully: it finishes its current micro-batch, then exits",
         description=f"Writes the marker {STOP_MARKER} under the stream's checkpoint (s3://BUCKET/{CHECKPOINT}/). "
                     "The stream stops after its current micro-batch and deletes the marker.",
-    )  # fmt: skip
+    )
     stop.add_argument("--bucket", required=True, help="the project bucket, fruits-<account>-<region>")
     stop.add_argument("--checkpoint-key", default=CHECKPOINT, metavar="KEY",
                       help=f"the stream's checkpoint under the bucket (default {CHECKPOINT})")

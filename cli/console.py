@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fruits.settings import ENGINES, Settings, fields_of
+from fruits.settings import ENGINES, Settings, default_location, default_of, fields_of
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -19,25 +19,49 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only; no progress bars")
 
 
+def default(name: str) -> Any:
+    """A Settings field's default, for the help texts: stated once, in fruits/settings.py."""
+    return default_of(Settings, name)
+
+
+def add_state_dir_flag(parser: argparse._ActionsContainer, what: str = "state directory") -> None:
+    parser.add_argument("--state-dir", type=Path, help=f"{what} (default {default('state_dir')}, env FRUITS_STATE_DIR)")
+
+
 def add_job_flags(parser: argparse.ArgumentParser) -> None:
     """Flags every Spark job shares; each maps onto a Settings field (None = keep env/default)."""
     group = parser.add_argument_group("environment")
-    group.add_argument("--state-dir", type=Path, help="local state: sqlite MLflow, caches, default dirs (.fruits)")
-    group.add_argument("--tracking-uri", dest="mlflow_tracking_uri", metavar="URI",
-                       help="MLflow tracking + registry URI (env MLFLOW_TRACKING_URI; default sqlite in the state dir)")
+    add_state_dir_flag(group, "local state: sqlite MLflow, caches, default dirs")
+    group.add_argument(
+        "--tracking-uri",
+        dest="mlflow_tracking_uri",
+        metavar="URI",
+        help="MLflow tracking + registry URI (env MLFLOW_TRACKING_URI; default sqlite in the state dir)",
+    )
     group.add_argument("--spark-master", metavar="URL", help="default local[*]; spark-submit's own master wins")
-    group.add_argument("--engine", choices=ENGINES, help="featurizer engine (default onnx; keras is the reference)")
-    group.add_argument("--weights", metavar="SRC",
-                       help="'imagenet' (Keras cache, default) or a path / s3:// URI of the MobileNetV2 no-top .h5")
+    group.add_argument(
+        "--engine", choices=ENGINES, help=f"featurizer engine (default {default('engine')}; keras is the reference)"
+    )
+    group.add_argument(
+        "--weights",
+        metavar="SRC",
+        help=f"'imagenet' (Keras cache) or a path / s3:// URI of the MobileNetV2 no-top .h5 "
+        f"(default {default('weights')})",
+    )
 
 
 def add_model_flags(parser: argparse.ArgumentParser, alias_help: str) -> None:
-    """Flags of the jobs that register a model version: where, under which name and alias."""
-    parser.add_argument("--model-name", metavar="NAME", help="registered model name (default fruits-pca)")
-    parser.add_argument("--alias", help=alias_help)
-    parser.add_argument("--experiment", help="MLflow experiment (default fruits)")
-    parser.add_argument("--features-output", dest="features", metavar="URI",
-                        help="root for the training features parquet (default .fruits/features); one folder per run")
+    """Flags of the jobs that register a model version: where, under which name and alias (`alias_help`: what
+    the alias does in this job; the help adds its default)."""
+    parser.add_argument("--model-name", metavar="NAME", help=f"registered model name (default {default('model_name')})")
+    parser.add_argument("--alias", help=f"{alias_help} (default {default('alias')})")
+    parser.add_argument("--experiment", help=f"MLflow experiment (default {default('experiment')})")
+    parser.add_argument(
+        "--features-output",
+        dest="features",
+        metavar="URI",
+        help=f"root for the training features parquet (default {default_location('features')}); one folder per run",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, **extra: Any) -> Settings:

@@ -29,7 +29,6 @@ from cli.aws_common import (
     add_region_flag,
     add_stop_action,
     add_submit_flags,
-    default_of,
     dispatch,
     equivalent_serverless_cost,
     job_options,
@@ -40,7 +39,7 @@ from cli.aws_common import (
 )
 from cli.console import emit_summary
 from fruits.exceptions import FruitsError
-from fruits.settings import Settings
+from fruits.settings import Settings, default_of
 from infra.aws import add_steps, cluster_status, create_cluster, emr_client, find_cluster, live_steps, terminate_cluster
 from infra.cluster import ClusterOptions, parse_conf, planned_request
 from infra.cost import CostEstimate, estimate_cost
@@ -135,25 +134,25 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--wheelhouse", metavar="URI",
         help=f"S3 prefix of the wheels the nodes install, no package index (default s3://BUCKET/{WHEELHOUSE_KEY})",
-    )  # fmt: skip
+    )
     c.add_argument(
         "--lock", default=DEFAULT_LOCK, metavar="PATH",
         help=f"the wheelhouse's requirements.lock as built here; its sha256 goes in the request (default {DEFAULT_LOCK})",
-    )  # fmt: skip
+    )
     c.add_argument("--lock-sha256", metavar="HEX", help="that sha256 given directly (instead of --lock)")
     c.add_argument(
         "--conf", action="append", default=[], metavar="CLASSIFICATION:PROPERTY=VALUE",
         help="extra EMR configuration, repeatable (e.g. spark-defaults:spark.executor.memory=10g)",
-    )  # fmt: skip
+    )
     cost = parser.add_argument_group("cost estimate")
     cost.add_argument(
         "--images-per-second-per-node", type=float, default=DEFAULT_IMAGES_PER_SECOND_PER_NODE, metavar="R",
         help=f"throughput of one core/task node (default {DEFAULT_IMAGES_PER_SECOND_PER_NODE:g}, see docs/emr.md)",
-    )  # fmt: skip
+    )
     cost.add_argument(
         "--spot-fraction", type=float, default=DEFAULT_SPOT_FRACTION, metavar="F",
         help=f"expected spot EC2 price as a fraction of on-demand (default {DEFAULT_SPOT_FRACTION:g})",
-    )  # fmt: skip
+    )
 
 
 def _target_flags(parser: argparse.ArgumentParser) -> None:
@@ -164,13 +163,13 @@ def _target_flags(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return dispatch(args.emr_action, args, {"plan": _run_plan, "up": _run_up, "submit": _run_submit, "status": _run_status,
-                                        "stop": _run_stop, "down": _run_down})  # fmt: skip
+                                        "stop": _run_stop, "down": _run_down})
 
 
 def cluster_options(args: argparse.Namespace, region: str) -> ClusterOptions:
     """ClusterOptions from the flags by name; the region, the lock's sha256 and the --conf triples computed."""
     return options_from_args(ClusterOptions, args, region=region, lock_sha256=_lock_sha256(args),
-                             extra_configurations=tuple(parse_conf(c) for c in args.conf))  # fmt: skip
+                             extra_configurations=tuple(parse_conf(c) for c in args.conf))
 
 
 def _lock_sha256(args: argparse.Namespace) -> str | None:
@@ -182,7 +181,7 @@ def _lock_sha256(args: argparse.Namespace) -> str | None:
 
 
 def _planned(args: argparse.Namespace, region: str, launching: bool = False
-             ) -> tuple[ClusterOptions, dict[str, Any], CostEstimate]:  # fmt: skip
+             ) -> tuple[ClusterOptions, dict[str, Any], CostEstimate]:
     options = cluster_options(args, region)
     request = planned_request(options, today=dt.date.today(), launching=launching)
     if options.lock_sha256 is None:
@@ -201,9 +200,9 @@ def _run_plan(args: argparse.Namespace, region: str, settings: Settings) -> int:
     network = ["network: the subnet's S3 gateway endpoint (its policy, if restrictive) must let the nodes reach:"]
     network += [f"  {b.arn:<62} {b.access:<10} {b.why}" for b in endpoint]
     human = "\n".join([json.dumps(request, indent=2), options.release.describe(), options.bootstrap.describe(), *network,
-                       *cost.lines(), *comparison.events.lines(), *comparison.lines()])  # fmt: skip
+                       *cost.lines(), *comparison.events.lines(), *comparison.lines()])
     summary = {"request": request, "cost": cost.to_dict(), "comparison": comparison.to_dict(),
-               "gateway_endpoint_buckets": [{"bucket": b.bucket, "access": b.access, "why": b.why} for b in endpoint]}  # fmt: skip
+               "gateway_endpoint_buckets": [{"bucket": b.bucket, "access": b.access, "why": b.why} for b in endpoint]}
     emit_summary(summary, args.json, human)
     return 0
 

@@ -8,7 +8,7 @@ held-out images (accuracy, macro-F1, confusion matrix) and calibrates the novelt
 (is_novel) on them; with --novelty-images (classes the model is not fitted on) it measures how
 well the novelty score flags unseen fruits (AUROC) and draws t-SNE maps with them marked.
 The run logs params, metrics, plots, the featurizer identity and the model; the model is
-registered and the alias (default @champion) points at the new version. Raw features are
+registered and its alias (--alias) points at the new version. Raw features are
 written as parquet so `fruits refit` can refit without MobileNet.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.console import add_job_flags, add_model_flags, emit_summary, settings_from_args
+from cli.console import add_job_flags, add_model_flags, default, emit_summary, settings_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -27,8 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--novelty-images", metavar="URI",
                         help="labelled images of OTHER classes (unseen fruits): novelty AUROC and t-SNE marks; "
                              "needs --eval-images (default: none)")
-    parser.add_argument("--pca-k", type=int, metavar="K", help="principal components (default 300)")
-    add_model_flags(parser, "alias moved to the new version (default champion)")
+    parser.add_argument("--pca-k", type=int, metavar="K", help=f"principal components (default {default('pca_k')})")
+    add_model_flags(parser, "alias moved to the new version")
     add_job_flags(parser)
 
 

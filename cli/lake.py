@@ -9,8 +9,8 @@
                                       older than the retention (FRUITS_APP_PRIVATE_RETENTION, default 1d)
 
 Safe while the stream runs: compaction commits alongside its appends without conflict. The stream
-also does this by itself every --maintenance-interval (default 1h). purge-private is for a local
-landing folder (run it daily, e.g. from cron); on S3 the bucket's lifecycle rule on the prefix's
+also does this by itself every --maintenance-interval (`fruits stream --help`). purge-private is for a
+local landing folder (run it daily, e.g. from cron); on S3 the bucket's lifecycle rule on the prefix's
 app/private/ does the same.
 """
 
@@ -19,22 +19,24 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cli.console import emit_summary, settings_from_args
+from cli.console import add_state_dir_flag, emit_summary, settings_from_args
 from fruits import appuploads
 from fruits.exceptions import FruitsError
-from fruits.settings import Settings
+from fruits.settings import Settings, default_location, default_of
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("status", "maintain", "purge-private"), help="what to do")
-    parser.add_argument("--output", metavar="URI", help="results table (default .fruits/lake/results)")
-    parser.add_argument("--errors", metavar="URI", help="errors table (default .fruits/lake/errors)")
+    parser.add_argument("--output", metavar="URI", help=f"results table (default {default_location('output')})")
+    parser.add_argument("--errors", metavar="URI", help=f"errors table (default {default_location('errors')})")
     parser.add_argument("--vacuum-hours", type=int, metavar="H",
                         help="maintain: remove unreferenced files older than H hours (default: the table's 7 days)")
     parser.add_argument("--retention", dest="app_private_retention", metavar="AGE",
-                        help="purge-private: delete app uploads without consent older than AGE (default 1d)")
-    parser.add_argument("--source", metavar="URI", help="purge-private: the stream's source (default .fruits/landing)")
-    parser.add_argument("--state-dir", help="state directory (default .fruits, env FRUITS_STATE_DIR)")
+                        help="purge-private: delete app uploads without consent older than AGE "
+                             f"(default {default_of(Settings, 'app_private_retention')})")
+    parser.add_argument("--source", metavar="URI",
+                        help=f"purge-private: the stream's source (default {default_location('source')})")
+    add_state_dir_flag(parser)
     parser.add_argument("--endpoint-url", dest="s3_endpoint_url", help="S3-compatible endpoint (default: AWS)")
 
 

@@ -18,6 +18,7 @@ from datetime import date
 from typing import Any
 
 from cli.console import add_job_flags, add_model_flags, emit_summary, settings_from_args
+from fruits.settings import default_location
 
 
 def iso_date(text: str) -> date:
@@ -32,11 +33,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="held-out labelled images: both models are measured on them (featurized once)")
     parser.add_argument("--novelty-images", metavar="URI",
                         help="labelled images of classes the model does not know: novelty AUROC (default: none)")
-    parser.add_argument("--output", metavar="URI", help="the results table (default .fruits/lake/results)")
+    parser.add_argument("--output", metavar="URI", help=f"the results table (default {default_location('output')})")
     parser.add_argument("--since", type=iso_date, metavar="YYYY-MM-DD", help="only rows ingested on or after")
     parser.add_argument("--until", type=iso_date, metavar="YYYY-MM-DD", help="only rows ingested on or before")
     parser.add_argument("--force", action="store_true", help="promote the challenger even if it does not win")
-    add_model_flags(parser, "the champion's alias (default champion)")
+    add_model_flags(parser, "the champion's alias")
     add_job_flags(parser)
 
 

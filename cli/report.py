@@ -16,7 +16,7 @@ import argparse
 import time
 from pathlib import Path
 
-from cli.console import emit_summary, settings_from_args
+from cli.console import add_state_dir_flag, emit_summary, settings_from_args
 from fruits.exceptions import FruitsError
 from fruits.settings import interval_seconds
 
@@ -25,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", type=Path, metavar="FILE",
                         help="JSON progress lines (default <state>/stream-progress.jsonl)")
     parser.add_argument("--output", dest="png", type=Path, metavar="PNG", help="default <state>/stream-report.png")
-    parser.add_argument("--state-dir", type=Path, help="state directory (default .fruits, env FRUITS_STATE_DIR)")
+    add_state_dir_flag(parser)
     parser.add_argument("--last", metavar="EVERY", help="only the last EVERY of progress, e.g. 1h (default: all)")
 
 

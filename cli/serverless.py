@@ -26,7 +26,6 @@ from cli.aws_common import (
     add_region_flag,
     add_stop_action,
     add_submit_flags,
-    default_of,
     dispatch,
     equivalent_cluster_cost,
     job_options,
@@ -37,7 +36,7 @@ from cli.aws_common import (
 )
 from cli.console import emit_summary
 from fruits.exceptions import FruitsError
-from fruits.settings import Settings
+from fruits.settings import Settings, default_of
 from infra.aws import (
     account_id,
     application_status,
@@ -140,7 +139,7 @@ def _application_flags(parser: argparse.ArgumentParser) -> None:
     cost.add_argument(
         "--images-per-second-per-executor", type=float, default=DEFAULT_IMAGES_PER_SECOND_PER_NODE, metavar="R",
         help=f"throughput of one executor (default {DEFAULT_IMAGES_PER_SECOND_PER_NODE:g}, as one 4-vCPU EMR node)",
-    )  # fmt: skip
+    )
 
 
 def _target_flags(parser: argparse.ArgumentParser) -> None:
@@ -151,14 +150,14 @@ def _target_flags(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     return dispatch(args.serverless_action, args, {"plan": _run_plan, "up": _run_up, "submit": _run_submit, "status": _run_status,
-                                        "stop": _run_stop, "down": _run_down})  # fmt: skip
+                                        "stop": _run_stop, "down": _run_down})
 
 
 def serverless_options(args: argparse.Namespace, region: str) -> ServerlessOptions:
     """ServerlessOptions from the flags by name; the region and the two worker sizes computed."""
     return options_from_args(ServerlessOptions, args, region=region,
                              driver=WorkerSize(args.driver_vcpu, args.driver_memory_gb),
-                             executor=WorkerSize(args.executor_vcpu, args.executor_memory_gb))  # fmt: skip
+                             executor=WorkerSize(args.executor_vcpu, args.executor_memory_gb))
 
 
 def _role_arn(role: str, account: str) -> str:
@@ -172,14 +171,14 @@ def _run_plan(args: argparse.Namespace, region: str, settings: Settings) -> int:
         log.warning("no --subnet-id: `up` needs the private subnets the workers run in (to reach MLflow and SQS)")
     tracking_uri = args.tracking_uri or settings.mlflow_tracking_uri or PLACEHOLDER_TRACKING_URI
     stream = job_run_request("stream", options, JobOptions(bucket=options.bucket, tracking_uri=tracking_uri),
-                             PLACEHOLDER_APPLICATION_ID, _role_arn(JOB_ROLE, PLACEHOLDER_ACCOUNT), client_token="<new per submit>")  # fmt: skip
+                             PLACEHOLDER_APPLICATION_ID, _role_arn(JOB_ROLE, PLACEHOLDER_ACCOUNT), client_token="<new per submit>")
     cost = estimate_serverless_cost(options, args.images_per_second_per_executor)
     ec2 = equivalent_cluster_cost(options.bucket, region, options.executors, args.images_per_second_per_executor)
     comparison = side_by_side(region, ec2, cost, args)
     human = "\n".join([
         "CreateApplication:", json.dumps(application, indent=2), "StartJobRun (the stream):", json.dumps(stream, indent=2),
         options.release.describe(), *cost.lines(), *comparison.events.lines(), *comparison.lines(),
-    ])  # fmt: skip
+    ])
     summary = {"application": application, "stream_job_run": stream, "cost": cost.to_dict(), "comparison": comparison.to_dict()}
     emit_summary(summary, args.json, human)
     return 0
@@ -221,7 +220,7 @@ def _run_submit(args: argparse.Namespace, region: str, settings: Settings) -> in
     job_run_id = start_job_run(serverless, request)
     human = f"started {request['name']} ({request['mode']}) as job run {job_run_id} on {application_id}"
     emit_summary({"application_id": application_id, "job_run_id": job_run_id, "name": request["name"],
-                  "mode": request["mode"]}, args.json, human)  # fmt: skip
+                  "mode": request["mode"]}, args.json, human)
     return 0
 
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.console import settings_from_args
+from cli.console import add_state_dir_flag, settings_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights-from", metavar="DIR",
                         help="folder holding mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
     parser.add_argument("--s3a-jars", action="store_true", help="fetch the jars s3a:// needs into the state dir")
-    parser.add_argument("--state-dir", type=Path, help="state directory (default .fruits, env FRUITS_STATE_DIR)")
+    add_state_dir_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:

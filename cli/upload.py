@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from cli.console import emit_summary
-from fruits.settings import Settings
+from fruits.settings import Settings, default_of
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dest", metavar="DEST", help="s3://bucket/prefix/ (or s3a://), or a local directory / file:// URI")
     parser.add_argument("--endpoint-url", dest="s3_endpoint_url",
                         help="S3-compatible endpoint (default: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, then AWS)")
-    parser.add_argument("--region", dest="aws_region", help="AWS region (default: AWS_REGION, then eu-west-3)")
+    parser.add_argument("--region", dest="aws_region", help=f"AWS region (default: AWS_REGION, then {default_of(Settings, 'aws_region')})")
     parser.add_argument("--workers", type=int, default=8, help="concurrent uploads (default: 8)")
     parser.add_argument("--dry-run", action="store_true", help="report what would be uploaded; write nothing")
 

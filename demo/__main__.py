@@ -76,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     progress = not args.quiet
     with sigterm_as_interrupt(), patched_env(QUIET_MLFLOW):
-        from demo import report, run as steps  # Spark, MLflow, TensorFlow: only once the flags are valid
+        from demo import report  # Spark, MLflow, TensorFlow: only once the flags are valid
+        from demo import run as steps
 
         if args.aws_emulated:
             summary = steps.demo_aws(settings, images, limit=args.limit, progress=progress)

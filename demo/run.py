@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +91,9 @@ def demo_local(
         parts = stack.enter_context(staged_images(images / "stream", limit, run_dir / "staging", 2 if with_refit else 1))
         between = (lambda job: refit_and_swap(job, stream_settings, images, spark, progress)) if with_refit else None
         # Once every upload is in, while the stream still runs: one photo through the app's page.
-        app = (lambda job: photo_through_the_app(stream_settings, pick_images(images / "test", 1)[0],
-                                                 run_dir / "app.png"))
+        def app(job: StreamingJob) -> dict[str, Any]:
+            return photo_through_the_app(stream_settings, pick_images(images / "test", 1)[0], run_dir / "app.png")
+
         streamed = stream_uploads(spark, stream_settings, parts, landing, between=between, after=app,
                                   progress=progress)
         client = registry.connect(settings)
@@ -156,7 +157,7 @@ def demo_aws(
 # ============================================================================ shared steps
 def new_run_dir(settings: Settings, kind: str) -> Path:
     """<state>/demo/<kind>-<UTC time>: this run's plots, staging and (emulated) server files."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     base = settings.state / "demo"
     candidate, n = base / f"{kind}-{stamp}", 1
     while candidate.exists():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fruits.settings import Settings
 
+
 def scratch_state(state: Path, base: Settings) -> Path:
     """Create `state` with symlinks to `base`'s caches (those that exist); returns `state`."""
     state.mkdir(parents=True, exist_ok=True)

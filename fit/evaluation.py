@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from fruits import featurize, metrics, source
 from fruits.exceptions import FruitsError
 from fruits.featurize import Featurizer
+from fruits.knownmap import tsne_2d
 from fruits.project import project
 from fruits.settings import Settings
 from fruits.spark import qualify
@@ -32,7 +33,6 @@ log = logging.getLogger("fruits.fit")
 KNOWN, NOVEL = "known", "novel"
 # is_novel flags about this share of images of known classes (calibrated on held-out known images).
 NOVELTY_FALSE_ALARM_TARGET = 0.05
-TSNE_ITERATIONS = 500  # a few hundred points settle well before scikit-learn's default 1000
 
 
 def labelled_features(
@@ -202,18 +202,10 @@ class Maps:
 
 def tsne_maps(fit_points: pd.DataFrame, novel: pd.DataFrame) -> Maps:
     """t-SNE of the fit images and the unseen-class images: on raw features, and on the PCA projection."""
-    from sklearn.manifold import TSNE
-    from threadpoolctl import threadpool_limits
-
     frames = [fit_points, novel] if len(novel) else [fit_points]
     embedded = {}
     for name in ("features", "pca"):
         data = np.concatenate([np.stack(f[name].to_numpy()) for f in frames]).astype(np.float32)
-        perplexity = float(min(30, max(2, (len(data) - 1) // 3)))
-        # One OpenMP thread: Barnes-Hut's threads spin-wait, and on a busy machine (Spark next door)
-        # that made a 400-point map take 27 s instead of 6 (measured here).
-        with threadpool_limits(limits=1):
-            embedded[name] = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0,
-                                  max_iter=TSNE_ITERATIONS).fit_transform(data)
+        embedded[name] = tsne_2d(data, min_perplexity=2)
     labels = fit_points["label"].tolist() + novel["label"].tolist()
     return Maps(embedded["features"], embedded["pca"], labels, [False] * len(fit_points) + [True] * len(novel))

@@ -86,21 +86,20 @@ def fit(
             maps = tsne_maps(fit_points, scored[scored["kind"] == "novel"])
             clock.lap("maps")
 
-        logged = report.log_and_register(
-            client, experiment_id, settings, featurizer, model, valid, fit_points, evaluation, skipped,
+        run = report.RunRecord(
+            settings, featurizer, model, valid, fit_points, settings.alias, evaluation, skipped,
             params={"images_uri": images_uri, "eval_images_uri": eval_uri or "", "novelty_images_uri": novelty_uri or ""},
-            metrics={"featurize_images_per_second": total / featurize_seconds},
-            maps=maps, alias=settings.alias,
+            metrics={"featurize_images_per_second": total / featurize_seconds}, maps=maps,
         )
+        logged = report.log_and_register(client, experiment_id, run)
         clock.lap("log_and_register")
     finally:
         rows.unpersist()  # also when the fit fails: the cache holds every image's features
         if held is not None:
             held.release()
 
-    return report.summary(settings, featurizer, model, logged, fit_points, evaluation, skipped,
-                          decoded=decoded.value, lapack=lapack_implementation(spark), timings=clock.laps,
-                          seconds=clock.total())
+    return report.summary(run, logged, decoded=decoded.value, lapack=lapack_implementation(spark),
+                          timings=clock.laps, seconds=clock.total())
 
 
 def prepare(settings: Settings, app_name: str, uris: list[str], spark: SparkSession | None

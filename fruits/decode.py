@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFile, ImageMode, JpegImagePlugin, UnidentifiedImageError
 
-from fruits.reasons import REASONS, exception_detail
+from fruits.reasons import EMPTY_DETAIL, REASONS, exception_detail
 
 INPUT_SIZE = 224
 # Pillow bilinear (with its antialiasing support on downscale). Pillow and tf.image.resize
@@ -81,7 +81,7 @@ def decode(data: bytes | None, max_pixels: int) -> np.ndarray:
     transparency (composited on white, the Fruits-360 background), EXIF rotation.
     """
     if not data:
-        raise Rejected("empty", "file has 0 bytes")
+        raise Rejected("empty", EMPTY_DETAIL)
     parsing = True  # until the pixels are decoded, a decoder's error means the file is broken
     try:
         with warnings.catch_warnings():
@@ -197,7 +197,7 @@ def _transposition(img: Image.Image) -> Image.Transpose | None:
     Unreadable EXIF leaves it as stored: the pixels are fine, only their orientation is unknown."""
     try:
         return _UPRIGHT.get(img.getexif().get(0x0112))  # ExifTags.Base.Orientation
-    except Exception:  # noqa: BLE001  hostile metadata: whatever the EXIF parser raises
+    except Exception:  # hostile metadata: whatever the EXIF parser raises
         return None
 
 
@@ -259,6 +259,6 @@ def _content_format(data: bytes) -> str | None:
         try:
             if accept is not None and accept(prefix):
                 return name
-        except Exception:  # noqa: BLE001, S112  some signature checks read past a short prefix
+        except Exception:  # some signature checks read past a short prefix
             continue
     return None

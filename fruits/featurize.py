@@ -274,7 +274,7 @@ def _infer(engine: Engine, indices: list[int], pixels: list[np.ndarray], result:
             raise ValueError(f"the engine returned an array of shape {features.shape} for {len(pixels)} images")
         if not np.isfinite(features).all():
             raise ValueError("the engine returned non-finite features")
-    except Exception as exc:  # noqa: BLE001  an engine failure is the image's error, never the task's
+    except Exception as exc:  # an engine failure is the image's error, never the task's
         if len(indices) == 1:
             result.reasons[indices[0]], result.details[indices[0]] = "engine_failed", exception_detail(exc)
             return
@@ -298,10 +298,11 @@ def worker_engine(kind: str, sha: str, payload_getter: Callable[[], bytes], thre
 
 
 @dataclass(frozen=True)
-class HeadInUdf:
-    """What follows the features inside the featurizing UDF, broadcast to the Python workers (once per
-    worker process): an object whose `apply(float32 (n, FEATURE_DIM)) -> pandas frame of n rows`
-    (fruits.project.Projection), and the columns it adds (DDL)."""
+class ProjectionInUdf:
+    """The projection step inside the featurizing UDF, broadcast to the Python workers (once per worker
+    process): an object whose `apply(float32 (n, FEATURE_DIM)) -> pandas frame of n rows`
+    (fruits.project.Projection: the registered model's scaler, PCA and classifier head), and the columns
+    it adds (DDL)."""
 
     broadcast: Broadcast
     schema: str
@@ -310,10 +311,10 @@ class HeadInUdf:
 # ----------------------------------------------------------------------------- in Spark
 def featurize(
     df: DataFrame, featurizer: Featurizer, max_pixels: int, content: str = "content",
-    counter: Accumulator | None = None, head: HeadInUdf | None = None,
+    counter: Accumulator | None = None, projection: ProjectionInUdf | None = None,
 ) -> DataFrame:
     """Add `features` (1280 float32; null when rejected), `reason` and `detail` (null when featurized),
-    and the columns of `head`, applied to the features in the same UDF (null for rejected rows).
+    and the columns of `projection`, applied to the features in the same UDF (null for rejected rows).
 
     Decoding happens inside this UDF, next to the model, so the 150 KB of pixels per image never
     cross from Python to the JVM and back. A pandas *iterator* UDF: each Python worker builds its
@@ -323,20 +324,20 @@ def featurize(
     """
     payload = featurizer.broadcast(df.sparkSession.sparkContext)
     kind, sha = featurizer.engine, featurizer.spec.weights_sha256
-    schema = FEATURES_SCHEMA if head is None else f"{FEATURES_SCHEMA}, {head.schema}"
-    head_broadcast = head.broadcast if head is not None else None
+    schema = FEATURES_SCHEMA if projection is None else f"{FEATURES_SCHEMA}, {projection.schema}"
+    projection_broadcast = projection.broadcast if projection is not None else None
 
     @F.pandas_udf(schema)
     def featurize_udf(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         engine = worker_engine(kind, sha, lambda: payload.value, WORKER_THREADS)
-        apply = head_broadcast.value.apply if head_broadcast is not None else None
+        project = projection_broadcast.value.apply if projection_broadcast is not None else None
         for contents in batches:
             result = featurize_batch(engine, contents.tolist(), max_pixels)
             if counter is not None:
                 counter.add(len(contents))
             out = pd.DataFrame({"features": result.features, "reason": result.reasons, "detail": result.details})
-            if apply is not None:
-                out = pd.concat([out, apply_to_featurized(apply, result.features)], axis=1)
+            if project is not None:
+                out = pd.concat([out, apply_to_featurized(project, result.features)], axis=1)
             yield out
 
     # Non-deterministic so the optimizer never evaluates the UDF once per struct field.

@@ -44,6 +44,19 @@ TAG = "known_map.artifact"
 TSNE_ITERATIONS = 500  # a few hundred points settle well before scikit-learn's default 1000
 
 
+def tsne_2d(points: np.ndarray, min_perplexity: float = 1.0) -> np.ndarray:
+    """A seeded 2-D t-SNE of a few hundred points (the known map here, the fit's maps in fit.evaluation)."""
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    perplexity = float(min(30, max(min_perplexity, (len(points) - 1) // 3)))
+    # One OpenMP thread: Barnes-Hut's threads spin-wait, and on a busy machine (Spark next door) that made a
+    # 400-point map take 27 s instead of 6 (measured here).
+    with threadpool_limits(limits=1):
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0,
+                    max_iter=TSNE_ITERATIONS).fit_transform(points)
+
+
 @dataclass(frozen=True, eq=False)
 class KnownMap:
     labels: tuple[str, ...]
@@ -57,18 +70,11 @@ class KnownMap:
     @classmethod
     def build(cls, pca: np.ndarray, labels: Sequence[str], paths: Sequence[str]) -> KnownMap:
         """t-SNE of the known images' projection, scaled into [0, 1] on each axis (deterministic: seeded)."""
-        from sklearn.manifold import TSNE
-        from threadpoolctl import threadpool_limits
-
         pca = np.asarray(pca, dtype=np.float32)
         if not (len(pca) == len(labels) == len(paths)) or len(pca) < 2:
             raise ValueError(f"a known map needs as many labels and paths as projections (at least 2), got "
                              f"{len(pca)}, {len(labels)}, {len(paths)}")
-        perplexity = float(min(30, max(1, (len(pca) - 1) // 3)))
-        # One OpenMP thread: Barnes-Hut's threads spin-wait, and next to Spark that made t-SNE several times slower.
-        with threadpool_limits(limits=1):
-            embedded = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0,
-                            max_iter=TSNE_ITERATIONS).fit_transform(pca)
+        embedded = tsne_2d(pca)
         low, span = embedded.min(axis=0), np.ptp(embedded, axis=0)
         xy = (embedded - low) / np.where(span > 0, span, 1.0)
         return cls(tuple(str(x) for x in labels), tuple(str(p) for p in paths), pca, xy.astype(np.float32))

@@ -18,7 +18,7 @@ A model without a head (fitted before the classifier existed) gives nulls in the
 Two ways to apply the same model, one arithmetic:
 - `project(df, model)`: Spark ML's own transform, for the batch jobs (fit, refit, evaluation);
 - `Projection.of(model)`: the model's parameters as numpy arrays, applied by the stream inside
-  its featurizing UDF (fruits.featurize `head`), next to the features. Measured here per
+  its featurizing UDF (fruits.featurize `ProjectionInUdf`), next to the features. Measured here per
   micro-batch, Spark ML's transform cost more than the image work of a small batch: every
   batch re-serialized the 1280x300 PCA matrix into its closures and tasks (3 MB), re-planned
   four ML stages over Py4J and sent 1280 doubles per row through four vector conversions.
@@ -52,6 +52,7 @@ MODEL_COLUMNS = (MODEL_INPUT_COL, "scaled", MODEL_OUTPUT_COL, CLASS_INDEX_COL, C
                  CLASS_PROBABILITY_COL, CLASS_NAME_COL)
 
 NOVELTY_SCORE = "msp"  # the registered `novelty.score` tag: 1 - maximum softmax probability
+# The classifier head's outputs ("head" is the classifier here and everywhere: the `model.head` version tag).
 HEAD_COLUMNS = {"prediction": "string", "confidence": "double", "novelty_score": "double", "is_novel": "boolean"}
 # What project() adds to its input, in order and whatever the model (a model without a head gives nulls).
 OUTPUT_COLUMNS = {"pca": "array<float>", **HEAD_COLUMNS}

@@ -15,11 +15,11 @@ REASONS: dict[str, str] = {
     "corrupt": "the decoder refuses its data (or a JPEG of more scans than any encoder writes)",
     "bad_dimensions": "the image declares a zero width or height",
     "too_many_pixels": "over the pixel limit (decompression bombs), or decoding it would hold more than 4 bytes per "
-                       "pixel of that limit: its pixels as Pillow stores them (16-bit, alpha, multi-channel), their "
-                       "RGB or rotated copy, libjpeg's whole-image buffer of a progressive JPEG",
+    "pixel of that limit: its pixels as Pillow stores them (16-bit, alpha, multi-channel), their "
+    "RGB or rotated copy, libjpeg's whole-image buffer of a progressive JPEG",
     "unsupported_mode": "it decodes to a pixel format the conversion does not know",
     "decode_failed": "decoding failed in a way none of the codes above explains; the detail names the exception "
-                     "(a decoder bug, or memory exhausted)",
+    "(a decoder bug, or memory exhausted)",
     # Set while featurizing (fruits/featurize.py)
     "engine_failed": "the inference engine failed on this image alone (its chunk was retried image by image)",
     # Set by the stream before reading a file (streaming/batch.py)
@@ -27,11 +27,23 @@ REASONS: dict[str, str] = {
     "missing": "deleted or replaced between the listing (or the notification) and the read",
     # Set by the stream when the upload fails its whole micro-batch (streaming/poison.py)
     "poison": "it fails its micro-batch's Spark task alone (a Python worker killed or crashed, an exception that "
-              "escaped featurizing); the detail names the failure",
+    "escaped featurizing); the detail names the failure",
 }
 POISON = "poison"
+EMPTY_DETAIL = "file has 0 bytes"
 
 MAX_DETAIL = 300  # characters: enough for an exception's message, small enough for a table cell
+
+
+def unread_reason(size: int | None, max_bytes: int, missing: str) -> tuple[str, str]:
+    """(reason, detail) of an upload the stream was given but did not read, from its size (None: it is gone):
+    over the limit, empty, else missing (`missing` says how it went: the source knows). The one rule for
+    both sources (streaming/batch.py)."""
+    if size is not None and size > max_bytes:
+        return "too_large", f"{size:,} bytes is over the {max_bytes:,}-byte limit; not read"
+    if size == 0:
+        return "empty", EMPTY_DETAIL
+    return "missing", missing
 
 
 def exception_detail(exc: BaseException) -> str:
@@ -39,7 +51,7 @@ def exception_detail(exc: BaseException) -> str:
     characters and lone surrogates escaped (one must not fail the write of the errors table or of a TSV)."""
     try:
         message = str(exc)
-    except Exception:  # noqa: BLE001  an exception whose message itself fails
+    except Exception:  # an exception whose message itself fails
         message = "(unprintable message)"
     return bounded_detail(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
 

@@ -19,6 +19,7 @@ from fruits.exceptions import FruitsError
 
 ENGINES = ("onnx", "keras")
 MiB = 1024 * 1024
+AVAILABLE_NOW = "available-now"  # the stream's trigger that drains what is there, then stops
 
 # Environment variables that are not FRUITS_<FIELD>: the standard names other tools use.
 _STANDARD_ENV = {
@@ -34,6 +35,9 @@ _DETECTED = ("under_spark_submit",)
 _INTERVALS = ("maintenance_interval_seconds", "model_refresh_interval_seconds", "backfill_interval_seconds",
               "notification_retention_seconds", "answer_retention_seconds", "app_upload_expiry_seconds",
               "app_private_retention_seconds")
+# Where the optional locations default to, under the state directory (the *_uri properties, the CLI's help).
+UNDER_STATE = {"source": "landing", "output": "lake/results", "errors": "lake/errors",
+               "checkpoint": "checkpoints/stream", "features": "features"}
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ class Settings:
         for f in fields(cls):
             if f.name in _DETECTED:
                 continue
-            names = (f"FRUITS_{f.name.upper()}",) + _STANDARD_ENV.get(f.name, ())
+            names = (f"FRUITS_{f.name.upper()}", *_STANDARD_ENV.get(f.name, ()))
             for name in names:
                 if env.get(name):
                     values[f.name] = _coerce(f, env[name], name)
@@ -202,30 +206,35 @@ class Settings:
         return self.mlflow_tracking_uri or f"sqlite:///{self.state / 'mlflow.db'}"
 
     @property
+    def model_uri(self) -> str:
+        """The registered model the stream applies and the refit challenges: its alias, resolved when used."""
+        return f"models:/{self.model_name}@{self.alias}"
+
+    @property
     def artifact_root(self) -> str:
         """Where a new experiment stores artifacts when the tracking store is local."""
         return (self.state / "mlartifacts").as_uri()
 
     @property
     def source_uri(self) -> str:
-        return self.source or str(self.state / "landing")
+        return self.source or str(self.state / UNDER_STATE["source"])
 
     @property
     def output_uri(self) -> str:
-        return self.output or str(self.state / "lake" / "results")
+        return self.output or str(self.state / UNDER_STATE["output"])
 
     @property
     def errors_uri(self) -> str:
-        return self.errors or str(self.state / "lake" / "errors")
+        return self.errors or str(self.state / UNDER_STATE["errors"])
 
     @property
     def checkpoint_uri(self) -> str:
-        return self.checkpoint or str(self.state / "checkpoints" / "stream")
+        return self.checkpoint or str(self.state / UNDER_STATE["checkpoint"])
 
     @property
     def features_uri(self) -> str:
         """Raw fit features (parquet), one folder per MLflow run, to refit PCA without MobileNet."""
-        return self.features or str(self.state / "features")
+        return self.features or str(self.state / UNDER_STATE["features"])
 
     @property
     def answers_uri(self) -> str:
@@ -313,6 +322,18 @@ def interval_seconds(text: str, flag: str, *, allow_off: bool = False, extra: st
         choices = " or 'off'" if allow_off else (f" {extra}" if extra else "")
         raise FruitsError(f"{flag} must be an interval like 2s, 500ms, 1m{choices}, got {text!r}")
     return seconds
+
+
+def default_of(options: type, name: str) -> Any:
+    """The default of a dataclass field (Settings, the launchers' options): where each default is stated, once;
+    help texts read it from there."""
+    (found,) = [f for f in fields(options) if f.name == name]
+    return found.default_factory() if found.default is dataclasses.MISSING else found.default
+
+
+def default_location(name: str) -> str:
+    """Where an optional location (UNDER_STATE) is by default, as the help says it: `.fruits/landing`."""
+    return f"{default_of(Settings, 'state_dir')}/{UNDER_STATE[name]}"
 
 
 def fields_of(cls: type) -> set[str]:

@@ -46,7 +46,7 @@ class TableSpec:
 
 
 # Every row of both tables says which upload it is about, and when it was ingested.
-UPLOAD_COLUMNS = [
+UPLOAD_FIELDS = [
     ("path", pa.string()),
     ("label", pa.string()),
     ("size", pa.int64()),
@@ -56,7 +56,7 @@ UPLOAD_COLUMNS = [
 RESULTS = TableSpec(
     "results",
     pa.schema([
-        *UPLOAD_COLUMNS,
+        *UPLOAD_FIELDS,
         ("features", FLOATS),
         ("pca", FLOATS),
         # The classifier head (fruits.project): null for a model without one.
@@ -74,7 +74,7 @@ RESULTS = TableSpec(
 ERRORS = TableSpec(
     "errors",
     pa.schema([
-        *UPLOAD_COLUMNS,
+        *UPLOAD_FIELDS,
         ("reason", pa.string()),
         ("detail", pa.string()),
         ("batch_id", pa.int64()),

@@ -10,7 +10,7 @@ image-name and label rules; a test checks that both agree on a table of names.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -142,4 +142,4 @@ def file_status(spark: SparkSession, path: str) -> tuple[int, datetime] | None:
     if not fs.exists(hpath):
         return None
     status = fs.getFileStatus(hpath)
-    return int(status.getLen()), datetime.fromtimestamp(status.getModificationTime() / 1000, timezone.utc)
+    return int(status.getLen()), datetime.fromtimestamp(status.getModificationTime() / 1000, UTC)

@@ -245,6 +245,6 @@ def lapack_implementation(spark: SparkSession) -> str:
     'java' on the pure-Java fallback, about 10x slower on the 1280x1280 decomposition."""
     try:
         name = str(spark.sparkContext._jvm.dev.ludovic.netlib.lapack.LAPACK.getInstance().getClass().getSimpleName())
-    except Exception:  # noqa: BLE001 - a JVM without netlib (not Spark ML's) is not a reason to fail a fit
+    except Exception:  # a JVM without netlib (not Spark ML's) is not a reason to fail a fit
         return "unknown"
     return "native" if name.startswith("JNI") else "java"

@@ -24,7 +24,7 @@ def client(service: str, region: str, endpoint_url: str | None = None) -> Any:
     from botocore.config import Config
 
     return boto3.client(service, region_name=region, endpoint_url=endpoint_url,
-                        config=Config(retries={"max_attempts": 3, "mode": "standard"}))  # fmt: skip
+                        config=Config(retries={"max_attempts": 3, "mode": "standard"}))
 
 
 def emr_client(region: str, endpoint_url: str | None = None) -> Any:
@@ -176,7 +176,7 @@ def delete_application(serverless: Any, application_id: str, wait_seconds: float
     for run in live_job_runs(serverless, application_id):
         with aws_errors("cancel_job_run"):
             serverless.cancel_job_run(applicationId=application_id, jobRunId=run["id"],
-                                      shutdownGracePeriodInSeconds=CANCEL_GRACE_SECONDS)  # fmt: skip
+                                      shutdownGracePeriodInSeconds=CANCEL_GRACE_SECONDS)
     with aws_errors("stop_application"):
         serverless.stop_application(applicationId=application_id)
         # Deleting needs a stopped application; stopping takes a while on AWS (immediate on moto).
@@ -193,6 +193,6 @@ def delete_application(serverless: Any, application_id: str, wait_seconds: float
 # ============================================================================ the graceful stop
 def request_stop(s3: Any, bucket: str, key: str, requested_by: str) -> None:
     """Write the stop marker the streaming job checks between micro-batches (it deletes it once stopped)."""
-    body = json.dumps({"requested_by": requested_by, "at": dt.datetime.now(dt.timezone.utc).isoformat()})
+    body = json.dumps({"requested_by": requested_by, "at": dt.datetime.now(dt.UTC).isoformat()})
     with aws_errors("put_object"):
         s3.put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType="application/json")

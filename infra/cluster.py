@@ -13,17 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from fruits.exceptions import FruitsError
 from fruits.contracts import APP_CONF
+from fruits.exceptions import FruitsError
 from infra.checks import check_bucket, check_fraction, check_region
-from infra.layout import (
-    BOOTSTRAP_SCRIPT_KEY,
-    DEFAULT_WHEEL,
-    EMR_LOGS_PREFIX,
-    WEIGHTS_KEY,
-    WHEELHOUSE_KEY,
-    s3_uri,
-)
 from infra.defaults import (
     AM_NODE_LABELS,
     DEFAULT_CORE_NODES,
@@ -35,6 +27,14 @@ from infra.defaults import (
     INSTANCE_PROFILE,
     SECURITY_CONFIGURATION,
     SERVICE_ROLE,
+)
+from infra.layout import (
+    BOOTSTRAP_SCRIPT_KEY,
+    DEFAULT_WHEEL,
+    EMR_LOGS_PREFIX,
+    WEIGHTS_KEY,
+    WHEELHOUSE_KEY,
+    s3_uri,
 )
 from infra.prices import PriceTable, load_prices
 from infra.release import Release, release

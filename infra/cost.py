@@ -271,7 +271,7 @@ class ServerlessCostEstimate:
                 {"role": w.role, "count": w.count, "vcpu": w.vcpu, "memory_gb": w.memory_gb, "disk_gb": w.disk_gb,
                  "per_worker_hour": money(w.per_worker_hour), "per_hour": money(w.per_hour)}
                 for w in self.workers
-            ],  # fmt: skip
+            ],
         }
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from fruits.settings import Settings, default_of
+
 # The long-term-support Spark 4 runtime: Spark 4.1.1, the local pyspark pin (infra/release.py has the table).
 DEFAULT_RELEASE = "emr-spark-8.1.0"
 # The stack's ProjectName: the `project` tag on clusters and applications, the only ones its deploy role operates.
 DEFAULT_PROJECT = "fruits"
-DEFAULT_REGION = "eu-west-3"
+DEFAULT_REGION = default_of(Settings, "aws_region")  # the jobs' own default (fruits/settings.py)
 DEFAULT_NAME = "fruits-stream"
 DEFAULT_INSTANCE_TYPE = "m5.xlarge"
 DEFAULT_CORE_NODES = 2

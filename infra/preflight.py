@@ -21,8 +21,8 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
-from fruits.exceptions import FruitsError
 from fruits.contracts import is_image_name
+from fruits.exceptions import FruitsError
 from infra.aws import aws_errors
 
 
@@ -116,7 +116,7 @@ def check_stream_source(s3: Any, uri: str) -> None:
 
 
 def check_registered_model(tracking_uri: str, name: str, alias: str, credentials: tuple[str, str] | None = None,
-                           timeout: float = 10.0) -> str:  # fmt: skip
+                           timeout: float = 10.0) -> str:
     """The version `name@alias` resolves to, asked of the MLflow REST API (with basic auth when `credentials`,
     (username, password), are given); a one-line error if none."""
     query = urllib.parse.urlencode({"name": name, "alias": alias})
@@ -126,7 +126,7 @@ def check_registered_model(tracking_uri: str, name: str, alias: str, credentials
         request.add_header("Authorization", f"Basic {token}")
     skip = "or pass --skip-model-check if the server is reachable only from inside the VPC"
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (https, or http on loopback: steps.check_tracking_uri)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # https, or http on loopback: steps.check_tracking_uri
             return str(json.load(response)["model_version"]["version"])
     except urllib.error.HTTPError as exc:
         if exc.code == 404:

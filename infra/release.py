@@ -98,6 +98,3 @@ def release(label: str, today: dt.date | None = None) -> Release:
         raise FruitsError(f"{label} reached its end of support on {known.end_of_support}: use {DEFAULT_RELEASE}")
     return known
 
-
-def default_release() -> Release:
-    return RELEASES[DEFAULT_RELEASE]

@@ -18,12 +18,19 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from fruits.exceptions import FruitsError
 from fruits.contracts import APP_CONF
+from fruits.exceptions import FruitsError
 from infra.checks import check_bucket, check_region
 from infra.cost import FREE_DISK_GB
 from infra.defaults import DEFAULT_APPLICATION_NAME, DEFAULT_PROJECT, DEFAULT_REGION, DEFAULT_RELEASE, JOBS
-from infra.layout import MLFLOW_DFS_TMP_PREFIX, SERVERLESS_LOGS_PREFIX, SPARK_ENTRY_KEY, VENV_ARCHIVE_KEY, s3_uri, s3a_uri
+from infra.layout import (
+    MLFLOW_DFS_TMP_PREFIX,
+    SERVERLESS_LOGS_PREFIX,
+    SPARK_ENTRY_KEY,
+    VENV_ARCHIVE_KEY,
+    s3_uri,
+    s3a_uri,
+)
 from infra.release import Release, release
 from infra.sizing import driver_conf, driver_split, executor_conf, executor_split
 from infra.steps import JobOptions, job_arguments
@@ -62,19 +69,16 @@ class WorkerSize:
         if not 20 <= self.disk_gb <= 200:
             raise FruitsError(f"{what}: disk must be 20-200 GB, not {self.disk_gb} GB")
 
-    def as_request(self) -> dict[str, str]:
-        return {"cpu": f"{self.vcpu} vCPU", "memory": f"{self.memory_gb} GB", "disk": f"{self.disk_gb} GB"}
-
 
 def executor_memory(worker: WorkerSize) -> dict[str, str]:
     """Spark settings that fill an executor worker exactly, with a share for the Python workers (infra/sizing.py)."""
     return {**executor_conf(worker.vcpu, executor_split(worker.memory_gb * 1024)),
-            "spark.emr-serverless.executor.disk": f"{worker.disk_gb}G"}  # fmt: skip
+            "spark.emr-serverless.executor.disk": f"{worker.disk_gb}G"}
 
 
 def driver_memory(worker: WorkerSize) -> dict[str, str]:
     return {**driver_conf(worker.vcpu, driver_split(worker.memory_gb * 1024)),
-            "spark.emr-serverless.driver.disk": f"{worker.disk_gb}G"}  # fmt: skip
+            "spark.emr-serverless.driver.disk": f"{worker.disk_gb}G"}
 
 
 @dataclass(frozen=True)
@@ -193,7 +197,7 @@ def spark_submit_parameters(options: ServerlessOptions) -> str:
 
 
 def job_run_request(job: str, options: ServerlessOptions, job_options: JobOptions, application_id: str,
-                    role_arn: str, client_token: str | None = None) -> dict[str, Any]:  # fmt: skip
+                    role_arn: str, client_token: str | None = None) -> dict[str, Any]:
     """StartJobRun for `stream` (STREAMING, retried, no timeout) or `fit` / `refit` (BATCH, one attempt)."""
     if job not in JOBS or job == "both":
         raise FruitsError(

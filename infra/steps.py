@@ -95,7 +95,7 @@ def job_arguments(job: str, options: JobOptions) -> list[str]:
             "--images", options.fit_images or s3(IMAGES_PREFIX),
             "--features-output", s3(FEATURES_PREFIX),
             *common,
-        ]  # fmt: skip
+        ]
     if job == "refit":
         return [
             "refit",
@@ -103,7 +103,7 @@ def job_arguments(job: str, options: JobOptions) -> list[str]:
             "--output", s3(RESULTS_TABLE),
             "--features-output", s3(FEATURES_PREFIX),
             *common,
-        ]  # fmt: skip
+        ]
     stream = [
         "stream",
         "--source", s3(IMAGES_PREFIX),
@@ -111,7 +111,7 @@ def job_arguments(job: str, options: JobOptions) -> list[str]:
         "--errors", s3(ERRORS_TABLE),
         "--checkpoint", s3(CHECKPOINT),
         *common,
-    ]  # fmt: skip
+    ]
     if options.trigger:
         stream += ["--trigger", options.trigger]
     if options.max_files_per_trigger is not None:
@@ -152,7 +152,7 @@ def build_steps(job: str, options: JobOptions) -> list[dict[str, Any]]:
     # so `fruits emr submit` refuses it then (EMR Serverless runs it beside the stream).
     steps = {"fit": lambda: step("fruits-fit", "CANCEL_AND_WAIT", "fit"),
              "stream": lambda: step("fruits-stream", "CONTINUE", "stream"),
-             "refit": lambda: step("fruits-refit", "CONTINUE", "refit")}  # fmt: skip
+             "refit": lambda: step("fruits-refit", "CONTINUE", "refit")}
     names = ["fit", "stream"] if job == "both" else [job]
     result = [steps[n]() for n in names]
     validate_parameters("AddJobFlowSteps", {"JobFlowId": "j-PLACEHOLDER", "Steps": result})

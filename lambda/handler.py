@@ -41,7 +41,7 @@ class MalformedRecord(ValueError):
     """A record that is not a well-formed S3 event record; it is skipped, never retried."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sns_client(region: str) -> Any:
     """One client per region and container: creating it costs more than a publish.
 

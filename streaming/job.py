@@ -30,7 +30,6 @@ import signal
 import threading
 import time
 import uuid
-from datetime import datetime
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -40,18 +39,25 @@ from fruits import lake, notifications, registry, source
 from fruits.contracts import STOP_MARKER  # under the checkpoint: stop after the current micro-batch
 from fruits.exceptions import FruitsError, one_line
 from fruits.featurize import Featurizer, check_compatible
-from fruits.settings import Settings, interval_seconds
+from fruits.settings import AVAILABLE_NOW, Settings, interval_seconds
 from fruits.sinks import LakeWriter
 from fruits.spark import ensure_dir, get_spark, hadoop_fs, qualify, storage_errors
 from streaming.answers import open_answers
-from streaming.batch import LISTING, NOTIFICATIONS, ActiveModel, MicroBatch
+from streaming.batch import (
+    LISTING,
+    NOTIFICATIONS,
+    ActiveModel,
+    ListingStrategy,
+    MicroBatch,
+    NotificationStrategy,
+    SourceStrategy,
+)
 from streaming.lease import CheckpointLease
 from streaming.models import ModelWatcher
 from streaming.monitor import MIRROR_EVERY_S, Monitor, ProgressMirror
 
 log = logging.getLogger("fruits.stream")
 QUERY_NAME = "fruits-stream"
-AVAILABLE_NOW = "available-now"
 IDENTITY_FILE = "fruits-stream.json"  # under the checkpoint: this stream's id (the tables' app id)
 STOP_MARKER_POLL_S = 5.0
 # Every Py4J proxy the driver has called a method on sits in a reference cycle (JavaObject <-> its
@@ -75,7 +81,7 @@ class StreamingJob:
     def __init__(self, settings: Settings, model_uri: str | None = None, spark: SparkSession | None = None):
         self.settings = settings
         self.source_mode = NOTIFICATIONS if settings.notifications else LISTING
-        self.model_uri = model_uri or f"models:/{settings.model_name}@{settings.alias}"
+        self.model_uri = model_uri or settings.model_uri
         self.trigger = trigger_options(settings.trigger)
         self.maintenance_every = settings.maintenance_interval_seconds
         self.model_refresh_every = settings.model_refresh_interval_seconds
@@ -113,10 +119,9 @@ class StreamingJob:
         self._lease.acquire()  # one stream per checkpoint: a second one stops here, before any work
         self.app_id = stream_identity(self.spark, checkpoint, s)
         self.clear_stop_marker()
-        files, batch_options = self._source()
-        self.batch = MicroBatch(s, featurizer=featurizer, model=model, lake=LakeWriter(s, self.app_id),
-                                monitor=self.monitor, answers=open_answers(s, batch_options["source_root"]),
-                                **batch_options)
+        files, uploads = self._source(checkpoint)
+        self.batch = MicroBatch(s, uploads, featurizer=featurizer, model=model, lake=LakeWriter(s, self.app_id),
+                                monitor=self.monitor, answers=open_answers(s, uploads.root))
         self._started_at = time.perf_counter()
         self.query = (
             files.writeStream.queryName(QUERY_NAME)
@@ -141,7 +146,7 @@ class StreamingJob:
         log.info("watching %s (%s) -> %s (errors %s), trigger %s, at most %d files per batch",
                  s.source_uri, via, s.output_uri, s.errors_uri, s.trigger, s.max_files_per_trigger)
 
-    def _source(self) -> tuple[DataFrame, dict[str, Any]]:
+    def _source(self, checkpoint: str) -> tuple[DataFrame, SourceStrategy]:
         """The streaming DataFrame of uploads (binaryFile columns), and what MicroBatch needs to know of it."""
         s = self.settings
         if self.source_mode == NOTIFICATIONS:
@@ -149,23 +154,12 @@ class StreamingJob:
                 s, drain=s.trigger == AVAILABLE_NOW,
                 partitions=self.spark.sparkContext.defaultParallelism,
                 log_level=logging.getLevelName(log.getEffectiveLevel()))
-            store = config.store()
-            return notifications.read_stream(self.spark, config), {
-                "source_root": s.source_uri.rstrip("/"), "source": NOTIFICATIONS,
-                "source_counts": lambda batch_id: self._source_counts(store, batch_id)}
+            return notifications.read_stream(self.spark, config), NotificationStrategy(s.source_uri.rstrip("/"),
+                                                                                     config.store())
         ensure_dir(self.spark, s.source_uri)  # a stream source must exist when the query starts
         files = source.read_images(self.spark, s.source_uri, stream=True,
                                    max_files_per_trigger=s.max_files_per_trigger)
-        return files, {"source_root": qualify(self.spark, s.source_uri), "source": LISTING,
-                       "absent_files": self._absent_files}
-
-    @staticmethod
-    def _source_counts(store: notifications.CheckpointStore, batch_id: int) -> dict[str, int] | None:
-        try:
-            return notifications.batch_counts(store, batch_id)
-        except Exception as exc:  # counts are for people: never fail a batch over them
-            log.warning("cannot read the notification counts of batch %d: %s", batch_id, one_line(exc))
-            return None
+        return files, ListingStrategy(qualify(self.spark, s.source_uri), checkpoint)
 
     def _run_in_background(self, name: str, target: Any) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -174,13 +168,6 @@ class StreamingJob:
 
     def _swap_model(self, model: ActiveModel) -> None:
         self.batch.model = model  # one attribute write: the next micro-batch reads it once, at its start
-
-    def _absent_files(self, batch_id: int, seen: set[str]) -> list[tuple[str, tuple[int, datetime] | None]]:
-        assigned = source.files_assigned_to_batch(self.spark, self.settings.checkpoint_uri, batch_id)
-        if len(assigned) == len(seen):  # the batch holds every file it was assigned: the usual case
-            return []
-        listed = source.as_path_column(self.spark, assigned)
-        return [(path, source.file_status(self.spark, path)) for path in listed if path not in seen]
 
     # ------------------------------------------------------------------ run / stop
     def run_until_stopped(self, handle_signals: bool = False, timeout: float | None = None) -> None:

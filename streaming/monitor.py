@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from fruits.exceptions import FruitsError, one_line
 from fruits.reasons import POISON
 from fruits.settings import Settings
+from fruits.storage import CheckpointStore
 
 log = logging.getLogger("fruits.stream")
 PROGRESS_LOG_MAX_BYTES = 16 * 1024 * 1024
@@ -221,8 +222,8 @@ class ProgressMirror:
     again: the stream never waits on it. `read_mirrored_progress` reads a window back.
     """
 
-    def __init__(self, store: Any):
-        self.store = store  # fruits.notifications.CheckpointStore rooted at the checkpoint
+    def __init__(self, store: CheckpointStore):
+        self.store = store  # rooted at the checkpoint
         self._segments: dict[int, list[dict]] = {}  # this run's records, by segment
         self._earlier: dict[int, list[dict]] = {}  # what an earlier run of the stream wrote in the same segment
         self._dirty: set[int] = set()
@@ -281,10 +282,8 @@ class ProgressMirror:
             self.flush()
 
 
-def checkpoint_store(settings: Settings) -> Any:
-    """Small JSON objects under the stream's checkpoint, local or S3 (fruits.notifications.CheckpointStore)."""
-    from fruits.notifications import CheckpointStore  # imports pyspark's data source API: only when needed
-
+def checkpoint_store(settings: Settings) -> CheckpointStore:
+    """Small JSON objects under the stream's checkpoint, local or S3 (fruits.storage: no Spark)."""
     return CheckpointStore(settings.checkpoint_uri, settings.aws_region, settings.s3_endpoint_url)
 
 

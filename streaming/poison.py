@@ -46,7 +46,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 import pyarrow as pa
@@ -227,7 +227,7 @@ def check_the_data_path(batch_id: int, kept: DataFrame, rows_of: Callable[[DataF
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (190, 60, 40)).save(buffer, "JPEG")
     known_good = {"path": CANARY_PATH, "size": len(buffer.getvalue()), "content": buffer.getvalue(),
-                  "modification_time": datetime.now(timezone.utc)}
+                  "modification_time": datetime.now(UTC)}
     frame = kept.sparkSession.createDataFrame([tuple(known_good.get(f.name) for f in kept.schema)], kept.schema)
     if evaluate(rows_of(frame))[0] is None:
         raise FruitsError(f"micro-batch {batch_id}: every upload fails ({failure}) and so does a known-good image: "

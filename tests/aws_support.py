@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -55,7 +56,7 @@ def fake_wheel(
     metadata = [
         "Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
         *[f"Provides-Extra: {e}" for e in extras], *[f"Requires-Dist: {r}" for r in requires],
-    ]  # fmt: skip
+    ]
     path = directory / f"{dist}-{tag}.whl"
     with zipfile.ZipFile(path, "w") as wheel:
         for member, text in (files or {}).items():
@@ -109,7 +110,7 @@ def small_wheelhouse(wheelhouse: Path, dist: Path) -> tuple[Path, Path]:
     project = fake_wheel(
         dist, "fruits", "0.1.0", requires=["onnxruntime", 'fruitsdep-keras; extra == "keras"'], extras=["keras"],
         files={"fruits/__init__.py": "__version__ = '0.1.0'\n"},
-    )  # fmt: skip
+    )
     return project, write_lock(wheelhouse, project)
 
 
@@ -120,7 +121,5 @@ def put_labelled_images(s3, bucket: str, per_class: dict[str, int], prefix: str 
 
 
 def make_bucket(s3, bucket: str) -> None:
-    try:
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    except s3.exceptions.BucketAlreadyOwnedByYou:
-        pass

@@ -19,7 +19,7 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote_plus
 
 from demo.emulated_aws import load_lambda_handler
@@ -126,18 +126,18 @@ class Forger:
 
     # ---------------------------------------------------------------- field paths
     # Required: a wrong type or its absence makes the message malformed. Optional: may be absent or null.
-    REQUIRED = {
+    REQUIRED: ClassVar[dict] = {
         "lambda": [("bucket",), ("key",), ("etag",), ("size",), ("event_name",), ("schema",)],
         "s3": [("Records",), ("Records", 0, "eventName"), ("Records", 0, "s3"), ("Records", 0, "s3", "bucket"),
                ("Records", 0, "s3", "bucket", "name"), ("Records", 0, "s3", "object"),
                ("Records", 0, "s3", "object", "key"), ("Records", 0, "s3", "object", "eTag"),
                ("Records", 0, "s3", "object", "size")],
     }
-    OPTIONAL = {
+    OPTIONAL: ClassVar[dict] = {
         "lambda": [("sequencer",), ("event_time",)],
         "s3": [("Records", 0, "eventTime"), ("Records", 0, "s3", "object", "sequencer")],
     }
-    UNCHECKED = {  # fields the source never reads: anything goes there
+    UNCHECKED: ClassVar[dict] = {  # fields the source never reads: anything goes there
         "lambda": [("label",), ("uri",), ("dedup_key",), ("region",)],
         "s3": [("Records", 0, "userIdentity"), ("Records", 0, "awsRegion"), ("Records", 0, "responseElements")],
     }
@@ -188,7 +188,7 @@ class Forger:
         self._delete(document, path)
         return self._announcing(f"{shape}: no {path[-1]}", shape, document, key, etag)
 
-    OUT_OF_RANGE = {
+    OUT_OF_RANGE: ClassVar[dict] = {
         "size": [-1, -(2**63), 2**63, 2**70, 10**30],
         "etag": ["zz", "g" * 32, "0" * 65, "abc-", "abc-123456", '"', " 0123", "0123abcd\n", "ab cd"],
         "event_time": ["yesterday", "2026-13-45T00:00:00Z", "2026-12-01T25:00:00Z", "1" * 70, "",
@@ -198,20 +198,20 @@ class Forger:
         "bucket": ["UPPER-CASE", "a", "b" * 64, "-bad-", "bad_name", "b/c", ""],
         "sequencer": ["xyz", "0" * 65, ""],
     }
-    S3_NAMES = {"size": ("Records", 0, "s3", "object", "size"), "etag": ("Records", 0, "s3", "object", "eTag"),
+    S3_NAMES: ClassVar[dict] = {"size": ("Records", 0, "s3", "object", "size"), "etag": ("Records", 0, "s3", "object", "eTag"),
                 "event_time": ("Records", 0, "eventTime"), "event_name": ("Records", 0, "eventName"),
                 "bucket": ("Records", 0, "s3", "bucket", "name"),
                 "sequencer": ("Records", 0, "s3", "object", "sequencer")}
 
     def out_of_range(self) -> Forged:
-        shape, document, kind, key, etag = self._new()
+        shape, document, kind, _key, _etag = self._new()
         name = self.rng.choice(sorted(self.OUT_OF_RANGE))
         value = self.rng.choice(self.OUT_OF_RANGE[name])
         self._set(document, (name,) if kind == "lambda" else self.S3_NAMES[name], value)
         return Forged(self._body(shape, document), f"{shape}: {name} {value!r:.40}", MALFORMED)
 
     def lone_surrogate(self) -> Forged:
-        shape, document, kind, key, etag = self._new()
+        shape, document, kind, _key, _etag = self._new()
         surrogate = self.rng.choice(["\ud800", "\udfff", "\udc80x"])
         if kind == "s3" and self.rng.random() < 0.5:  # URL-encoded bytes that are not UTF-8
             raw = f"{self.prefix}K/{self.rng.choice(['%ED%A0%80', '%FF', '%C3', '%80%80'])}x.jpg"
@@ -222,7 +222,7 @@ class Forger:
         self._set(document, where, f"{self.prefix}K/a{surrogate}.jpg" if path == "key" else surrogate)
         return Forged(self._body(shape, document), f"{shape}: lone surrogate in {path}", MALFORMED)
 
-    UNICODE = ["é", "水果", "🍓", "\u202e", "\u0001", "a b", "+", "%", "ß", "\u00a0", "\t", "\u200b", "Ω≈ç√",
+    UNICODE: ClassVar[list[str]] = ["é", "水果", "🍓", "\u202e", "\u0001", "a b", "+", "%", "ß", "\u00a0", "\t", "\u200b", "Ω≈ç√",
                "\\", "'", '"', "<>&", "?x=1#y", "~!@$^*()"]
 
     def unicode_key(self) -> Forged:
@@ -282,7 +282,7 @@ class Forger:
         return Forged(body, f"{depth} nested levels, {len(body):,} characters", MALFORMED)
 
     def huge(self) -> Forged:
-        shape, document, kind, key, etag = self._new()
+        shape, document, kind, _key, _etag = self._new()
         size = self.rng.choice([LIMIT_BODY + 1, 200_000, 1_000_000 - 4096])
         self._set(document, self.rng.choice(self.UNCHECKED[kind]), "x" * size)
         return Forged(self._body(shape, document), f"{shape}: padded to over {size:,} characters", MALFORMED)

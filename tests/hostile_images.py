@@ -259,7 +259,7 @@ def _foreign_formats() -> list[Case]:
 
 
 def _junk(rng: random.Random) -> list[Case]:
-    text = "not an image, just a note: kumquats 3, limes 2\n".encode() * 10
+    text = b"not an image, just a note: kumquats 3, limes 2\n" * 10
     return [
         ("junk/zero-bytes", b"", {"empty"}),
         ("junk/one-byte", b"\xff", {"not_an_image"}),

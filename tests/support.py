@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,28 @@ def table_rows(uri: Path | str, columns: list[str] | None = None, storage_option
     return [SimpleNamespace(**row) for row in table.to_pyarrow_table(columns=columns).to_pylist()]
 
 
-SINK_TIME = datetime(2026, 12, 1, 9, 30, tzinfo=timezone.utc)
+# The start of a script for a fresh interpreter where pyspark and py4j cannot be imported, as in a venv without the
+# `spark` extra (AWS Lambda, `fruits emr plan` on a laptop): a meta-path finder refuses them before any other
+# finder can find the installed ones.
+WITHOUT_SPARK = """
+import sys
+
+class NoSpark:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pyspark", "py4j"):
+            raise ImportError(f"No module named {name!r} (this interpreter has no spark extra)")
+        return None
+
+sys.meta_path.insert(0, NoSpark())
+try:
+    import pyspark
+except ImportError:
+    pass
+else:
+    raise SystemExit("the finder did not hide pyspark")
+"""
+
+SINK_TIME = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
 
 
 def champion_copy(settings, fitted: dict, name: str) -> str:
@@ -217,7 +238,7 @@ def write_unusual_valid(target: Path) -> list[str]:
         "gray.jpg": _encode(rgb.convert("L"), "JPEG"),
         "rgba.png": _encode(rgb.convert("RGBA"), "PNG"),
         "cmyk.jpg": _encode(rgb.convert("CMYK"), "JPEG"),
-        "deep16.png": _encode(Image.fromarray((x.astype(np.uint16) * 257)), "PNG"),
+        "deep16.png": _encode(Image.fromarray(x.astype(np.uint16) * 257), "PNG"),
         "UPPER.JPEG": _encode(rgb, "JPEG"),
         "big.jpg": _encode(rgb.resize((4000, 3000)), "JPEG"),
     }

@@ -20,8 +20,19 @@ from app.dependencies import Refused, context, csrf_checked, curator, limit_requ
 from app.routers.pages import render
 from fruits.appuploads import is_upload_id
 from fruits.exceptions import FruitsError
-from fruits.labels import (ACCEPTED, AGREED, DISPUTED, NAME, UPLOAD, Vote, accepted_names, canonical_name, decision,
-                           proposed_names, upload_features)
+from fruits.labels import (
+    ACCEPTED,
+    AGREED,
+    DISPUTED,
+    NAME,
+    UPLOAD,
+    Vote,
+    accepted_names,
+    canonical_name,
+    decision,
+    proposed_names,
+    upload_features,
+)
 
 router = APIRouter(dependencies=[Depends(limit_requests)])
 

@@ -9,7 +9,8 @@ One module per job:
 - `messages`: an SQS body as untrusted input -> the uploads it announces, ignored, or malformed
   (size, nesting and every field checked; never raises);
 - `ledger`: which uploads are pending, planned or committed (dedup), which messages wait for which batch;
-- `checkpoint`: the state under the checkpoint (batch lists, index), re-checked when read back;
+- `checkpoint`: the state under the checkpoint (batch lists, index), re-checked when read back, in small
+  JSON files (fruits.storage, Spark-free);
 - `config`: the reader's configuration, built from Settings only;
 - `feed`: the driver side: receive, dedup, cap, persist, delete after commit, backfill;
 - `visibility`: held messages kept invisible (their visibility extended) until their batch commits;
@@ -42,13 +43,14 @@ commit) and `read` in the executors' Python workers: the state lives in the form
 job needs to know (counts per batch) travels through the persisted lists.
 """
 
-from fruits.notifications.checkpoint import BATCHES, INDEX, CheckpointStore, batch_counts
+from fruits.notifications.checkpoint import BATCHES, INDEX, batch_counts
 from fruits.notifications.config import ReaderConfig, queue_endpoint, reader_config
 from fruits.notifications.datasource import SOURCE_NAME, read_stream
 from fruits.notifications.feed import NotificationFeed
 from fruits.notifications.ledger import Ledger
 from fruits.notifications.messages import Location, Upload, parse_body
 from fruits.notifications.reads import plan_partitions, read_uploads
+from fruits.storage import CheckpointStore  # re-exported: the store moved to the Spark-free core
 
 __all__ = [
     "BATCHES", "INDEX", "SOURCE_NAME", "CheckpointStore", "Ledger", "Location", "NotificationFeed",

@@ -8,9 +8,9 @@ from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
-from fruits.notifications.checkpoint import CheckpointStore
 from fruits.notifications.messages import Location
 from fruits.settings import Settings
+from fruits.storage import CheckpointStore
 
 
 @dataclass(frozen=True)

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 from fruits.exceptions import one_line
 from fruits.notifications.checkpoint import (
     BATCHES,
-    INDEX,
     COUNTERS,
+    INDEX,
     BatchList,
     HeldMessage,
     numbered,
@@ -278,7 +278,7 @@ class NotificationFeed:
                     continue
                 try:
                     upload = Upload(self.location.bucket, obj["Key"], obj.get("ETag"),
-                                    modified.astimezone(timezone.utc).isoformat())
+                                    modified.astimezone(UTC).isoformat())
                 except Malformed as exc:  # e.g. a store whose ETags are not S3's: never read, never fatal
                     log.warning("backfill: %s skipped (%s)", shown(obj["Key"]), exc)
                     continue

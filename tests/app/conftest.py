@@ -3,7 +3,6 @@ the browser."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,22 +15,8 @@ from demo.visitors import launch_chromium
 from fruits.knownmap import KnownMap
 from fruits.settings import Settings
 
-TRACKING_URI_AT_START = os.environ.get("MLFLOW_TRACKING_URI")  # tests/conftest.py cleared it
 KNOWN_CLASSES = ["Banana", "Kumquats", "Limes", "Pepper Red"]
 PER_CLASS = 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def no_tracking_uri_left_behind() -> Iterator[None]:
-    """fruits.registry.connect (the session's fit, champion_copy, the stream) sets MLflow's tracking URI, and
-    mlflow.set_tracking_uri exports it as MLFLOW_TRACKING_URI for subprocesses: after each module the
-    environment is as the suite started it, so the tests after these (tests/cli reads the environment
-    through Settings.load) do not see this suite's sqlite store. MLflow's in-process URI stays."""
-    yield
-    if TRACKING_URI_AT_START is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = TRACKING_URI_AT_START
 
 
 @pytest.fixture

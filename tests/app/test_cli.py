@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import wait_until
 
 from demo.emulated_aws import free_port
 from fruits import appuploads
+from support import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import boto3
 import pytest
 from app_support import Phone, first_answered, needs_chromium, screenshot
-from support import champion_copy
 
 from app.main import create_app
 from app.serve import BackgroundServer
@@ -25,6 +24,7 @@ from demo.run import s3a_problem, stop_stream, wait_for_first_trigger
 from demo.workspace import scratch_state
 from fruits.answers import ANSWERED, REJECTED, open_answer_store
 from streaming.job import StreamingJob
+from support import champion_copy
 
 pytestmark = [pytest.mark.slow, needs_chromium]
 REGION = "eu-west-3"

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from app_support import Phone, first_answered, needs_chromium, screenshot
-from support import champion_copy, table_rows
 
 from app.main import create_app
 from app.serve import BackgroundServer
@@ -21,6 +20,7 @@ from demo.run import stop_stream, wait_for_first_trigger
 from demo.workspace import scratch_state
 from fruits.answers import ANSWERED, open_answer_store
 from streaming.job import StreamingJob
+from support import champion_copy, table_rows
 
 pytestmark = [pytest.mark.slow, needs_chromium]
 KNOWN, UNKNOWN = "Banana", "Pineapple Mini"  # a test/ fruit the model knows; an extra_classes/ one it does not

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from support import champion_copy, wait_until
 
 from app.main import create_app
 from app.serve import BackgroundServer
@@ -33,6 +32,7 @@ from demo.workspace import scratch_state
 from fruits.appuploads import CONSENTED_PATH_PATTERN
 from fruits.upload import land
 from streaming.job import StreamingJob
+from support import champion_copy, wait_until
 
 pytestmark = pytest.mark.slow
 CURATOR, TOKEN = "ana", "t" * 48
@@ -105,7 +105,7 @@ def scenario(spark, settings, fitted, data_dir, tmp_path_factory) -> Scenario:
             done.lap("refit: " + ", ".join(f"{k} {done.refit[k]}" for k in (
                 "promoted", "classes", "eval_images_accuracy", "app_held_out_accuracy", "app_labels_trained")))
             table = pq.read_table(done.refit["features_uri"].removeprefix("file:"), columns=["path", "label"])
-            done.trained = dict(zip(table.column("path").to_pylist(), table.column("label").to_pylist()))
+            done.trained = dict(zip(table.column("path").to_pylist(), table.column("label").to_pylist(), strict=False))
 
             if done.refit["promoted"]:
                 wait_until(lambda: job.resolved.version == done.refit["model_version"], 300, "the stream swapped")

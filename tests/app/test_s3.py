@@ -13,7 +13,7 @@ import io
 import json
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
@@ -63,7 +63,7 @@ def test_the_presigned_post_is_bound_to_one_key_a_size_range_an_image_type_and_m
     assert {"bucket": bucket} in conditions and {"key": key} in conditions
     assert ["content-length-range", 1, MAX_BYTES] in conditions
     assert ["eq", "$Content-Type", "image/jpeg"] in conditions and body["fields"]["Content-Type"] == "image/jpeg"
-    expires = datetime.strptime(policy["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    expires = datetime.strptime(policy["expiration"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
     assert asked + 240 <= expires <= time.time() + 301  # 5 minutes
 
     consented = visitor.post("/api/uploads/presign", json={"content_type": "image/png", "consent": True}).json()

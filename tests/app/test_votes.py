@@ -13,12 +13,12 @@ import time
 
 import pytest
 import requests
-from support import table_rows
 
 from demo.visitors import Visitor
 from fruits.answers import ANSWERED, REJECTED, Answer, open_answer_store
 from fruits.appuploads import new_upload_id
 from fruits.labels import AGREED, DISPUTED, LabelStore
+from support import table_rows
 
 MODEL = ("fruits-pca", "7")
 CURATOR, TOKEN = "ana", "c" * 40
@@ -104,9 +104,9 @@ def test_curate_needs_the_login_and_records_who_decided_what_reversibly(app_url,
             refused = requests.get(app_url + path, auth=auth, timeout=30)
             assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Basic")
     clients = [Visitor(app_url) for _ in range(3)]
-    for visitor, name in zip(clients, ["Pasion Fruit", "Passion fruit", "Passion Fruit"]):
+    for visitor, name in zip(clients, ["Pasion Fruit", "Passion fruit", "Passion Fruit"], strict=False):
         assert visitor.post(f"/api/answers/{uploads[0]}/vote", json={"label": name}).status_code == 200
-    for visitor, name in zip(clients, ["Guava", "Orange"]):
+    for visitor, name in zip(clients, ["Guava", "Orange"], strict=False):
         visitor.post(f"/api/answers/{uploads[1]}/vote", json={"label": name})
 
     curator = Visitor(app_url)

@@ -49,7 +49,7 @@ def _start_mlflow(state: Path, *extra: str, env: dict[str, str] | None = None) -
          "--artifacts-destination", str(state / "artifacts"), *extra],
         stdout=subprocess.DEVNULL, stderr=(state / "server.log").open("w"),
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -89,7 +89,7 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     (the fit, the refit) registered fruits-pca@champion; `fruits-stream` never creates anything: read-only."""
     state = tmp_path_factory.mktemp("mlflow-auth-server")
     users = {"admin": secrets.token_urlsafe(12), "fruits-jobs": secrets.token_urlsafe(12),
-             "fruits-stream": secrets.token_urlsafe(12)}  # fmt: skip
+             "fruits-stream": secrets.token_urlsafe(12)}
     config = state / "basic_auth.ini"
     config.write_text(
         "[mlflow]\ndefault_permission = READ\n"

@@ -18,6 +18,7 @@ import pytest
 
 from aws_support import BUCKET, WEIGHTS_URI, WHEELHOUSE_URI, last_json
 from cli.main import main
+from support import WITHOUT_SPARK
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = "/usr/bin/python3.11"
@@ -50,24 +51,8 @@ def test_the_launchers_import_infra_at_the_top_and_nothing_heavy(module: str) ->
     assert out.strip() == "[] True"
 
 
-# Runs `fruits` in a fresh interpreter where pyspark and py4j cannot be imported, as in a venv without the
-# `spark` extra: a meta-path finder refuses them before any other finder can find the installed ones.
-WITHOUT_SPARK = """
-import sys
-
-class NoSpark:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("pyspark", "py4j"):
-            raise ImportError(f"No module named {name!r} (this interpreter has no spark extra)")
-        return None
-
-sys.meta_path.insert(0, NoSpark())
-try:
-    import pyspark
-except ImportError:
-    pass
-else:
-    raise SystemExit("the finder did not hide pyspark")
+# `fruits` in a fresh interpreter where pyspark and py4j cannot be imported (support.WITHOUT_SPARK).
+FRUITS_WITHOUT_SPARK = WITHOUT_SPARK + """
 from cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -76,8 +61,8 @@ sys.exit(main(sys.argv[1:]))
 def test_emr_plan_works_without_pyspark() -> None:
     """Issue 21: the launchers need the Spark-free core only (fruits.contracts), not the spark extra."""
     env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # and no AWS call either
-    done = subprocess.run([sys.executable, "-c", WITHOUT_SPARK, "emr", "plan", "--bucket", BUCKET, "--subnet-id", SUBNET,
-                           "--json"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", FRUITS_WITHOUT_SPARK, "emr", "plan", "--bucket", BUCKET, "--subnet-id", SUBNET,
+                           "--json"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     request = last_json(done.stdout)["request"]
     assert request["Instances"]["Ec2SubnetId"] == SUBNET
@@ -120,7 +105,7 @@ def test_the_flags_map_onto_cluster_options_by_name(no_network: list, capsys: py
 
     secret = "arn:aws:secretsmanager:eu-west-3:123456789012:secret:fruits/mlflow-AbCdEf"
     assert main(["emr", "plan", "--bucket", BUCKET, "--core", "3", "--task", "1", "--ebs-gb", "40", "--idle-timeout", "600",
-                 "--mlflow-secret", secret, "--project", "vision", "--name", "vision-stream", "--json"]) == 0  # fmt: skip
+                 "--mlflow-secret", secret, "--project", "vision", "--name", "vision-stream", "--json"]) == 0
     request = last_json(capsys.readouterr().out)["request"]
     groups = {g["InstanceRole"]: g for g in request["Instances"]["InstanceGroups"]}
     assert (groups["CORE"]["InstanceCount"], groups["TASK"]["InstanceCount"]) == (3, 1)
@@ -254,7 +239,7 @@ def test_up_submit_status_stop_down_on_moto(
     client = boto3.client("emr", region_name="eu-west-3", endpoint_url=moto_server)
 
     assert main(["emr", "up", "--bucket", BUCKET, *aws, "--task", "2", "--idle-timeout", "3600", "--subnet-id", SUBNET,
-                 *SECURITY_GROUPS, "--owner", "vision-team", "--lock-sha256", LOCK_SHA256, "--json"]) == 0  # fmt: skip
+                 *SECURITY_GROUPS, "--owner", "vision-team", "--lock-sha256", LOCK_SHA256, "--json"]) == 0
     cluster_id = last_json(capsys.readouterr().out)["cluster_id"]
 
     cluster = client.describe_cluster(ClusterId=cluster_id)["Cluster"]
@@ -270,7 +255,7 @@ def test_up_submit_status_stop_down_on_moto(
     attributes = cluster["Ec2InstanceAttributes"]
     assert attributes["Ec2SubnetId"] == SUBNET
     assert (attributes["EmrManagedMasterSecurityGroup"], attributes["EmrManagedSlaveSecurityGroup"],
-            attributes["ServiceAccessSecurityGroup"]) == ("sg-0aaa1111", "sg-0bbb2222", "sg-0ccc3333")  # fmt: skip
+            attributes["ServiceAccessSecurityGroup"]) == ("sg-0aaa1111", "sg-0bbb2222", "sg-0ccc3333")
     assert {"Key": "owner", "Value": "vision-team"} in cluster["Tags"]
     sent = {c["Classification"]: c for c in cluster["Configurations"]}
     assert sent["spark-defaults"]["Properties"]["spark.executor.instances"] == "4"  # 2 core + 2 task

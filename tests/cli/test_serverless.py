@@ -26,7 +26,7 @@ def test_plan_prints_both_requests_their_cost_and_the_comparison_offline(
     no_network: list, capsys: pytest.CaptureFixture
 ) -> None:
     assert main(["serverless", "plan", "--bucket", BUCKET, *NETWORK, "--tracking-uri", "https://mlflow.internal",
-                 "--json"]) == 0  # fmt: skip
+                 "--json"]) == 0
     summary = last_json(capsys.readouterr().out)
 
     assert no_network == []
@@ -48,7 +48,7 @@ def test_plan_human_output_ends_with_the_side_by_side_table(no_network: list, ca
     assert "cost side by side, eu-west-3, USD:" in lines
     assert lines[lines.index("cost side by side, eu-west-3, USD:") + 2].split() == [
         "always-on", "stream,", "per", "hour", "0.8160", "0.9074",
-    ]  # fmt: skip
+    ]
     assert "no --subnet-id: `up` needs the private subnets" in captured.err
 
 
@@ -61,7 +61,7 @@ def test_plan_human_output_ends_with_the_side_by_side_table(no_network: list, ca
     ],
 )
 def test_up_refuses_bad_input_before_any_call(flags: list[str], message: str, no_network: list,
-                                              capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+                                              capsys: pytest.CaptureFixture) -> None:
     assert main(["serverless", "up", "--bucket", BUCKET, *flags]) == 1
     err = capsys.readouterr().err
     assert no_network == [] and message in err and len(err.strip().splitlines()) == 1
@@ -77,17 +77,17 @@ def test_moto_rejects_the_emr_spark_release_label_and_the_error_is_one_line(
 
 
 def test_submit_status_stop_down_on_moto(moto_server: str, project_bucket: str, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+                                         capsys: pytest.CaptureFixture) -> None:
     name = f"fruits-test-{uuid.uuid4().hex[:8]}"  # other tests share the moto server
     serverless = boto3.client("emr-serverless", region_name=REGION, endpoint_url=moto_server)
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_server)
     request = application_request(ServerlessOptions(bucket=BUCKET, name=name, subnet_ids=("subnet-0a1b2c",),
-                                                    security_group_ids=("sg-0d4e5f",)))  # fmt: skip
+                                                    security_group_ids=("sg-0d4e5f",)))
     request["releaseLabel"] = "emr-7.12.0"  # moto's release pattern predates emr-spark-8.x (see the module docstring)
     application_id = create_application(serverless, request)
     assert serverless.get_application(applicationId=application_id)["application"]["networkConfiguration"] == {
         "subnetIds": ["subnet-0a1b2c"], "securityGroupIds": ["sg-0d4e5f"],
-    }  # fmt: skip
+    }
     aws = ["--endpoint-url", moto_server, "--name", name]
 
     # The documented order: the fit first (moto finishes job runs at once: SUCCESS), then the stream.

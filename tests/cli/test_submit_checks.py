@@ -23,7 +23,7 @@ def cluster(moto_server: str, project_bucket: str, capsys: pytest.CaptureFixture
     name = f"fruits-test-{uuid.uuid4().hex[:8]}"
     aws = ["--endpoint-url", moto_server, "--name", name]
     assert main(["emr", "up", "--bucket", project_bucket, *aws, "--subnet-id", "subnet-0a1b2c3d",
-                 "--lock-sha256", "ab" * 32, "--json"]) == 0  # fmt: skip
+                 "--lock-sha256", "ab" * 32, "--json"]) == 0
     cluster_id = last_json(capsys.readouterr().out)["cluster_id"]
     emr = boto3.client("emr", region_name=REGION, endpoint_url=moto_server)
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_server)
@@ -62,7 +62,7 @@ def test_a_missing_entry_script_is_refused(cluster: dict, capsys: pytest.Capture
     bucket = f"fruits-noentry-{uuid.uuid4().hex[:8]}"
     make_bucket(cluster["s3"], bucket)
     err = refused(["emr", "submit", "--bucket", bucket, "--job", "fit", *cluster["aws"], "--tracking-uri", "https://m.internal"],
-                  capsys)  # fmt: skip
+                  capsys)
     assert f"s3://{bucket}/bootstrap/spark_entry.py is missing: upload cli/spark_entry.py there" in err
 
 
@@ -95,7 +95,7 @@ def test_an_unreachable_tracking_server_says_how_to_skip_the_check(cluster: dict
 def test_serverless_refuses_a_missing_venv_archive(moto_server: str, capsys: pytest.CaptureFixture) -> None:
     err = refused(["serverless", "submit", "--bucket", BUCKET, "--job", "fit", "--endpoint-url", moto_server,
                    "--application-id", "00fakeapp", "--venv-archive", f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz",
-                   "--tracking-uri", "https://m.internal"], capsys)  # fmt: skip
+                   "--tracking-uri", "https://m.internal"], capsys)
     assert f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz is missing: build and upload it (infra/build_venv_archive.sh" in err
 
 
@@ -118,7 +118,7 @@ def test_a_refit_needs_held_out_images_and_is_refused_behind_a_running_stream(
 
     put_labelled_images(cluster["s3"], bucket, {"Kiwi": 2, "Banana": 2}, prefix="holdout/")
     assert main(["emr", "submit", "--bucket", bucket, "--job", "stream", *cluster["aws"], "--tracking-uri",
-                 mlflow_server]) == 0  # fmt: skip
+                 mlflow_server]) == 0
     err = refused(submit, capsys)
     assert "the cluster runs one step at a time: a refit step would wait behind it forever" in err
     assert "fruits serverless submit --job refit" in err
@@ -145,7 +145,7 @@ def test_the_model_check_authenticates_with_the_servers_secret(
     assert steps_of(cluster) == []
 
     stream = _secret(moto_server, "mlflow-stream", {"username": "fruits-stream",
-                                                    "password": mlflow_auth_server["password:fruits-stream"]})  # fmt: skip
+                                                    "password": mlflow_auth_server["password:fruits-stream"]})
     assert main([*submit, "--mlflow-secret", stream, "--json"]) == 0
     assert [s["name"] for s in last_json(capsys.readouterr().out)["steps"]] == ["fruits-stream"]
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from support import champion_copy, table_rows
 
 from demo import report
 from demo import run as demo
@@ -26,6 +25,7 @@ from demo.emulated_aws import emulated_aws
 from demo.workspace import scratch_state
 from fruits import lake, registry
 from fruits.source import is_image_name
+from support import champion_copy, table_rows
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +54,7 @@ def assert_pngs(folder: Path) -> None:
 
 
 def assert_common_summary(summary: dict, limit: int, per_class: Counter) -> None:
-    assert SUMMARY_KEYS <= summary.keys()
+    assert summary.keys() >= SUMMARY_KEYS
     json.dumps(summary)  # the --json line
     assert summary["complete"] is True and summary["fallback_reason"] is None
     assert (summary["images_uploaded"], summary["rows"], summary["errors"]) == (limit, limit, 0)

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from support import SHARED_WEIGHTS_SHA256
-
 from cli.main import main
+from support import SHARED_WEIGHTS_SHA256
 
 
 def test_fit_reports_the_contract_and_reaches_the_accuracy_bar(fitted: dict) -> None:

@@ -11,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from support import Layout, champion_copy, copy_classes, table_rows
 
 from cli.main import main
 from fit.refit import CHALLENGER, decide, refit
@@ -19,6 +18,7 @@ from fruits import registry
 from fruits.exceptions import FruitsError
 from fruits.knownmap import KnownMap
 from streaming.job import StreamingJob
+from support import Layout, champion_copy, copy_classes, table_rows
 
 
 def stream_into_lake(spark, settings, source: Path, tmp_path: Path) -> Layout:

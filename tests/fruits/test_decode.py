@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from decode_v1 import decode_v1
-from hostile_images import exif_block, png_chunk
 from PIL import Image
-from support import png_header_only
 
+from decode_v1 import decode_v1
 from fruits import decode
 from fruits.reasons import MAX_DETAIL, REASONS, exception_detail
+from hostile_images import exif_block, png_chunk
+from support import png_header_only
 
 MAX_PIXELS = 64_000_000  # the documented default limit (README: 64 megapixels)
 TESTS = Path(__file__).resolve().parents[1]

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from support import SHARED_WEIGHTS_SHA256
-
 from fruits import decode, weights
 from fruits import featurize as fz
 from fruits.exceptions import FruitsError
+from support import SHARED_WEIGHTS_SHA256
 
 MAX_PIXELS = 64_000_000
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hostile_images import FEATURES, generate, load_regressions
 
 from fruits import decode
 from fruits import featurize as fz
 from fruits.reasons import REASONS
+from hostile_images import FEATURES, generate, load_regressions
 
 MAX_PIXELS = 64_000_000
 
@@ -34,7 +34,7 @@ def test_every_hostile_input_becomes_features_or_a_known_reason(featurizer, host
         else:
             assert reason in REASONS and detail, (h.family, reason, detail)
             outcomes.append(reason)
-    wrong = [(h.family, got) for h, got in zip(hostile, outcomes) if h.expect is not None and got not in h.expect]
+    wrong = [(h.family, got) for h, got in zip(hostile, outcomes, strict=True) if h.expect is not None and got not in h.expect]
     assert not wrong
     # Nothing here is an unexplained failure: each error is a reason the decode knows.
     counts = Counter(outcomes)

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from support import table_rows
 
 from fruits.exceptions import FruitsError
-from fruits.labels import (ACCEPT, ACCEPTED, AGREED, DISPUTED, MERGE, NAME, REJECT, REJECTED, REOPEN, UPLOAD,
-                           Decision, LabelStore, Vote, accepted_names, canonical_name, decision, select_for_refit,
-                           training_labels,
-                           verdicts)
+from fruits.labels import (
+    ACCEPT,
+    ACCEPTED,
+    AGREED,
+    DISPUTED,
+    MERGE,
+    NAME,
+    REJECT,
+    REJECTED,
+    REOPEN,
+    UPLOAD,
+    Decision,
+    LabelStore,
+    Vote,
+    accepted_names,
+    canonical_name,
+    decision,
+    select_for_refit,
+    training_labels,
+    verdicts,
+)
 from fruits.settings import Settings
+from support import table_rows
 
 KNOWN = ["Banana", "Plum", "Pepper Red", "Cherry 1"]
-T0 = datetime(2026, 12, 5, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
 
 
 def at(minutes: int) -> datetime:
@@ -55,7 +72,7 @@ def test_two_clients_who_agree_make_a_label_one_client_never_does() -> None:
 
 def test_more_than_two_thirds_must_agree() -> None:
     two_of_three = [vote("u", c, "Guava") for c in "ab"] + [vote("u", "c", "Banana")]
-    three_of_four = two_of_three + [vote("u", "d", "Guava")]
+    three_of_four = [*two_of_three, vote("u", "d", "Guava")]
     assert verdicts(two_of_three, [], {"u"})["u"].status == DISPUTED  # 2/3 is not MORE than 2/3
     assert verdicts(three_of_four, [], {"u"})["u"].label == "Guava"
     assert verdicts(two_of_three, [], {"u"}, share=0.6)["u"].label == "Guava"  # the numbers are settings
@@ -78,7 +95,7 @@ def test_the_curator_overrides_and_is_reversible() -> None:
     decisions = [ruling(UPLOAD, "agreed", REJECT, minute=10), ruling(UPLOAD, "split", ACCEPT, "Plum", minute=11)]
     found = verdicts(votes, decisions, {"agreed", "split"})
     assert found["agreed"].status == REJECTED and (found["split"].status, found["split"].label) == (ACCEPTED, "Plum")
-    reopened = verdicts(votes, decisions + [ruling(UPLOAD, "agreed", REOPEN, minute=12)], {"agreed", "split"})
+    reopened = verdicts(votes, [*decisions, ruling(UPLOAD, "agreed", REOPEN, minute=12)], {"agreed", "split"})
     assert reopened["agreed"].label == "Guava"  # back to the community's agreement
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from deltalake import DeltaTable
-from support import error_rows as errors
-from support import result_rows as results
 
 from cli.main import main
 from fruits import lake
 from fruits.sinks import LakeWriter
+from support import error_rows as errors
+from support import result_rows as results
 
 
 def test_maintain_compacts_small_files_and_keeps_every_row(settings, tmp_path, capsys) -> None:

@@ -8,8 +8,8 @@ import json
 import logging
 
 import pytest
-from forged_notifications import ANNOUNCES, IGNORED, MALFORMED, TEST_EVENT, Forger, Real
 
+from forged_notifications import ANNOUNCES, IGNORED, MALFORMED, TEST_EVENT, Forger, Real
 from fruits.exceptions import FruitsError
 from fruits.notifications import Location, Upload, parse_body
 from fruits.notifications.messages import Malformed, shown

@@ -16,7 +16,6 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from support import wait_until
 
 from fruits.exceptions import FruitsError
 from fruits.notifications import (
@@ -36,6 +35,7 @@ from fruits.notifications import (
 from fruits.notifications.reads import UploadsPartition, concerns_the_object, fetch
 from fruits.notifications.visibility import VisibilityKeeper
 from fruits.settings import Settings
+from support import wait_until
 
 LAMBDA = {"schema": "fruits.image-uploaded/1", "bucket": "fruits-bucket", "key": "images/Kaki/a b+c.jpg",
           "size": 4096, "etag": "0123abcd", "sequencer": "0062", "event_time": "2026-12-01T09:30:00.000Z",
@@ -458,14 +458,15 @@ def test_a_task_reads_ahead_at_most_its_byte_budget_plus_one_object_and_keeps_th
         rows.append(row)
         counted.hand(row)
         if len(rows) in (1, 2, 16):
-            wait_until(lambda: counted.ahead() > 3000 - len(row[3]) - max(SIZES), 60, "the read-ahead to fill")
+            floor = 3000 - len(row[3]) - max(SIZES)
+            wait_until(lambda floor=floor: counted.ahead() > floor, 60, "the read-ahead to fill")
     assert [(Path(path).name, size, content) for path, _, size, content in rows] == [
         (Path(key).name, len(body), body) for key, body in bodies.items()]  # every row once, in order
     assert 3000 - max(SIZES) < counted.peak <= 3000 + max(SIZES)
 
 
 def test_small_objects_are_all_read_ahead_under_the_default_budget_and_a_stopped_task_ends(aws, monkeypatch) -> None:
-    partition, bodies = some_uploads(aws)
+    partition, _ = some_uploads(aws)
     counted = CountedReads()
     counted.instrument(monkeypatch)
     rows = read_uploads(aws.config, partition)
@@ -501,7 +502,7 @@ class S3Errors(BaseHTTPRequestHandler):
 
     status, code = 503, "SlowDown"
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:  # http.server's name
         body = f"<Error><Code>{self.code}</Code><Message>forced</Message></Error>".encode()
         self.send_response(self.status)
         self.send_header("Content-Type", "application/xml")

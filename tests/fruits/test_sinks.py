@@ -7,13 +7,13 @@ import uuid
 import boto3
 import pytest
 from deltalake import DeltaTable
-from support import error_rows as errors
-from support import result_rows as results
-from support import table_rows
 
 from fruits import sinks
 from fruits.exceptions import FruitsError
 from fruits.sinks import RESULTS, LakeWriter
+from support import error_rows as errors
+from support import result_rows as results
+from support import table_rows
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -58,7 +58,7 @@ def test_a_second_writer_of_the_same_batch_is_refused_and_nothing_is_doubled(lak
     first.commit(0, results("a.jpg"), errors())
     assert second.done(0) is True  # a second stream that looks first skips the batch
     second.commit(1, results("b.jpg"), errors())
-    with pytest.raises(FruitsError, match="another writer committed micro-batch 1 .* second stream"):
+    with pytest.raises(FruitsError, match=r"another writer committed micro-batch 1 .* second stream"):
         first.commit(1, results("b.jpg"), errors())  # first still holds the table as it was before batch 1
     assert sorted(r.path for r in read(lake_settings, lake_settings.output_uri)) == ["a.jpg", "b.jpg"]
 

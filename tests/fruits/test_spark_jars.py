@@ -62,6 +62,6 @@ def test_a_tampered_source_package_leaves_no_jar_behind(tmp_path: Path, monkeypa
     # A fresh state dir whose jars_dir is its own (not the project's cache).
     monkeypatch.chdir(tmp_path)
 
-    with pytest.raises(FruitsError, match="has sha256 .* refusing it"):
+    with pytest.raises(FruitsError, match=r"has sha256 .* refusing it"):
         fetch_s3a_jars(Settings.load(env={}, state_dir=state))
     assert not (state / "jars").exists() or list((state / "jars").iterdir()) == []

@@ -16,7 +16,17 @@ from typing import Any
 
 import pytest
 
-from aws_support import BUCKET, REGION, WEIGHTS_URI, WHEELHOUSE_URI, bundled_pip_wheel, fake_wheel, sha256, small_wheelhouse, write_lock
+from aws_support import (
+    BUCKET,
+    REGION,
+    WEIGHTS_URI,
+    WHEELHOUSE_URI,
+    bundled_pip_wheel,
+    fake_wheel,
+    sha256,
+    small_wheelhouse,
+    write_lock,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 WHEEL_URI = f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl"
@@ -58,20 +68,20 @@ esac
     # EMR's instance.json, as on the primary node (a test makes it a task node).
     (tmp_path / "instance.json").write_text(json.dumps({"isMaster": True, "instanceGroupId": "ig-PRIMARY"}))
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "home" / ".keras"),
-           "TMPDIR": str(tmpdir), "EMR_INSTANCE_INFO": str(tmp_path / "instance.json")}  # fmt: skip
+           "TMPDIR": str(tmpdir), "EMR_INSTANCE_INFO": str(tmp_path / "instance.json")}
     args = {
         "--region": REGION, "--python": str(python), "--wheel": WHEEL_URI, "--wheelhouse": WHEELHOUSE_URI,
         "--lock-sha256": sha256(lock), "--weights": WEIGHTS_URI,
-    }  # fmt: skip
+    }
     return {"env": env, "calls": calls, "args": args, "python": python, "wheelhouse": wheelhouse, "project": project,
-            "keras_home": tmp_path / "home" / ".keras", "tmpdir": tmpdir, "home": tmp_path}  # fmt: skip
+            "keras_home": tmp_path / "home" / ".keras", "tmpdir": tmpdir, "home": tmp_path}
 
 
 def bootstrap(node: dict[str, Any], **changes: str | None) -> subprocess.CompletedProcess:
     args = {**node["args"], **changes}
     argv = [item for name, value in args.items() if value is not None for item in (name, value)]
     return subprocess.run(["bash", str(ROOT / "infra" / "bootstrap.sh"), *argv], capture_output=True, text=True,
-                          env=node["env"], timeout=120)  # fmt: skip
+                          env=node["env"], timeout=120)
 
 
 def installed(node: dict[str, Any]) -> dict[str, str]:
@@ -79,7 +89,7 @@ def installed(node: dict[str, Any]) -> dict[str, str]:
     # The node's environment: no PYTHONPATH from the test run may add distributions, and no current
     # directory either (`python -c` puts it on sys.path: the checkout's fruits.egg-info would count).
     out = subprocess.run([str(node["python"]), "-c", code], capture_output=True, text=True, check=True,
-                         env=node["env"], cwd=node["home"]).stdout  # fmt: skip
+                         env=node["env"], cwd=node["home"]).stdout
     return json.loads(out)
 
 
@@ -89,7 +99,7 @@ def test_installs_the_locked_wheels_with_hashes_into_the_releases_python(node: d
     assert first.returncode == 0, first.stdout + first.stderr
     assert second.returncode == 0, second.stdout + second.stderr
     assert installed(node) == {"fruits": "0.1.0", "onnxruntime": "1.0", "fruitsdep-keras": "1.0",
-                               "pip": bundled_pip_wheel().name.split("-")[1]}  # fmt: skip
+                               "pip": bundled_pip_wheel().name.split("-")[1]}
     assert "fruits 0.1.0 onnxruntime stub" in first.stdout
     assert "installing requirements.lock (4 wheels, hashes required, no package index)" in first.stdout
     cached = node["keras_home"] / "models" / WEIGHTS_URI.rsplit("/", 1)[1]
@@ -118,7 +128,7 @@ def test_a_lock_other_than_the_requests_is_refused_before_pip_runs(node: dict[st
 
 def test_a_tampered_project_wheel_is_refused_by_pip(node: dict[str, Any]) -> None:
     tampered = fake_wheel(node["project"].parent, "fruits", "0.1.0", requires=["onnxruntime"], extras=["keras"],
-                          files={"fruits/__init__.py": "import os  # not what was built\n"})  # fmt: skip
+                          files={"fruits/__init__.py": "import os  # not what was built\n"})
     assert tampered == node["project"]
     result = bootstrap(node)
 

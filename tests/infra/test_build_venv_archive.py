@@ -28,7 +28,7 @@ def built(tmp_path: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
     env.update(PIP_CONFIG_FILE=os.devnull, PYTHON=sys.executable)
     return {"wheelhouse": tmp_path / "wheelhouse", "project": project, "lock": lock, "env": env,
-            "out": tmp_path / "fruits-venv.tar.gz", "tmp": tmp_path}  # fmt: skip
+            "out": tmp_path / "fruits-venv.tar.gz", "tmp": tmp_path}
 
 
 def build(built: dict[str, Any], **env: str) -> subprocess.CompletedProcess:
@@ -52,7 +52,7 @@ def test_the_archive_unpacks_into_a_python_that_imports_the_project(built: dict[
         archive.extractall(environment, filter="tar")
     out = subprocess.run([str(environment / "bin" / "python"), "-c",
                           "import fruits, onnxruntime, sys; print(fruits.__version__, onnxruntime.__version__, sys.prefix)"],
-                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=True).stdout.split()  # fmt: skip
+                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=True).stdout.split()
     assert out[:2] == ["0.1.0", "stub"]
     assert Path(out[2]) == environment  # the unpacked venv is the interpreter's prefix: its site-packages are used
     assert "aws s3 cp" in result.stderr and "bootstrap/venv/fruits-venv.tar.gz" in result.stderr

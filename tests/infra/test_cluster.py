@@ -53,7 +53,7 @@ def test_full_request_carries_every_option() -> None:
     assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
     assert (request["Instances"]["Ec2SubnetId"], request["Instances"]["Ec2KeyName"]) == ("subnet-0a1b2c3d", "ops")
     assert (request["Instances"]["EmrManagedMasterSecurityGroup"], request["Instances"]["EmrManagedSlaveSecurityGroup"],
-            request["Instances"]["ServiceAccessSecurityGroup"]) == ("sg-0aaa1111", "sg-0bbb2222", "sg-0ccc3333")  # fmt: skip
+            request["Instances"]["ServiceAccessSecurityGroup"]) == ("sg-0aaa1111", "sg-0bbb2222", "sg-0ccc3333")
     assert request["AutoTerminationPolicy"] == {"IdleTimeout": 1800}
     assert request["VisibleToAllUsers"] is True
     # EMR rejects an instance profile named differently from its role: the stack names both fruits-emr-ec2-role.
@@ -79,7 +79,7 @@ def test_full_request_carries_every_option() -> None:
                     "--lock-sha256", LOCK_SHA256,
                     "--weights", WEIGHTS_URI,
                     "--mlflow-secret", SECRET,  # an ARN: the credentials never enter the request
-                ],  # fmt: skip
+                ],
             },
         }
     ]
@@ -105,7 +105,7 @@ def test_full_request_carries_every_option() -> None:
 def test_weights_key_is_the_file_the_featurizer_expects() -> None:
     from fruits.weights import WEIGHTS_FILE
 
-    assert WEIGHTS_KEY == f"models/keras/{WEIGHTS_FILE}"
+    assert f"models/keras/{WEIGHTS_FILE}" == WEIGHTS_KEY
 
 
 def test_a_malformed_lock_sha256_is_refused() -> None:
@@ -127,7 +127,7 @@ def test_memory_is_explicit_for_the_default_instance_type_and_leaves_room_for_th
     assert "spark" not in configurations  # no maximizeResourceAllocation: it starves the Python workers
     mb = {k: int(defaults[k].removesuffix("m")) for k in
           ("spark.executor.memory", "spark.executor.memoryOverhead", "spark.executor.pyspark.memory",
-           "spark.yarn.am.memory", "spark.yarn.am.memoryOverhead")}  # fmt: skip
+           "spark.yarn.am.memory", "spark.yarn.am.memoryOverhead")}
     # m5.xlarge: yarn.nodemanager.resource.memory-mb 12288 (EMR release guide, "Task configuration").
     executor = mb["spark.executor.memory"] + mb["spark.executor.memoryOverhead"] + mb["spark.executor.pyspark.memory"]
     assert executor + mb["spark.yarn.am.memory"] + mb["spark.yarn.am.memoryOverhead"] <= 12288
@@ -147,7 +147,7 @@ def test_launching_needs_a_subnet_and_the_locks_sha256_and_plan_does_not() -> No
     planned_request(ClusterOptions(bucket=BUCKET))  # plan: warnings only
     with pytest.raises(FruitsError, match="no --subnet-id: the cluster needs a private subnet tagged"):
         planned_request(ClusterOptions(bucket=BUCKET, lock_sha256=LOCK_SHA256), launching=True)
-    with pytest.raises(FruitsError, match="no requirements.lock sha256"):
+    with pytest.raises(FruitsError, match=r"no requirements\.lock sha256"):
         planned_request(ClusterOptions(bucket=BUCKET, subnet_id=SUBNET), launching=True)
     request = planned_request(ClusterOptions(bucket=BUCKET, subnet_id=SUBNET, lock_sha256=LOCK_SHA256), launching=True)
     assert request["Instances"]["Ec2SubnetId"] == SUBNET
@@ -161,7 +161,7 @@ def test_launching_needs_a_subnet_and_the_locks_sha256_and_plan_does_not() -> No
         ({"primary_security_group": "sg-0aaa1111"}, "give all three of --primary-security-group"),
         ({"subnet_id": "subnet-xyz"}, "is not a subnet id"),
         ({"primary_security_group": "sg-1", "core_security_group": "sg-0bbb2222",
-          "service_access_security_group": "sg-0ccc3333"}, "'sg-1' is not a security group id"),  # fmt: skip
+          "service_access_security_group": "sg-0ccc3333"}, "'sg-1' is not a security group id"),
         ({"instance_type": "m5.2xlarge"}, "the YARN memory of m5.2xlarge is not in infra/sizing.py"),
         ({"am_node_label": "TASK"}, "--am-node-label must be one of ON_DEMAND, CORE"),
         ({"mlflow_secret_arn": "fruits/mlflow"}, "is not a Secrets Manager secret ARN"),
@@ -175,6 +175,6 @@ def test_bad_network_sizing_and_secret_options_are_refused(changes: dict, messag
 def test_another_instance_type_is_accepted_once_its_executors_are_sized_by_hand() -> None:
     sized = (("spark-defaults", "spark.executor.memory", "16g"), ("spark-defaults", "spark.executor.pyspark.memory", "6g"))
     request = planned_request(ClusterOptions(bucket=BUCKET, subnet_id=SUBNET, instance_type="m5.2xlarge",
-                                             extra_configurations=sized))  # fmt: skip
+                                             extra_configurations=sized))
     (defaults,) = [c["Properties"] for c in request["Configurations"] if c["Classification"] == "spark-defaults"]
     assert (defaults["spark.executor.memory"], defaults["spark.executor.pyspark.memory"]) == ("16g", "6g")

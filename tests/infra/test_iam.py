@@ -57,9 +57,9 @@ def test_emr_service_role(template: dict[str, Any]) -> None:
     assert role["ManagedPolicyArns"] == ["arn:aws:iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"]
     statements = role_statements(template, "EmrServiceRole")
     assert allows(statements, "iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/fruits-emr-ec2-role",
-                  **{"iam:PassedToService": "ec2.amazonaws.com"})  # fmt: skip
+                  **{"iam:PassedToService": "ec2.amazonaws.com"})
     assert not allows(statements, "iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/fruits-deploy",
-                      **{"iam:PassedToService": "ec2.amazonaws.com"})  # fmt: skip
+                      **{"iam:PassedToService": "ec2.amazonaws.com"})
 
 
 def test_passrole_is_granted_for_the_three_compute_roles_only(template: dict[str, Any]) -> None:
@@ -67,10 +67,10 @@ def test_passrole_is_granted_for_the_three_compute_roles_only(template: dict[str
     passing = [
         resolve(s) for s in all_statements(template["Resources"])
         if any(isinstance(a, str) and action_match(a, "iam:PassRole") for a in listify(s.get("Action", [])))
-    ]  # fmt: skip
+    ]
     passed = {r for s in passing for r in listify(s["Resource"])}
     assert passed == {f"arn:aws:iam::{ACCOUNT}:role/{name}" for name in
-                      ("fruits-emr-ec2-role", "fruits-emr-service-role", "fruits-emr-serverless-job-role")}  # fmt: skip
+                      ("fruits-emr-ec2-role", "fruits-emr-service-role", "fruits-emr-serverless-job-role")}
     assert all("iam:PassedToService" in str(s.get("Condition")) for s in passing)
 
 
@@ -156,7 +156,7 @@ def test_the_mlflow_secret_is_readable_by_the_cluster_only_when_given(template: 
     statements = role_statements(template, "EmrInstanceRole", MlflowCredentialsSecretArn=secret)
     assert allows(statements, "secretsmanager:GetSecretValue", secret)
     assert not allows(role_statements(template, "ServerlessJobRole", MlflowCredentialsSecretArn=secret),
-                      "secretsmanager:GetSecretValue", secret)  # fmt: skip
+                      "secretsmanager:GetSecretValue", secret)
     assert not allows(statements, "secretsmanager:GetSecretValue", secret.replace("mlflow", "other"))
 
 
@@ -204,4 +204,4 @@ def test_the_deploy_role_operates_but_does_not_write_outputs(template: dict[str,
     assert allows(statements, "elasticmapreduce:TerminateJobFlows", cluster, **{"elasticmapreduce:ResourceTag/project": "fruits"})
     assert not allows(statements, "elasticmapreduce:TerminateJobFlows", cluster, **{"elasticmapreduce:ResourceTag/project": "other"})
     assert not allows(statements, "iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/Admin",
-                      **{"iam:PassedToService": "elasticmapreduce.amazonaws.com"})  # fmt: skip
+                      **{"iam:PassedToService": "elasticmapreduce.amazonaws.com"})

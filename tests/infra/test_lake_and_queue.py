@@ -18,7 +18,18 @@ from urllib.parse import unquote_plus
 import boto3
 import pytest
 
-from cfn_support import ACCOUNT, BUCKET, BUCKET_ARN, REGION, TEMPLATE, Resolver, allows, effective, load_template, role_statements
+from cfn_support import (
+    ACCOUNT,
+    BUCKET,
+    BUCKET_ARN,
+    REGION,
+    TEMPLATE,
+    Resolver,
+    allows,
+    effective,
+    load_template,
+    role_statements,
+)
 from support import wait_until
 
 QUEUE_ARN = "<NotificationsQueue.Arn>"
@@ -43,12 +54,12 @@ def test_the_queue_is_encrypted_long_polled_and_sets_failures_aside(template: di
     assert queue["VisibilityTimeout"] == {"Ref": "QueueVisibilitySeconds"}
     assert template["Parameters"]["QueueVisibilitySeconds"]["Default"] == 300
     assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["NotificationsDeadLetters", "Arn"]},
-                                      "maxReceiveCount": 5}  # fmt: skip
+                                      "maxReceiveCount": 5}
     dead = template["Resources"]["NotificationsDeadLetters"]["Properties"]
     assert dead["KmsMasterKeyId"] == {"Ref": "MessagesKey"} and dead["MessageRetentionPeriod"] == 1209600
     subscription = template["Resources"]["NotificationsSubscription"]["Properties"]
     assert subscription == {"TopicArn": {"Ref": "UploadsTopic"}, "Protocol": "sqs",
-                            "Endpoint": {"Fn::GetAtt": ["NotificationsQueue", "Arn"]}, "RawMessageDelivery": False}  # fmt: skip
+                            "Endpoint": {"Fn::GetAtt": ["NotificationsQueue", "Arn"]}, "RawMessageDelivery": False}
 
 
 def test_only_the_topic_sends_unless_the_bucket_is_wired_directly(template: dict[str, Any]) -> None:
@@ -88,14 +99,14 @@ def test_nobody_else_reads_the_queue(template: dict[str, Any], role: str) -> Non
 # ---------------------------------------------------------------------------- the lake's catalog
 RESULTS = ["path:string", "label:string", "size:bigint", "modification_time:timestamp", "ingest_time:timestamp",
            "features:array<float>", "pca:array<float>", "model_name:string", "model_version:string",
-           "featurizer_sha256:string", "ingest_date:date"]  # fmt: skip
+           "featurizer_sha256:string", "ingest_date:date"]
 ERRORS = ["path:string", "label:string", "size:bigint", "modification_time:timestamp", "ingest_time:timestamp",
-          "reason:string", "detail:string", "batch_id:bigint"]  # fmt: skip
+          "reason:string", "detail:string", "batch_id:bigint"]
 
 
 @pytest.mark.parametrize(("logical", "name", "columns"), [("ResultsTable", "results", RESULTS), ("ErrorsTable", "errors", ERRORS)])
 def test_the_delta_tables_are_in_the_catalog_for_athena(template: dict[str, Any], logical: str, name: str,
-                                                        columns: list[str]) -> None:  # fmt: skip
+                                                        columns: list[str]) -> None:
     resolve = Resolver(template)
     table = resolve(template["Resources"][logical]["Properties"])
     assert table["DatabaseName"] == "<LakeDatabase>"
@@ -120,7 +131,7 @@ def test_the_database_and_workgroup(template: dict[str, Any]) -> None:
     assert workgroup["EngineVersion"] == {"SelectedEngineVersion": "Athena engine version 3"}  # reads Delta natively
     assert workgroup["EnforceWorkGroupConfiguration"] is True
     assert workgroup["ResultConfiguration"] == {"OutputLocation": f"s3://{BUCKET}/athena/",
-                                                "EncryptionConfiguration": {"EncryptionOption": "SSE_S3"}}  # fmt: skip
+                                                "EncryptionConfiguration": {"EncryptionOption": "SSE_S3"}}
 
 
 def test_the_lake_readers_read_the_tables_and_nothing_else(template: dict[str, Any]) -> None:
@@ -169,7 +180,7 @@ def test_the_stacks_topic_delivers_into_the_stacks_queue_on_moto(moto_server: st
     cfn.create_stack(StackName=project, TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_NAMED_IAM"],
                      Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in
                                  {"ProjectName": project, "LambdaCodeS3Bucket": artifacts, "LambdaCodeS3Key": "lambda/code.zip",
-                                  "DeployPrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/ci-deployer"}.items()])  # fmt: skip
+                                  "DeployPrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/ci-deployer"}.items()])
 
     def created() -> bool:
         return cfn.describe_stacks(StackName=project)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
@@ -181,7 +192,7 @@ def test_the_stacks_topic_delivers_into_the_stacks_queue_on_moto(moto_server: st
     subscription = Resolver(template)(template["Resources"]["NotificationsSubscription"]["Properties"])
     clients["sns"].subscribe(TopicArn=outputs["TopicArn"], Protocol=subscription["Protocol"],
                              Endpoint=outputs["NotificationsQueueArn"],
-                             Attributes={"RawMessageDelivery": str(subscription["RawMessageDelivery"]).lower()})  # fmt: skip
+                             Attributes={"RawMessageDelivery": str(subscription["RawMessageDelivery"]).lower()})
     message = {"dedup_key": f"{project}-b/images/Kiwi/1.jpg/00A1", "bucket": "b", "key": "images/Kiwi/1.jpg"}
     clients["sns"].publish(TopicArn=outputs["TopicArn"], Message=json.dumps(message))
     (received,) = _receive(clients["sqs"], outputs["NotificationsQueueUrl"], 1)
@@ -202,7 +213,7 @@ def test_the_direct_wiring_rules_deliver_images_only_on_moto(moto_server: str, t
     resolve = Resolver(template, NotificationWiring="s3-sqs")
     rules = resolve(template["Resources"]["DataBucket"]["Properties"]["NotificationConfiguration"])["QueueConfigurations"]
     configuration = [{"QueueArn": arn, "Events": [r["Event"]], "Filter": {"Key": {"FilterRules": r["Filter"]["S3Key"]["Rules"]}}}
-                     for r in rules]  # fmt: skip
+                     for r in rules]
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": configuration})
     # moto (like S3) sends an s3:TestEvent when the configuration is saved: it is drained below.
 

@@ -40,7 +40,7 @@ def test_the_older_spark_4_release_is_accepted_with_its_warning_until_its_end_of
     older = release("emr-spark-8.0.0", today=dt.date(2027, 5, 20))
     assert older.spark == "4.0.2"
     assert "2027-05-20" in older.warning and "emr-spark-8.1.0" in older.warning
-    with pytest.raises(FruitsError, match="reached its end of support on 2027-05-20: use emr-spark-8.1.0"):
+    with pytest.raises(FruitsError, match=r"reached its end of support on 2027-05-20: use emr-spark-8\.1\.0"):
         release("emr-spark-8.0.0", today=dt.date(2027, 5, 21))
 
 

@@ -154,11 +154,11 @@ def test_tags_are_the_stacks_project_and_no_foreign_cluster_can_be_adopted(templ
     # The takeover: tag a foreign (or untagged) cluster with our project, then operate it. No AddTags at all.
     for context in ({}, theirs, ours):
         assert not allows(statements, "elasticmapreduce:AddTags", CLUSTER,
-                          **{"elasticmapreduce:RequestTag/project": "vision", **context})  # fmt: skip
+                          **{"elasticmapreduce:RequestTag/project": "vision", **context})
     # EMR Serverless authorizes tags on create as TagResource: with our tag; never on another project's application.
     assert allows(statements, "emr-serverless:TagResource", APPLICATION, **{"aws:RequestTag/project": "vision"})
     assert not allows(statements, "emr-serverless:TagResource", APPLICATION,
-                      **{"aws:RequestTag/project": "vision", "aws:ResourceTag/project": "fruits"})  # fmt: skip
+                      **{"aws:RequestTag/project": "vision", "aws:ResourceTag/project": "fruits"})
     assert not allows(statements, "emr-serverless:UntagResource", APPLICATION, **{"aws:ResourceTag/project": "fruits"})
     assert allows(statements, "emr-serverless:StartJobRun", APPLICATION, **{"aws:ResourceTag/project": "vision"})
     assert not allows(statements, "emr-serverless:StartJobRun", APPLICATION, **{"aws:ResourceTag/project": "fruits"})
@@ -222,7 +222,7 @@ def test_ebs_grants_are_for_aws_resources_and_nothing_re_encrypts(template: dict
 
 def test_the_messages_key_serves_this_stacks_topic_and_bucket_only(template: dict[str, Any]) -> None:
     (services,) = [s for s in Resolver(template)(template["Resources"]["MessagesKey"]["Properties"]["KeyPolicy"])["Statement"]
-                   if "Service" in s["Principal"]]  # fmt: skip
+                   if "Service" in s["Principal"]]
     topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:fruits-uploads"
     for source in (topic, BUCKET_ARN):
         assert allows([services], "kms:GenerateDataKey", "*", **{"aws:SourceAccount": ACCOUNT, "aws:SourceArn": source})
@@ -252,7 +252,7 @@ def test_multipart_uploads_are_listed_under_the_outputs_only(template: dict[str,
 def test_the_dead_letter_queues_refuse_plain_http_and_strangers(template: dict[str, Any], policy: str) -> None:
     statements = policy_of(template, policy)
     queue = {"UploadNotifierDeadLettersPolicy": "<UploadNotifierDeadLetters.Arn>",
-             "NotificationsDeadLettersPolicy": "<NotificationsDeadLetters.Arn>"}[policy]  # fmt: skip
+             "NotificationsDeadLettersPolicy": "<NotificationsDeadLetters.Arn>"}[policy]
     assert Resolver(template)(template["Resources"][policy]["Properties"]["Queues"]) == [queue.split(".")[0] + ">"]
     everything = [{"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}]
     assert not allows(everything + statements, "sqs:ReceiveMessage", queue, **{"aws:SecureTransport": "false"})

@@ -45,7 +45,7 @@ def test_the_emr_security_configuration_requires_imdsv2_and_encrypts_disks(templ
 def test_in_transit_encryption_is_on_when_certificates_are_given(template: dict[str, Any]) -> None:
     resolve = Resolver(template, InTransitCertificatesS3Object="s3://fruits-certs/emr/certs.zip")
     encryption = resolve(template["Resources"]["EmrSecurityConfiguration"]["Properties"])["SecurityConfiguration"][
-        "EncryptionConfiguration"]  # fmt: skip
+        "EncryptionConfiguration"]
     assert encryption["EnableInTransitEncryption"] is True
     assert encryption["InTransitEncryptionConfiguration"] == {
         "TLSCertificateConfiguration": {"CertificateProviderType": "PEM", "S3Object": "s3://fruits-certs/emr/certs.zip"}
@@ -76,7 +76,7 @@ def test_the_messages_key_lets_only_this_accounts_sns_and_s3_encrypt_into_queues
     assert sorted(services["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
     assert services["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}
     assert services["Condition"]["ArnLike"] == {"aws:SourceArn": [f"arn:aws:sns:eu-west-3:{ACCOUNT}:fruits-uploads",
-                                                                  f"arn:aws:s3:::fruits-{ACCOUNT}-eu-west-3"]}  # fmt: skip
+                                                                  f"arn:aws:s3:::fruits-{ACCOUNT}-eu-west-3"]}
 
 
 def test_the_topic_is_encrypted_and_refuses_plain_http(template: dict[str, Any]) -> None:
@@ -103,7 +103,7 @@ def test_checkov_finds_nothing_the_template_does_not_justify() -> None:
         [str(CHECKOV), "-f", str(TEMPLATE), "--framework", "cloudformation", "--skip-download", "--compact",
          "--output", "json"],
         capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["summary"]["failed"] == 0, result.stdout[-3000:]
     justified = set(re.findall(r"checkov:skip=([A-Z_0-9]+)", TEMPLATE.read_text()))

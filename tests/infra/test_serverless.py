@@ -70,7 +70,7 @@ def test_the_stream_is_a_streaming_run_retried_and_never_timed_out() -> None:
         "--output", f"s3a://{BUCKET}/results",
         "--errors", f"s3a://{BUCKET}/errors",
         "--checkpoint", f"s3a://{BUCKET}/checkpoints/stream",
-    ]  # fmt: skip
+    ]
     assert request["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"]["logUri"] == (
         f"s3://{BUCKET}/logs/serverless/"
     )
@@ -93,7 +93,7 @@ def test_the_refit_is_a_batch_run_on_the_lake_and_the_held_out_images() -> None:
     assert (request["mode"], request["retryPolicy"], request["name"]) == ("BATCH", {"maxAttempts": 1}, "fruits-refit")
     assert request["jobDriver"]["sparkSubmit"]["entryPointArguments"][:7] == [
         "refit", "--eval-images", f"s3a://{BUCKET}/holdout/", "--output", f"s3a://{BUCKET}/results",
-        "--features-output", f"s3a://{BUCKET}/features/"]  # fmt: skip
+        "--features-output", f"s3a://{BUCKET}/features/"]
 
 
 def test_every_worker_runs_the_packed_venv_and_static_executors() -> None:
@@ -101,7 +101,7 @@ def test_every_worker_runs_the_packed_venv_and_static_executors() -> None:
 
     assert settings["spark.archives"] == f"s3a://{BUCKET}/bootstrap/venv/fruits-venv.tar.gz#environment"
     for key in ("spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON", "spark.emr-serverless.driverEnv.PYSPARK_PYTHON",
-                "spark.executorEnv.PYSPARK_PYTHON"):  # fmt: skip
+                "spark.executorEnv.PYSPARK_PYTHON"):
         assert settings[key] == "./environment/bin/python"
     assert settings["spark.dynamicAllocation.enabled"] == "false"
     assert settings["spark.executor.instances"] == "3"
@@ -132,7 +132,7 @@ def test_applications_and_job_runs_carry_the_stacks_project_tag() -> None:
     options = ServerlessOptions(bucket=BUCKET, project="vision-eu", owner="ana")
     assert application_request(options)["tags"] == {"project": "vision-eu", "owner": "ana"}
     assert job_run_request("stream", options, JOBS, "00app", ROLE)["tags"] == {"project": "vision-eu", "owner": "ana",
-                                                                             "job": "stream"}  # fmt: skip
+                                                                             "job": "stream"}
 
 
 @pytest.mark.parametrize(
@@ -140,11 +140,11 @@ def test_applications_and_job_runs_carry_the_stacks_project_tag() -> None:
     [(16, "10240m", "2048m", "4096m"), (8, "5120m", "1024m", "2048m"), (30, "19200m", "3840m", "7680m")],
 )
 def test_executor_memory_fills_the_worker_and_gives_python_a_quarter(memory_gb: int, heap: str, overhead: str,
-                                                                     pyspark: str) -> None:  # fmt: skip
+                                                                     pyspark: str) -> None:
     settings = executor_memory(WorkerSize(4, memory_gb))
 
     assert (settings["spark.executor.memory"], settings["spark.executor.memoryOverhead"],
-            settings["spark.executor.pyspark.memory"]) == (heap, overhead, pyspark)  # fmt: skip
+            settings["spark.executor.pyspark.memory"]) == (heap, overhead, pyspark)
     assert settings["spark.executor.cores"] == "4"
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from aws_support import BUCKET, WEIGHTS_URI
+from fruits.exceptions import FruitsError
+from infra.steps import JobOptions, build_steps, check_tracking_uri
 
 # emr-spark-8.x has no EMRFS: every URI Spark or the jobs open is s3a://.
 WEIGHTS_S3A = WEIGHTS_URI.replace("s3://", "s3a://")
-from fruits.exceptions import FruitsError
-from infra.steps import JobOptions, build_steps, check_tracking_uri
 
 
 def test_steps_run_our_jobs_through_spark_submit() -> None:
@@ -30,7 +30,7 @@ def test_steps_run_our_jobs_through_spark_submit() -> None:
             "--tracking-uri", "https://mlflow.internal",
             "--weights", WEIGHTS_S3A,
         ],
-    }  # fmt: skip
+    }
     assert stream["HadoopJarStep"]["Args"] == [
         *spark_submit, "stream",
         "--source", f"s3a://{BUCKET}/images/",
@@ -41,7 +41,7 @@ def test_steps_run_our_jobs_through_spark_submit() -> None:
         "--weights", WEIGHTS_S3A,
         "--trigger", "10s",
         "--max-files-per-trigger", "500",
-    ]  # fmt: skip
+    ]
     assert [s["Name"] for s in build_steps("stream", options)] == ["fruits-stream"]
 
 
@@ -57,7 +57,7 @@ def test_the_refit_step_reads_the_lake_and_the_held_out_images_outside_images() 
         "--features-output", f"s3a://{BUCKET}/features/",
         "--tracking-uri", "https://mlflow.internal",
         "--weights", WEIGHTS_S3A,
-    ]  # fmt: skip
+    ]
     other = JobOptions(bucket=BUCKET, tracking_uri="https://m.internal", eval_images=f"s3a://{BUCKET}/holdout/2026-12/")
     assert build_steps("refit", other)[0]["HadoopJarStep"]["Args"][8] == f"s3a://{BUCKET}/holdout/2026-12/"
 
@@ -79,12 +79,12 @@ def test_steps_refuse_credentials_in_the_tracking_uri(uri: str) -> None:
 @pytest.mark.parametrize("uri", ["http://mlflow.internal:5000", "http://10.20.1.17:5000", "HTTP://mlflow.internal"])
 def test_steps_refuse_a_tracking_server_in_clear(uri: str) -> None:
     """Issue 24, finding 11: over plain http the credentials and the registry (who may move @champion) cross the VPC."""
-    with pytest.raises(FruitsError, match="is plain http.*use https://"):
+    with pytest.raises(FruitsError, match=r"is plain http.*use https://"):
         build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri=uri))
 
 
 @pytest.mark.parametrize("uri", ["https://mlflow.internal", "https://mlflow.internal:8443/", "http://127.0.0.1:5000",
-                                 "http://localhost:5000"])  # fmt: skip
+                                 "http://localhost:5000"])
 def test_steps_accept_tls_or_a_server_on_this_machine(uri: str) -> None:
     (stream,) = build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri=uri))
     args = stream["HadoopJarStep"]["Args"]
@@ -100,4 +100,4 @@ def test_the_stream_reads_the_queue_when_given_one() -> None:
     assert "--notifications" not in listing["HadoopJarStep"]["Args"]
     with pytest.raises(FruitsError, match="is not an SQS queue URL"):
         build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="https://m.internal",
-                                         notifications="arn:aws:sqs:eu-west-3:123456789012:fruits-uploads"))  # fmt: skip
+                                         notifications="arn:aws:sqs:eu-west-3:123456789012:fruits-uploads"))

@@ -179,9 +179,9 @@ def notification_rules(template: dict[str, Any], **parameters: str) -> dict[str,
     ("wiring", "kind", "target"),
     [("lambda-sns", "LambdaConfigurations", ("Function", "<UploadNotifier.Arn>")),
      ("s3-sqs", "QueueConfigurations", ("Queue", "<NotificationsQueue.Arn>"))],
-)  # fmt: skip
+)
 def test_uploads_reach_exactly_one_target_per_wiring(template: dict[str, Any], wiring: str, kind: str,
-                                                    target: tuple[str, str]) -> None:  # fmt: skip
+                                                    target: tuple[str, str]) -> None:
     configs = notification_rules(template, NotificationWiring=wiring)
     assert list(configs) == [kind]  # never both: S3 rejects overlapping rules
     suffixes = set()
@@ -231,7 +231,7 @@ def test_lambda_function_configuration(template: dict[str, Any]) -> None:
     assert Resolver(template)(props["Environment"]["Variables"]["EXPECTED_BUCKET"]) == BUCKET
     # A reservation only when asked (tests/infra/test_second_review.py); what still fails is kept, not lost.
     assert props["ReservedConcurrentExecutions"] == {"Fn::If": ["HasConcurrencyReservation", {"Ref": "UploadNotifierConcurrency"},
-                                                                {"Ref": "AWS::NoValue"}]}  # fmt: skip
+                                                                {"Ref": "AWS::NoValue"}]}
     assert props["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": ["UploadNotifierDeadLetters", "Arn"]}}
     dead_letters = template["Resources"]["UploadNotifierDeadLetters"]["Properties"]
     assert dead_letters["MessageRetentionPeriod"] == 1209600 and dead_letters["KmsMasterKeyId"] == {"Ref": "MessagesKey"}

@@ -35,7 +35,7 @@ import boto3
 import botocore.client
 import pytest
 
-from aws_support import ACCOUNT, REGION, last_json, small_wheelhouse
+from aws_support import ACCOUNT, REGION, small_wheelhouse
 from cfn_support import ROOT, TEMPLATE, allows, bucket_policy_statements, load_template, role_statements
 from cli.main import main
 from support import wait_until
@@ -45,7 +45,7 @@ SECTION = "## From an empty account to a running stream, step by step"
 WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 OPERATOR = "fruits-operator"
 SERVICE_LINKED = {"elasticmapreduce.amazonaws.com": "AWSServiceRoleForEMRCleanup",
-                  "ops.emr-serverless.amazonaws.com": "AWSServiceRoleForAmazonEMRServerless"}  # fmt: skip
+                  "ops.emr-serverless.amazonaws.com": "AWSServiceRoleForAmazonEMRServerless"}
 
 
 def documented_commands() -> list[str]:
@@ -72,7 +72,7 @@ def empty_account(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[s
     endpoint = f"http://127.0.0.1:{port}"
     log = (tmp_path / "moto.log").open("w")
     server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                              stdout=log, stderr=subprocess.STDOUT)
 
     def answers() -> bool:
         try:
@@ -134,7 +134,7 @@ class Walkthrough:
         line = self.sub(line)
         for placeholder, path in (paths or {}).items():
             line = line.replace(placeholder, path)
-        argv = line.split()[1:] + ["--json"]
+        argv = [*line.split()[1:], "--json"]
         assert main(argv) == 0, f"`{line}` failed"
         return {}
 
@@ -181,7 +181,7 @@ class Walkthrough:
             writes = ("PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload")
             action = {"HeadObject": "s3:GetObject", "GetObject": "s3:GetObject", "DeleteObject": "s3:DeleteObject",
                       "AbortMultipartUpload": "s3:AbortMultipartUpload",
-                      **dict.fromkeys(writes, "s3:PutObject")}.get(operation)  # fmt: skip
+                      **dict.fromkeys(writes, "s3:PutObject")}.get(operation)
             if action:
                 return [(action, f"{bucket}/{params['Key']}", {})]
         if service == "emr":
@@ -191,12 +191,12 @@ class Walkthrough:
                 return [("elasticmapreduce:RunJobFlow", "*", {"elasticmapreduce:RequestTag/project": tags.get("project", "")}),
                         ("iam:PassRole", role + params["ServiceRole"], {"iam:PassedToService": "elasticmapreduce.amazonaws.com"}),
                         # The instance profile has its role's name (the stack makes it so).
-                        ("iam:PassRole", role + params["JobFlowRole"], {"iam:PassedToService": "ec2.amazonaws.com"})]  # fmt: skip
+                        ("iam:PassRole", role + params["JobFlowRole"], {"iam:PassedToService": "ec2.amazonaws.com"})]
             if operation == "ListClusters":
                 return [("elasticmapreduce:ListClusters", "*", {})]
             ids = params.get("JobFlowIds") or [params.get("ClusterId") or params.get("JobFlowId")]
             return [(f"elasticmapreduce:{operation}", f"arn:aws:elasticmapreduce:{REGION}:{ACCOUNT}:cluster/{i}",
-                     {"elasticmapreduce:ResourceTag/project": self.cluster_tags(i).get("project", "")}) for i in ids]  # fmt: skip
+                     {"elasticmapreduce:ResourceTag/project": self.cluster_tags(i).get("project", "")}) for i in ids]
         if service == "sts" and operation == "GetCallerIdentity":
             return []  # needs no permission
         if service == "iam" and operation == "CreateServiceLinkedRole":
@@ -223,50 +223,50 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
 
     # ------------------------------------------------------------ preamble (the administrator)
     w.run("ACCOUNT=$(aws sts get-caller-identity --query Account --output text)",
-          lambda: w.client("sts").get_caller_identity()["Account"], into="ACCOUNT")  # fmt: skip
+          lambda: w.client("sts").get_caller_identity()["Account"], into="ACCOUNT")
     assert w.vars["ACCOUNT"] == ACCOUNT
     w.vars["ARTIFACTS"] = w.sub("$PROJECT-artifacts-$ACCOUNT-$AWS_REGION")
 
     # ------------------------------------------------------------ 2. the network
     w.run("VPC=$(aws ec2 create-vpc --cidr-block 10.20.0.0/16 --query Vpc.VpcId --output text)",
-          lambda: ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"], into="VPC")  # fmt: skip
+          lambda: ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"], into="VPC")
     w.run("SUBNET=$(aws ec2 create-subnet --vpc-id $VPC --cidr-block 10.20.1.0/24 --availability-zone ${AWS_REGION}a "
           "--query Subnet.SubnetId --output text)",
           lambda: ec2.create_subnet(VpcId=w.vars["VPC"], CidrBlock="10.20.1.0/24",
-                                    AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"], into="SUBNET")  # fmt: skip
+                                    AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"], into="SUBNET")
     w.run("aws ec2 modify-vpc-attribute --vpc-id $VPC --enable-dns-hostnames",
-          lambda: ec2.modify_vpc_attribute(VpcId=w.vars["VPC"], EnableDnsHostnames={"Value": True}))  # fmt: skip
+          lambda: ec2.modify_vpc_attribute(VpcId=w.vars["VPC"], EnableDnsHostnames={"Value": True}))
     w.run("TABLE=$(aws ec2 describe-route-tables --filters Name=vpc-id,Values=$VPC --query 'RouteTables[0].RouteTableId' "
           "--output text)",
           lambda: ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [w.vars["VPC"]]}])["RouteTables"][0][
-              "RouteTableId"], into="TABLE")  # fmt: skip
+              "RouteTableId"], into="TABLE")
     w.run("aws ec2 create-vpc-endpoint --vpc-id $VPC --service-name com.amazonaws.$AWS_REGION.s3 --vpc-endpoint-type Gateway "
           "--route-table-ids $TABLE",
           lambda: ec2.create_vpc_endpoint(VpcId=w.vars["VPC"], ServiceName=f"com.amazonaws.{REGION}.s3",
-                                          VpcEndpointType="Gateway", RouteTableIds=[w.vars["TABLE"]]))  # fmt: skip
+                                          VpcEndpointType="Gateway", RouteTableIds=[w.vars["TABLE"]]))
     groups = {"PRIMARY_SG": ("emr-primary", "EMR primary"), "CORE_SG": ("emr-core", "EMR core and task"),
               "SERVICE_SG": ("emr-service-access", "EMR service access"),
-              "ENDPOINT_SG": ("endpoints", "VPC interface endpoints")}  # fmt: skip
+              "ENDPOINT_SG": ("endpoints", "VPC interface endpoints")}
     for var, (name, description) in groups.items():
         w.run(f"{var}=$(aws ec2 create-security-group --vpc-id $VPC --group-name $PROJECT-{name} --description "
               f"\"{description}\" --query GroupId --output text)",
               lambda n=name, d=description: ec2.create_security_group(VpcId=w.vars["VPC"], GroupName=f"fruits-{n}",
-                                                                      Description=d)["GroupId"], into=var)  # fmt: skip
+                                                                      Description=d)["GroupId"], into=var)
     tagged = ["VPC", "SUBNET", "PRIMARY_SG", "CORE_SG", "SERVICE_SG"]
     w.run("aws ec2 create-tags --resources $VPC $SUBNET $PRIMARY_SG $CORE_SG $SERVICE_SG --tags "
           "Key=for-use-with-amazon-emr-managed-policies,Value=true Key=project,Value=$PROJECT",
           lambda: ec2.create_tags(Resources=[w.vars[v] for v in tagged],
                                   Tags=[{"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"},
-                                        {"Key": "project", "Value": "fruits"}]))  # fmt: skip
+                                        {"Key": "project", "Value": "fruits"}]))
 
     def ingress(group: str) -> Callable[[], Any]:
         return lambda: ec2.authorize_security_group_ingress(GroupId=w.vars[group], IpProtocol="tcp", FromPort=443,
-                                                            ToPort=443, CidrIp="10.20.0.0/16")  # fmt: skip
+                                                            ToPort=443, CidrIp="10.20.0.0/16")
 
     def interface(service: str, group: str) -> Callable[[], Any]:
         return lambda: ec2.create_vpc_endpoint(VpcId=w.vars["VPC"], VpcEndpointType="Interface", SubnetIds=[w.vars["SUBNET"]],
                                                ServiceName=service.replace("$AWS_REGION", REGION),
-                                               SecurityGroupIds=[w.vars[group]], PrivateDnsEnabled=True)  # fmt: skip
+                                               SecurityGroupIds=[w.vars[group]], PrivateDnsEnabled=True)
 
     w.run("aws ec2 authorize-security-group-ingress --group-id $SERVICE_SG --protocol tcp --port 443 --cidr 10.20.0.0/16",
           ingress("SERVICE_SG"))
@@ -285,7 +285,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
 
     # ------------------------------------------------------------ 3. the Lambda's code, the MLflow secret
     w.run("aws s3 mb s3://$ARTIFACTS",
-          lambda: s3.create_bucket(Bucket=w.vars["ARTIFACTS"], CreateBucketConfiguration={"LocationConstraint": REGION}))  # fmt: skip
+          lambda: s3.create_bucket(Bucket=w.vars["ARTIFACTS"], CreateBucketConfiguration={"LocationConstraint": REGION}))
     package = project_dir / "build" / "upload-notifier.zip"
     package.parent.mkdir()
     with zipfile.ZipFile(package, "w") as archive:  # python3 -m zipfile -c build/upload-notifier.zip lambda/*.py
@@ -293,21 +293,21 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
             archive.write(source, source.name)
     w.vars["CODE_KEY"] = "lambda/upload-notifier-walkthrough.zip"
     w.run("aws s3 cp build/upload-notifier.zip s3://$ARTIFACTS/$CODE_KEY",
-          lambda: s3.upload_file(str(package), w.vars["ARTIFACTS"], w.vars["CODE_KEY"]))  # fmt: skip
+          lambda: s3.upload_file(str(package), w.vars["ARTIFACTS"], w.vars["CODE_KEY"]))
     credentials = {"username": "fruits-jobs", "password": "correct horse battery staple"}
     w.run("MLFLOW_SECRET=$(aws secretsmanager create-secret --name $PROJECT/mlflow --secret-string "
           "file://mlflow-credentials.json --query ARN --output text)",
           lambda: w.client("secretsmanager").create_secret(Name="fruits/mlflow", SecretString=json.dumps(credentials))["ARN"],
-          into="MLFLOW_SECRET")  # fmt: skip
+          into="MLFLOW_SECRET")
 
     # ------------------------------------------------------------ 4. the stack
     parameters = {"ProjectName": "fruits", "LambdaCodeS3Bucket": w.vars["ARTIFACTS"], "LambdaCodeS3Key": w.vars["CODE_KEY"],
-                  "DeployPrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/{OPERATOR}", "MlflowCredentialsSecretArn": w.vars["MLFLOW_SECRET"]}  # fmt: skip
+                  "DeployPrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/{OPERATOR}", "MlflowCredentialsSecretArn": w.vars["MLFLOW_SECRET"]}
 
     def deploy() -> None:
         cfn = w.client("cloudformation")
         cfn.create_stack(StackName="fruits", TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_NAMED_IAM"],
-                         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()])  # fmt: skip
+                         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()])
         cfn.get_waiter("stack_create_complete").wait(StackName="fruits", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
 
     w.run("aws cloudformation deploy --stack-name $PROJECT --template-file infra/template.yaml --capabilities "
@@ -325,14 +325,14 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
     def step(number: str) -> None:
         w.check_deploy_role_step(number, {"MlflowCredentialsSecretArn": w.vars["MLFLOW_SECRET"],
                                           "DeployPrincipalArn": parameters["DeployPrincipalArn"],
-                                          "AWS::StackId": w.vars["STACK_ID"]})  # fmt: skip
+                                          "AWS::StackId": w.vars["STACK_ID"]})
 
     w.as_deploy_role = True
     w.run("aws configure set profile.fruits-deploy.role_arn $DEPLOY_ROLE", lambda: None)  # the CLI's local profile
     w.run("aws configure set profile.fruits-deploy.source_profile default", lambda: None)
     for service in SERVICE_LINKED:
         w.run(f"aws iam create-service-linked-role --aws-service-name {service}",
-              lambda s=service: w.client("iam").create_service_linked_role(AWSServiceName=s))  # fmt: skip
+              lambda s=service: w.client("iam").create_service_linked_role(AWSServiceName=s))
     step("5")
     # moto names service-linked roles its own way (AWS's names are SERVICE_LINKED, in the IAM check): the paths.
     with w.looking():
@@ -351,7 +351,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
         "aws s3 cp dist/fruits-0.1.0-py3-none-any.whl s3://$BUCKET/bootstrap/": (project_wheel, f"bootstrap/{project_wheel.name}"),
         "aws s3 cp infra/bootstrap.sh s3://$BUCKET/bootstrap/bootstrap.sh": (ROOT / "infra" / "bootstrap.sh", "bootstrap/bootstrap.sh"),
         "aws s3 cp cli/spark_entry.py s3://$BUCKET/bootstrap/spark_entry.py": (ROOT / "cli" / "spark_entry.py", "bootstrap/spark_entry.py"),
-    }  # fmt: skip
+    }
     for command, (path, key) in uploads.items():
         w.run(command, lambda p=path, k=key: s3.upload_file(str(p), w.vars["BUCKET"], k))
 
@@ -365,7 +365,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
 
     w.run("aws s3 sync --delete build/wheelhouse s3://$BUCKET/bootstrap/wheelhouse/", sync)
     w.run("aws s3 cp build/fruits-venv.tar.gz s3://$BUCKET/bootstrap/venv/fruits-venv.tar.gz",
-          lambda: s3.upload_file(str(archive), w.vars["BUCKET"], "bootstrap/venv/fruits-venv.tar.gz"))  # fmt: skip
+          lambda: s3.upload_file(str(archive), w.vars["BUCKET"], "bootstrap/venv/fruits-venv.tar.gz"))
     step("7")
 
     labelled = str(data_dir / "subset")  # 32 classes x 10 real images: more than the fit's 300
@@ -376,7 +376,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
         assert sum(len(page.get("Contents", [])) for page in listed) == 320
 
     network = ("--bucket $BUCKET --subnet-id $SUBNET --primary-security-group $PRIMARY_SG --core-security-group $CORE_SG "
-               "--service-access-security-group $SERVICE_SG")  # fmt: skip
+               "--service-access-security-group $SERVICE_SG")
     w.vars["MLFLOW_HOST"] = "mlflow.fruits.internal"
     w.fruits(f"fruits emr plan {network}")
     w.fruits(f"fruits emr up {network} --mlflow-secret $MLFLOW_SECRET --idle-timeout 3600")
@@ -406,7 +406,7 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
     assert w.denied == []
     assert {"s3:PutObject", "s3:ListBucket", "s3:GetObject", "elasticmapreduce:RunJobFlow", "iam:PassRole",
             "elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:TerminateJobFlows", "iam:CreateServiceLinkedRole",
-            "cloudformation:DescribeStacks"} <= w.checked  # fmt: skip
+            "cloudformation:DescribeStacks"} <= w.checked
 
 
 def test_the_page_lists_the_walkthrough_commands_it_is_tested_with() -> None:

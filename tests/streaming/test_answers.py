@@ -6,18 +6,18 @@ and a known map of 4 points whose nearest neighbours are obvious: no Spark, a fe
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from support import SINK_TIME
 
 from fruits.answers import ANSWERED, REJECTED
 from fruits.knownmap import KnownMap
 from fruits.project import Projection
 from fruits.sinks import ERRORS, RESULTS
 from streaming.answers import answers_for_batch, answers_summary
+from support import SINK_TIME
 
 ROOT = "file:/srv/landing"
 ID_1, ID_2, ID_3 = "1" * 32, "2" * 32, "3" * 32
@@ -101,4 +101,4 @@ def test_an_s3_source_root_is_matched_without_its_scheme() -> None:
     rows = results([(f"s3a://bucket/images/app/consented/{ID_1}.jpg", [3.0, 0.0], "Apple")])
     (answer,) = answers_for_batch(rows, errors([]), "s3://bucket/images", tiny_projection(), None, answered_at=1.0)
     assert answer.upload_id == ID_1
-    assert datetime.fromtimestamp(answer.uploaded_at, timezone.utc) == SINK_TIME
+    assert datetime.fromtimestamp(answer.uploaded_at, UTC) == SINK_TIME

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from support import Layout, table_rows, wait_until
 
 from fruits.answers import ANSWERED, REJECTED, DynamoAnswers, open_answer_store
 from fruits.appuploads import new_upload_id, upload_key
@@ -24,6 +23,7 @@ from fruits.sinks import LakeWriter
 from fruits.upload import land
 from streaming.job import StreamingJob
 from streaming.ops import ops_window
+from support import Layout, table_rows, wait_until
 
 # (class of a test/ image, consent): four people agreed their photo may improve the model, two did not.
 APP_UPLOADS = [("Banana", True), ("Mango", True), ("Limes", True), ("Pear", True), ("Kaki", False), ("Peach", False)]

@@ -3,7 +3,7 @@ model said of a batch, whatever columns it can produce."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 
@@ -12,8 +12,8 @@ from streaming.batch import absent_rows, prediction_summary
 
 
 def test_listed_but_absent_files_are_empty_too_large_or_missing() -> None:
-    now = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
-    then = datetime(2026, 12, 1, 8, 59, tzinfo=timezone.utc)
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    then = datetime(2026, 12, 1, 8, 59, tzinfo=UTC)
     rows = absent_rows([("file:/land/Kaki/empty.jpg", (0, then)), ("file:/land/Kaki/deleted.jpg", None),
                         ("file:/land/loose.jpg", (0, then)), ("file:/land/Kaki/replaced.jpg", (4096, then)),
                         ("file:/land/Kaki/huge.jpg", (5000, then))], 7, now, "file:/land", max_bytes=4096)

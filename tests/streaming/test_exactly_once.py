@@ -16,9 +16,9 @@ import duckdb
 import polars as pl
 import pytest
 from deltalake import DeltaTable
-from support import Feeder, kill_mid_stream_then_restart, start_stream, stop_gracefully, table_rows, wait_until
 
 from fruits.upload import land
+from support import Feeder, kill_mid_stream_then_restart, start_stream, stop_gracefully, table_rows, wait_until
 
 pytestmark = pytest.mark.slow
 BACKLOG = 12  # uploads landed but not yet committed, at most

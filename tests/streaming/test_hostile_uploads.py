@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from hostile_images import FEATURES, generate
-from support import Layout, copy_classes, table_rows
-
 from fruits.reasons import REASONS
 from fruits.upload import upload_dir
+from hostile_images import FEATURES, generate
 from streaming.job import StreamingJob
+from support import Layout, copy_classes, table_rows
 
 
 def test_hostile_uploads_each_become_one_row_and_the_stream_keeps_running(

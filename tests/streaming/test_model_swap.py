@@ -7,11 +7,10 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from support import Layout, copy_classes, table_rows, wait_until
-
 from fruits import registry
 from fruits.upload import upload_dir
 from streaming.job import StreamingJob
+from support import Layout, copy_classes, table_rows, wait_until
 
 ALIAS = "swap-test"  # not @champion: other tests rely on it
 

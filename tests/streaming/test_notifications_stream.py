@@ -15,12 +15,12 @@ from pathlib import Path
 
 import boto3
 import pytest
-from forged_notifications import ANNOUNCES, IGNORED, MALFORMED, TEST_EVENT, Forger, Real
-from support import Feeder, kill_mid_stream_then_restart, table_rows, wait_until
 
 from demo.emulated_aws import EventPollers, wired_bucket
 from demo.run import s3a_problem
+from forged_notifications import ANNOUNCES, IGNORED, MALFORMED, TEST_EVENT, Forger, Real
 from streaming.job import StreamingJob
+from support import Feeder, kill_mid_stream_then_restart, table_rows, wait_until
 
 pytestmark = pytest.mark.slow
 REGION = "eu-west-3"

@@ -23,13 +23,13 @@ import mlflow
 import pyspark
 import pytest
 from pyspark.ml import PipelineModel
-from support import Layout, champion_copy, copy_classes, table_rows, wait_until
 
 from cli.main import main
 from fruits import registry
 from fruits.upload import upload_dir
 from streaming.job import StreamingJob
 from streaming.monitor import read_progress
+from support import Layout, champion_copy, copy_classes, table_rows, wait_until
 
 pytestmark = pytest.mark.slow
 HEAD_COLUMNS = ("prediction", "confidence", "novelty_score", "is_novel")

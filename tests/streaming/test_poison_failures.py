@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from pyspark.sql import functions as F
-from support import table_rows
 
 from fruits import registry, source
 from fruits.exceptions import FruitsError
@@ -22,8 +21,9 @@ from fruits.reasons import MAX_DETAIL
 from fruits.settings import Settings
 from fruits.sinks import LakeWriter
 from streaming import poison
-from streaming.batch import ActiveModel, MicroBatch
+from streaming.batch import ActiveModel, ListingStrategy, MicroBatch
 from streaming.monitor import Monitor
+from support import table_rows
 
 MARKER = "FRUITS-TEST-POISON"
 
@@ -31,7 +31,7 @@ MARKER = "FRUITS-TEST-POISON"
 def failure_of(action) -> BaseException:
     try:
         action()
-    except Exception as exc:  # noqa: BLE001 - the point: what Spark raises
+    except Exception as exc:  # the point: what Spark raises
         return exc
     raise AssertionError("the Spark job did not fail")
 
@@ -137,11 +137,11 @@ def test_fault_injection_is_off_by_default_and_checked(spark) -> None:
 
 @pytest.fixture
 def micro_batch(spark, settings, fitted, featurizer, tmp_path: Path):
-    """A MicroBatch on the session's champion, writing to tables of this test (listing source)."""
+    """A MicroBatch on the session's champion, writing to tables of this test (a listing no stream planned)."""
     def make(**changes) -> MicroBatch:
         run = settings.replace(output=str(tmp_path / "results"), errors=str(tmp_path / "errors"), **changes)
         resolved = registry.resolve(registry.connect(run), "models:/fruits-pca@champion")
-        return MicroBatch(run, str(tmp_path / "landing"), featurizer, ActiveModel.load(spark, resolved),
+        return MicroBatch(run, ListingStrategy(str(tmp_path / "landing")), featurizer, ActiveModel.load(spark, resolved),
                           LakeWriter(run, "test-stream"), Monitor(None))
     return make
 
@@ -194,7 +194,7 @@ def test_a_data_path_broken_for_every_upload_stops_the_batch_but_a_batch_of_pois
     [upload] = land_images(data_dir, landing, 1, poisoned=None)
     # Every JPEG holds "JFIF": the upload fails, and so does the known-good image. Our bug, not the upload's.
     broken = micro_batch(fault_injection="raise:JFIF")
-    with pytest.raises(FruitsError, match="every upload fails .* and so does a known-good image"):
+    with pytest.raises(FruitsError, match=r"every upload fails .* and so does a known-good image"):
         broken(source.read_images(spark, str(landing)), 0)
     assert not table_rows(tmp_path / "results") and not table_rows(tmp_path / "errors")
 

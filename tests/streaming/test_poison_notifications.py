@@ -14,9 +14,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from support import table_rows, wait_until
 
 from streaming.job import StreamingJob
+from support import table_rows, wait_until
 
 pytestmark = pytest.mark.slow
 REGION = "eu-west-3"

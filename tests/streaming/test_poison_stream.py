@@ -19,11 +19,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from support import Layout, start_stream, stop_gracefully, table_rows, wait_until
 
 from fruits.upload import land
 from streaming.job import StreamingJob
 from streaming.monitor import read_progress
+from support import Layout, start_stream, stop_gracefully, table_rows, wait_until
 
 pytestmark = pytest.mark.slow
 MARKER = b"FRUITS-TEST-POISON"

@@ -6,11 +6,11 @@ from collections import Counter
 
 import boto3
 import pytest
-from support import copy_classes, table_rows
 
 from fruits.exceptions import FruitsError
 from fruits.upload import upload_dir
 from streaming.job import StreamingJob
+from support import copy_classes, table_rows
 
 pytestmark = pytest.mark.slow
 BUCKET = "fruits-s3a-test"

@@ -9,17 +9,17 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-import pytest
 import duckdb
 import polars as pl
+import pytest
 from deltalake import DeltaTable
-from support import Layout, copy_classes, table_rows, wait_until, write_bad_corpus, write_unusual_valid
 
+import streaming.job
 from cli.main import main
 from fruits.exceptions import FruitsError
 from fruits.upload import upload_dir
-import streaming.job
 from streaming.job import STOP_MARKER, StreamingJob, trigger_options
+from support import Layout, copy_classes, table_rows, wait_until, write_bad_corpus, write_unusual_valid
 
 CLASSES = ["Banana", "Kumquats", "Pepper Red"]
 
