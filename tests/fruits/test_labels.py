@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -133,11 +134,13 @@ def test_votes_and_decisions_are_append_only_delta_tables(tmp_path) -> None:
 
 
 def test_a_new_class_enters_with_enough_images_and_each_class_is_split_by_upload() -> None:
-    labels = {f"g{i}": "Guava" for i in range(5)} | {f"o{i}": "Orange" for i in range(4)} | {"b0": "Banana"}
+    labels = ({f"g{i}": "Guava" for i in range(5)} | {f"o{i}": "Orange" for i in range(4)}
+              | {f"p{i}": "Plum 2" for i in range(10)} | {f"b{i}": "Banana" for i in range(5)})
     chosen = select_for_refit(labels, {"Banana"}, min_images=5, holdout_share=0.2)
     assert chosen.waiting == {"Orange": 4}  # a new name short of images waits
-    assert sorted(chosen.held_out.values()) == ["Guava"]  # floor(5 * 0.2); Banana's one image trains
-    assert set(chosen.train) | set(chosen.held_out) == {f"g{i}" for i in range(5)} | {"b0"}
+    held = Counter(chosen.held_out.values())
+    assert held == {"Plum 2": 2, "Banana": 1}  # floor(n * 0.2); Guava, just at 5, trains on all of them
+    assert set(chosen.train) | set(chosen.held_out) == set(labels) - {f"o{i}" for i in range(4)}
     assert not set(chosen.train) & set(chosen.held_out)
     again = select_for_refit(dict(reversed(labels.items())), {"Banana"}, min_images=5, holdout_share=0.2)
     assert again == chosen  # the split depends on the uploads, not on the order
