@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fit.evaluation import KNOWN, HeldOut
+from fit.evaluation import KNOWN
 from fruits import lake, metrics
 from fruits.appuploads import CONSENTED_PATH_PATTERN
 from fruits.labels import LabelStore, Selection, select_for_refit, training_labels, verdicts
@@ -90,15 +89,6 @@ def app_labelled_rows(spark: SparkSession, settings: Settings, weights_sha256: s
         held_out=chosen.filter("part = 'held'").select("path", "label", "features"),
         selection=selection, votes=len(votes), voted_uploads=len(voted),
     )
-
-
-def add_held_out(held: HeldOut, rows: DataFrame) -> HeldOut:
-    """The held-out images plus the app's held-out labelled uploads (measured as known images, like test/)."""
-    extra = rows.withColumn("kind", F.lit(KNOWN)).withColumn("reason", F.lit(None).cast("string"))
-    cached = held.cached.unionByName(extra, allowMissingColumns=True).persist(StorageLevel.MEMORY_AND_DISK)
-    added = cached.count() - held.cached.count()
-    held.release()
-    return HeldOut(cached, held.known + added, held.novel, held.skipped, held.novel_classes)
 
 
 def accuracy_by_origin(scored: pd.DataFrame) -> dict[str, float | None]:

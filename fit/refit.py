@@ -35,7 +35,6 @@ from fit.public_labels import (
     APP,
     AppLabelled,
     accuracy_by_origin,
-    add_held_out,
     app_labelled_rows,
     without_app_rows,
 )
@@ -144,8 +143,8 @@ def refit(
         challenger = fit_challenger(spark, request, training, clock)
         clock.lap("project")
         with spark_progress(spark, "featurizing held-out images", progress):
-            held = add_held_out(featurize_held_out(spark, featurizer, settings, eval_uri, novelty_uri, decoded),
-                                training.app.held_out)
+            held = featurize_held_out(spark, featurizer, settings, eval_uri, novelty_uri, decoded,
+                                      more_known=training.app.held_out)
         scores = evaluate_both(held, challenger.model, champion_model, novelty_uri)
         clock.lap("evaluate")
         decision = decide(scores.challenger.classifier_accuracy, scores.champion_accuracy, force)
