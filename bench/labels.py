@@ -4,7 +4,8 @@ Works on features directly (the app and the stream are tested end to end in test
 every image is featurized once (MobileNetV2, ONNX, cached per featurizer), then for each of 3 draws of which
 5 photos of each extra_classes/ fruit are labelled (the other 5 are asked after the refit), votes are
 simulated and go through the same code as the app's: fruits.labels.verdicts (>= 2 clients, > 2/3 agree),
-select_for_refit (a new class with >= FRUITS_LABEL_MIN_IMAGES accepted images; 1 in 5 held out by upload),
+select_for_refit (a new class with >= FRUITS_LABEL_MIN_IMAGES accepted images; 1 in 5 held out by upload, but
+never below that minimum),
 and the refit's training path (subset/ + stream/ as the lake's labelled rows, + the accepted app labels ->
 fit.pipeline.fit_model in Spark). The champion/challenger decision is the refit's (fit.refit.decide) on the
 same held-out rows: test/ + the app's held-out labels.
