@@ -71,11 +71,13 @@ def app_labelled_rows(spark: SparkSession, settings: Settings, weights_sha256: s
             .dropDuplicates(["upload_id"]))
     wanted = spark.createDataFrame([(i,) for i in sorted(voted)], "upload_id string")
     present = rows.join(wanted, "upload_id")
-    consented = {r.upload_id for r in present.select("upload_id").collect()}
-    found = verdicts(votes, decisions, consented, min_clients=settings.label_min_clients,
+    # Each consented upload's id and a hash of its features: which photos are held out depends on the photo.
+    content = F.sha2(F.concat_ws(",", F.col("features").cast("array<string>")), 256)
+    order = {r.upload_id: r.content for r in present.select("upload_id", content.alias("content")).collect()}
+    found = verdicts(votes, decisions, set(order), min_clients=settings.label_min_clients,
                      share=settings.label_agreement)
     selection = select_for_refit(training_labels(found), known_classes, min_images=settings.label_min_images,
-                                 holdout_share=settings.label_holdout_share)
+                                 holdout_share=settings.label_holdout_share, order=order)
     parts = [(i, label, "train") for i, label in selection.train.items()] + \
             [(i, label, "held") for i, label in selection.held_out.items()]
     chosen = present.join(spark.createDataFrame(parts, "upload_id string, label string, part string")

@@ -231,12 +231,12 @@ class Selection:
 
 
 def select_for_refit(labels: Mapping[str, str], known_classes: Collection[str], *, min_images: int,
-                     holdout_share: float) -> Selection:
+                     holdout_share: float, order: Mapping[str, str] | None = None) -> Selection:
     """A new class enters once it has `min_images` accepted images. Of each class's accepted images,
-    floor(n * holdout_share) are held out for the evaluation, picked by a hash of the upload id (stable from one
-    refit to the next, and not chosen by whoever voted), but never so many that a new class trains on fewer
-    than `min_images`: a fruit that has just enough photos trains on all of them (measured, bench/labels.py:
-    4 photos instead of 5 cost several points of accuracy, and 1 held-out photo measures little)."""
+    floor(n * holdout_share) are held out for the evaluation: the first by `order` (upload id -> key; the refit
+    passes a hash of the photo's features, so the choice is stable from one refit to the next, not chosen by
+    whoever voted, and the same photo uploaded twice falls on the same side), else by a hash of the upload id.
+    The held-out ones are what the champion/challenger gate sees of a new fruit."""
     by_label: dict[str, list[str]] = {}
     for upload_id, label in labels.items():
         by_label.setdefault(label, []).append(upload_id)
@@ -245,10 +245,8 @@ def select_for_refit(labels: Mapping[str, str], known_classes: Collection[str], 
         if label not in known_classes and len(ids) < min_images:
             waiting[label] = len(ids)
             continue
-        ids.sort(key=lambda i: hashlib.sha256(i.encode()).hexdigest())
+        ids.sort(key=lambda i: (order or {}).get(i) or hashlib.sha256(i.encode()).hexdigest())
         held = int(len(ids) * holdout_share)
-        if label not in known_classes:
-            held = min(held, len(ids) - min_images)
         held_out.update((i, label) for i in ids[:held])
         train.update((i, label) for i in ids[held:])
     return Selection(train, held_out, waiting)

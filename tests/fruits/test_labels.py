@@ -139,7 +139,10 @@ def test_a_new_class_enters_with_enough_images_and_each_class_is_split_by_upload
     chosen = select_for_refit(labels, {"Banana"}, min_images=5, holdout_share=0.2)
     assert chosen.waiting == {"Orange": 4}  # a new name short of images waits
     held = Counter(chosen.held_out.values())
-    assert held == {"Plum 2": 2, "Banana": 1}  # floor(n * 0.2); Guava, just at 5, trains on all of them
+    assert held == {"Plum 2": 2, "Guava": 1, "Banana": 1}  # floor(n * 0.2)
+    by_content = select_for_refit(labels, {"Banana"}, min_images=5, holdout_share=0.2,
+                                  order={"g3": "0", "p7": "0", "p8": "1"})
+    assert {"g3", "p7", "p8"} <= set(by_content.held_out)  # held out first: the order says which
     assert set(chosen.train) | set(chosen.held_out) == set(labels) - {f"o{i}" for i in range(4)}
     assert not set(chosen.train) & set(chosen.held_out)
     again = select_for_refit(dict(reversed(labels.items())), {"Banana"}, min_images=5, holdout_share=0.2)
