@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default $FRUITS_DATA, else ../shared/data/fruits360)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # one line per Python<->JVM call otherwise
     from demo.__main__ import images_root
 
     report = run(Settings.load(), images_root(args.images))
