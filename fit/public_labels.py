@@ -55,6 +55,8 @@ def without_app_rows(rows: DataFrame) -> DataFrame:
 
 def app_labelled_rows(spark: SparkSession, settings: Settings, weights_sha256: str, known_classes: list[str]
                       ) -> AppLabelled:
+    """The labels that train now (the rule on the vote log and the decisions), joined to the consented uploads'
+    features in the results table; `known_classes` (the champion's) tell new fruits from known ones."""
     store = LabelStore(settings)
     votes, decisions = store.votes(), store.decisions()
     schema = "path string, label string, features array<float>"
