@@ -17,6 +17,7 @@ from app.uploads import Uploads
 from fruits.answers import AnswerStore
 from fruits.exceptions import one_line
 from fruits.knownmap import KnownMap
+from fruits.labels import LabelStore
 from fruits.settings import Settings
 from fruits.upload import open_destination
 
@@ -106,4 +107,7 @@ class AppContext:
     csrf: CsrfTokens
     upload_limiter: RateLimiter
     request_limiter: RateLimiter
+    vote_limiter: RateLimiter
+    labels: LabelStore
+    curators: dict[str, str]  # name -> token (FRUITS_CURATORS); empty: /curate is refused
     ops: Callable[[], dict[str, Any]]  # the stream's ops numbers over the last hour (streaming.ops)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 import math
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from app.context import AppContext
 from app.security import CSRF_COOKIE, CSRF_HEADER, same_origin
@@ -45,8 +47,31 @@ def limit_uploads(request: Request, ctx: AppContext = Depends(context)) -> None:
                       {"Retry-After": str(math.ceil(wait))})
 
 
+def limit_votes(request: Request, ctx: AppContext = Depends(context)) -> None:
+    wait = ctx.vote_limiter.wait(client_key(request))
+    if wait:
+        raise Refused(429, "rate_limited", f"Too many answers in a short time: try again in {math.ceil(wait)} s.",
+                      {"Retry-After": str(math.ceil(wait))})
+
+
 def csrf_checked(request: Request, ctx: AppContext = Depends(context)) -> None:
     """Every POST: from this host when the browser says where it comes from, with the token of this page."""
     if not same_origin(request.headers.get("origin"), request.headers.get("host")) or \
             not ctx.csrf.valid(request.cookies.get(CSRF_COOKIE), request.headers.get(CSRF_HEADER)):
         raise Refused(403, "csrf", "This page has expired: reload it and try again.")
+
+
+basic_auth = HTTPBasic(auto_error=False, realm="Fruits! curators")
+
+
+def curator(credentials: HTTPBasicCredentials | None = Depends(basic_auth), ctx: AppContext = Depends(context)) -> str:
+    """The curator's name, from HTTP basic auth (name, token) checked against FRUITS_CURATORS. Refused when no
+    curator is configured: there is no default password."""
+    if not ctx.curators:
+        raise Refused(403, "curation_off", "Curation is off: the team sets FRUITS_CURATORS to turn it on.")
+    token = ctx.curators.get(credentials.username) if credentials else None
+    if credentials is None or token is None or \
+            not hmac.compare_digest(token.encode(), credentials.password.encode()):
+        raise Refused(401, "login", "Curators only: log in with your name and token.",
+                      {"WWW-Authenticate": 'Basic realm="Fruits! curators", charset="UTF-8"'})
+    return credentials.username

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 
 from app.context import AppContext, KnownMapLoader, KnownMaps
 from app.dependencies import Refused
-from app.routers import answers, known, ops, pages, uploads
+from app.routers import answers, curate, known, ops, pages, uploads, votes
 from app.security import (
     AccessLog,
     BodyLimit,
@@ -26,10 +26,12 @@ from app.security import (
     SecurityHeaders,
     app_secret,
     content_security_policy,
+    curator_tokens,
 )
 from app.uploads import open_uploads
 from fruits.answers import AnswerStore, open_answer_store
 from fruits.knownmap import KnownMap
+from fruits.labels import LabelStore
 from fruits.settings import Settings
 from streaming.ops import ops_window
 
@@ -55,6 +57,9 @@ def create_app(settings: Settings, *, answer_store: AnswerStore | None = None, k
         csrf=CsrfTokens(app_secret(settings)),
         upload_limiter=RateLimiter(settings.app_uploads_per_minute),
         request_limiter=RateLimiter(settings.app_requests_per_minute),
+        vote_limiter=RateLimiter(settings.app_votes_per_minute),
+        labels=LabelStore(settings),
+        curators=curator_tokens(settings),
         ops=ops_numbers or functools.partial(ops_window, settings),
     )
 
@@ -67,7 +72,8 @@ def create_app(settings: Settings, *, answer_store: AnswerStore | None = None, k
     app.state.context = context
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for router in (pages.router, uploads.router, answers.router, known.router, ops.router):
+    for router in (pages.router, uploads.router, answers.router, votes.router, known.router, ops.router,
+                   curate.router):
         app.include_router(router)
     add_error_pages(app)
     upload_limit = settings.max_image_bytes + MULTIPART_OVERHEAD

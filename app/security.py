@@ -81,10 +81,31 @@ class CsrfTokens:
     def token_for(self, cookie: str) -> str:
         return hmac.new(self._secret, cookie.encode(), hashlib.sha256).hexdigest()
 
+    def pseudonym(self, cookie: str) -> str:
+        """The browser's pseudonymous id for its votes: another HMAC of the same random cookie (a different
+        message, so the stored id is never a valid CSRF token). No address, nothing that names a person."""
+        return hmac.new(self._secret, b"voter:" + cookie.encode(), hashlib.sha256).hexdigest()[:32]
+
     def valid(self, cookie: str | None, token: str | None) -> bool:
         if not self.is_cookie(cookie) or not token:
             return False
         return hmac.compare_digest(self.token_for(cookie), token)
+
+
+_CURATOR = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
+
+
+def curator_tokens(settings: Settings) -> dict[str, str]:
+    """FRUITS_CURATORS "name:token,name:token" -> {name: token}; empty when unset (then /curate is refused).
+    A token has 32 characters or more: there is no default password."""
+    curators: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in (settings.curators or "").split(","))):
+        name, _, token = entry.partition(":")
+        if not _CURATOR.match(name) or len(token) < 32:
+            raise FruitsError("FRUITS_CURATORS must be name:token pairs separated by commas, each name letters, digits, "
+                              "'.', '_' or '-', each token 32 characters or more (e.g. `openssl rand -hex 32`)")
+        curators[name] = token
+    return curators
 
 
 def same_origin(origin: str | None, host: str | None) -> bool:

@@ -68,6 +68,10 @@ def answer_view(answer: Answer, known: KnownMap | None, max_bytes: int) -> dict[
     view.update(prediction=answer.prediction, confidence=answer.confidence, is_novel=bool(answer.is_novel),
                 title=title, message=message, top=top, model=f"{answer.model_name} v{answer.model_version}",
                 neighbours=[], map=None)
+    # "Is it right?": asked on photos shared to improve the model (the others never train); the names the
+    # model knows are the choices (a new name can be typed).
+    view["vote"] = {"asks": bool(answer.consent), "agree": bool(answer.prediction and not answer.is_novel),
+                    "names": sorted(set(known.labels)) if known is not None else [name for name, _ in answer.top]}
     if known is not None:
         base = f"/known/{answer.model_name}/{answer.model_version}"
         view["neighbours"] = [{"label": known.labels[i], "thumbnail": f"{base}/{i}.jpg"}

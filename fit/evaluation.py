@@ -10,6 +10,7 @@ measured on them (the refit measures the champion and the challenger on the same
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -74,13 +75,19 @@ def featurize_held_out(
     eval_uri: str,
     novelty_uri: str | None = None,
     counter: Accumulator | None = None,
+    more_known: DataFrame | None = None,
 ) -> HeldOut:
-    """Featurize the known (and unseen-class) held-out images in one Spark pass, and keep them."""
+    """Featurize the known (and unseen-class) held-out images in one Spark pass, and keep them. `more_known`:
+    rows already featurized (path, label, features) held out with the known images (the public's labels,
+    fit.public_labels), in the same cached frame: a union after the fact would featurize everything again."""
     parts = [labelled_features(spark, eval_uri, featurizer, settings, counter).withColumn("kind", F.lit(KNOWN))]
     if novelty_uri:
         parts.append(labelled_features(spark, novelty_uri, featurizer, settings, counter)
                      .withColumn("kind", F.lit(NOVEL)))
-    cached = (parts[0] if len(parts) == 1 else parts[0].unionByName(parts[1])).persist(StorageLevel.MEMORY_AND_DISK)
+    if more_known is not None:
+        parts.append(more_known.withColumn("kind", F.lit(KNOWN)).withColumn("reason", F.lit(None).cast("string")))
+    cached = functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts).persist(
+        StorageLevel.MEMORY_AND_DISK)
     counts = {(r.kind, r.usable): r["count"] for r in
               cached.groupBy("kind", F.col("reason").isNull().alias("usable")).count().collect()}
     held = HeldOut(cached, counts.get((KNOWN, True), 0), counts.get((NOVEL, True), 0),

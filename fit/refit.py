@@ -29,8 +29,15 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fit import pipeline
-from fit.evaluation import Evaluation, HeldOut, evaluate, featurize_held_out
+from fit.evaluation import Evaluation, HeldOut, evaluate, featurize_held_out, points
 from fit.job import Clock, check_unseen, prepare
+from fit.public_labels import (
+    APP,
+    AppLabelled,
+    accuracy_by_origin,
+    app_labelled_rows,
+    without_app_rows,
+)
 from fruits import lake
 from fruits.exceptions import FruitsError
 from fruits.featurize import Featurizer, check_compatible
@@ -67,15 +74,17 @@ class Request:
 class Training:
     """The challenger's training rows (persisted until the refit ends), where they come from, its pca_k."""
 
-    rows: DataFrame  # path, label, features, source ("champion" or "lake")
+    rows: DataFrame  # path, label, features, source ("champion", "lake" or "app")
     from_lake: int
     from_champion: int
+    from_app: int  # the public's accepted labels (fit.public_labels)
     of_another_featurizer: int  # labelled lake rows left out: features of other weights
     pca_k: int  # the champion's
+    app: AppLabelled  # the app labels' training and held-out rows, and what was chosen
 
     @property
     def images(self) -> int:
-        return self.from_lake + self.from_champion
+        return self.from_lake + self.from_champion + self.from_app
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,7 @@ class Scores:
 
     challenger: Evaluation
     champion_accuracy: float | None  # None: the champion has no classifier
+    by_origin: dict[str, float | None]  # the challenger on the --eval-images and on the app's held-out labels
 
 
 class Decision(NamedTuple):
@@ -119,19 +129,23 @@ def refit(
     for flag, uri in (("--eval-images", eval_uri), ("--novelty-images", novelty_uri)):
         if uri and not path_exists(spark, uri):
             raise FruitsError(f"{flag} path not found: {uri}")
+    from fruits import registry  # MLflow: already imported by `prepare`
+
     champion = resolve_champion(client, settings, featurizer)
+    champion_model = registry.load_spark_model(champion)  # its classes say which app labels are new fruits
     decoded = spark.sparkContext.accumulator(0)
     clock.lap("setup")
 
-    training = read_training(spark, request, champion, featurizer.spec.weights_sha256)
+    training = read_training(spark, request, champion, champion_model, featurizer.spec.weights_sha256)
     held = None
     try:
         clock.lap("read")
         challenger = fit_challenger(spark, request, training, clock)
         clock.lap("project")
         with spark_progress(spark, "featurizing held-out images", progress):
-            held = featurize_held_out(spark, featurizer, settings, eval_uri, novelty_uri, decoded)
-        scores = evaluate_both(held, challenger.model, champion, novelty_uri)
+            held = featurize_held_out(spark, featurizer, settings, eval_uri, novelty_uri, decoded,
+                                      more_known=training.app.held_out)
+        scores = evaluate_both(held, challenger.model, champion_model, novelty_uri)
         clock.lap("evaluate")
         decision = decide(scores.challenger.classifier_accuracy, scores.champion_accuracy, force)
         logged = register_challenger(
@@ -163,25 +177,32 @@ def resolve_champion(client: MlflowClient, settings: Settings, featurizer: Featu
     return champion
 
 
-def read_training(spark: SparkSession, request: Request, champion: ResolvedModel, weights_sha256: str) -> Training:
-    """The champion's training rows and the lake's new labelled rows of this featurizer, read once and kept."""
+def read_training(
+    spark: SparkSession, request: Request, champion: ResolvedModel, champion_model: PipelineModel, weights_sha256: str
+) -> Training:
+    """The champion's training rows, the lake's new labelled rows of this featurizer and the public's accepted
+    labels, read once and kept."""
     from fruits import registry
 
     settings, since, until = request.settings, request.since, request.until
     pca_k = int(champion.tags.get("pca_k", settings.pca_k))
     lake_rows, other_featurizer = labelled_lake_rows(spark, settings, weights_sha256, since, until)
-    known = read_features(spark, champion.tags[registry.FEATURES_URI_TAG])
+    # The app's uploads come from the labels as they stand now (a curator may have changed them since).
+    known = without_app_rows(read_features(spark, champion.tags[registry.FEATURES_URI_TAG]))
     # New = not already in the champion's training set (a refit's includes the lake rows it used).
     new = lake_rows.dropDuplicates(["path"]).join(known.select("path"), "path", "left_anti")
-    rows = known.unionByName(new).persist(StorageLevel.MEMORY_AND_DISK)
+    classes = pipeline.classes(champion_model) if pipeline.has_head(champion_model) else []
+    app = app_labelled_rows(spark, settings, weights_sha256, classes)
+    rows = known.unionByName(new).unionByName(app.train).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         with spark_progress(spark, "reading the training rows", request.progress):
             counts = {r.source: r["count"] for r in rows.groupBy("source").count().collect()}
-        training = Training(rows, counts.get("lake", 0), counts.get("champion", 0), other_featurizer, pca_k)
-        if not training.from_lake:
+        training = Training(rows, counts.get("lake", 0), counts.get("champion", 0), counts.get(APP, 0),
+                            other_featurizer, pca_k, app)
+        if not training.from_lake and not training.from_app:
             raise FruitsError(
                 f"no labelled rows of this featurizer in the results table {settings.output_uri}"
-                f"{date_range(since, until)}: nothing new to learn from"
+                f"{date_range(since, until)} and no accepted app labels: nothing new to learn from"
             )
         if training.images <= pca_k:
             raise FruitsError(f"{training.images} training rows: the champion's pca_k {pca_k} needs more")
@@ -199,14 +220,14 @@ def fit_challenger(spark: SparkSession, request: Request, training: Training, cl
     return Challenger(model, fit_points)
 
 
-def evaluate_both(held: HeldOut, challenger: PipelineModel, champion: ResolvedModel, novelty_uri: str | None) -> Scores:
+def evaluate_both(held: HeldOut, challenger: PipelineModel, champion_model: PipelineModel, novelty_uri: str | None
+                  ) -> Scores:
     """The challenger, and the champion if it has a classifier, on the same held-out images."""
-    from fruits import registry
-
     check_unseen(held.novel_classes, pipeline.classes(challenger), novelty_uri)
-    champion_model = registry.load_spark_model(champion)
     champion_eval = evaluate(held, champion_model) if pipeline.has_head(champion_model) else None
-    return Scores(evaluate(held, challenger), champion_eval.classifier_accuracy if champion_eval else None)
+    scored = points(held, challenger)
+    return Scores(evaluate(held, challenger, scored), champion_eval.classifier_accuracy if champion_eval else None,
+                  accuracy_by_origin(scored))
 
 
 def decide(challenger: float, champion: float | None, force: bool) -> Decision:
@@ -248,6 +269,7 @@ def register_challenger(
         "until": str(request.until or ""),
         "rows_from_lake": training.from_lake,
         "rows_from_champion": training.from_champion,
+        "rows_from_app": training.from_app,
         "lake_rows_of_another_featurizer": training.of_another_featurizer,
         "force": request.force,
     }
@@ -297,6 +319,7 @@ def refit_summary(
         "decision": decision.reason,
         "forced": request.force,
         "classifier_accuracy": evaluation.classifier_accuracy,
+        **scores.by_origin,
         "champion_classifier_accuracy": scores.champion_accuracy,
         "macro_f1": evaluation.macro_f1,
         "novelty_threshold": evaluation.novelty_threshold,
@@ -308,6 +331,8 @@ def refit_summary(
         "classes": len(pipeline.classes(challenger.model)),
         "rows_from_lake": training.from_lake,
         "rows_from_champion": training.from_champion,
+        "rows_from_app": training.from_app,
+        **training.app.summary(),
         "lake_rows_of_another_featurizer": training.of_another_featurizer,
         "since": request.since.isoformat() if request.since else None,
         "until": request.until.isoformat() if request.until else None,

@@ -27,6 +27,9 @@ CONSENTED = "consented"
 PRIVATE = "private"
 EXTENSIONS = ("jpg", "png")
 _ID = re.compile(r"^[0-9a-f]{32}$")
+# A consented upload's id from its path as the lake stores it (any scheme, any root): for readers of the
+# results table that join on upload ids (the refit's Spark regexp_extract, fruits.labels with pyarrow).
+CONSENTED_PATH_PATTERN = r"/" + APP_FOLDER + "/" + CONSENTED + r"/([0-9a-f]{32})\.(?:jpg|png)$"
 _NAME = re.compile(r"^(?P<id>[0-9a-f]{32})\.(?:jpg|png)$")
 
 

@@ -108,6 +108,21 @@ class Settings:
     # secret sits in the function's environment. Each holds a JSON object whose keys are settings (app_secret,
     # the curator's) or an MLflow user ("username", "password"). None: nothing to read.
     secrets: str | None = None
+    # Labels from the public (fruits.labels): the vote log and the curator's decisions (Delta tables; None
+    # means <state>/lake/labels and <state>/lake/curation). A label trains when at least
+    # label_min_clients clients name the same fruit and they are more than label_agreement of the votes
+    # (iNaturalist's rule), or when a curator accepts it. A new class enters the refit with at least
+    # label_min_images accepted images; label_holdout_share of each class's accepted app images (by
+    # upload) is held out for the evaluation. The curators: "name:token,name:token" (tokens of 32+
+    # characters; never printed); unset, /curate is refused. Votes per client address per minute.
+    labels: str | None = None
+    curation: str | None = None
+    label_min_clients: int = 2
+    label_agreement: float = 2 / 3
+    label_min_images: int = 5
+    label_holdout_share: float = 0.2
+    curators: str | None = field(default=None, repr=False)
+    app_votes_per_minute: int = 30
     # AWS
     aws_region: str = "eu-west-3"
     s3_endpoint_url: str | None = None
@@ -175,6 +190,14 @@ class Settings:
         if self.app_uploads_per_minute < 1 or self.app_requests_per_minute < 1:
             raise FruitsError("the app's rate limits (FRUITS_APP_UPLOADS_PER_MINUTE, FRUITS_APP_REQUESTS_PER_MINUTE) "
                               "must be at least 1")
+        if self.label_min_clients < 2:
+            raise FruitsError("FRUITS_LABEL_MIN_CLIENTS must be at least 2: one client never carries a label alone")
+        if not 0.5 <= self.label_agreement < 1:
+            raise FruitsError(f"FRUITS_LABEL_AGREEMENT must be in [0.5, 1), got {self.label_agreement}")
+        if self.label_min_images < 1 or not 0 <= self.label_holdout_share < 1:
+            raise FruitsError("FRUITS_LABEL_MIN_IMAGES must be at least 1 and FRUITS_LABEL_HOLDOUT_SHARE in [0, 1)")
+        if self.app_votes_per_minute < 1:
+            raise FruitsError("FRUITS_APP_VOTES_PER_MINUTE must be at least 1")
         if not 1 <= self.app_upload_expiry_seconds <= 3600:
             raise FruitsError(f"FRUITS_APP_UPLOAD_EXPIRY must be between 1s and 1h, got {self.app_upload_expiry!r}")
         if self.notifications is not None:
@@ -229,6 +252,16 @@ class Settings:
     def answers_uri(self) -> str:
         """Where the stream writes, and the app reads, the answers to app uploads (fruits.answers)."""
         return self.answers or f"sqlite:///{self.state / 'answers.db'}"
+
+    @property
+    def labels_uri(self) -> str:
+        """The vote log (fruits.labels), next to the lake by default."""
+        return self.labels or str(self.state / "lake" / "labels")
+
+    @property
+    def curation_uri(self) -> str:
+        """The curator's decisions (fruits.labels)."""
+        return self.curation or str(self.state / "lake" / "curation")
 
     # Intervals in seconds (0: "off"): parsed here only; validate() has checked each of them.
     @property
@@ -325,6 +358,8 @@ def _coerce(f: dataclasses.Field, raw: str, name: str) -> Any:
     try:
         if kind.startswith("int"):
             return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
         if kind.startswith("bool"):
             if raw.lower() in {"1", "true", "yes", "on"}:
                 return True

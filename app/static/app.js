@@ -101,11 +101,54 @@
     byId("answer-neighbours-box").hidden = !neighbours.children.length;
     byId("answer-map-box").hidden = !view.map;
     if (view.map) byId("answer-map").src = view.map;
+    showVote(view);
     const meta = [];
     if (view.seconds !== undefined) meta.push("answered " + view.seconds + " s after the upload");
     if (view.model) meta.push("model " + view.model);
     byId("answer-meta").textContent = meta.join(" · ");
   }
+
+  // "Is it right?": yes, or "no, it's …" with the known fruits to choose from (or a new name).
+  const vote = byId("vote");
+  const voteName = byId("vote-name");
+
+  function showVote(view) {
+    const asks = view.status === "answered" && view.vote && view.vote.asks;
+    vote.hidden = !asks;
+    if (!asks) return;
+    const agree = view.vote.agree;
+    byId("vote-question").textContent = agree ? "Is it right?" : "Do you know which fruit it is?";
+    byId("vote-yes").hidden = !agree;
+    byId("vote-no").hidden = !agree;
+    byId("vote-other").hidden = agree;
+    byId("vote-status").textContent = "";
+    const names = byId("vote-names");
+    clear(names);
+    for (const name of view.vote.names) {
+      const option = document.createElement("option");
+      option.value = name;
+      names.appendChild(option);
+    }
+  }
+
+  async function sendVote(body) {
+    const voteStatus = byId("vote-status");
+    voteStatus.textContent = "Sending…";
+    const response = await post("/api/answers/" + answer.dataset.uploadId + "/vote", JSON.stringify(body),
+                                {"Content-Type": "application/json"});
+    voteStatus.textContent = response.ok ? (await response.json()).message : await messageOf(response);
+    voteStatus.classList.toggle("problem", !response.ok);
+  }
+
+  byId("vote-yes").addEventListener("click", () => sendVote({agrees: true}));
+  byId("vote-no").addEventListener("click", function () {
+    byId("vote-other").hidden = false;
+    voteName.focus();
+  });
+  vote.addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (voteName.value.trim()) sendVote({label: voteName.value});
+  });
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -4,7 +4,7 @@ trigger) writing the answers; the known map is the model version's own (fruits.k
 
 The journeys: a test/ photo is named; an extra_classes/ photo is "a fruit I don't know yet"; a text
 file named .jpg is refused in plain words; everything works from the keyboard alone; /ops shows the
-stream's numbers. Screenshots go to a temporary folder (printed); docs/img/ keeps a few.
+stream's numbers; a person says "no, it's …" another fruit and the vote is recorded. Screenshots go to a temporary folder (printed); docs/img/ keeps a few.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from demo.run import stop_stream, wait_for_first_trigger
 from demo.workspace import scratch_state
 from fruits.answers import ANSWERED, open_answer_store
 from streaming.job import StreamingJob
-from support import champion_copy
+from support import champion_copy, table_rows
 
 pytestmark = [pytest.mark.slow, needs_chromium]
 KNOWN, UNKNOWN = "Banana", "Pineapple Mini"  # a test/ fruit the model knows; an extra_classes/ one it does not
@@ -146,3 +146,20 @@ def test_ops_shows_the_stream_numbers_and_refreshes_itself(browser, world, shots
     assert phone.console_errors == []
     phone.close()
 
+
+
+def test_a_person_says_no_it_is_another_fruit_and_the_vote_is_recorded(phone, world, photos, shots) -> None:
+    page = phone.page
+    page.locator("#consent").check()  # only photos shared to improve the model are asked about
+    page.set_input_files("#photo", str(photos["known"]))
+    assert phone.answer() == KNOWN
+    assert page.locator("#vote-question").inner_text() == "Is it right?"
+    page.locator("#vote-no").click()
+    page.locator("#vote-name").fill("  kumquat")  # a typo of a fruit the model knows
+    page.locator("#vote-send").click()
+    page.wait_for_function("() => document.getElementById('vote-status').textContent.includes('recorded')")
+    assert "Kumquats" in page.locator("#vote-status").inner_text()
+    upload_id = page.url.rsplit("/u/", 1)[1]
+    rows = table_rows(world[1].labels_uri)  # the vote log, read with delta-rs alone
+    assert [(r.upload_id, r.label) for r in rows] == [(upload_id, "Kumquats")]
+    screenshot(phone, shots, "vote")
