@@ -27,6 +27,12 @@ def context(request: Request) -> AppContext:
     return request.app.state.context
 
 
+def labels_kept(request: Request) -> None:
+    """Votes and the curator's queue need the label tables (fruits.labels: not on the Lambda package)."""
+    if not context(request).labels.available:
+        raise Refused(503, "votes_unavailable", "Votes are not collected on this deployment yet: thank you all the same.")
+
+
 def client_key(request: Request) -> str:
     """Whom a rate limit counts: the peer's address (behind a proxy, uvicorn's --forwarded-allow-ips makes it
     the client's). Held in memory for the limit only, never logged."""

@@ -13,6 +13,10 @@ distinct clients name the same fruit, and they are more than `share` of the clie
 that upload — on consented uploads only; a curator's accept or reject overrides it. One client
 can therefore never carry a label alone, whatever it sends.
 
+The tables are read and written with delta-rs (`fruits.lake`), imported when a table is first touched:
+the app's Lambda package cannot hold delta-rs beside pyarrow within Lambda's 250 MB (134 MB for its
+library alone), so there `LabelStore.available` is False and the app says votes are not collected.
+
 Names are normalised before they are stored (`canonical_name`): case, spaces, accents, and a
 typo-tolerant match (difflib's ratio) against the known names (the model's classes and names a
 curator accepted), so "passion fruit", "Passion  Fruit" and "Pasion fruit" are one fruit once the
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib.util
 import logging
 import re
 import unicodedata
@@ -36,9 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import write_deltalake
 
-from fruits import lake
 from fruits.appuploads import CONSENTED_PATH_PATTERN
 from fruits.exceptions import FruitsError
 from fruits.settings import Settings
@@ -298,6 +301,8 @@ def proposed_names(found: Mapping[str, Verdict], known: Collection[str],
 
 def upload_features(settings: Settings, upload_ids: Collection[str]) -> dict[str, np.ndarray]:
     """The 1280 features the stream stored for these consented uploads (results table, read with delta-rs)."""
+    from fruits import lake
+
     table = lake.open_table(settings, settings.output_uri)
     if table is None or not upload_ids:
         return {}
@@ -310,11 +315,25 @@ def upload_features(settings: Settings, upload_ids: Collection[str]) -> dict[str
 
 
 # ----------------------------------------------------------------------------- the tables
+def delta_installed() -> bool:
+    try:
+        return importlib.util.find_spec("deltalake") is not None
+    except ImportError:  # an import hook that refuses it
+        return False
+
+
 class LabelStore:
     """The vote log and the curator's decisions, as Delta tables at the settings' URIs."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.available = delta_installed()  # see the module doc
+
+    @property
+    def _lake(self):
+        from fruits import lake  # delta-rs: only where the tables are used (see the module doc)
+
+        return lake
 
     def add_votes(self, votes: Iterable[Vote]) -> int:
         return self._append(self.settings.labels_uri, VOTES, [asdict(v) for v in votes])
@@ -323,10 +342,10 @@ class LabelStore:
         return self._append(self.settings.curation_uri, DECISIONS, [asdict(d) for d in decisions])
 
     def votes(self) -> list[Vote]:
-        return [Vote(**row) for row in lake.read_table(self.settings, self.settings.labels_uri).to_pylist()]
+        return [Vote(**row) for row in self._lake.read_table(self.settings, self.settings.labels_uri).to_pylist()]
 
     def decisions(self) -> list[Decision]:
-        return [Decision(**row) for row in lake.read_table(self.settings, self.settings.curation_uri).to_pylist()]
+        return [Decision(**row) for row in self._lake.read_table(self.settings, self.settings.curation_uri).to_pylist()]
 
     def verdicts(self, votes: list[Vote] | None = None, decisions: list[Decision] | None = None
                  ) -> dict[str, Verdict]:
@@ -339,6 +358,9 @@ class LabelStore:
 
     def _append(self, uri: str, schema: pa.Schema, rows: list[dict]) -> int:
         if rows:
+            from deltalake import write_deltalake
+
+            lake = self._lake
             write_deltalake(lake.table_uri(uri), pa.Table.from_pylist(rows, schema=schema), mode="append",
                             storage_options=lake.storage_options(self.settings, uri) or None,
                             configuration=lake.TABLE_CONFIGURATION)

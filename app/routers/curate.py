@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from app.context import AppContext
-from app.dependencies import Refused, context, csrf_checked, curator, limit_requests
+from app.dependencies import Refused, context, csrf_checked, curator, labels_kept, limit_requests
 from app.routers.pages import render
 from fruits.appuploads import is_upload_id
 from fruits.exceptions import FruitsError
@@ -34,7 +34,7 @@ from fruits.labels import (
     upload_features,
 )
 
-router = APIRouter(dependencies=[Depends(limit_requests)])
+router = APIRouter(dependencies=[Depends(limit_requests), Depends(labels_kept)])
 
 
 def model_names(ctx: AppContext, votes: list[Vote]) -> set[str]:

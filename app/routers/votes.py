@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from app.context import AppContext
-from app.dependencies import NOT_FOUND, Refused, context, csrf_checked, limit_requests, limit_votes
+from app.dependencies import NOT_FOUND, Refused, context, csrf_checked, labels_kept, limit_requests, limit_votes
 from app.routers.answers import stored
 from app.security import CSRF_COOKIE
 from fruits.answers import ANSWERED, Answer
@@ -23,7 +23,7 @@ from fruits.exceptions import FruitsError
 from fruits.labels import Vote, accepted_names, canonical_name, now
 
 router = APIRouter(prefix="/api/answers", dependencies=[Depends(limit_requests), Depends(csrf_checked),
-                                                         Depends(limit_votes)])
+                                                         Depends(limit_votes), Depends(labels_kept)])
 
 
 class VoteRequest(BaseModel):
