@@ -59,7 +59,10 @@ NATIVE_BLAS_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 # profit from. Its quick compiler (C1) alone cut a local fit from 42 to 35 s (bench/fit.py,
 # docs/results.md). The stream keeps the default: it runs the same code for weeks. Local sessions
 # only: under spark-submit the driver JVM is already running, started with the cluster's options.
-SHORT_JOB_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
+# The serial collector: G1's regions and remembered sets kept the fit's JVM at 1.0 GB of a 1g heap on
+# 320 images, the serial one at 0.7 GB (bench/fit.py's peak memory); a short job's pauses on a heap
+# that small are short, and its threads compete with the Python workers for the cores anyway.
+SHORT_JOB_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 def session_conf(settings: Settings, uris: Iterable[str] = (), *, short_job: bool = False) -> dict[str, str]:
@@ -76,7 +79,7 @@ def session_conf(settings: Settings, uris: Iterable[str] = (), *, short_job: boo
                 "spark.ui.enabled": str(settings.spark_ui).lower(),
                 "spark.ui.showConsoleProgress": "false",
                 "spark.sql.shuffle.partitions": "4",
-                "spark.driver.memory": settings.driver_memory,
+                "spark.driver.memory": settings.local_driver_memory(short_job),
                 "spark.sql.warehouse.dir": str(settings.state / "spark-warehouse"),
                 # log4j's file as a URI: no spaces, so the option survives Spark's whitespace splitting.
                 "spark.driver.extraJavaOptions": " ".join(java_options),
