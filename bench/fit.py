@@ -1,6 +1,8 @@
 """Fit end to end vs (Spark start + pure featurize): what the batch job costs beyond its two irreducible parts.
 
-One run, same machine, same images (subset/, 320 files); each repeat measures, in this order:
+One run, same machine, same images (subset/, 320 files; or `--images N`: N hardlinked copies of the 1,680
+shared images under new names, <class>/c<copy>_<split>_<name> in a temp folder outside the repo, the same
+bytes several times over); each repeat measures, in this order:
 1. Spark start: a fresh Python process that only builds the local session as the fit does
    (fruits.spark.get_spark with short_job=True: the same JVM options) and stops it; wall time
    from spawn to exit (its in-process get_spark time is shown too);
@@ -11,6 +13,10 @@ One run, same machine, same images (subset/, 320 files); each repeat measures, i
    the fit reports (from the start of fit() to its summary). The state dir's ONNX cache is a
    symlink to the project's .fruits/cache, so the one-off Keras -> ONNX export (~4 s, once per
    weights file) is EXCLUDED; the run is invalid if the cached export changed during the fit.
+   Its peak memory: the whole process tree (the `fruits fit` process, its JVM, the JVM's Python daemon
+   and workers) sampled every 0.2 s with psutil, the peak of the tree's sum of PSS (shared pages split
+   between the processes that map them: what the tree takes from the machine) and of RSS (each shared
+   page counted in every process), and the peak by kind of process. Reported: the worst repeat.
 
 Baseline = Spark start + pure featurize; ratio = fit wall / baseline. The best (shortest) of
 `--repeats` is reported for each figure. The breakdown is the `timings` of the fit's --json
@@ -18,7 +24,7 @@ summary (setup: Spark session, MLflow store, featurizer; featurize; the model's 
 head; projection; evaluate; log and register), plus what happens outside fit(): process start and
 imports, then shutdown.
 
-    .venv/bin/python bench/fit.py [--images DIR] [--repeats 2]
+    .venv/bin/python bench/fit.py [--images DIR|N] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -35,7 +42,17 @@ import time
 from pathlib import Path
 
 import psutil
-from common import DATA, ROOT, hardlinked_images, image_files, machine, project_settings, python_env, save, scratch_state
+from common import (
+    DATA,
+    ROOT,
+    hardlinked_images,
+    image_files,
+    machine,
+    project_settings,
+    python_env,
+    save,
+    scratch_state,
+)
 
 MEMORY_SAMPLE_S = 0.2
 # The pure engine's images per call: 32, the baseline of every earlier run (the fit's workers call with
@@ -116,10 +133,12 @@ def main() -> int:
             featurize = pure_featurize()
             fit = fit_run(base, args, work / f"fit-{repeat}", n)
             problems += [f"repeat {repeat + 1}: {p}" for p in fit.pop("problems")]
-            runs.append({"spark_start": start, "featurize_seconds": featurize, "fit": fit})
+            runs.append({"spark_start": start, "featurize_seconds": featurize, "fit": fit,
+                         "load_average_1m": round(os.getloadavg()[0], 1)})
             print(f"  repeat {repeat + 1}: spark start {start['wall']:.1f} s, pure featurize {featurize:.1f} s, "
                   f"fit {fit['wall']:.1f} s (reports {fit.get('seconds', float('nan')):.1f} s), peak memory "
-                  f"{fit['memory']['pss_gib']:.2f} GiB PSS / {fit['memory']['rss_gib']:.2f} GiB RSS", flush=True)
+                  f"{fit['memory']['pss_gib']:.2f} GiB PSS / {fit['memory']['rss_gib']:.2f} GiB RSS; load average "
+                  f"{runs[-1]['load_average_1m']}", flush=True)
     finally:
         if args.keep:
             print(f"kept {work}")
