@@ -139,7 +139,8 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
 def get_spark(settings: Settings, app_name: str = "fruits", uris: Iterable[str] = (), *, short_job: bool = False
               ) -> SparkSession:
     """Create (or reuse) the session. `uris` are the job's inputs/outputs: s3a:// ones add the s3a setup.
-    `short_job`: a batch job that exits within minutes (SHORT_JOB_JAVA_OPTIONS; a new local JVM only)."""
+    `short_job`: a batch job that exits within minutes: SHORT_JOB_JAVA_OPTIONS and a short job's heap (a new
+    local JVM only), SHORT_JOB_TASKS_PER_CORE splits of its inputs."""
     uris = list(uris)
     if not settings.under_spark_submit:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -156,8 +157,9 @@ def get_spark(settings: Settings, app_name: str = "fruits", uris: Iterable[str] 
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
-    if short_job:
-        spark.conf.set("spark.sql.files.minPartitionNum", str(SHORT_JOB_TASKS_PER_CORE * spark.sparkContext.defaultParallelism))
+    if short_job:  # a runtime setting: it applies under spark-submit too (equal splits suit any cluster)
+        splits = SHORT_JOB_TASKS_PER_CORE * spark.sparkContext.defaultParallelism
+        spark.conf.set("spark.sql.files.minPartitionNum", str(splits))
     return spark
 
 

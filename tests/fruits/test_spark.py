@@ -19,7 +19,9 @@ from fruits.settings import Settings
 from fruits.spark import get_spark
 spark = get_spark(Settings.load(state_dir=sys.argv[1]), "jvm-arguments", short_job=True)
 bean = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
-print(json.dumps([str(a) for a in bean.getInputArguments()]))
+print(json.dumps({"jvm": [str(a) for a in bean.getInputArguments()],
+                  "splits": spark.conf.get("spark.sql.files.minPartitionNum"),
+                  "cores": spark.sparkContext.defaultParallelism}))
 spark.stop()
 """
 
@@ -29,7 +31,9 @@ def test_a_short_job_starts_a_small_jvm_with_the_quick_compiler_only(tmp_path: P
     done = subprocess.run([sys.executable, "-c", JVM_ARGUMENTS, str(tmp_path / "state")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    arguments = json.loads(done.stdout.strip().splitlines()[-1])
+    reported = json.loads(done.stdout.strip().splitlines()[-1])
+    arguments = reported["jvm"]
+    assert int(reported["splits"]) == 4 * reported["cores"]  # its images read in 4 equal splits a core
     assert C1_ONLY in arguments
     assert SERIAL_GC in arguments
     assert "-Xmx1g" in arguments  # the short job's heap, not the stream's 4g
