@@ -65,7 +65,7 @@ NATIVE_BLAS_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 SHORT_JOB_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 # A short job reads its images once, in a few large tasks: with the 64 KB open cost a file (APP_CONF) Spark
-# packs the files into splits of up to 128 MB, 6 tasks for 10,000 images here, the last one a third of the
+# packs the files into splits of up to 128 MB, 6 tasks for 10,000 images here, the last 40% of the
 # others, so one core idled for the end of the featurize pass. At least this many splits per core, of about
 # equal size (Spark divides the bytes by spark.sql.files.minPartitionNum), keep every core busy to the end.
 SHORT_JOB_TASKS_PER_CORE = 4
