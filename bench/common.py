@@ -154,3 +154,19 @@ def python_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     return env
+
+
+def hardlinked_images(target: Path, count: int) -> tuple[list[Path], int]:
+    """`count` hardlinks of the shared images (every split) under new names, <class>/c<copy>_<split>_<name>,
+    in `target` (a temp folder outside the repo: no image is copied, and none enters the repo); and how
+    many distinct images they are. The same bytes several times over cost Spark and ONNX Runtime what
+    new images would. Used by bench/scale.py and bench/fit.py."""
+    sources = sorted(p for split in sorted(DATA.iterdir()) if split.is_dir() for p in image_files(split))
+    made = []
+    for i in range(count):
+        src = sources[i % len(sources)]
+        dest = target / src.parent.name / f"c{i // len(sources)}_{src.parent.parent.name}_{src.name}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.link(src, dest)
+        made.append(dest)
+    return made, len(sources)

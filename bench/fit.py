@@ -1,6 +1,8 @@
 """Fit end to end vs (Spark start + pure featurize): what the batch job costs beyond its two irreducible parts.
 
-One run, same machine, same images (subset/, 320 files); each repeat measures, in this order:
+One run, same machine, same images (subset/, 320 files; or `--images N`: N hardlinked copies of the 1,680
+shared images under new names, <class>/c<copy>_<split>_<name> in a temp folder outside the repo, the same
+bytes several times over); each repeat measures, in this order:
 1. Spark start: a fresh Python process that only builds the local session as the fit does
    (fruits.spark.get_spark with short_job=True: the same JVM options) and stops it; wall time
    from spawn to exit (its in-process get_spark time is shown too);
@@ -11,6 +13,10 @@ One run, same machine, same images (subset/, 320 files); each repeat measures, i
    the fit reports (from the start of fit() to its summary). The state dir's ONNX cache is a
    symlink to the project's .fruits/cache, so the one-off Keras -> ONNX export (~4 s, once per
    weights file) is EXCLUDED; the run is invalid if the cached export changed during the fit.
+   Its peak memory: the whole process tree (the `fruits fit` process, its JVM, the JVM's Python daemon
+   and workers) sampled every 0.2 s with psutil, the peak of the tree's sum of PSS (shared pages split
+   between the processes that map them: what the tree takes from the machine) and of RSS (each shared
+   page counted in every process), and the peak by kind of process. Reported: the worst repeat.
 
 Baseline = Spark start + pure featurize; ratio = fit wall / baseline. The best (shortest) of
 `--repeats` is reported for each figure. The breakdown is the `timings` of the fit's --json
@@ -18,7 +24,7 @@ summary (setup: Spark session, MLflow store, featurizer; featurize; the model's 
 head; projection; evaluate; log and register), plus what happens outside fit(): process start and
 imports, then shutdown.
 
-    .venv/bin/python bench/fit.py [--images DIR] [--repeats 2]
+    .venv/bin/python bench/fit.py [--images DIR|N] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -26,14 +32,33 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-from common import DATA, ROOT, image_files, machine, project_settings, python_env, save, scratch_state
+import psutil
+from common import (
+    DATA,
+    ROOT,
+    hardlinked_images,
+    image_files,
+    machine,
+    project_settings,
+    python_env,
+    save,
+    scratch_state,
+)
+
+MEMORY_SAMPLE_S = 0.2
+# The pure engine's images per call: 32, the baseline of every earlier run (the fit's workers call with
+# fruits.featurize.INFERENCE_CHUNK, smaller for memory, measured as fast).
+PURE_CHUNK = 32
+GiB = 2**30
 
 SPARK_START = """
 import json, sys, time
@@ -65,7 +90,9 @@ TIMING_NOTES = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", default=str(DATA / "subset"), help="labelled images (<class>/<file>.jpg)")
+    parser.add_argument("--images", default=str(DATA / "subset"),
+                        help="labelled images (<class>/<file>.jpg), or a number N: N hardlinked copies of the "
+                             "shared images (every split, 40 classes) in a temp folder outside the repo")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--pca-k", type=int, help="passed to the fit (default: the fit's, 300); lower it for "
                                                   "small --images (it must not exceed the image count)")
@@ -77,24 +104,28 @@ def main() -> int:
 
     from fruits.featurize import Featurizer, featurize_batch, make_engine
     base = project_settings()
+    work = Path(tempfile.mkdtemp(prefix="bench-fit-"))
+    if args.images.isdigit():
+        copies, distinct = hardlinked_images(work / "images", int(args.images))
+        print(f"{len(copies)} hardlinked copies of the {distinct} shared images in {work / 'images'}")
+        args.images = str(work / "images")
     files = image_files(Path(args.images))
     if not files:
         sys.exit(f"fit.py: no images under {args.images}")
     n = len(files)
     featurizer = Featurizer.load(base.replace(engine="onnx"))  # exports once if needed
     engine = make_engine("onnx", featurizer.payload, None)
-    featurize_batch(engine, [f.read_bytes() for f in files[:64]], base.max_image_pixels)  # first calls allocate
+    featurize_batch(engine, [f.read_bytes() for f in files[:64]], base.max_image_pixels, PURE_CHUNK)  # first calls allocate
     print(f"{n} images from {args.images}; {machine()}")
 
     def pure_featurize() -> float:
         start = time.perf_counter()
-        result = featurize_batch(engine, [f.read_bytes() for f in files], base.max_image_pixels)
+        result = featurize_batch(engine, [f.read_bytes() for f in files], base.max_image_pixels, PURE_CHUNK)
         seconds = time.perf_counter() - start
         if any(v is None for v in result.features):
             raise SystemExit("fit.py: pure featurize rejected an image: the run is invalid")
         return seconds
 
-    work = Path(tempfile.mkdtemp(prefix="bench-fit-"))
     runs, problems = [], []
     try:
         for repeat in range(args.repeats):
@@ -102,9 +133,12 @@ def main() -> int:
             featurize = pure_featurize()
             fit = fit_run(base, args, work / f"fit-{repeat}", n)
             problems += [f"repeat {repeat + 1}: {p}" for p in fit.pop("problems")]
-            runs.append({"spark_start": start, "featurize_seconds": featurize, "fit": fit})
+            runs.append({"spark_start": start, "featurize_seconds": featurize, "fit": fit,
+                         "load_average_1m": round(os.getloadavg()[0], 1)})
             print(f"  repeat {repeat + 1}: spark start {start['wall']:.1f} s, pure featurize {featurize:.1f} s, "
-                  f"fit {fit['wall']:.1f} s (reports {fit.get('seconds', float('nan')):.1f} s)", flush=True)
+                  f"fit {fit['wall']:.1f} s (reports {fit.get('seconds', float('nan')):.1f} s), peak memory "
+                  f"{fit['memory']['pss_gib']:.2f} GiB PSS / {fit['memory']['rss_gib']:.2f} GiB RSS; load average "
+                  f"{runs[-1]['load_average_1m']}", flush=True)
     finally:
         if args.keep:
             print(f"kept {work}")
@@ -130,7 +164,12 @@ def main() -> int:
     own = best_fit.get("timings", {}).get("featurize")
     print(f"fit / (start + featurize) = {ratio:.2f}" + (f"; the fit's own featurize pass = {own / featurize:.2f} x "
                                                          "pure ORT's time" if own else ""))
+    memory = max((r["fit"]["memory"] for r in runs), key=lambda m: m["pss_gib"])
+    print(f"the fit's peak process-tree memory (worst of {args.repeats}): {memory['pss_gib']:.2f} GiB PSS, "
+          f"{memory['rss_gib']:.2f} GiB RSS summed; PSS peaks by kind: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in memory["pss_gib_by_kind"].items()))
     path = save("fit", {"images": n, "repeats": args.repeats, "ratio_fit_over_baseline": round(ratio, 3),
+                        "peak_memory": memory,
                         "best": {"spark_start_s": start, "featurize_s": featurize, "baseline_s": baseline,
                                  "fit_wall_s": best_fit["wall"], "fit_reported_s": best_fit.get("seconds"),
                                  "breakdown": best_fit["breakdown"]},
@@ -163,14 +202,19 @@ def fit_run(base, args: argparse.Namespace, work: Path, n: int) -> dict:
     exports = sorted((base.cache_dir / "onnx").glob("*.onnx"))
     before = {p: p.stat().st_mtime_ns for p in exports}
     t0 = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, env=python_env(), capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    (work / "fit.stderr").write_text(done.stderr)
-    result: dict = {"wall": wall, "returncode": done.returncode, "breakdown": []}
-    if done.returncode != 0:
-        return {**result, "problems": [f"fit exited {done.returncode}:\n{done.stderr[-2000:]}"]}
+    with (work / "fit.stderr").open("w") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, env=python_env(), stdout=subprocess.PIPE, stderr=stderr, text=True)
+        meter = TreeMemory(process.pid)
+        meter.start()
+        stdout, _ = process.communicate()
+        wall = time.perf_counter() - t0
+        meter.stop()
+    result: dict = {"wall": wall, "returncode": process.returncode, "breakdown": [], "memory": meter.peaks()}
+    if process.returncode != 0:
+        tail = (work / "fit.stderr").read_text()[-2000:]
+        return {**result, "problems": [f"fit exited {process.returncode}:\n{tail}"]}
     try:
-        summary = json.loads(done.stdout.strip().splitlines()[-1])
+        summary = json.loads(stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return {**result, "problems": ["no JSON summary on the fit's last stdout line"]}
     problems = []
@@ -189,6 +233,66 @@ def fit_run(base, args: argparse.Namespace, work: Path, n: int) -> dict:
     result["breakdown"] = [(f"fit(): {name}", timings[name], TIMING_NOTES.get(name, "")) for name in steps]
     result["breakdown"].append(("outside fit()", outside, "Python start, imports, CLI; summary; JVM shutdown"))
     return {**result, "problems": problems}
+
+
+class TreeMemory(threading.Thread):
+    """The peak memory of a process tree (the `fruits fit` process, its JVM, the JVM's Python daemon and
+    workers), sampled every MEMORY_SAMPLE_S: the peak of the SUM over the tree at one sample, as RSS and
+    as PSS. RSS counts a page shared by several processes in each of them (the Python workers are forked
+    from one daemon and share its pages; every process maps the same libraries): the sum overstates what
+    the tree takes from the machine. PSS splits each shared page between the processes that map it, so
+    the sum of PSS is what the tree holds. Also the peak per kind of process (driver, JVM, Python workers)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.root = psutil.Process(pid)
+        self.stopped = threading.Event()
+        self.peak = {"rss": 0, "pss": 0}
+        self.by_kind: dict[str, int] = {}
+        self.samples = 0
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self.sample()
+            self.stopped.wait(MEMORY_SAMPLE_S)
+
+    def sample(self) -> None:
+        try:
+            processes = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return
+        rss = pss = 0
+        kinds: dict[str, int] = {}
+        for process in processes:
+            try:
+                info = process.memory_full_info()
+                kind = process_kind(process, self.root)
+            except psutil.Error:  # exited between the listing and the read
+                continue
+            rss += info.rss
+            pss += info.pss
+            kinds[kind] = kinds.get(kind, 0) + info.pss
+        self.samples += 1
+        self.peak = {"rss": max(self.peak["rss"], rss), "pss": max(self.peak["pss"], pss)}
+        for kind, value in kinds.items():
+            self.by_kind[kind] = max(self.by_kind.get(kind, 0), value)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+    def peaks(self) -> dict:
+        return {"rss_gib": round(self.peak["rss"] / GiB, 3), "pss_gib": round(self.peak["pss"] / GiB, 3),
+                "pss_gib_by_kind": {k: round(v / GiB, 3) for k, v in sorted(self.by_kind.items())},
+                "samples": self.samples, "every_s": MEMORY_SAMPLE_S}
+
+
+def process_kind(process: psutil.Process, root: psutil.Process) -> str:
+    if process.pid == root.pid:
+        return "python driver"
+    if process.name() == "java":
+        return "driver JVM"
+    return "python workers (daemon + workers)"
 
 
 def seconds_table(title: str, rows: list[tuple[str, float, str]], baseline: float) -> str:

@@ -42,7 +42,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 ARCHITECTURE = "MobileNetV2(alpha=1.0, include_top=False, pooling=avg)"
 FEATURE_DIM = 1280
-INFERENCE_CHUNK = 32  # images per engine call: big enough for throughput, small enough for memory
+# Images per engine call. ONNX Runtime's arena keeps the largest activations it has seen (a 112x112x96 float
+# tensor per image in MobileNetV2's second block): 8 images took a worker's engine from ~380 to ~95 MiB
+# against 32, at the same single-thread throughput (docs/results.md, "Fit end to end").
+INFERENCE_CHUNK = 8
 WORKER_THREADS = 1  # one intra-op thread per Python worker: Spark runs one worker per core
 TAG_PREFIX = "featurizer."
 # What the UDF adds to a frame: the features, or why there are none.

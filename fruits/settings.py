@@ -43,6 +43,13 @@ UNDER_STATE = {"source": "landing", "output": "lake/results", "errors": "lake/er
                "checkpoint": "checkpoints/stream", "features": "features"}
 
 
+# The local JVM's heap when FRUITS_DRIVER_MEMORY is not set. The stream runs for weeks with micro-batches of
+# up to --max-files-per-trigger images. A short job (fit, refit) holds little on the heap: its features cached
+# (5 KB an image; MEMORY_AND_DISK spills the rest), a 1280x1280 covariance and the PCA's SVD on the driver.
+# 1g fits 10,000 images (bench/fit.py); a 4g heap let the fit's JVM grow to 1.7 GB on 320 images.
+LOCAL_DRIVER_MEMORY = {"stream": "4g", "short job": "1g"}
+
+
 @dataclass(frozen=True)
 class Settings:
     state_dir: Path = Path(".fruits")
@@ -59,7 +66,9 @@ class Settings:
     # Spark: None means local[*] unless launched by spark-submit (which sets the master).
     spark_master: str | None = None
     spark_ui: bool = False
-    driver_memory: str = "4g"  # the local JVM's heap (driver and executors in one); ignored under spark-submit
+    # The local JVM's heap (driver and executors in one); None: sized to the job (LOCAL_DRIVER_MEMORY). Ignored
+    # under spark-submit, where the cluster's configuration sizes the driver.
+    driver_memory: str | None = None
     # Set when spark-submit started this Python driver (EMR steps): it then owns master and cluster settings.
     under_spark_submit: bool = field(default=False, compare=False)
     # The AWS credential variables of this process' environment, as (name, value) pairs; never printed.
@@ -212,6 +221,10 @@ class Settings:
     @property
     def state(self) -> Path:
         return self.state_dir.expanduser().resolve()
+
+    def local_driver_memory(self, short_job: bool) -> str:
+        """The local JVM's heap: FRUITS_DRIVER_MEMORY, else sized to the job (LOCAL_DRIVER_MEMORY)."""
+        return self.driver_memory or LOCAL_DRIVER_MEMORY["short job" if short_job else "stream"]
 
     @property
     def tracking_uri(self) -> str:

@@ -59,7 +59,16 @@ NATIVE_BLAS_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 # profit from. Its quick compiler (C1) alone cut a local fit from 42 to 35 s (bench/fit.py,
 # docs/results.md). The stream keeps the default: it runs the same code for weeks. Local sessions
 # only: under spark-submit the driver JVM is already running, started with the cluster's options.
-SHORT_JOB_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1"
+# The serial collector: G1's regions and remembered sets kept the fit's JVM at 1.0 GB of a 1g heap on
+# 320 images, the serial one at 0.7 GB (bench/fit.py's peak memory); a short job's pauses on a heap
+# that small are short, and its threads compete with the Python workers for the cores anyway.
+SHORT_JOB_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+# A short job reads its images once, in a few large tasks: with the 64 KB open cost a file (APP_CONF) Spark
+# packs the files into splits of up to 128 MB, 6 tasks for 10,000 images here, the last 40% of the
+# others, so one core idled for the end of the featurize pass. At least this many splits per core, of about
+# equal size (Spark divides the bytes by spark.sql.files.minPartitionNum), keep every core busy to the end.
+SHORT_JOB_TASKS_PER_CORE = 4
 
 
 def on_a_cluster_manager(settings: Settings) -> bool:
@@ -82,7 +91,7 @@ def session_conf(settings: Settings, uris: Iterable[str] = (), *, short_job: boo
                 "spark.ui.enabled": str(settings.spark_ui).lower(),
                 "spark.ui.showConsoleProgress": "false",
                 "spark.sql.shuffle.partitions": "4",
-                "spark.driver.memory": settings.driver_memory,
+                "spark.driver.memory": settings.local_driver_memory(short_job),
                 "spark.sql.warehouse.dir": str(settings.state / "spark-warehouse"),
                 # log4j's file as a URI: no spaces, so the option survives Spark's whitespace splitting.
                 "spark.driver.extraJavaOptions": " ".join(java_options),
@@ -141,7 +150,8 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
 def get_spark(settings: Settings, app_name: str = "fruits", uris: Iterable[str] = (), *, short_job: bool = False
               ) -> SparkSession:
     """Create (or reuse) the session. `uris` are the job's inputs/outputs: s3a:// ones add the s3a setup.
-    `short_job`: a batch job that exits within minutes (SHORT_JOB_JAVA_OPTIONS; a new local JVM only)."""
+    `short_job`: a batch job that exits within minutes: SHORT_JOB_JAVA_OPTIONS and a short job's heap (a new
+    local JVM only), SHORT_JOB_TASKS_PER_CORE splits of its inputs."""
     uris = list(uris)
     if not settings.under_spark_submit:
         if not on_a_cluster_manager(settings):
@@ -159,6 +169,9 @@ def get_spark(settings: Settings, app_name: str = "fruits", uris: Iterable[str] 
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
+    if short_job:  # a runtime setting: it applies under spark-submit too (equal splits suit any cluster)
+        splits = SHORT_JOB_TASKS_PER_CORE * spark.sparkContext.defaultParallelism
+        spark.conf.set("spark.sql.files.minPartitionNum", str(splits))
     return spark
 
 
