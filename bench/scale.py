@@ -56,7 +56,15 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-from common import DATA, ROOT, image_files, machine, project_settings, python_env, save, scratch_state
+from common import (
+    ROOT,
+    hardlinked_images,
+    machine,
+    project_settings,
+    python_env,
+    save,
+    scratch_state,
+)
 
 from demo.standalone import standalone_cluster
 
@@ -71,20 +79,6 @@ def say(line: str) -> None:
 
 
 # ----------------------------------------------------------------------------- images
-def make_images(target: Path, count: int) -> tuple[list[Path], int]:
-    """`count` hardlinks of the shared images under new names (<class>/c<copy>_<split>_<name>), and how many
-    distinct images they are."""
-    sources = sorted(p for split in sorted(DATA.iterdir()) if split.is_dir() for p in image_files(split))
-    made = []
-    for i in range(count):
-        src = sources[i % len(sources)]
-        dest = target / src.parent.name / f"c{i // len(sources)}_{src.parent.parent.name}_{src.name}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.link(src, dest)
-        made.append(dest)
-    return made, len(sources)
-
-
 # ----------------------------------------------------------------------------- pure ONNX Runtime
 _ENGINE = None
 
@@ -416,7 +410,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     results = []
     try:
-        images, distinct = make_images(work / "images", args.images)
+        images, distinct = hardlinked_images(work / "images", args.images)
         say(f"{len(images)} images: the {distinct} shared images hardlinked under new names into "
             f"{work / 'images'} (the same photos over again, not new ones); {machine()}")
         tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
