@@ -55,11 +55,13 @@ demo-aws: setup
 
 test: setup
 	$(BIN)/ruff check  # lint (pyproject.toml [tool.ruff]): a second or two, before the suite's minutes
+	$(BIN)/ruff format --check
 	$(BIN)/lint-imports  # the one-way layers (pyproject.toml [tool.importlinter])
 	FRUITS_SHARED_DIR=$(abspath $(SHARED)) $(BIN)/python -m pytest
 
 quick: setup  ## the inner loop: lint, layers and every test not marked slow (no cluster, browser, kill/restart or demo runs)
 	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 	$(BIN)/lint-imports
 	FRUITS_SHARED_DIR=$(abspath $(SHARED)) $(BIN)/python -m pytest -m "not slow" -x
 

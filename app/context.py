@@ -71,8 +71,13 @@ class KnownMaps:
                     self._thumbnails.popitem(last=False)
         return small
 
-    def svg(self, model_name: str | None, version: str | None, upload_xy: tuple[float, float] | None,
-            neighbours: tuple[int, ...]) -> str | None:
+    def svg(
+        self,
+        model_name: str | None,
+        version: str | None,
+        upload_xy: tuple[float, float] | None,
+        neighbours: tuple[int, ...],
+    ) -> str | None:
         known = self.get(model_name, version)
         if known is None:
             return None
@@ -88,8 +93,9 @@ class KnownMaps:
                 return file.read_bytes() if file.stat().st_size <= limit else None
             parts = urlsplit(uri)
             if self._s3 is None:
-                self._s3 = open_destination(f"s3://{parts.netloc}/", endpoint_url=self.settings.s3_endpoint_url,
-                                            region=self.settings.aws_region).client
+                self._s3 = open_destination(
+                    f"s3://{parts.netloc}/", endpoint_url=self.settings.s3_endpoint_url, region=self.settings.aws_region
+                ).client
             found = self._s3.get_object(Bucket=parts.netloc, Key=unquote(parts.path.lstrip("/")))
             with found["Body"] as body:
                 return body.read() if found["ContentLength"] <= limit else None

@@ -30,7 +30,9 @@ def context(request: Request) -> AppContext:
 def labels_kept(request: Request) -> None:
     """Votes and the curator's queue need the label tables (fruits.labels: not on the Lambda package)."""
     if not context(request).labels.available:
-        raise Refused(503, "votes_unavailable", "Votes are not collected on this deployment yet: thank you all the same.")
+        raise Refused(
+            503, "votes_unavailable", "Votes are not collected on this deployment yet: thank you all the same."
+        )
 
 
 def client_key(request: Request) -> str:
@@ -42,28 +44,41 @@ def client_key(request: Request) -> str:
 def limit_requests(request: Request, ctx: AppContext = Depends(context)) -> None:
     wait = ctx.request_limiter.wait(client_key(request))
     if wait:
-        raise Refused(429, "rate_limited", "Too many requests: wait a few seconds and try again.",
-                      {"Retry-After": str(math.ceil(wait))})
+        raise Refused(
+            429,
+            "rate_limited",
+            "Too many requests: wait a few seconds and try again.",
+            {"Retry-After": str(math.ceil(wait))},
+        )
 
 
 def limit_uploads(request: Request, ctx: AppContext = Depends(context)) -> None:
     wait = ctx.upload_limiter.wait(client_key(request))
     if wait:
-        raise Refused(429, "rate_limited", f"Too many photos in a short time: try again in {math.ceil(wait)} s.",
-                      {"Retry-After": str(math.ceil(wait))})
+        raise Refused(
+            429,
+            "rate_limited",
+            f"Too many photos in a short time: try again in {math.ceil(wait)} s.",
+            {"Retry-After": str(math.ceil(wait))},
+        )
 
 
 def limit_votes(request: Request, ctx: AppContext = Depends(context)) -> None:
     wait = ctx.vote_limiter.wait(client_key(request))
     if wait:
-        raise Refused(429, "rate_limited", f"Too many answers in a short time: try again in {math.ceil(wait)} s.",
-                      {"Retry-After": str(math.ceil(wait))})
+        raise Refused(
+            429,
+            "rate_limited",
+            f"Too many answers in a short time: try again in {math.ceil(wait)} s.",
+            {"Retry-After": str(math.ceil(wait))},
+        )
 
 
 def csrf_checked(request: Request, ctx: AppContext = Depends(context)) -> None:
     """Every POST: from this host when the browser says where it comes from, with the token of this page."""
-    if not same_origin(request.headers.get("origin"), request.headers.get("host")) or \
-            not ctx.csrf.valid(request.cookies.get(CSRF_COOKIE), request.headers.get(CSRF_HEADER)):
+    if not same_origin(request.headers.get("origin"), request.headers.get("host")) or not ctx.csrf.valid(
+        request.cookies.get(CSRF_COOKIE), request.headers.get(CSRF_HEADER)
+    ):
         raise Refused(403, "csrf", "This page has expired: reload it and try again.")
 
 
@@ -76,8 +91,11 @@ def curator(credentials: HTTPBasicCredentials | None = Depends(basic_auth), ctx:
     if not ctx.curators:
         raise Refused(403, "curation_off", "Curation is off: the team sets FRUITS_CURATORS to turn it on.")
     token = ctx.curators.get(credentials.username) if credentials else None
-    if credentials is None or token is None or \
-            not hmac.compare_digest(token.encode(), credentials.password.encode()):
-        raise Refused(401, "login", "Curators only: log in with your name and token.",
-                      {"WWW-Authenticate": 'Basic realm="Fruits! curators", charset="UTF-8"'})
+    if credentials is None or token is None or not hmac.compare_digest(token.encode(), credentials.password.encode()):
+        raise Refused(
+            401,
+            "login",
+            "Curators only: log in with your name and token.",
+            {"WWW-Authenticate": 'Basic realm="Fruits! curators", charset="UTF-8"'},
+        )
     return credentials.username

@@ -59,16 +59,19 @@ def _place(xy: np.ndarray) -> np.ndarray:
     return np.stack([MAP_MARGIN + xy[:, 0] * span, MAP_MARGIN + (1.0 - xy[:, 1]) * span], axis=1)
 
 
-def map_svg(labels: Sequence[str], xy: np.ndarray, upload_xy: tuple[float, float] | None,
-            neighbours: Sequence[int] = ()) -> str:
+def map_svg(
+    labels: Sequence[str], xy: np.ndarray, upload_xy: tuple[float, float] | None, neighbours: Sequence[int] = ()
+) -> str:
     """The known images as dots coloured by class, each class named at its middle, the upload's
     nearest known images ringed and the upload marked with a cross-hair."""
     colours = class_colours(labels)
     points = _place(np.clip(np.asarray(xy, dtype=float), 0.0, 1.0))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {MAP_PX} {MAP_PX}" width="{MAP_PX}" '
-             f'height="{MAP_PX}" role="img" aria-label="Map of the known fruits">',
-             "<title>Map of the known fruits: each dot a training photo, coloured by fruit</title>",
-             f'<rect width="{MAP_PX}" height="{MAP_PX}" fill="#fbfbf7"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {MAP_PX} {MAP_PX}" width="{MAP_PX}" '
+        f'height="{MAP_PX}" role="img" aria-label="Map of the known fruits">',
+        "<title>Map of the known fruits: each dot a training photo, coloured by fruit</title>",
+        f'<rect width="{MAP_PX}" height="{MAP_PX}" fill="#fbfbf7"/>',
+    ]
     for (x, y), name in zip(points, labels, strict=True):
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colours[name]}" fill-opacity="0.8"/>')
     for index in neighbours:
@@ -77,13 +80,17 @@ def map_svg(labels: Sequence[str], xy: np.ndarray, upload_xy: tuple[float, float
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="6" fill="none" stroke="#222" stroke-width="1.5"/>')
     for name in sorted(colours):
         x, y = np.median(points[[i for i, label in enumerate(labels) if label == name]], axis=0)
-        parts.append(f'<text x="{x:.1f}" y="{y - 6:.1f}" font-family="sans-serif" font-size="10" '
-                     f'text-anchor="middle" fill="#222" stroke="#fff" stroke-width="3" paint-order="stroke">'
-                     f'{escape(name)}</text>')
+        parts.append(
+            f'<text x="{x:.1f}" y="{y - 6:.1f}" font-family="sans-serif" font-size="10" '
+            f'text-anchor="middle" fill="#222" stroke="#fff" stroke-width="3" paint-order="stroke">'
+            f"{escape(name)}</text>"
+        )
     if upload_xy is not None:
-        (x, y), = _place(np.clip(np.asarray([upload_xy], dtype=float), 0.0, 1.0))
-        parts.append(f'<g stroke="#d00" stroke-width="3"><circle cx="{x:.1f}" cy="{y:.1f}" r="11" fill="none"/>'
-                     f'<line x1="{x - 17:.1f}" y1="{y:.1f}" x2="{x + 17:.1f}" y2="{y:.1f}"/>'
-                     f'<line x1="{x:.1f}" y1="{y - 17:.1f}" x2="{x:.1f}" y2="{y + 17:.1f}"/></g>')
+        ((x, y),) = _place(np.clip(np.asarray([upload_xy], dtype=float), 0.0, 1.0))
+        parts.append(
+            f'<g stroke="#d00" stroke-width="3"><circle cx="{x:.1f}" cy="{y:.1f}" r="11" fill="none"/>'
+            f'<line x1="{x - 17:.1f}" y1="{y:.1f}" x2="{x + 17:.1f}" y2="{y:.1f}"/>'
+            f'<line x1="{x:.1f}" y1="{y - 17:.1f}" x2="{x:.1f}" y2="{y + 17:.1f}"/></g>'
+        )
     parts.append("</svg>")
     return "\n".join(parts)

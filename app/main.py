@@ -41,8 +41,13 @@ MULTIPART_OVERHEAD = 64 * 1024  # the form's boundaries and fields around the ph
 OTHER_BODY_LIMIT = 16 * 1024  # every other request: a small JSON body at most
 
 
-def create_app(settings: Settings, *, answer_store: AnswerStore | None = None, known_maps: KnownMapLoader | None = None,
-               ops_numbers: Callable[[], dict[str, Any]] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    answer_store: AnswerStore | None = None,
+    known_maps: KnownMapLoader | None = None,
+    ops_numbers: Callable[[], dict[str, Any]] | None = None,
+) -> FastAPI:
     """The app on `settings`: the stream's source (local folder or S3), its answers store and registry.
 
     `known_maps` and `ops_numbers` default to fruits.knownmap and streaming.ops; tests pass their own
@@ -72,8 +77,7 @@ def create_app(settings: Settings, *, answer_store: AnswerStore | None = None, k
     app.state.context = context
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    for router in (pages.router, uploads.router, answers.router, votes.router, known.router, ops.router,
-                   curate.router):
+    for router in (pages.router, uploads.router, answers.router, votes.router, known.router, ops.router, curate.router):
         app.include_router(router)
     add_error_pages(app)
     upload_limit = settings.max_image_bytes + MULTIPART_OVERHEAD
@@ -98,7 +102,6 @@ def add_error_pages(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 404 and not request.url.path.startswith("/api/"):
             return app.state.templates.TemplateResponse(request, "missing.html", {}, status_code=404)
-        return JSONResponse({"reason": "http_error", "message": str(exc.detail)}, exc.status_code,
-                            headers=getattr(exc, "headers", None))
-
-
+        return JSONResponse(
+            {"reason": "http_error", "message": str(exc.detail)}, exc.status_code, headers=getattr(exc, "headers", None)
+        )

@@ -49,8 +49,10 @@ def app_secret(settings: Settings) -> bytes:
             raise FruitsError("FRUITS_APP_SECRET must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         return settings.app_secret.encode()
     if serves_s3(settings):
-        raise FruitsError("FRUITS_APP_SECRET must be set when the app serves an S3 source (the public deployment): "
-                          "32 random characters or more, from your secret store")
+        raise FruitsError(
+            "FRUITS_APP_SECRET must be set when the app serves an S3 source (the public deployment): "
+            "32 random characters or more, from your secret store"
+        )
     path = settings.state / SECRET_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,8 +104,10 @@ def curator_tokens(settings: Settings) -> dict[str, str]:
     for entry in filter(None, (part.strip() for part in (settings.curators or "").split(","))):
         name, _, token = entry.partition(":")
         if not _CURATOR.match(name) or len(token) < 32:
-            raise FruitsError("FRUITS_CURATORS must be name:token pairs separated by commas, each name letters, digits, "
-                              "'.', '_' or '-', each token 32 characters or more (e.g. `openssl rand -hex 32`)")
+            raise FruitsError(
+                "FRUITS_CURATORS must be name:token pairs separated by commas, each name letters, digits, "
+                "'.', '_' or '-', each token 32 characters or more (e.g. `openssl rand -hex 32`)"
+            )
         curators[name] = token
     return curators
 
@@ -147,9 +151,11 @@ def content_security_policy(upload_origins: tuple[str, ...] = ()) -> str:
     """Scripts, styles and images from this origin only; no inline script or style, no framing. The
     browser posts photos to `upload_origins` too (the S3 endpoint of a presigned POST)."""
     uploads = "".join(f" {origin}" for origin in upload_origins)
-    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-            f"connect-src 'self'{uploads}; form-action 'self'{uploads}; frame-ancestors 'none'; "
-            "base-uri 'none'; object-src 'none'")
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        f"connect-src 'self'{uploads}; form-action 'self'{uploads}; frame-ancestors 'none'; "
+        "base-uri 'none'; object-src 'none'"
+    )
 
 
 class SecurityHeaders:
@@ -227,11 +233,20 @@ class BodyLimit:
 
 
 async def too_large(send: Any, limit: int) -> None:
-    body = (b'{"reason":"too_large","message":"This file is too large: photos up to %d MB."}'
-            % max(1, limit // (1024 * 1024)))
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+    body = b'{"reason":"too_large","message":"This file is too large: photos up to %d MB."}' % max(
+        1, limit // (1024 * 1024)
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -257,5 +272,6 @@ class AccessLog:
         try:
             await self.app(scope, receive, noted)
         finally:
-            log.debug("%s %s %d %.0f ms", scope["method"], scope["path"], status,
-                      (time.perf_counter() - started) * 1000)
+            log.debug(
+                "%s %s %d %.0f ms", scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000
+            )

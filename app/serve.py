@@ -15,8 +15,9 @@ from fruits.exceptions import FruitsError
 START_TIMEOUT_S = 60.0
 
 
-def server(app: Any, host: str = "127.0.0.1", port: int = 8000, forwarded_allow_ips: str | None = None
-           ) -> uvicorn.Server:
+def server(
+    app: Any, host: str = "127.0.0.1", port: int = 8000, forwarded_allow_ips: str | None = None
+) -> uvicorn.Server:
     """uvicorn for `app`: X-Forwarded-* are believed only from `forwarded_allow_ips` (else the peer is the
     client, whatever headers it sends), and uvicorn logs through our logging config, with its access
     log (which writes client addresses) off: app.security.AccessLog logs requests without them."""
@@ -25,10 +26,19 @@ def server(app: Any, host: str = "127.0.0.1", port: int = 8000, forwarded_allow_
     logging.getLogger("uvicorn.access").disabled = True
     # Pillow's debug lines spell out the EXIF tags it parses (a phone's GPS position among them).
     logging.getLogger("PIL").setLevel(logging.INFO)
-    return uvicorn.Server(uvicorn.Config(
-        app, host=host, port=port, server_header=False, access_log=False, log_config=None,
-        proxy_headers=bool(forwarded_allow_ips), forwarded_allow_ips=forwarded_allow_ips or None,
-        timeout_graceful_shutdown=5))
+    return uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            server_header=False,
+            access_log=False,
+            log_config=None,
+            proxy_headers=bool(forwarded_allow_ips),
+            forwarded_allow_ips=forwarded_allow_ips or None,
+            timeout_graceful_shutdown=5,
+        )
+    )
 
 
 class BackgroundServer:

@@ -58,8 +58,9 @@ class Uploads(Protocol):
 
 
 def open_uploads(settings: Settings) -> Uploads:
-    destination = open_destination(settings.source_uri, endpoint_url=settings.s3_endpoint_url,
-                                   region=settings.aws_region)
+    destination = open_destination(
+        settings.source_uri, endpoint_url=settings.s3_endpoint_url, region=settings.aws_region
+    )
     if isinstance(destination, S3Destination):
         return S3Uploads(destination, settings.max_image_bytes, settings.app_upload_expiry_seconds)
     assert isinstance(destination, LocalDestination)
@@ -68,8 +69,11 @@ def open_uploads(settings: Settings) -> Uploads:
 
 def candidate_keys(upload_id: str) -> list[str]:
     """Every place an upload id may live (consent and extension are part of the key)."""
-    return [appuploads.upload_key(upload_id, consent, extension)
-            for consent in (True, False) for extension in appuploads.EXTENSIONS]
+    return [
+        appuploads.upload_key(upload_id, consent, extension)
+        for consent in (True, False)
+        for extension in appuploads.EXTENSIONS
+    ]
 
 
 class LocalUploads:
@@ -131,9 +135,12 @@ class S3Uploads:
         extension = CONTENT_TYPES[content_type]
         key = self.prefix + appuploads.upload_key(upload_id, consent, extension)
         post = self.client.generate_presigned_post(
-            self.bucket, key, Fields={"Content-Type": content_type},
+            self.bucket,
+            key,
+            Fields={"Content-Type": content_type},
             Conditions=[["content-length-range", 1, self.max_bytes], ["eq", "$Content-Type", content_type]],
-            ExpiresIn=self.expiry_s)
+            ExpiresIn=self.expiry_s,
+        )
         return PresignedPost(upload_id, post["url"], post["fields"])
 
     def exists(self, upload_id: str) -> bool:

@@ -53,29 +53,51 @@ def answer_view(answer: Answer, known: KnownMap | None, max_bytes: int) -> dict[
     if answer.uploaded_at is not None:
         view["seconds"] = round(max(0.0, answer.answered_at - answer.uploaded_at), 2)
     if answer.status == REJECTED:  # no photo to show back: the stream could not read it
-        return {**view, "reason": answer.reason, "title": "Sorry, no answer for this one",
-                "message": rejection(answer.reason, max_bytes)}
+        return {
+            **view,
+            "reason": answer.reason,
+            "title": "Sorry, no answer for this one",
+            "message": rejection(answer.reason, max_bytes),
+        }
     view["photo"] = f"/api/answers/{answer.upload_id}/photo.jpg"
     top = [{"name": name, "probability": round(p, 4), "percent": percent(p)} for name, p in answer.top]
     if answer.is_novel:
         title = UNKNOWN_FRUIT
-        message = (f"It looks a little like {answer.prediction} ({percent(answer.confidence)}), but not "
-                   "enough: maybe a fruit the model has not learnt." if answer.prediction else "")
+        message = (
+            f"It looks a little like {answer.prediction} ({percent(answer.confidence)}), but not "
+            "enough: maybe a fruit the model has not learnt."
+            if answer.prediction
+            else ""
+        )
     elif answer.prediction:
         title, message = answer.prediction, f"{percent(answer.confidence)} sure"
     else:
         title, message = "No prediction", "This model has no fruit classes."
-    view.update(prediction=answer.prediction, confidence=answer.confidence, is_novel=bool(answer.is_novel),
-                title=title, message=message, top=top, model=f"{answer.model_name} v{answer.model_version}",
-                neighbours=[], map=None)
+    view.update(
+        prediction=answer.prediction,
+        confidence=answer.confidence,
+        is_novel=bool(answer.is_novel),
+        title=title,
+        message=message,
+        top=top,
+        model=f"{answer.model_name} v{answer.model_version}",
+        neighbours=[],
+        map=None,
+    )
     # "Is it right?": asked on photos shared to improve the model (the others never train); the names the
     # model knows are the choices (a new name can be typed).
-    view["vote"] = {"asks": bool(answer.consent), "agree": bool(answer.prediction and not answer.is_novel),
-                    "names": sorted(set(known.labels)) if known is not None else [name for name, _ in answer.top]}
+    view["vote"] = {
+        "asks": bool(answer.consent),
+        "agree": bool(answer.prediction and not answer.is_novel),
+        "names": sorted(set(known.labels)) if known is not None else [name for name, _ in answer.top],
+    }
     if known is not None:
         base = f"/known/{answer.model_name}/{answer.model_version}"
-        view["neighbours"] = [{"label": known.labels[i], "thumbnail": f"{base}/{i}.jpg"}
-                              for i in answer.neighbours if 0 <= i < len(known.labels)]
+        view["neighbours"] = [
+            {"label": known.labels[i], "thumbnail": f"{base}/{i}.jpg"}
+            for i in answer.neighbours
+            if 0 <= i < len(known.labels)
+        ]
         if answer.map_xy is not None:
             view["map"] = f"/api/answers/{answer.upload_id}/map.svg"
     return view

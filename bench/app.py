@@ -70,10 +70,18 @@ def run(photos: list[bytes], work: Path, args: argparse.Namespace) -> dict:
 
     base = project_settings()
     settings = base.replace(
-        state_dir=scratch_state(work / "state", base), mlflow_tracking_uri=base.tracking_uri,
-        source=str(work / "landing"), output=str(work / "results"), errors=str(work / "errors"),
-        checkpoint=str(work / "checkpoint"), answers=f"sqlite:///{work / 'answers.db'}", trigger="1s",
-        app_uploads_per_minute=10**6, app_requests_per_minute=10**7, model_name=MODEL_NAME)
+        state_dir=scratch_state(work / "state", base),
+        mlflow_tracking_uri=base.tracking_uri,
+        source=str(work / "landing"),
+        output=str(work / "results"),
+        errors=str(work / "errors"),
+        checkpoint=str(work / "checkpoint"),
+        answers=f"sqlite:///{work / 'answers.db'}",
+        trigger="1s",
+        app_uploads_per_minute=10**6,
+        app_requests_per_minute=10**7,
+        model_name=MODEL_NAME,
+    )
     ensure_model(settings, evaluated=True)  # a novelty threshold, for "a fruit I don't know yet"
     job = StreamingJob(settings)
     job.start()
@@ -102,14 +110,19 @@ def one_person(url: str, photo: bytes, visitor_class: type) -> dict:
     uploaded = time.perf_counter()
     view = visitor.wait_for_answer(upload_id, timeout=ANSWER_TIMEOUT_S)
     done = time.perf_counter()
-    return {"status": 201, "answered": view is not None, "upload_s": uploaded - started,
-            "answer_s": done - started if view is not None else None,
-            "stream_answer_s": view.get("seconds") if view else None,
-            "verdict": view.get("status") if view else None}
+    return {
+        "status": 201,
+        "answered": view is not None,
+        "upload_s": uploaded - started,
+        "answer_s": done - started if view is not None else None,
+        "stream_answer_s": view.get("seconds") if view else None,
+        "verdict": view.get("status") if view else None,
+    }
 
 
-def people(url: str, photos: list[bytes], args: argparse.Namespace, visitor_class: type,
-           check_stream: Callable[[], None]) -> list[dict]:
+def people(
+    url: str, photos: list[bytes], args: argparse.Namespace, visitor_class: type, check_stream: Callable[[], None]
+) -> list[dict]:
     """One new person every 1/rate seconds for `seconds`, each in a thread of their own while they wait;
     `check_stream` raises if the stream failed (no point sending more)."""
     count = int(args.rate * args.seconds)
@@ -162,18 +175,20 @@ def summarise(outcomes: list[dict], stream: dict, args: argparse.Namespace, seco
 
 def report(s: dict) -> str:
     verdict = "meets" if s["answer_seen_p95_s"] <= s["goal_p95_s"] and not s["unanswered"] else "MISSES"
-    return "\n".join([
-        f"{s['uploads']} uploads at {s['rate']:g}/s through the app ({s['machine']}), 1 s trigger: "
-        f"{s['unanswered']} without an answer, {s['refused']} refused, {s['rejected']} rejected by the stream",
-        f"{'':28}{'p50':>8}{'p95':>8}  ratio (p95 / stream commit p95)",
-        f"{'POST -> answer seen':28}{s['answer_seen_p50_s']:8.2f}{s['answer_seen_p95_s']:8.2f}"
-        f"  {s['ratio_p95_seen_vs_commit']}",
-        f"{'stream: upload -> answer':28}{s['stream_answer_p50_s'] or float('nan'):8.2f}"
-        f"{s['stream_answer_p95_s'] or float('nan'):8.2f}",
-        f"{'stream: upload -> commit':28}{s['stream_commit_p50_s'] or float('nan'):8.2f}"
-        f"{s['stream_commit_p95_s'] or float('nan'):8.2f}  1.00 (baseline)",
-        f"goal: p95 <= {s['goal_p95_s']:g} s and 0 uploads without an answer: {verdict}",
-    ])
+    return "\n".join(
+        [
+            f"{s['uploads']} uploads at {s['rate']:g}/s through the app ({s['machine']}), 1 s trigger: "
+            f"{s['unanswered']} without an answer, {s['refused']} refused, {s['rejected']} rejected by the stream",
+            f"{'':28}{'p50':>8}{'p95':>8}  ratio (p95 / stream commit p95)",
+            f"{'POST -> answer seen':28}{s['answer_seen_p50_s']:8.2f}{s['answer_seen_p95_s']:8.2f}"
+            f"  {s['ratio_p95_seen_vs_commit']}",
+            f"{'stream: upload -> answer':28}{s['stream_answer_p50_s'] or float('nan'):8.2f}"
+            f"{s['stream_answer_p95_s'] or float('nan'):8.2f}",
+            f"{'stream: upload -> commit':28}{s['stream_commit_p50_s'] or float('nan'):8.2f}"
+            f"{s['stream_commit_p95_s'] or float('nan'):8.2f}  1.00 (baseline)",
+            f"goal: p95 <= {s['goal_p95_s']:g} s and 0 uploads without an answer: {verdict}",
+        ]
+    )
 
 
 if __name__ == "__main__":

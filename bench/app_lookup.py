@@ -43,10 +43,21 @@ RETENTION_S = 30 * 86400.0
 def answer(upload_id: str, rng: random.Random, now: float) -> Answer:
     """An answer shaped like the stream's: three classes, five neighbours, a map position."""
     top = sorted(((c, rng.random()) for c in rng.sample(CLASSES, 3)), key=lambda t: -t[1])
-    return Answer(upload_id, ANSWERED, answered_at=now, uploaded_at=now - 1.2, consent=rng.random() < 0.5,
-                  prediction=top[0][0], confidence=top[0][1], is_novel=False, top=tuple(top),
-                  neighbours=tuple(rng.sample(range(640), 5)), map_xy=(rng.random(), rng.random()),
-                  model_name="fruits-pca", model_version="3")
+    return Answer(
+        upload_id,
+        ANSWERED,
+        answered_at=now,
+        uploaded_at=now - 1.2,
+        consent=rng.random() < 0.5,
+        prediction=top[0][0],
+        confidence=top[0][1],
+        is_novel=False,
+        top=tuple(top),
+        neighbours=tuple(rng.sample(range(640), 5)),
+        map_xy=(rng.random(), rng.random()),
+        model_name="fruits-pca",
+        model_version="3",
+    )
 
 
 def ids(count: int, seed: int) -> list[str]:
@@ -57,7 +68,7 @@ def ids(count: int, seed: int) -> list[str]:
 def fill(store, upload_ids: list[str], chunk: int) -> float:
     rng, now, started = random.Random(1), time.time(), time.perf_counter()
     for start in range(0, len(upload_ids), chunk):
-        store.put_many(answer(i, rng, now) for i in upload_ids[start:start + chunk])
+        store.put_many(answer(i, rng, now) for i in upload_ids[start : start + chunk])
     return time.perf_counter() - started
 
 
@@ -96,8 +107,11 @@ def sqlite_runs(folder: Path, count: int, lookups: int) -> dict[str, dict]:
 
     store = SqliteAnswers(folder / "answers.db", RETENTION_S)
     fill_s = fill(store, upload_ids, 10_000)
-    print(f"sqlite: {count:,} answers upserted in {fill_s:.1f} s ({count / fill_s:,.0f}/s), "
-          f"{os.path.getsize(folder / 'answers.db') / 2**20:.0f} MiB", flush=True)
+    print(
+        f"sqlite: {count:,} answers upserted in {fill_s:.1f} s ({count / fill_s:,.0f}/s), "
+        f"{os.path.getsize(folder / 'answers.db') / 2**20:.0f} MiB",
+        flush=True,
+    )
     runs[f"sqlite, {count:,} stored"] = {**summary(timed(store.get, queries)), "fill_s": round(fill_s, 1)}
 
     stop, written = threading.Event(), [0]
@@ -127,8 +141,11 @@ def free_port() -> int:
 
 def dynamo_runs(folder: Path, count: int, lookups: int) -> dict[str, dict]:
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -143,17 +160,23 @@ def dynamo_runs(folder: Path, count: int, lookups: int) -> dict[str, dict]:
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         runs = {}
-        for name, stored in (("DynamoDB (moto), 1 stored (baseline)", 1), (f"DynamoDB (moto), {count:,} stored", count)):
-            settings = Settings.load(env={}, state_dir=folder, answers=f"dynamodb://answers-{stored}",
-                                     dynamodb_endpoint_url=endpoint)
+        for name, stored in (
+            ("DynamoDB (moto), 1 stored (baseline)", 1),
+            (f"DynamoDB (moto), {count:,} stored", count),
+        ):
+            settings = Settings.load(
+                env={}, state_dir=folder, answers=f"dynamodb://answers-{stored}", dynamodb_endpoint_url=endpoint
+            )
             store = open_answer_store(settings)
             assert isinstance(store, DynamoAnswers)
             store.create_table()
             upload_ids = ids(stored, seed=11)
             fill_s = fill(store, upload_ids, 500)
             print(f"moto DynamoDB: {stored:,} answers upserted in {fill_s:.1f} s", flush=True)
-            runs[name] = {**summary(timed(store.get, random.Random(5).choices(upload_ids, k=lookups))),
-                          "fill_s": round(fill_s, 1)}
+            runs[name] = {
+                **summary(timed(store.get, random.Random(5).choices(upload_ids, k=lookups))),
+                "fill_s": round(fill_s, 1),
+            }
         return runs
     finally:
         server.terminate()
@@ -178,9 +201,13 @@ def main() -> int:
     for name, run in runs.items():
         base = moto_baseline if name.startswith("DynamoDB") else baseline
         run["p95_ratio"] = round(run["p95_us"] / base, 2)
-        print(f"{name:{width}}  {run['p50_us']:9.1f}  {run['p95_us']:9.1f}  {run['p99_us']:9.1f}  {run['p95_ratio']:.2f}")
-    path = save("app_lookup", {"answers": args.answers, "lookups": args.lookups,
-                               "dynamo_answers": args.dynamo_answers, "runs": runs})
+        print(
+            f"{name:{width}}  {run['p50_us']:9.1f}  {run['p95_us']:9.1f}  {run['p99_us']:9.1f}  {run['p95_ratio']:.2f}"
+        )
+    path = save(
+        "app_lookup",
+        {"answers": args.answers, "lookups": args.lookups, "dynamo_answers": args.dynamo_answers, "runs": runs},
+    )
     print(f"\nsaved {path}")
     return 0
 

@@ -41,16 +41,23 @@ def main() -> int:
     print(f"{args.batches} commits of {args.rows} rows to a local Delta table; {machine()}", flush=True)
     runs = {}
     for variant in ("baseline", "shipped"):
-        out = subprocess.run([sys.executable, __file__, "--variant", variant, "--batches", str(args.batches),
-                              "--rows", str(args.rows)], cwd=ROOT, env=python_env(), capture_output=True,
-                             text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--variant", variant, "--batches", str(args.batches), "--rows", str(args.rows)],
+            cwd=ROOT,
+            env=python_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         runs[variant] = json.loads(out.strip().splitlines()[-1])
     print(f"\n{'':34}  {'baseline':>10}  {'shipped':>10}  shipped/baseline")
-    for key, label, unit in (("rss_start_mib", "RSS after the first 100 commits", "MiB"),
-                             ("rss_end_mib", "RSS after the last commit", "MiB"),
-                             ("rss_growth_mib", "RSS growth, first 100 -> last", "MiB"),
-                             ("commit_ms_first", "commit time, commits 100-200", "ms"),
-                             ("commit_ms_last", "commit time, last 100 commits", "ms")):
+    for key, label, unit in (
+        ("rss_start_mib", "RSS after the first 100 commits", "MiB"),
+        ("rss_end_mib", "RSS after the last commit", "MiB"),
+        ("rss_growth_mib", "RSS growth, first 100 -> last", "MiB"),
+        ("commit_ms_first", "commit time, commits 100-200", "ms"),
+        ("commit_ms_last", "commit time, last 100 commits", "ms"),
+    ):
         b, s = runs["baseline"][key], runs["shipped"][key]
         ratio = f"{s / b:.2f}" if b else "-"
         print(f"{label:34}  {b:8.1f} {unit:>3}  {s:8.1f} {unit:>3}  {ratio}")
@@ -79,14 +86,26 @@ def run(variant: str, batches: int, n: int) -> dict:
     rng = np.random.default_rng(0)
 
     def rows(batch: int) -> pa.Table:
-        return pa.Table.from_pydict({
-            "path": [f"/landing/c/{batch}_{i}.jpg" for i in range(n)], "label": ["c"] * n, "size": [5000] * n,
-            "modification_time": [now] * n, "ingest_time": [now] * n,
-            "features": list(rng.random((n, 1280), dtype=np.float32)), "pca": list(rng.random((n, 300), np.float32)),
-            "prediction": ["c"] * n, "confidence": [0.9] * n, "novelty_score": [0.1] * n, "is_novel": [False] * n,
-            "model_name": ["m"] * n, "model_version": ["1"] * n, "featurizer_sha256": ["x"] * n,
-            "ingest_date": [now.date()] * n,
-        }, schema=sinks.RESULTS.schema)
+        return pa.Table.from_pydict(
+            {
+                "path": [f"/landing/c/{batch}_{i}.jpg" for i in range(n)],
+                "label": ["c"] * n,
+                "size": [5000] * n,
+                "modification_time": [now] * n,
+                "ingest_time": [now] * n,
+                "features": list(rng.random((n, 1280), dtype=np.float32)),
+                "pca": list(rng.random((n, 300), np.float32)),
+                "prediction": ["c"] * n,
+                "confidence": [0.9] * n,
+                "novelty_score": [0.1] * n,
+                "is_novel": [False] * n,
+                "model_name": ["m"] * n,
+                "model_version": ["1"] * n,
+                "featurizer_sha256": ["x"] * n,
+                "ingest_date": [now.date()] * n,
+            },
+            schema=sinks.RESULTS.schema,
+        )
 
     errors = sinks.ERRORS.schema.empty_table()
     process = psutil.Process()
@@ -100,10 +119,13 @@ def run(variant: str, batches: int, n: int) -> dict:
         if batch == 99:
             rss_start = process.memory_info().rss / 2**20
     rss_end = process.memory_info().rss / 2**20
-    return {"rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1),
-            "rss_growth_mib": round(rss_end - rss_start, 1),
-            "commit_ms_first": round(1000 * float(np.mean(seconds[100:200])), 1),
-            "commit_ms_last": round(1000 * float(np.mean(seconds[-100:])), 1)}
+    return {
+        "rss_start_mib": round(rss_start, 1),
+        "rss_end_mib": round(rss_end, 1),
+        "rss_growth_mib": round(rss_end - rss_start, 1),
+        "commit_ms_first": round(1000 * float(np.mean(seconds[100:200])), 1),
+        "commit_ms_last": round(1000 * float(np.mean(seconds[-100:])), 1),
+    }
 
 
 if __name__ == "__main__":

@@ -56,7 +56,6 @@ def save(name: str, payload: dict) -> Path:
     return path
 
 
-
 # ----------------------------------------------------------------------------- shared by the job benchmarks
 def project_settings(**overrides):
     """The project's default settings with the state dir anchored at the repo root, not the cwd.
@@ -130,8 +129,10 @@ def ensure_model(settings, *, in_process: bool = True, evaluated: bool = False) 
     uri = settings.tracking_uri
     store_state = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
     fit_settings = settings.replace(state_dir=store_state or project_settings().state_dir, mlflow_tracking_uri=uri)
-    print(f"no usable {settings.model_name}@{settings.alias} (missing, or fitted with another featurizer): "
-          "fitting on subset/ first")
+    print(
+        f"no usable {settings.model_name}@{settings.alias} (missing, or fitted with another featurizer): "
+        "fitting on subset/ first"
+    )
     if in_process:
         from fit.job import fit
 
@@ -140,11 +141,26 @@ def ensure_model(settings, *, in_process: bool = True, evaluated: bool = False) 
         return
     import subprocess
 
-    held_out = ["--eval-images", str(DATA / "test"), "--novelty-images", str(DATA / "extra_classes")] if evaluated else []
+    held_out = (
+        ["--eval-images", str(DATA / "test"), "--novelty-images", str(DATA / "extra_classes")] if evaluated else []
+    )
     subprocess.run(
-        [sys.executable, "-m", "cli", "fit", "--images", str(DATA / "subset"), *held_out, "--quiet",
-         "--state-dir", str(fit_settings.state), "--tracking-uri", fit_settings.tracking_uri],
-        cwd=ROOT, check=True,
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "fit",
+            "--images",
+            str(DATA / "subset"),
+            *held_out,
+            "--quiet",
+            "--state-dir",
+            str(fit_settings.state),
+            "--tracking-uri",
+            fit_settings.tracking_uri,
+        ],
+        cwd=ROOT,
+        check=True,
     )
 
 

@@ -52,8 +52,13 @@ def peak_rss() -> int:
 
 
 def _measure(decoder: str, path: Path, max_pixels: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", decoder, str(path), str(max_pixels)],
-                         capture_output=True, text=True, timeout=600, check=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", decoder, str(path), str(max_pixels)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -66,10 +71,10 @@ def _worst_images(folder: Path, max_pixels: int) -> dict[str, Path]:
     def save(name: str, img: Image.Image, fmt: str, **options) -> None:
         img.save(folder / name, fmt, **options)
 
-    side = int(max_pixels ** 0.5)
+    side = int(max_pixels**0.5)
     x = np.linspace(0, 255, side, dtype=np.uint8)[None, :].repeat(side, axis=0)
     rgb = Image.fromarray(np.stack([x, x.T, np.full_like(x, 90)], axis=-1))
-    deep = (x.astype(np.uint16) * 257)
+    deep = x.astype(np.uint16) * 257
     save("png-16-bit-gray", Image.fromarray(deep), "PNG", compress_level=1)
     save("png-rgba", rgb.convert("RGBA"), "PNG", compress_level=1)
     save("png-gray", rgb.convert("L"), "PNG", compress_level=1)
@@ -116,23 +121,36 @@ def main() -> None:
         for name, path in _worst_images(Path(tmp), args.max_pixels).items():
             v1, now = _measure("v1", path, args.max_pixels), _measure("now", path, args.max_pixels)
             rows.append({"image": name, "bytes": path.stat().st_size, "v1": v1, "now": now})
-            print(f"  {name}: v1 {v1['outcome']} {v1['peak_mb']:.0f} MB, now {now['outcome']} {now['peak_mb']:.0f} MB",
-                  file=sys.stderr)
+            print(
+                f"  {name}: v1 {v1['outcome']} {v1['peak_mb']:.0f} MB, now {now['outcome']} {now['peak_mb']:.0f} MB",
+                file=sys.stderr,
+            )
     worst_v1 = max(r["v1"]["peak_mb"] for r in rows if r["v1"]["outcome"] == "features")
     worst_now = max(r["now"]["peak_mb"] for r in rows if r["now"]["outcome"] == "features")
     width = max(len(r["image"]) for r in rows)
-    print(f"peak RSS one decode adds (MB), images of at most {args.max_pixels:,} pixels; "
-          f"budget now {args.max_pixels * 4 / 1e6:,.0f} MB")
+    print(
+        f"peak RSS one decode adds (MB), images of at most {args.max_pixels:,} pixels; "
+        f"budget now {args.max_pixels * 4 / 1e6:,.0f} MB"
+    )
     print(f"{'':{width}}  {'v1 MB':>7}  {'now MB':>7}  {'now/v1':>6}  now")
     for r in rows:
-        print(f"{r['image']:{width}}  {r['v1']['peak_mb']:7.0f}  {r['now']['peak_mb']:7.0f}  "
-              f"{r['now']['peak_mb'] / max(r['v1']['peak_mb'], 1):6.2f}  {r['now']['outcome']}")
+        print(
+            f"{r['image']:{width}}  {r['v1']['peak_mb']:7.0f}  {r['now']['peak_mb']:7.0f}  "
+            f"{r['now']['peak_mb'] / max(r['v1']['peak_mb'], 1):6.2f}  {r['now']['outcome']}"
+        )
     print(f"worst accepted image: v1 {worst_v1:,.0f} MB, now {worst_now:,.0f} MB ({worst_now / worst_v1:.2f}x)")
     v1_rate, now_rate = _speed(args.repeats)
-    print(table("decode speed, subset/ (320 JPEGs, 100x100)", [("v1", v1_rate, "baseline"), ("now", now_rate, "")],
-                v1_rate))
-    summary = {"max_pixels": args.max_pixels, "images": rows, "worst_accepted_mb": {"v1": worst_v1, "now": worst_now},
-               "decode_images_per_s": {"v1": v1_rate, "now": now_rate}}
+    print(
+        table(
+            "decode speed, subset/ (320 JPEGs, 100x100)", [("v1", v1_rate, "baseline"), ("now", now_rate, "")], v1_rate
+        )
+    )
+    summary = {
+        "max_pixels": args.max_pixels,
+        "images": rows,
+        "worst_accepted_mb": {"v1": worst_v1, "now": worst_now},
+        "decode_images_per_s": {"v1": v1_rate, "now": now_rate},
+    }
     save("decode", summary)
     if args.json:
         print(json.dumps(summary))

@@ -66,9 +66,16 @@ def main() -> None:
     ]
     print(table(f"featurization, {n} images", rows, ort_rate))
     print(f"Spark / pure ORT = {spark_rate / ort_rate:.2f}; ORT / Keras = {ort_rate / keras_rate:.2f}")
-    path = save("featurize", {"images": n, "images_per_second": {r[0]: round(r[1], 1) for r in rows},
-                              "spark_over_pure_ort": round(spark_rate / ort_rate, 3),
-                              "ort_over_keras": round(ort_rate / keras_rate, 3), "ort_runs": ort_runs})
+    path = save(
+        "featurize",
+        {
+            "images": n,
+            "images_per_second": {r[0]: round(r[1], 1) for r in rows},
+            "spark_over_pure_ort": round(spark_rate / ort_rate, 3),
+            "ort_over_keras": round(ort_rate / keras_rate, 3),
+            "ort_runs": ort_runs,
+        },
+    )
     print(f"saved {path}")
 
 

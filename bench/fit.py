@@ -90,12 +90,19 @@ TIMING_NOTES = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", default=str(DATA / "subset"),
-                        help="labelled images (<class>/<file>.jpg), or a number N: N hardlinked copies of the "
-                             "shared images (every split, 40 classes) in a temp folder outside the repo")
+    parser.add_argument(
+        "--images",
+        default=str(DATA / "subset"),
+        help="labelled images (<class>/<file>.jpg), or a number N: N hardlinked copies of the "
+        "shared images (every split, 40 classes) in a temp folder outside the repo",
+    )
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--pca-k", type=int, help="passed to the fit (default: the fit's, 300); lower it for "
-                                                  "small --images (it must not exceed the image count)")
+    parser.add_argument(
+        "--pca-k",
+        type=int,
+        help="passed to the fit (default: the fit's, 300); lower it for "
+        "small --images (it must not exceed the image count)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp state dirs (fit logs) for inspection")
     args = parser.parse_args()
     if args.repeats < 1:
@@ -103,6 +110,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
 
     from fruits.featurize import Featurizer, featurize_batch, make_engine
+
     base = project_settings()
     work = Path(tempfile.mkdtemp(prefix="bench-fit-"))
     if args.images.isdigit():
@@ -115,7 +123,9 @@ def main() -> int:
     n = len(files)
     featurizer = Featurizer.load(base.replace(engine="onnx"))  # exports once if needed
     engine = make_engine("onnx", featurizer.payload, None)
-    featurize_batch(engine, [f.read_bytes() for f in files[:64]], base.max_image_pixels, PURE_CHUNK)  # first calls allocate
+    featurize_batch(
+        engine, [f.read_bytes() for f in files[:64]], base.max_image_pixels, PURE_CHUNK
+    )  # first calls allocate
     print(f"{n} images from {args.images}; {machine()}")
 
     def pure_featurize() -> float:
@@ -133,12 +143,21 @@ def main() -> int:
             featurize = pure_featurize()
             fit = fit_run(base, args, work / f"fit-{repeat}", n)
             problems += [f"repeat {repeat + 1}: {p}" for p in fit.pop("problems")]
-            runs.append({"spark_start": start, "featurize_seconds": featurize, "fit": fit,
-                         "load_average_1m": round(os.getloadavg()[0], 1)})
-            print(f"  repeat {repeat + 1}: spark start {start['wall']:.1f} s, pure featurize {featurize:.1f} s, "
-                  f"fit {fit['wall']:.1f} s (reports {fit.get('seconds', float('nan')):.1f} s), peak memory "
-                  f"{fit['memory']['pss_gib']:.2f} GiB PSS / {fit['memory']['rss_gib']:.2f} GiB RSS; load average "
-                  f"{runs[-1]['load_average_1m']}", flush=True)
+            runs.append(
+                {
+                    "spark_start": start,
+                    "featurize_seconds": featurize,
+                    "fit": fit,
+                    "load_average_1m": round(os.getloadavg()[0], 1),
+                }
+            )
+            print(
+                f"  repeat {repeat + 1}: spark start {start['wall']:.1f} s, pure featurize {featurize:.1f} s, "
+                f"fit {fit['wall']:.1f} s (reports {fit.get('seconds', float('nan')):.1f} s), peak memory "
+                f"{fit['memory']['pss_gib']:.2f} GiB PSS / {fit['memory']['rss_gib']:.2f} GiB RSS; load average "
+                f"{runs[-1]['load_average_1m']}",
+                flush=True,
+            )
     finally:
         if args.keep:
             print(f"kept {work}")
@@ -158,22 +177,42 @@ def main() -> int:
         ("  of which fit() reports", best_fit.get("seconds", float("nan")), "summary 'seconds'"),
     ]
     rows += [(f"  {name}", seconds, note) for name, seconds, note in best_fit["breakdown"]]
-    print(seconds_table(f"fit end to end vs Spark start + pure featurize, {n} images, best of {args.repeats}",
-                        rows, baseline))
+    print(
+        seconds_table(
+            f"fit end to end vs Spark start + pure featurize, {n} images, best of {args.repeats}", rows, baseline
+        )
+    )
     ratio = best_fit["wall"] / baseline
     own = best_fit.get("timings", {}).get("featurize")
-    print(f"fit / (start + featurize) = {ratio:.2f}" + (f"; the fit's own featurize pass = {own / featurize:.2f} x "
-                                                         "pure ORT's time" if own else ""))
+    print(
+        f"fit / (start + featurize) = {ratio:.2f}"
+        + (f"; the fit's own featurize pass = {own / featurize:.2f} x pure ORT's time" if own else "")
+    )
     memory = max((r["fit"]["memory"] for r in runs), key=lambda m: m["pss_gib"])
-    print(f"the fit's peak process-tree memory (worst of {args.repeats}): {memory['pss_gib']:.2f} GiB PSS, "
-          f"{memory['rss_gib']:.2f} GiB RSS summed; PSS peaks by kind: "
-          + ", ".join(f"{k} {v:.2f}" for k, v in memory["pss_gib_by_kind"].items()))
-    path = save("fit", {"images": n, "repeats": args.repeats, "ratio_fit_over_baseline": round(ratio, 3),
-                        "peak_memory": memory,
-                        "best": {"spark_start_s": start, "featurize_s": featurize, "baseline_s": baseline,
-                                 "fit_wall_s": best_fit["wall"], "fit_reported_s": best_fit.get("seconds"),
-                                 "breakdown": best_fit["breakdown"]},
-                        "runs": runs, "problems": problems})
+    print(
+        f"the fit's peak process-tree memory (worst of {args.repeats}): {memory['pss_gib']:.2f} GiB PSS, "
+        f"{memory['rss_gib']:.2f} GiB RSS summed; PSS peaks by kind: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in memory["pss_gib_by_kind"].items())
+    )
+    path = save(
+        "fit",
+        {
+            "images": n,
+            "repeats": args.repeats,
+            "ratio_fit_over_baseline": round(ratio, 3),
+            "peak_memory": memory,
+            "best": {
+                "spark_start_s": start,
+                "featurize_s": featurize,
+                "baseline_s": baseline,
+                "fit_wall_s": best_fit["wall"],
+                "fit_reported_s": best_fit.get("seconds"),
+                "breakdown": best_fit["breakdown"],
+            },
+            "runs": runs,
+            "problems": problems,
+        },
+    )
     print(f"saved {path}")
     for problem in problems:
         print(f"INVALID: {problem}", file=sys.stderr)
@@ -184,8 +223,9 @@ def spark_start(state: Path) -> dict[str, float]:
     """Spawn -> exit of a process that only starts and stops the local session."""
     state.mkdir(parents=True)
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", SPARK_START, str(state)], cwd=ROOT, env=python_env(),
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", SPARK_START, str(state)], cwd=ROOT, env=python_env(), capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"fit.py: the Spark start process failed ({done.returncode}):\n{done.stderr[-2000:]}")
@@ -195,15 +235,29 @@ def spark_start(state: Path) -> dict[str, float]:
 def fit_run(base, args: argparse.Namespace, work: Path, n: int) -> dict:
     """`fruits fit` in a fresh process: wall time, and its --json summary (timings included)."""
     state = scratch_state(work / "state", base)
-    command = [sys.executable, "-m", "cli", "fit", "--images", args.images, "--json", "-q",
-               "--state-dir", str(state), "--tracking-uri", f"sqlite:///{state / 'mlflow.db'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "cli",
+        "fit",
+        "--images",
+        args.images,
+        "--json",
+        "-q",
+        "--state-dir",
+        str(state),
+        "--tracking-uri",
+        f"sqlite:///{state / 'mlflow.db'}",
+    ]
     if args.pca_k:
         command += ["--pca-k", str(args.pca_k)]
     exports = sorted((base.cache_dir / "onnx").glob("*.onnx"))
     before = {p: p.stat().st_mtime_ns for p in exports}
     t0 = time.perf_counter()
     with (work / "fit.stderr").open("w") as stderr:
-        process = subprocess.Popen(command, cwd=ROOT, env=python_env(), stdout=subprocess.PIPE, stderr=stderr, text=True)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=python_env(), stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
         meter = TreeMemory(process.pid)
         meter.start()
         stdout, _ = process.communicate()
@@ -224,9 +278,24 @@ def fit_run(base, args: argparse.Namespace, work: Path, n: int) -> dict:
     if not before or after != before:
         problems.append("the fit exported ONNX (the cache was not shared): its time includes the one-off export")
     timings = summary.get("timings") or {}
-    result.update(seconds=float(summary["seconds"]), timings=timings,
-                  summary={k: summary.get(k) for k in ("images", "classes", "skipped", "featurized", "pca_k", "lapack",
-                                                       "explained_variance", "engine", "seconds")})
+    result.update(
+        seconds=float(summary["seconds"]),
+        timings=timings,
+        summary={
+            k: summary.get(k)
+            for k in (
+                "images",
+                "classes",
+                "skipped",
+                "featurized",
+                "pca_k",
+                "lapack",
+                "explained_variance",
+                "engine",
+                "seconds",
+            )
+        },
+    )
     outside = wall - result["seconds"]
     order = list(TIMING_NOTES)  # the fit's steps in the order they run (its JSON sorts them by name)
     steps = sorted(timings, key=lambda name: order.index(name) if name in order else len(order))
@@ -282,9 +351,13 @@ class TreeMemory(threading.Thread):
         self.join()
 
     def peaks(self) -> dict:
-        return {"rss_gib": round(self.peak["rss"] / GiB, 3), "pss_gib": round(self.peak["pss"] / GiB, 3),
-                "pss_gib_by_kind": {k: round(v / GiB, 3) for k, v in sorted(self.by_kind.items())},
-                "samples": self.samples, "every_s": MEMORY_SAMPLE_S}
+        return {
+            "rss_gib": round(self.peak["rss"] / GiB, 3),
+            "pss_gib": round(self.peak["pss"] / GiB, 3),
+            "pss_gib_by_kind": {k: round(v / GiB, 3) for k, v in sorted(self.by_kind.items())},
+            "samples": self.samples,
+            "every_s": MEMORY_SAMPLE_S,
+        }
 
 
 def process_kind(process: psutil.Process, root: psutil.Process) -> str:

@@ -58,8 +58,10 @@ def child_generator(seed: int, mutations: int, crafted: bool, max_pixels: int) -
         except BaseException as exc:  # the contract is broken: report it, do not die
             outcome, detail = "raised", f"{type(exc).__name__}: {exc}"
         ms = 1000 * (time.perf_counter() - start)
-        print(json.dumps({"i": i, "family": hostile.family, "outcome": outcome, "ms": ms, "detail": detail[:200]}),
-              flush=True)
+        print(
+            json.dumps({"i": i, "family": hostile.family, "outcome": outcome, "ms": ms, "detail": detail[:200]}),
+            flush=True,
+        )
     print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
 
 
@@ -83,8 +85,16 @@ def child_atheris(max_pixels: int, stats: str, libfuzzer_args: list[str]) -> Non
         slowest[0] = max(slowest[0], 1000 * (time.perf_counter() - start))
         if sum(counts.values()) % 1000 == 0:  # libFuzzer ends the process without Python's exit hooks
             partial = Path(stats + ".tmp")  # replaced at once: the watcher reads it meanwhile
-            partial.write_text(json.dumps({"inputs": sum(counts.values()), "reasons": counts,
-                                           "peak_rss_mb": peak_rss_mb(), "slowest_ms": slowest[0]}))
+            partial.write_text(
+                json.dumps(
+                    {
+                        "inputs": sum(counts.values()),
+                        "reasons": counts,
+                        "peak_rss_mb": peak_rss_mb(),
+                        "slowest_ms": slowest[0],
+                    }
+                )
+            )
             partial.replace(stats)
 
     atheris.Setup([sys.argv[0], *libfuzzer_args], one)
@@ -133,17 +143,21 @@ def _child_command(*args: str) -> list[str]:
     return [sys.executable, __file__, "--child", *args]
 
 
-def run_generator(deadline: float, seed: int, max_pixels: int, totals: Totals, findings: list[Finding],
-                  progress) -> None:
+def run_generator(
+    deadline: float, seed: int, max_pixels: int, totals: Totals, findings: list[Finding], progress
+) -> None:
     """Children of MUTATIONS_PER_CHILD fresh mutations each (the crafted files once), until the deadline."""
     from hostile_images import generate
 
     chunk = 0
     while time.monotonic() < deadline:
         chunk_seed, crafted = seed * 1_000_003 + chunk, chunk == 0
-        process = subprocess.Popen(_child_command("generator", str(chunk_seed), str(MUTATIONS_PER_CHILD),
-                                                  str(int(crafted)), str(max_pixels)),
-                                   stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        process = subprocess.Popen(
+            _child_command("generator", str(chunk_seed), str(MUTATIONS_PER_CHILD), str(int(crafted)), str(max_pixels)),
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
         started = None
         watched = _watch(process)
         for line in watched.lines:
@@ -162,8 +176,14 @@ def run_generator(deadline: float, seed: int, max_pixels: int, totals: Totals, f
                 totals.slowest_input = f"seed {chunk_seed} #{record['i']} {record['family']}"
             if record["outcome"] in ("decode_failed", "raised"):
                 data = generate(chunk_seed, MUTATIONS_PER_CHILD, DATA, crafted=crafted)[record["i"]].data
-                findings.append(Finding("generator", record["outcome"], f"{record['detail']} (seed {chunk_seed} "
-                                                                         f"#{record['i']} {record['family']})", data))
+                findings.append(
+                    Finding(
+                        "generator",
+                        record["outcome"],
+                        f"{record['detail']} (seed {chunk_seed} #{record['i']} {record['family']})",
+                        data,
+                    )
+                )
         if watched.kind and started is None:
             raise RuntimeError(f"the generator's child failed outside any input ({watched.outcome}): see its stderr")
         if watched.kind:
@@ -205,8 +225,7 @@ def _watch(process: subprocess.Popen) -> Watched:
     return watched
 
 
-def run_atheris(deadline: float, seed: int, max_pixels: int, totals: Totals, findings: list[Finding],
-                progress) -> None:
+def run_atheris(deadline: float, seed: int, max_pixels: int, totals: Totals, findings: list[Finding], progress) -> None:
     """libFuzzer rounds until the deadline (a round ends at its first finding); the corpus carries over."""
     from hostile_images import generate
 
@@ -218,13 +237,24 @@ def run_atheris(deadline: float, seed: int, max_pixels: int, totals: Totals, fin
             if len(hostile.data) <= 200_000:
                 (corpus / f"seed-{i:04d}").write_bytes(hostile.data)
         while (left := deadline - time.monotonic()) > 5:
-            args = [str(corpus), f"-max_total_time={int(left)}", f"-timeout={HANG_SECONDS}", f"-seed={seed}",
-                    f"-rss_limit_mb={ATHERIS_RSS_MB}", f"-artifact_prefix={artifacts}/", "-print_final_stats=1",
-                    "-max_len=200000"]
+            args = [
+                str(corpus),
+                f"-max_total_time={int(left)}",
+                f"-timeout={HANG_SECONDS}",
+                f"-seed={seed}",
+                f"-rss_limit_mb={ATHERIS_RSS_MB}",
+                f"-artifact_prefix={artifacts}/",
+                "-print_final_stats=1",
+                "-max_len=200000",
+            ]
             log = Path(tmp, "libfuzzer.log")
             with log.open("w") as err:
-                process = subprocess.Popen(_child_command("atheris", str(max_pixels), str(stats), *args), stderr=err,
-                                           stdout=subprocess.DEVNULL, cwd=ROOT)
+                process = subprocess.Popen(
+                    _child_command("atheris", str(max_pixels), str(stats), *args),
+                    stderr=err,
+                    stdout=subprocess.DEVNULL,
+                    cwd=ROOT,
+                )
                 while process.poll() is None:  # libFuzzer keeps its own time and its own watchdog
                     time.sleep(1)
                     if stats.is_file():
@@ -255,8 +285,13 @@ def _classify(artifact: Path, max_pixels: int, totals: Totals) -> Finding | None
     child; None for a slow unit that is not slow without the instrumentation."""
     data = artifact.read_bytes()
     try:
-        out = subprocess.run(_child_command("replay", str(artifact), str(max_pixels)), capture_output=True,
-                             text=True, timeout=HANG_SECONDS * 2, cwd=ROOT)
+        out = subprocess.run(
+            _child_command("replay", str(artifact), str(max_pixels)),
+            capture_output=True,
+            text=True,
+            timeout=HANG_SECONDS * 2,
+            cwd=ROOT,
+        )
     except subprocess.TimeoutExpired:
         totals.hangs += 1
         return Finding("atheris", "hang", artifact.name, data)
@@ -279,8 +314,15 @@ def record(findings: list[Finding], now: str) -> list[str]:
     for finding in findings:
         if finding.signature not in smallest or len(finding.data) < len(smallest[finding.signature].data):
             smallest[finding.signature] = finding
-    new = [Regression(f"fuzz-{f.engine}-{hashlib.sha1(f.data).hexdigest()[:10]}", f.data, f.outcome,
-                      f"bench/fuzz.py {now} ({f.engine}): {f.detail}") for f in smallest.values()]
+    new = [
+        Regression(
+            f"fuzz-{f.engine}-{hashlib.sha1(f.data).hexdigest()[:10]}",
+            f.data,
+            f.outcome,
+            f"bench/fuzz.py {now} ({f.engine}): {f.detail}",
+        )
+        for f in smallest.values()
+    ]
     return [r.name for r in add_regressions(new)]
 
 
@@ -311,8 +353,10 @@ def main() -> None:
         except ImportError:
             engines.remove("atheris")
             skipped["atheris"] = "not installed (pip install -e '.[dev]')"
-    print(f"fuzzing the decode for {args.minutes:g} min ({', '.join(engines)}), seed {args.seed}; {machine()}",
-          file=sys.stderr)
+    print(
+        f"fuzzing the decode for {args.minutes:g} min ({', '.join(engines)}), seed {args.seed}; {machine()}",
+        file=sys.stderr,
+    )
     started = time.monotonic()
     end = started + args.minutes * 60
     totals = {engine: Totals() for engine in engines}
@@ -323,10 +367,14 @@ def main() -> None:
         """A line every 15 s; `running`: inputs of an atheris round not counted in the totals yet."""
         if time.monotonic() - last_line[0] >= 15:
             last_line[0] = time.monotonic()
-            done = ", ".join(f"{name} {t.inputs + (running if name == 'atheris' else 0):,} inputs"
-                             for name, t in totals.items())
-            print(f"fuzz {_clock(time.monotonic() - started)}/{_clock(end - started)}: {done}, "
-                  f"{len(findings)} findings", file=sys.stderr, flush=True)
+            done = ", ".join(
+                f"{name} {t.inputs + (running if name == 'atheris' else 0):,} inputs" for name, t in totals.items()
+            )
+            print(
+                f"fuzz {_clock(time.monotonic() - started)}/{_clock(end - started)}: {done}, {len(findings)} findings",
+                file=sys.stderr,
+                flush=True,
+            )
 
     for n, engine in enumerate(engines):
         share = (end - time.monotonic()) / (len(engines) - n)
@@ -334,18 +382,23 @@ def main() -> None:
         run(time.monotonic() + share, args.seed, args.max_pixels, totals[engine], findings, progress)
     added = record(findings, time.strftime("%Y-%m-%d")) if findings else []
     summary = {
-        "minutes": args.minutes, "seed": args.seed, "max_pixels": args.max_pixels,
+        "minutes": args.minutes,
+        "seed": args.seed,
+        "max_pixels": args.max_pixels,
         "inputs": sum(t.inputs for t in totals.values()),
         "engines": {name: {**asdict(t), "reasons": dict(t.reasons.most_common())} for name, t in totals.items()},
         "skipped": skipped,
-        "findings": [{"engine": f.engine, "outcome": f.outcome, "detail": f.detail, "bytes": len(f.data)}
-                     for f in findings],
+        "findings": [
+            {"engine": f.engine, "outcome": f.outcome, "detail": f.detail, "bytes": len(f.data)} for f in findings
+        ],
         "corpus_added": added,
     }
     save("fuzz", summary)
     for name, t in totals.items():
-        print(f"{name}: {t.inputs:,} inputs, {t.crashes} crashes, {t.hangs} hangs, slowest {t.slowest_ms:,.0f} ms "
-              f"{t.slowest_input}, peak RSS {t.peak_rss_mb:,.0f} MB; {dict(t.reasons.most_common())}")
+        print(
+            f"{name}: {t.inputs:,} inputs, {t.crashes} crashes, {t.hangs} hangs, slowest {t.slowest_ms:,.0f} ms "
+            f"{t.slowest_input}, peak RSS {t.peak_rss_mb:,.0f} MB; {dict(t.reasons.most_common())}"
+        )
     for name, why in skipped.items():
         print(f"{name}: skipped, {why}")
     print(f"{len(findings)} findings; regression corpus +{len(added)}: {', '.join(added) or 'nothing new'}")

@@ -44,8 +44,12 @@ from fruits.settings import Settings
 
 BUCKET, PREFIX, REGION = "fruits-fuzz", "images/", "eu-west-3"
 # The moto server's account, never a real one.
-FAKE_ACCOUNT = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": None,
-                "AWS_PROFILE": None}
+FAKE_ACCOUNT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": None,
+    "AWS_PROFILE": None,
+}
 
 
 def outcome_of(forged: Forged, location: Location) -> tuple[str, str | None]:
@@ -54,8 +58,15 @@ def outcome_of(forged: Forged, location: Location) -> tuple[str, str | None]:
         parsed = parse_body(forged.body, location)
     except BaseException as exc:  # parse_body must never raise: that is a finding
         return "raised", f"{type(exc).__name__}: {exc}"
-    outcome = (MALFORMED if parsed.malformed else IGNORED if parsed.ignored else "test_event" if parsed.test_event
-               else ANNOUNCES)
+    outcome = (
+        MALFORMED
+        if parsed.malformed
+        else IGNORED
+        if parsed.ignored
+        else "test_event"
+        if parsed.test_event
+        else ANNOUNCES
+    )
     announced = [(u.key, u.etag) for u in parsed.uploads]
     expected = [forged.announces] if forged.expect == ANNOUNCES else []
     if outcome != forged.expect or announced != expected:
@@ -78,14 +89,21 @@ class Queue:
         self.sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
         self.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
         self.url = self.sqs.create_queue(QueueName=BUCKET, Attributes={"VisibilityTimeout": "900"})["QueueUrl"]
-        settings = Settings.load(notifications=self.url, source=f"s3://{BUCKET}/{PREFIX}", checkpoint=checkpoint,
-                                 s3_endpoint_url=endpoint, max_image_bytes=20_000)
+        settings = Settings.load(
+            notifications=self.url,
+            source=f"s3://{BUCKET}/{PREFIX}",
+            checkpoint=checkpoint,
+            s3_endpoint_url=endpoint,
+            max_image_bytes=20_000,
+        )
         self.config = reader_config(settings, drain=True, partitions=2, log_level="ERROR")
         self.feed = NotificationFeed(self.config)
 
     def upload(self, reals: dict[str, bytes]) -> list[Real]:
-        return [Real(key, self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"].strip('"'), len(body))
-                for key, body in reals.items()]
+        return [
+            Real(key, self.s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"].strip('"'), len(body))
+            for key, body in reals.items()
+        ]
 
     def round(self, forger: Forger, forged: list[Forged], reals: dict[str, bytes]) -> str | None:
         """The real uploads' announcements and the forged bodies through the queue, the feed and the
@@ -97,8 +115,11 @@ class Queue:
         before = self.feed.ledger.last_batch
         try:
             end = self.feed.latest()["batch"]
-            rows = [row for part in plan_partitions(self.config, {"batch": before}, {"batch": end})
-                    for row in read_uploads(self.config, part)]
+            rows = [
+                row
+                for part in plan_partitions(self.config, {"batch": before}, {"batch": end})
+                for row in read_uploads(self.config, part)
+            ]
             self.feed.commit(end)
         except Exception as exc:
             return f"the feed or a read raised {type(exc).__name__}: {exc}"
@@ -193,14 +214,21 @@ def main() -> int:
 
     tried = sum(tally.outcomes.values())
     summary = {
-        "machine": machine(), "minutes": args.minutes, "first_seed": args.seed, "rounds": tally.rounds,
-        "queue_rounds": tally.queue_rounds, "bodies": tried, "outcomes": dict(tally.outcomes),
-        "families": dict(tally.families), "findings": len(tally.findings),
+        "machine": machine(),
+        "minutes": args.minutes,
+        "first_seed": args.seed,
+        "rounds": tally.rounds,
+        "queue_rounds": tally.queue_rounds,
+        "bodies": tried,
+        "outcomes": dict(tally.outcomes),
+        "families": dict(tally.families),
+        "findings": len(tally.findings),
         "parser_bodies_per_s": round(tried / tally.parse_s) if tally.parse_s else None,
         "parser_cost_vs_json_loads": round(tally.parse_s / tally.loads_s, 2) if tally.loads_s else None,
         "legitimate_bodies_per_s": round(tally.legit_bodies / tally.legit_parse_s) if tally.legit_parse_s else None,
         "legitimate_cost_vs_json_loads": round(tally.legit_parse_s / tally.legit_loads_s, 2)
-        if tally.legit_loads_s else None,
+        if tally.legit_loads_s
+        else None,
     }
     if tally.findings:
         OUT.mkdir(parents=True, exist_ok=True)
@@ -211,12 +239,16 @@ def main() -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"forged notifications: {tried:,} bodies in {tally.rounds} rounds ({tally.queue_rounds} through the "
-              f"queue, the feed and the reads), {len(tally.findings)} findings")
+        print(
+            f"forged notifications: {tried:,} bodies in {tally.rounds} rounds ({tally.queue_rounds} through the "
+            f"queue, the feed and the reads), {len(tally.findings)} findings"
+        )
         print(f"outcomes: {dict(tally.outcomes)}")
-        print(f"parser: {summary['parser_bodies_per_s']:,} forged bodies/s, {summary['parser_cost_vs_json_loads']}x "
-              f"json.loads of the same bodies; {summary['legitimate_bodies_per_s']:,} legitimate bodies/s, "
-              f"{summary['legitimate_cost_vs_json_loads']}x json.loads")
+        print(
+            f"parser: {summary['parser_bodies_per_s']:,} forged bodies/s, {summary['parser_cost_vs_json_loads']}x "
+            f"json.loads of the same bodies; {summary['legitimate_bodies_per_s']:,} legitimate bodies/s, "
+            f"{summary['legitimate_cost_vs_json_loads']}x json.loads"
+        )
     return 1 if tally.findings else 0
 
 

@@ -60,9 +60,12 @@ def main() -> int:
         _, xy = known.place(pca, neighbours=k)
         note = " (shipped)" if k == knownmap.NEIGHBOURS else ""
         results[f"t-SNE map, placed by K={k} neighbours{note}"] = float(
-            np.mean(labels[nearest_on_map(xy, known.xy)] == truth))
+            np.mean(labels[nearest_on_map(xy, known.xy)] == truth)
+        )
     linear_known = known.pca[:, :2]
-    results["linear map: PC1, PC2 (baseline)"] = float(np.mean(labels[nearest_on_map(pca[:, :2], linear_known)] == truth))
+    results["linear map: PC1, PC2 (baseline)"] = float(
+        np.mean(labels[nearest_on_map(pca[:, :2], linear_known)] == truth)
+    )
 
     one = pca[:1]
     started = time.perf_counter()
@@ -76,8 +79,17 @@ def main() -> int:
     for name, share in results.items():
         print(f"{name:{width}}  {share:6.3f}  {share / baseline:5.2f}x")
     print(f"\nmap built in {build_s:.1f} s (Spark pick + projection + t-SNE); one upload placed in {place_us:.0f} µs")
-    path = save("knownmap", {"model": resolved.label, "held_out": len(truth), "known": len(known), "shares": results,
-                             "build_s": round(build_s, 2), "place_us": round(place_us, 1)})
+    path = save(
+        "knownmap",
+        {
+            "model": resolved.label,
+            "held_out": len(truth),
+            "known": len(known),
+            "shares": results,
+            "build_s": round(build_s, 2),
+            "place_us": round(place_us, 1),
+        },
+    )
     print(f"saved {path}")
     spark.stop()
     return 0

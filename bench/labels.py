@@ -90,8 +90,11 @@ def main() -> int:
 
     started = time.perf_counter()
     data = featurized(settings)
-    print(f"featurized {sum(len(v[0]) for v in data.values())} images in {time.perf_counter() - started:.0f} s; "
-          f"{machine()}", flush=True)
+    print(
+        f"featurized {sum(len(v[0]) for v in data.values())} images in {time.perf_counter() - started:.0f} s; "
+        f"{machine()}",
+        flush=True,
+    )
     spark = get_spark(settings, "bench-labels")
     base_paths = data["subset"][0] + data["stream"][0]
     base_labels = data["subset"][1] + data["stream"][1]
@@ -100,14 +103,16 @@ def main() -> int:
     extra_paths, extra_labels, extra_features = data["extra_classes"]
     test_paths, test_labels, test_features = data["test"]
     feature_of = dict(zip(extra_paths + base_paths, list(extra_features) + list(base_features), strict=True))
-    own = [p for p, label in zip(data["stream"][0], data["stream"][1], strict=True)
-           if label == ATTACKER_OWN_CLASS][:ATTACKER_OWN]
+    own = [p for p, label in zip(data["stream"][0], data["stream"][1], strict=True) if label == ATTACKER_OWN_CLASS][
+        :ATTACKER_OWN
+    ]
     names = known_classes + sorted(set(extra_labels))
 
     def frame(paths, labels, vectors):
-        return spark.createDataFrame([(p, label, v.astype(float).tolist()) for p, label, v in
-                                      zip(paths, labels, vectors, strict=True)], "path string, label string, "
-                                     "features array<float>")
+        return spark.createDataFrame(
+            [(p, label, v.astype(float).tolist()) for p, label, v in zip(paths, labels, vectors, strict=True)],
+            "path string, label string, features array<float>",
+        )
 
     def predict(model, paths, labels, vectors) -> list[str]:
         rows = project(frame(paths, labels, vectors), model).select("path", "prediction").toPandas()
@@ -125,8 +130,9 @@ def main() -> int:
             rng.shuffle(paths)
             labelled.update((p, fruit) for p in paths[:PER_FRUIT_LABELLED])
             asked += [(p, fruit) for p in paths[PER_FRUIT_LABELLED:]]
-        champion = pipeline.fit_model(frame(base_paths, base_labels, base_features), settings.pca_k,
-                                      rows=len(base_paths))
+        champion = pipeline.fit_model(
+            frame(base_paths, base_labels, base_features), settings.pca_k, rows=len(base_paths)
+        )
         for scenario in SCENARIOS:
             t0 = time.perf_counter()
             voting = "noisy" if scenario == "curated" else scenario
@@ -135,63 +141,109 @@ def main() -> int:
             rule = {"min_clients": settings.label_min_clients, "share": settings.label_agreement}
             found = verdicts(votes, [], consented, **rule)
             if scenario == "curated":
-                decisions = [Decision(now(), "curator", UPLOAD, upload_id, ACCEPT, labelled[upload_id])
-                             for upload_id, verdict in found.items() if verdict.status == DISPUTED]
+                decisions = [
+                    Decision(now(), "curator", UPLOAD, upload_id, ACCEPT, labelled[upload_id])
+                    for upload_id, verdict in found.items()
+                    if verdict.status == DISPUTED
+                ]
                 found = verdicts(votes, decisions, consented, **rule)
             accepted = training_labels(found)
-            chosen = select_for_refit(accepted, known_classes, min_images=settings.label_min_images,
-                                      holdout_share=settings.label_holdout_share)
+            chosen = select_for_refit(
+                accepted,
+                known_classes,
+                min_images=settings.label_min_images,
+                holdout_share=settings.label_holdout_share,
+            )
             truth = {**labelled, **{p: ATTACKER_OWN_CLASS for p in own}}
             train = list(chosen.train.items())
             model = pipeline.fit_model(
-                frame(base_paths + [p for p, _ in train], base_labels + [label for _, label in train],
-                      np.concatenate([base_features, np.stack([feature_of[p] for p, _ in train])]) if train
-                      else base_features), settings.pca_k, rows=len(base_paths) + len(train))
+                frame(
+                    base_paths + [p for p, _ in train],
+                    base_labels + [label for _, label in train],
+                    np.concatenate([base_features, np.stack([feature_of[p] for p, _ in train])])
+                    if train
+                    else base_features,
+                ),
+                settings.pca_k,
+                rows=len(base_paths) + len(train),
+            )
             held = list(chosen.held_out.items())
             held_paths = test_paths + [p for p, _ in held]
             held_labels = test_labels + [label for _, label in held]
-            held_features = np.concatenate([test_features] + ([np.stack([feature_of[p] for p, _ in held])]
-                                                             if held else []))
+            held_features = np.concatenate(
+                [test_features] + ([np.stack([feature_of[p] for p, _ in held])] if held else [])
+            )
             challenger_held = accuracy(predict(model, held_paths, held_labels, held_features), held_labels)
             champion_held = accuracy(predict(champion, held_paths, held_labels, held_features), held_labels)
             promoted, _ = decide(challenger_held, champion_held, force=False)
-            predicted = predict(model, [p for p, _ in asked], [f for _, f in asked],
-                                np.stack([feature_of[p] for p, _ in asked]))
+            predicted = predict(
+                model, [p for p, _ in asked], [f for _, f in asked], np.stack([feature_of[p] for p, _ in asked])
+            )
             predicted_test = predict(model, test_paths, test_labels, test_features)
             run = {
-                "draw": draw, "scenario": scenario, "votes": len(votes),
-                "agreed": len(accepted), "wrong_agreed": sum(truth[p] != label for p, label in accepted.items()),
+                "draw": draw,
+                "scenario": scenario,
+                "votes": len(votes),
+                "agreed": len(accepted),
+                "wrong_agreed": sum(truth[p] != label for p, label in accepted.items()),
                 "attacker_own_agreed": sum(p in accepted for p in own),
-                "trained": len(chosen.train), "held_out": len(chosen.held_out), "waiting": chosen.waiting,
+                "trained": len(chosen.train),
+                "held_out": len(chosen.held_out),
+                "waiting": chosen.waiting,
                 "classes": len(pipeline.classes(model)),
                 "new_fruit_accuracy": accuracy(predicted, [f for _, f in asked]),
                 "test_accuracy": accuracy(predicted_test, test_labels),
-                "challenger_held_out_accuracy": challenger_held, "champion_held_out_accuracy": champion_held,
-                "promoted": promoted, "answered_banana": Counter(predicted)[ATTACK],
+                "challenger_held_out_accuracy": challenger_held,
+                "champion_held_out_accuracy": champion_held,
+                "promoted": promoted,
+                "answered_banana": Counter(predicted)[ATTACK],
                 "seconds": round(time.perf_counter() - t0, 1),
             }
             runs.append(run)
-            print(f"draw {draw} {scenario:9}  agreed {run['agreed']:3} (wrong {run['wrong_agreed']:2}, attacker's own "
-                  f"{run['attacker_own_agreed']:2})  trained {run['trained']:3}  classes {run['classes']}  new fruits "
-                  f"{run['new_fruit_accuracy']:.3f}  test/ {run['test_accuracy']:.3f}  promoted {promoted}", flush=True)
+            print(
+                f"draw {draw} {scenario:9}  agreed {run['agreed']:3} (wrong {run['wrong_agreed']:2}, attacker's own "
+                f"{run['attacker_own_agreed']:2})  trained {run['trained']:3}  classes {run['classes']}  new fruits "
+                f"{run['new_fruit_accuracy']:.3f}  test/ {run['test_accuracy']:.3f}  promoted {promoted}",
+                flush=True,
+            )
 
     print("\nmean over draws             agreed  wrong  attacker's own  new-fruit acc  test/ acc  promoted")
     summary = {}
     for scenario in SCENARIOS:
         mine = [r for r in runs if r["scenario"] == scenario]
-        summary[scenario] = {key: float(np.mean([r[key] for r in mine])) for key in
-                             ("agreed", "wrong_agreed", "attacker_own_agreed", "new_fruit_accuracy", "test_accuracy",
-                              "promoted")}
+        summary[scenario] = {
+            key: float(np.mean([r[key] for r in mine]))
+            for key in (
+                "agreed",
+                "wrong_agreed",
+                "attacker_own_agreed",
+                "new_fruit_accuracy",
+                "test_accuracy",
+                "promoted",
+            )
+        }
         s = summary[scenario]
-        print(f"{scenario:27} {s['agreed']:6.1f} {s['wrong_agreed']:6.1f} {s['attacker_own_agreed']:15.1f} "
-              f"{s['new_fruit_accuracy']:14.3f} {s['test_accuracy']:10.3f} {s['promoted']:9.2f}")
+        print(
+            f"{scenario:27} {s['agreed']:6.1f} {s['wrong_agreed']:6.1f} {s['attacker_own_agreed']:15.1f} "
+            f"{s['new_fruit_accuracy']:14.3f} {s['test_accuracy']:10.3f} {s['promoted']:9.2f}"
+        )
     clean = summary["clean"]["new_fruit_accuracy"]
     for scenario in SCENARIOS[1:]:
         print(f"{scenario}: new-fruit accuracy {summary[scenario]['new_fruit_accuracy'] / clean:.2f}x the clean run's")
-    path = save("labels", {"draws": args.draws, "runs": runs, "summary": summary,
-                           "settings": {"min_clients": settings.label_min_clients, "share": settings.label_agreement,
-                                        "min_images": settings.label_min_images,
-                                        "holdout_share": settings.label_holdout_share}})
+    path = save(
+        "labels",
+        {
+            "draws": args.draws,
+            "runs": runs,
+            "summary": summary,
+            "settings": {
+                "min_clients": settings.label_min_clients,
+                "share": settings.label_agreement,
+                "min_images": settings.label_min_images,
+                "holdout_share": settings.label_holdout_share,
+            },
+        },
+    )
     print(f"saved {path}")
     return 0 if clean >= 0.9 else 1
 

@@ -40,9 +40,14 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-lake-"))
     try:
         settings = base.replace(
-            source=str(work / "landing"), output=str(work / "results"), errors=str(work / "errors"),
-            checkpoint=str(work / "checkpoint"), trigger="available-now", max_files_per_trigger=args.batch,
-            state_dir=scratch_state(work / "state", base), mlflow_tracking_uri=base.tracking_uri,
+            source=str(work / "landing"),
+            output=str(work / "results"),
+            errors=str(work / "errors"),
+            checkpoint=str(work / "checkpoint"),
+            trigger="available-now",
+            max_files_per_trigger=args.batch,
+            state_dir=scratch_state(work / "state", base),
+            mlflow_tracking_uri=base.tracking_uri,
         )
         ensure_model(settings)
         for i in range(args.uploads):
@@ -69,8 +74,16 @@ def main() -> int:
     for key in ("files", "max_files_per_partition", "rows", "read_deltalake_s", "read_polars_s", "read_duckdb_s"):
         b, a = before[key], after[key]
         print(f"{key:28} {b:9.3f} {a:9.3f} {b / a if a else float('nan'):13.1f}")
-    path = save("lake", {"uploads": args.uploads, "batch": args.batch, "before": before, "after": after,
-                         "maintenance": maintained.as_dict()})
+    path = save(
+        "lake",
+        {
+            "uploads": args.uploads,
+            "batch": args.batch,
+            "before": before,
+            "after": after,
+            "maintenance": maintained.as_dict(),
+        },
+    )
     print(f"saved {path}")
     return 0 if after["rows"] == before["rows"] == args.uploads else 1
 

@@ -96,28 +96,54 @@ class Sample:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--uploads", type=int, default=5000, help="copies of the stream images to land (>= 5000 "
-                                                                   "for the real soak)")
+    parser.add_argument(
+        "--uploads", type=int, default=5000, help="copies of the stream images to land (>= 5000 for the real soak)"
+    )
     parser.add_argument("--rate", type=float, default=60.0, help="uploads per second, steady")
     parser.add_argument("--trigger", default="1s", help="the job's micro-batch trigger")
-    parser.add_argument("--maintenance-interval", default="2m",
-                        help="the job's lake maintenance interval: compaction and vacuum run during the soak")
-    parser.add_argument("--max-growth", type=float, default=0.10,
-                        help="fail if the JVM's live heap (100%% vs 20%% committed), or the Python workers' or "
-                             "driver's RSS (last 20%% vs 20-40%%), grows by more than this")
-    parser.add_argument("--interval", type=float, help="seconds between RSS samples (default 1; shorter for a "
-                                                       "short soak, so each 20%% window gets ~10 samples)")
-    parser.add_argument("--drain-timeout", type=float, default=600.0,
-                        help="seconds to wait, after the last upload, for everything to be committed")
-    parser.add_argument("--warmup", type=int, default=64,
-                        help="files (w_<name>) landed and committed before the soak clock starts: Python workers "
-                             "and their engines exist by then (default 64; 0 for none)")
+    parser.add_argument(
+        "--maintenance-interval",
+        default="2m",
+        help="the job's lake maintenance interval: compaction and vacuum run during the soak",
+    )
+    parser.add_argument(
+        "--max-growth",
+        type=float,
+        default=0.10,
+        help="fail if the JVM's live heap (100%% vs 20%% committed), or the Python workers' or "
+        "driver's RSS (last 20%% vs 20-40%%), grows by more than this",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        help="seconds between RSS samples (default 1; shorter for a short soak, so each 20%% window gets ~10 samples)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait, after the last upload, for everything to be committed",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=64,
+        help="files (w_<name>) landed and committed before the soak clock starts: Python workers "
+        "and their engines exist by then (default 64; 0 for none)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (job logs, lake) for inspection")
-    parser.add_argument("--settle", type=float, default=3.0,
-                        help="seconds to wait, at each live-heap probe, after the landed uploads are all committed")
-    parser.add_argument("--histograms", action="store_true",
-                        help="print the classes whose live bytes grew most between the live-heap probes, and save "
-                             "the histograms to bench/out/soak_histograms.json: where to look when the heap grows")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=3.0,
+        help="seconds to wait, at each live-heap probe, after the landed uploads are all committed",
+    )
+    parser.add_argument(
+        "--histograms",
+        action="store_true",
+        help="print the classes whose live bytes grew most between the live-heap probes, and save "
+        "the histograms to bench/out/soak_histograms.json: where to look when the heap grows",
+    )
     args = parser.parse_args()
     if args.interval is None:
         args.interval = max(0.2, min(1.0, args.uploads / args.rate / 50))
@@ -132,29 +158,58 @@ def main() -> int:
         sys.exit(f"soak.py: no images under {DATA / 'stream'}")
     ensure_model(base, in_process=False)  # no Spark session in this process: it would share the cores
     uploads = [(files[i % len(files)], f"c{i // len(files)}_{files[i % len(files)].name}") for i in range(args.uploads)]
-    print(f"soak: {args.uploads} uploads ({len(files)} stream images, {-(-args.uploads // len(files))} copies) "
-          f"at {args.rate:g}/s, trigger {args.trigger}, RSS every {args.interval:g} s; {machine()}", flush=True)
+    print(
+        f"soak: {args.uploads} uploads ({len(files)} stream images, {-(-args.uploads // len(files))} copies) "
+        f"at {args.rate:g}/s, trigger {args.trigger}, RSS every {args.interval:g} s; {machine()}",
+        flush=True,
+    )
 
     work = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     state = scratch_state(work / "state", base)
     landing, results, errors = work / "landing", work / "lake" / "results", work / "lake" / "errors"
     landing.mkdir()
-    command = [sys.executable, "-m", "cli", "stream", "--source", str(landing), "--output", str(results),
-               "--errors", str(errors), "--checkpoint", str(work / "checkpoint"), "--trigger", args.trigger,
-               "--maintenance-interval", args.maintenance_interval,
-               "--state-dir", str(state), "--tracking-uri", base.tracking_uri, "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "cli",
+        "stream",
+        "--source",
+        str(landing),
+        "--output",
+        str(results),
+        "--errors",
+        str(errors),
+        "--checkpoint",
+        str(work / "checkpoint"),
+        "--trigger",
+        args.trigger,
+        "--maintenance-interval",
+        args.maintenance_interval,
+        "--state-dir",
+        str(state),
+        "--tracking-uri",
+        base.tracking_uri,
+        "--json",
+    ]
     stdout_path, stderr_path = work / "stream.stdout", work / "stream.stderr"
     problems: list[str] = []
     samples: list[Sample] = []
     proc = None
     try:
         with open(stdout_path, "w") as out, open(stderr_path, "w") as err:
-            proc = subprocess.Popen(command, cwd=ROOT, env=python_env(), stdout=out, stderr=err,
-                                    start_new_session=True)  # its own process group
+            proc = subprocess.Popen(
+                command, cwd=ROOT, env=python_env(), stdout=out, stderr=err, start_new_session=True
+            )  # its own process group
         root = psutil.Process(proc.pid)
         counter = RowCounter(str(results))
-        warm = [(files[i * len(files) // args.warmup], f"w_{files[i * len(files) // args.warmup].name}")
-                for i in range(min(args.warmup, len(files)))] if args.warmup > 0 else []
+        warm = (
+            [
+                (files[i * len(files) // args.warmup], f"w_{files[i * len(files) // args.warmup].name}")
+                for i in range(min(args.warmup, len(files)))
+            ]
+            if args.warmup > 0
+            else []
+        )
         if warm:
             warm_up(warm, landing, counter, proc, stderr_path)
         jcmd, jvm = jcmd_path(), jvm_of(root)
@@ -183,14 +238,19 @@ def main() -> int:
             if fed.done.is_set() and deadline is None:
                 deadline = now + args.drain_timeout
             if deadline is not None and now > deadline:
-                problems.append(f"only {samples[-1].rows} of {args.uploads} uploads committed "
-                                f"{args.drain_timeout:g} s after the last upload")
+                problems.append(
+                    f"only {samples[-1].rows} of {args.uploads} uploads committed "
+                    f"{args.drain_timeout:g} s after the last upload"
+                )
                 break
             if len(samples) % round(10 / args.interval) == 0:
                 last = samples[-1]
-                print(f"  t={last.t:5.0f} s  uploaded {last.uploaded:6d}  committed {last.rows:6d}  "
-                      f"RSS {last.total / MiB:6.0f} MiB (JVM {last.jvm / MiB:.0f}, workers {last.workers / MiB:.0f}, "
-                      f"driver {last.driver / MiB:.0f})", flush=True)
+                print(
+                    f"  t={last.t:5.0f} s  uploaded {last.uploaded:6d}  committed {last.rows:6d}  "
+                    f"RSS {last.total / MiB:6.0f} MiB (JVM {last.jvm / MiB:.0f}, workers {last.workers / MiB:.0f}, "
+                    f"driver {last.driver / MiB:.0f})",
+                    flush=True,
+                )
             next_tick += args.interval
             time.sleep(max(0.0, next_tick - time.perf_counter()))
         fed.cancel.set()  # only matters when the loop ended on a problem
@@ -201,8 +261,10 @@ def main() -> int:
 
         summary = stop(proc, stdout_path, stderr_path, problems)
         if summary is not None and (summary.get("rows") != args.uploads + len(warm) or summary.get("errors")):
-                problems.append(f"the job's summary says {summary.get('rows')} rows, {summary.get('errors')} errors "
-                                f"for {args.uploads} uploads + {len(warm)} warm-up files")
+            problems.append(
+                f"the job's summary says {summary.get('rows')} rows, {summary.get('errors')} errors "
+                f"for {args.uploads} uploads + {len(warm)} warm-up files"
+            )
         problems += exactly_once(str(results), str(errors), warm + uploads)
     finally:
         if proc is not None and proc.poll() is None:
@@ -218,9 +280,19 @@ def main() -> int:
         report["heap_growth_by_class"] = histogram_growth(histograms)
         (OUT / "soak_histograms.json").write_text(json.dumps(histograms))
     plot = plot_rss(samples, report, args, OUT / "soak_rss.png")
-    path = save("soak", {"uploads": args.uploads, "rate": args.rate, "trigger": args.trigger,
-                         "soak_seconds": round(soak_seconds, 2), "feed_seconds": round(fed.seconds, 2),
-                         **report, "problems": problems, "samples": [asdict(s) for s in samples]})
+    path = save(
+        "soak",
+        {
+            "uploads": args.uploads,
+            "rate": args.rate,
+            "trigger": args.trigger,
+            "soak_seconds": round(soak_seconds, 2),
+            "feed_seconds": round(fed.seconds, 2),
+            **report,
+            "problems": problems,
+            "samples": [asdict(s) for s in samples],
+        },
+    )
     print(f"saved {path} and {plot}")
     for problem in problems:
         print(f"FAILED: {problem}", file=sys.stderr)
@@ -228,8 +300,9 @@ def main() -> int:
 
 
 # ----------------------------------------------------------------------------- the job
-def warm_up(warm: list[tuple[Path, str]], landing: Path, counter: RowCounter, proc: subprocess.Popen,
-            stderr_path: Path) -> None:
+def warm_up(
+    warm: list[tuple[Path, str]], landing: Path, counter: RowCounter, proc: subprocess.Popen, stderr_path: Path
+) -> None:
     """Land the warm-up files and wait until they are committed: the job is then started and warm
     (model loaded, Python workers and their engines built); the clock is its own progress."""
     t0 = time.perf_counter()
@@ -237,8 +310,9 @@ def warm_up(warm: list[tuple[Path, str]], landing: Path, counter: RowCounter, pr
         land(src, landing, name)
     while counter.rows() < len(warm):
         if proc.poll() is not None:
-            raise SystemExit(f"soak.py: the streaming job exited during warm-up ({proc.returncode}):\n"
-                             f"{tail(stderr_path)}")
+            raise SystemExit(
+                f"soak.py: the streaming job exited during warm-up ({proc.returncode}):\n{tail(stderr_path)}"
+            )
         if time.perf_counter() - t0 > STARTUP_TIMEOUT_S:
             raise SystemExit(f"soak.py: {len(warm)} warm-up files not committed within {STARTUP_TIMEOUT_S:g} s")
         time.sleep(0.25)
@@ -348,8 +422,10 @@ def exactly_once(results: str, errors: str, uploads: list[tuple[Path, str]]) -> 
     problems = []
     if len(got) != len(expected) or len(set(got)) != len(got) or set(got) != expected:
         dupes = len(got) - len(set(got))
-        problems.append(f"exactly once violated: {len(got)} rows for {len(expected)} uploads, {dupes} duplicate "
-                        f"paths, {len(expected - set(got))} missing, {len(set(got) - expected)} unexpected")
+        problems.append(
+            f"exactly once violated: {len(got)} rows for {len(expected)} uploads, {dupes} duplicate "
+            f"paths, {len(expected - set(got))} missing, {len(set(got) - expected)} unexpected"
+        )
     error_rows = len(table_paths(errors))
     if error_rows:
         problems.append(f"{error_rows} rows in the errors table (every upload is a valid image)")
@@ -380,8 +456,9 @@ def jvm_of(root) -> int | None:
     return None
 
 
-def idle_histogram(fed: Feeder, counter: RowCounter, warm: int, args: argparse.Namespace, jcmd: str, pid: int,
-                   problems: list[str]) -> dict[str, tuple[int, int]]:
+def idle_histogram(
+    fed: Feeder, counter: RowCounter, warm: int, args: argparse.Namespace, jcmd: str, pid: int, problems: list[str]
+) -> dict[str, tuple[int, int]]:
     """The JVM's live objects with the job idle: pause the feed, wait for every landed upload to be
     committed and --settle more seconds, take the class histogram, resume the feed."""
     fed.pause()
@@ -389,8 +466,10 @@ def idle_histogram(fed: Feeder, counter: RowCounter, warm: int, args: argparse.N
         deadline = time.perf_counter() + args.drain_timeout
         while counter.rows() - warm < fed.count:
             if time.perf_counter() > deadline:
-                problems.append(f"live-heap probe: {fed.count - counter.rows() + warm} landed uploads still "
-                                f"uncommitted after {args.drain_timeout:g} s")
+                problems.append(
+                    f"live-heap probe: {fed.count - counter.rows() + warm} landed uploads still "
+                    f"uncommitted after {args.drain_timeout:g} s"
+                )
                 return {}
             time.sleep(0.2)
         time.sleep(args.settle)
@@ -404,8 +483,9 @@ def class_histogram(jcmd: str, pid: int) -> dict[str, tuple[int, int]]:
     import re
 
     try:
-        text = subprocess.run([jcmd, str(pid), "GC.class_histogram"], capture_output=True, text=True, timeout=120,
-                              check=True).stdout
+        text = subprocess.run(
+            [jcmd, str(pid), "GC.class_histogram"], capture_output=True, text=True, timeout=120, check=True
+        ).stdout
     except (subprocess.SubprocessError, OSError):
         return {}
     rows = re.findall(r"^\s*\d+:\s+(\d+)\s+(\d+)\s+(\S+)", text, flags=re.MULTILINE)
@@ -417,13 +497,23 @@ def histogram_growth(histograms: dict[str, dict[str, tuple[int, int]]], top: int
     points = list(histograms)
     first, last = histograms[points[0]], histograms[points[-1]]
     grown = sorted(last, key=lambda name: last[name][1] - first.get(name, (0, 0))[1], reverse=True)[:top]
-    table = [{"class": name, **{f"mib_{p}": round(histograms[p].get(name, (0, 0))[1] / MiB, 2) for p in points},
-              **{f"instances_{p}": histograms[p].get(name, (0, 0))[0] for p in points}} for name in grown]
+    table = [
+        {
+            "class": name,
+            **{f"mib_{p}": round(histograms[p].get(name, (0, 0))[1] / MiB, 2) for p in points},
+            **{f"instances_{p}": histograms[p].get(name, (0, 0))[0] for p in points},
+        }
+        for name in grown
+    ]
     print(f"\nJVM live bytes by class, the {top} that grew most {points[0]} -> {points[-1]} (jcmd GC.class_histogram)")
     print(f"{'class':60}  " + "  ".join(f"{p:>8}" for p in points) + "  (MiB)   instances")
     for row in table:
-        print(f"{row['class'][:60]:60}  " + "  ".join(f"{row[f'mib_{p}']:8.1f}" for p in points) + "  " +
-              " -> ".join(str(row[f"instances_{p}"]) for p in points))
+        print(
+            f"{row['class'][:60]:60}  "
+            + "  ".join(f"{row[f'mib_{p}']:8.1f}" for p in points)
+            + "  "
+            + " -> ".join(str(row[f"instances_{p}"]) for p in points)
+        )
     return table
 
 
@@ -462,8 +552,14 @@ def sample(root, t: float, uploaded: int, rows: int) -> Sample:
     return Sample(t, uploaded, rows, sum(parts.values()), n_workers=n_workers, **parts)
 
 
-def analyse(samples: list[Sample], args: argparse.Namespace, soak_seconds: float, fed: int,
-            problems: list[str], heap: dict[str, float | None]) -> dict:
+def analyse(
+    samples: list[Sample],
+    args: argparse.Namespace,
+    soak_seconds: float,
+    fed: int,
+    problems: list[str],
+    heap: dict[str, float | None],
+) -> dict:
     """Print the table; return the numbers. Appends to `problems` (growth, too few samples)."""
     soaked = [s for s in samples if s.t >= 0]
     if not soaked or soak_seconds <= 0:
@@ -478,11 +574,15 @@ def analyse(samples: list[Sample], args: argparse.Namespace, soak_seconds: float
 
     base_window, last_window = window(0.2, 0.4), window(0.8, 1.0)
     if min(len(base_window), len(last_window)) < 3:
-        problems.append(f"soak too short for its windows ({len(base_window)} and {len(last_window)} samples, "
-                        "need 3 each): raise --uploads or lower --rate")
+        problems.append(
+            f"soak too short for its windows ({len(base_window)} and {len(last_window)} samples, "
+            "need 3 each): raise --uploads or lower --rate"
+        )
     baseline = med(base_window)
-    growth = {part: med(last_window, part) / med(base_window, part) if med(base_window, part) else float("nan")
-              for part in ("total", "driver", "jvm", "workers")}
+    growth = {
+        part: med(last_window, part) / med(base_window, part) if med(base_window, part) else float("nan")
+        for part in ("total", "driver", "jvm", "workers")
+    }
 
     def at_fraction(fraction: float) -> Sample | None:
         return next((s for s in soaked if s.rows >= fraction * args.uploads), None)
@@ -496,57 +596,92 @@ def analyse(samples: list[Sample], args: argparse.Namespace, soak_seconds: float
     for fraction in (0.2, 0.5, 1.0):
         point = at_fraction(fraction)
         points[f"{fraction:.0%}"] = None if point is None else asdict(point)
-        rows.append((f"at {fraction:.0%} committed", point.total if point else float("nan"), baseline,
-                     f"t={point.t:.0f} s, {point.rows} rows" if point else "never reached"))
+        rows.append(
+            (
+                f"at {fraction:.0%} committed",
+                point.total if point else float("nan"),
+                baseline,
+                f"t={point.t:.0f} s, {point.rows} rows" if point else "never reached",
+            )
+        )
     rows += [
-        ("median, last 20% of soak", med(last_window), baseline,
-         f"{len(last_window)} samples; JVM committed heap included (see the live heap below)"),
+        (
+            "median, last 20% of soak",
+            med(last_window),
+            baseline,
+            f"{len(last_window)} samples; JVM committed heap included (see the live heap below)",
+        ),
         ("peak, whole tree", peak.total, baseline, f"t={peak.t:.0f} s"),
     ]
     most_workers = max(s.n_workers for s in soaked)
-    for part, label, extra in (("jvm", "JVM", ""), ("workers", "Python workers", f"{most_workers} processes at most"),
-                               ("driver", "Python driver", "")):
+    for part, label, extra in (
+        ("jvm", "JVM", ""),
+        ("workers", "Python workers", f"{most_workers} processes at most"),
+        ("driver", "Python driver", ""),
+    ):
         rows.append((f"{label}: baseline median", med(base_window, part), med(base_window, part), ""))
-        rows.append((f"{label}: last 20% median", med(last_window, part), med(base_window, part),
-                     f"growth {growth[part]:.3f}"))
-        rows.append((f"{label}: peak", max(getattr(s, part) for s in soaked), med(base_window, part),
-                     extra))
+        rows.append(
+            (f"{label}: last 20% median", med(last_window, part), med(base_window, part), f"growth {growth[part]:.3f}")
+        )
+        rows.append((f"{label}: peak", max(getattr(s, part) for s in soaked), med(base_window, part), extra))
     heap_first, heap_last = heap.get("20%"), heap.get("100%")
     for point, value in heap.items():
-        rows.append((f"JVM live heap, idle, {point}", value if value else float("nan"),
-                     heap_first or 0.0, "jcmd GC.class_histogram total"))
+        rows.append(
+            (
+                f"JVM live heap, idle, {point}",
+                value if value else float("nan"),
+                heap_first or 0.0,
+                "jcmd GC.class_histogram total",
+            )
+        )
     heap_ok = bool(heap_first and heap_last) and (
-        heap_last <= heap_first * (1 + args.max_growth) or heap_last - heap_first <= HEAP_SLACK)
+        heap_last <= heap_first * (1 + args.max_growth) or heap_last - heap_first <= HEAP_SLACK
+    )
     python_ok = all(growth[p] <= 1 + args.max_growth for p in ("workers", "driver"))
     if any(s.other for s in soaked):
-        rows.append(("other processes: peak", max(s.other for s in soaked), 0.0,
-                     "in the tree, neither JVM nor workers"))
+        rows.append(
+            ("other processes: peak", max(s.other for s in soaked), 0.0, "in the tree, neither JVM nor workers")
+        )
     width = max(len(r[0]) for r in rows)
-    print(f"\nsoak: RSS of `fruits stream` + JVM + Python workers, {args.uploads} uploads at {args.rate:g}/s "
-          f"(fed in {fed} files), trigger {args.trigger}, {soak_seconds:.0f} s from first upload to last commit")
+    print(
+        f"\nsoak: RSS of `fruits stream` + JVM + Python workers, {args.uploads} uploads at {args.rate:g}/s "
+        f"(fed in {fed} files), trigger {args.trigger}, {soak_seconds:.0f} s from first upload to last commit"
+    )
     print(f"{'':{width}}  {'RSS MiB':>8}  {'ratio':>6}  note")
     for name, value, reference, note in rows:
         ratio = f"{value / reference:6.2f}" if reference else f"{'-':>6}"
         print(f"{name:{width}}  {value / MiB:8.0f}  {ratio}  {note}")
     flat = heap_ok and python_ok
-    print(f"verdict: {'FLAT' if flat else 'GROWTH: FAIL'} (JVM live heap "
-          f"{'n/a' if not (heap_first and heap_last) else f'{heap_first / MiB:.0f} -> {heap_last / MiB:.0f} MiB'}, "
-          f"Python workers x{growth['workers']:.3f}, driver x{growth['driver']:.3f}; "
-          f"total RSS x{growth['total']:.3f}, which includes heap the JVM committed but does not use)")
+    print(
+        f"verdict: {'FLAT' if flat else 'GROWTH: FAIL'} (JVM live heap "
+        f"{'n/a' if not (heap_first and heap_last) else f'{heap_first / MiB:.0f} -> {heap_last / MiB:.0f} MiB'}, "
+        f"Python workers x{growth['workers']:.3f}, driver x{growth['driver']:.3f}; "
+        f"total RSS x{growth['total']:.3f}, which includes heap the JVM committed but does not use)"
+    )
     if not heap_ok and heap_first and heap_last:
-        problems.append(f"JVM live heap grew from {heap_first / MiB:.0f} to {heap_last / MiB:.0f} MiB "
-                        f"(limit +{args.max_growth:.0%} or +{HEAP_SLACK // MiB} MiB)")
+        problems.append(
+            f"JVM live heap grew from {heap_first / MiB:.0f} to {heap_last / MiB:.0f} MiB "
+            f"(limit +{args.max_growth:.0%} or +{HEAP_SLACK // MiB} MiB)"
+        )
     if not python_ok:
-        problems.append("Python memory grew: " + ", ".join(f"{p} x{growth[p]:.3f}" for p in ("workers", "driver")) +
-                        ("" if soak_seconds >= 30 else f". NB: a {soak_seconds:.0f} s soak mostly measures warm-up: "
-                         "soak >= 30 s, e.g. --rate 20 for 800 uploads"))
+        problems.append(
+            "Python memory grew: "
+            + ", ".join(f"{p} x{growth[p]:.3f}" for p in ("workers", "driver"))
+            + (
+                ""
+                if soak_seconds >= 30
+                else f". NB: a {soak_seconds:.0f} s soak mostly measures warm-up: "
+                "soak >= 30 s, e.g. --rate 20 for 800 uploads"
+            )
+        )
     return {
         "baseline_rss_mib": round(baseline / MiB, 1),
         "last20_rss_mib": round(med(last_window) / MiB, 1),
         "growth": {k: round(v, 4) for k, v in growth.items()},
-        "peak_rss_mib": {"total": round(peak.total / MiB, 1),
-                         **{p: round(max(getattr(s, p) for s in soaked) / MiB, 1)
-                            for p in ("jvm", "workers", "driver", "other")}},
+        "peak_rss_mib": {
+            "total": round(peak.total / MiB, 1),
+            **{p: round(max(getattr(s, p) for s in soaked) / MiB, 1) for p in ("jvm", "workers", "driver", "other")},
+        },
         "at_committed": points,
         "jvm_live_heap_mib": {k: round(v / MiB, 1) if v else None for k, v in heap.items()},
         "flat": flat,
@@ -562,8 +697,12 @@ def plot_rss(samples: list[Sample], report: dict, args: argparse.Namespace, path
     OUT.mkdir(parents=True, exist_ok=True)
     t = [s.t for s in samples]
     fig, ax = plt.subplots(figsize=(10, 5.5))
-    for part, label, style in (("total", "whole tree", "-"), ("jvm", "JVM", "-"), ("workers", "Python workers", "-"),
-                               ("driver", "Python driver", "--")):
+    for part, label, style in (
+        ("total", "whole tree", "-"),
+        ("jvm", "JVM", "-"),
+        ("workers", "Python workers", "-"),
+        ("driver", "Python driver", "--"),
+    ):
         ax.plot(t, [getattr(s, part) / MiB for s in samples], style, label=label, linewidth=1.6)
     end = max((s.t for s in samples), default=0.0)
     if end > 0:
@@ -575,11 +714,13 @@ def plot_rss(samples: list[Sample], report: dict, args: argparse.Namespace, path
     heap = report.get("jvm_live_heap_mib", {})
     live = " -> ".join(f"{v:.0f}" for v in heap.values() if v) or "n/a"
     growth = report.get("growth", {})
-    ax.set_title(f"Streaming job memory over {args.uploads} uploads at {args.rate:g}/s: "
-                 f"{'flat' if report.get('flat') else 'GROWS'}\n"
-                 f"JVM live heap, idle, at 20/50/100%: {live} MiB; last 20% vs 20-40%: Python driver "
-                 f"x{growth.get('driver', float('nan')):.3f}, workers x{growth.get('workers', float('nan')):.3f}",
-                 fontsize=10)
+    ax.set_title(
+        f"Streaming job memory over {args.uploads} uploads at {args.rate:g}/s: "
+        f"{'flat' if report.get('flat') else 'GROWS'}\n"
+        f"JVM live heap, idle, at 20/50/100%: {live} MiB; last 20% vs 20-40%: Python driver "
+        f"x{growth.get('driver', float('nan')):.3f}, workers x{growth.get('workers', float('nan')):.3f}",
+        fontsize=10,
+    )
     rows_ax = ax.twinx()
     rows_ax.plot(t, [s.uploaded for s in samples], ":", color="black", alpha=0.6, label="uploaded (right axis)")
     rows_ax.plot(t, [s.rows for s in samples], ":", color="tab:purple", label="committed rows (right axis)")

@@ -53,8 +53,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-source-"))
     server = CountingMotoServer()
     server.start()
-    fake_account = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": None,
-                    "AWS_PROFILE": None, "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION}
+    fake_account = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": None,
+        "AWS_PROFILE": None,
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+    }
     results = []
     try:
         with patched_env(fake_account):
@@ -64,8 +70,10 @@ def main() -> None:
             s3 = boto3.client("s3", endpoint_url=server.endpoint, region_name=REGION)
             s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
             http_puts = http_put_rate(s3, bucket)
-            with wired_bucket(work, REGION, server.endpoint, bucket, uuid.uuid4().hex[:8]) as world, \
-                    EventPollers(world):
+            with (
+                wired_bucket(work, REGION, server.endpoint, bucket, uuid.uuid4().hex[:8]) as world,
+                EventPollers(world),
+            ):
                 bench = Bench(base, server, world, s3, work)
                 print(f"{machine()}; moto: {http_puts:.0f} PUTs/s over HTTP, filler written in-process")
                 for n in sizes:
@@ -75,9 +83,11 @@ def main() -> None:
                         triggers = args.idle_triggers if n < 100_000 else min(args.idle_triggers, 2)
                         result = bench.measure(mode, n, triggers)
                         results.append(result)
-                        print(f"  {mode:<13} idle trigger {result['idle_trigger_s']:7.2f} s, "
-                              f"{result['lists_per_trigger']:6.1f} LIST/trigger; first row after "
-                              f"{result['first_row_s']:6.1f} s; first start {result['start_lists']} LIST")
+                        print(
+                            f"  {mode:<13} idle trigger {result['idle_trigger_s']:7.2f} s, "
+                            f"{result['lists_per_trigger']:6.1f} LIST/trigger; first row after "
+                            f"{result['first_row_s']:6.1f} s; first start {result['start_lists']} LIST"
+                        )
                 bench.spark.stop()
     finally:
         server.stop()
@@ -136,10 +146,15 @@ class Bench:
 
         run = self.work / f"{mode}-{n}"
         settings = self.base.replace(
-            source=f"s3a://{self.world.bucket}/images/", output=str(run / "results"), errors=str(run / "errors"),
-            checkpoint=str(run / "checkpoint"), trigger="1s", state_dir=scratch_state(run / "state", self.base),
+            source=f"s3a://{self.world.bucket}/images/",
+            output=str(run / "results"),
+            errors=str(run / "errors"),
+            checkpoint=str(run / "checkpoint"),
+            trigger="1s",
+            state_dir=scratch_state(run / "state", self.base),
             mlflow_tracking_uri=self.base.tracking_uri,
-            notifications=self.world.stream_queue_url if mode == "notifications" else None)
+            notifications=self.world.stream_queue_url if mode == "notifications" else None,
+        )
         self.world_queue_purge()
         before_start = self.lists()
         job = StreamingJob(settings, spark=self.spark)
@@ -150,24 +165,33 @@ class Bench:
             marked, lists_at_mark = len(idle), self.lists()
             idle = self.wait_idle(job, marked + idle_triggers)
             lists_per_trigger = (self.lists() - lists_at_mark) / idle_triggers
-            seconds = [p["durationMs"]["triggerExecution"] / 1000 for p in idle[marked:marked + idle_triggers]]
+            seconds = [p["durationMs"]["triggerExecution"] / 1000 for p in idle[marked : marked + idle_triggers]]
             first_row = self.first_row(job, settings, mode, n)
         finally:
             job.request_stop()
             job.run_until_stopped()
-        return {"objects": n, "mode": mode, "idle_trigger_s": round(sum(seconds) / len(seconds), 3),
-                "idle_trigger_runs_s": [round(s, 3) for s in seconds], "lists_per_trigger": round(lists_per_trigger, 1),
-                "first_row_s": round(first_row, 2), "start_lists": start_lists}
+        return {
+            "objects": n,
+            "mode": mode,
+            "idle_trigger_s": round(sum(seconds) / len(seconds), 3),
+            "idle_trigger_runs_s": [round(s, 3) for s in seconds],
+            "lists_per_trigger": round(lists_per_trigger, 1),
+            "first_row_s": round(first_row, 2),
+            "start_lists": start_lists,
+        }
 
     def world_queue_purge(self) -> None:
         """Messages of the other mode's uploads must not reach this run."""
         import boto3
 
         sqs = boto3.client("sqs", endpoint_url=self.world.endpoint, region_name=REGION)
-        while batch := sqs.receive_message(QueueUrl=self.world.stream_queue_url, MaxNumberOfMessages=10
-                                           ).get("Messages"):
-            sqs.delete_message_batch(QueueUrl=self.world.stream_queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)])
+        while batch := sqs.receive_message(QueueUrl=self.world.stream_queue_url, MaxNumberOfMessages=10).get(
+            "Messages"
+        ):
+            sqs.delete_message_batch(
+                QueueUrl=self.world.stream_queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+            )
 
     @staticmethod
     def wait_idle(job, count: int, timeout: float = 3600.0) -> list[dict]:
@@ -175,8 +199,11 @@ class Bench:
         deadline = time.monotonic() + timeout
         while True:
             job.raise_if_failed()
-            idle = [p for p in (json.loads(p.json) for p in job.query.recentProgress)
-                    if "addBatch" not in p["durationMs"] and "triggerExecution" in p["durationMs"]]
+            idle = [
+                p
+                for p in (json.loads(p.json) for p in job.query.recentProgress)
+                if "addBatch" not in p["durationMs"] and "triggerExecution" in p["durationMs"]
+            ]
             if len(idle) >= count:
                 return idle
             if time.monotonic() > deadline:
@@ -207,13 +234,17 @@ def progress(settings) -> list[dict]:
 
 
 def report(results: list[dict]) -> str:
-    lines = ["source cost per trigger, listing vs notifications (1 s trigger, moto S3/SQS)",
-             f"{'objects':>8}  {'mode':<13}  {'idle trigger s':>14}  {'LIST/trigger':>12}  {'LIST $/day @2s':>14}  "
-             f"{'first row s':>11}  {'first start LIST':>16}"]
+    lines = [
+        "source cost per trigger, listing vs notifications (1 s trigger, moto S3/SQS)",
+        f"{'objects':>8}  {'mode':<13}  {'idle trigger s':>14}  {'LIST/trigger':>12}  {'LIST $/day @2s':>14}  "
+        f"{'first row s':>11}  {'first start LIST':>16}",
+    ]
     for r in results:
         per_day = r["lists_per_trigger"] * TRIGGERS_PER_DAY_AT_2S * LIST_PRICE_PER_1000 / 1000
-        lines.append(f"{r['objects']:>8,}  {r['mode']:<13}  {r['idle_trigger_s']:>14.3f}  {r['lists_per_trigger']:>12.1f}  "
-                     f"{per_day:>14.2f}  {r['first_row_s']:>11.1f}  {r['start_lists']:>16}")
+        lines.append(
+            f"{r['objects']:>8,}  {r['mode']:<13}  {r['idle_trigger_s']:>14.3f}  {r['lists_per_trigger']:>12.1f}  "
+            f"{per_day:>14.2f}  {r['first_row_s']:>11.1f}  {r['start_lists']:>16}"
+        )
     lines.append("")
     lines.append("listing / notifications, per size:")
     by = {(r["objects"], r["mode"]): r for r in results}
@@ -221,9 +252,11 @@ def report(results: list[dict]) -> str:
         listing, notified = by.get((n, "listing")), by.get((n, "notifications"))
         if not (listing and notified):
             continue
-        lines.append(f"{n:>8,}: idle trigger x{listing['idle_trigger_s'] / notified['idle_trigger_s']:.1f}, "
-                     f"first row x{listing['first_row_s'] / notified['first_row_s']:.1f}, LIST requests "
-                     f"{listing['lists_per_trigger']:.0f} vs {notified['lists_per_trigger']:.0f} per trigger")
+        lines.append(
+            f"{n:>8,}: idle trigger x{listing['idle_trigger_s'] / notified['idle_trigger_s']:.1f}, "
+            f"first row x{listing['first_row_s'] / notified['first_row_s']:.1f}, LIST requests "
+            f"{listing['lists_per_trigger']:.0f} vs {notified['lists_per_trigger']:.0f} per trigger"
+        )
     return "\n".join(lines)
 
 

@@ -46,8 +46,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="files per second in the latency phase")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the latency phase")
     parser.add_argument("--max-files", type=int, default=1000, help="maxFilesPerTrigger")
-    parser.add_argument("--driver-files", type=int, default=10_000,
-                        help="files in the one micro-batch of the driver check (0: skip it)")
+    parser.add_argument(
+        "--driver-files", type=int, default=10_000, help="files in the one micro-batch of the driver check (0: skip it)"
+    )
     parser.add_argument("--verbose", action="store_true", help="print each micro-batch's timings")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
@@ -58,6 +59,7 @@ def main() -> None:
     contents = [f.read_bytes() for f in files]
     engine = make_engine("onnx", featurizer.payload, None)
     featurize_batch(engine, contents[:64], base.max_image_pixels)
+
     def pure_rate() -> float:
         return best_of(2, lambda: len(featurize_batch(engine, contents, base.max_image_pixels).features))[0]
 
@@ -75,21 +77,36 @@ def main() -> None:
     pure = (before + after) / 2
     print(f"pure ONNX Runtime: {after:.1f} images/s (after the stream); baseline = mean {pure:.1f} images/s")
     ratio = throughput / pure
-    print(f"streaming steady state: {throughput:.1f} images/s = {ratio:.2f} x pure ORT (goal >= 0.8); "
-          f"whole drain from the rename: {drain:.1f} images/s = {drain / pure:.2f} x")
-    print(f"upload->commit latency at {args.rate:g} files/s, 1 s trigger: p50 {latency['latency_p50_s']:.2f} s, "
-          f"p95 {latency['latency_p95_s']:.2f} s, max {latency['latency_max_s']:.2f} s "
-          f"({latency['files']} files)")
+    print(
+        f"streaming steady state: {throughput:.1f} images/s = {ratio:.2f} x pure ORT (goal >= 0.8); "
+        f"whole drain from the rename: {drain:.1f} images/s = {drain / pure:.2f} x"
+    )
+    print(
+        f"upload->commit latency at {args.rate:g} files/s, 1 s trigger: p50 {latency['latency_p50_s']:.2f} s, "
+        f"p95 {latency['latency_p95_s']:.2f} s, max {latency['latency_max_s']:.2f} s "
+        f"({latency['files']} files)"
+    )
     if driver:
-        print(f"one micro-batch of {driver['files']} files: executors only (noop) {driver['noop_s']:.1f} s; "
-              f"collected to the driver as Arrow {driver['collect_s']:.1f} s ({driver['arrow_mb']:.0f} MB), "
-              f"then Delta commit {driver['commit_s']:.1f} s: the driver adds "
-              f"{driver['driver_share']:.0%} to the batch")
-    path = save("stream", {"pure_ort_images_per_second": round(pure, 1),
-                           "pure_ort_before_after": [round(before, 1), round(after, 1)],
-                           "stream_images_per_second": round(throughput, 1), "ratio": round(ratio, 3),
-                           "drain_images_per_second": round(drain, 1), "drain_ratio": round(drain / pure, 3),
-                           "latency": latency, "driver": driver, "args": vars(args)})
+        print(
+            f"one micro-batch of {driver['files']} files: executors only (noop) {driver['noop_s']:.1f} s; "
+            f"collected to the driver as Arrow {driver['collect_s']:.1f} s ({driver['arrow_mb']:.0f} MB), "
+            f"then Delta commit {driver['commit_s']:.1f} s: the driver adds "
+            f"{driver['driver_share']:.0%} to the batch"
+        )
+    path = save(
+        "stream",
+        {
+            "pure_ort_images_per_second": round(pure, 1),
+            "pure_ort_before_after": [round(before, 1), round(after, 1)],
+            "stream_images_per_second": round(throughput, 1),
+            "ratio": round(ratio, 3),
+            "drain_images_per_second": round(drain, 1),
+            "drain_ratio": round(drain / pure, 3),
+            "latency": latency,
+            "driver": driver,
+            "args": vars(args),
+        },
+    )
     print(f"saved {path}")
 
 
@@ -98,10 +115,15 @@ def run_stream(base: Settings, files: list[Path], work: Path, args):
 
     landing = work / "landing"
     settings = base.replace(
-        source=str(landing), output=str(work / "results"), errors=str(work / "errors"),
-        checkpoint=str(work / "checkpoint"), trigger="1s", max_files_per_trigger=args.max_files,
+        source=str(landing),
+        output=str(work / "results"),
+        errors=str(work / "errors"),
+        checkpoint=str(work / "checkpoint"),
+        trigger="1s",
+        max_files_per_trigger=args.max_files,
         # Share the project's caches (ONNX export) and registry, but keep progress logs apart.
-        state_dir=scratch_state(work / "state", base), mlflow_tracking_uri=base.tracking_uri,
+        state_dir=scratch_state(work / "state", base),
+        mlflow_tracking_uri=base.tracking_uri,
     )
     ensure_model(settings)
 
@@ -128,10 +150,14 @@ def run_stream(base: Settings, files: list[Path], work: Path, args):
     steady = sum(r["files"] for r in records[1:]) / (records[-1]["committed_at"] - records[0]["committed_at"])
     if args.verbose:
         for r in records:
-            print(f"  batch {r['batch']}: {r['files']} files in {r['seconds']:.2f} s (commit {r['commit_seconds']:.2f} s)")
-    print(f"backlog of {backlog} files drained in {len(records)} batch(es) of at most {args.max_files}; "
-          f"Delta commits took {sum(r['commit_seconds'] for r in records):.1f} s of "
-          f"{sum(r['seconds'] for r in records):.1f} s")
+            print(
+                f"  batch {r['batch']}: {r['files']} files in {r['seconds']:.2f} s (commit {r['commit_seconds']:.2f} s)"
+            )
+    print(
+        f"backlog of {backlog} files drained in {len(records)} batch(es) of at most {args.max_files}; "
+        f"Delta commits took {sum(r['commit_seconds'] for r in records):.1f} s of "
+        f"{sum(r['seconds'] for r in records):.1f} s"
+    )
 
     # Latency phase: a steady trickle of uploads with the job idling between them.
     before = len(job.monitor.snapshot().latencies)
@@ -190,9 +216,14 @@ def driver_share(settings: Settings, job, files: list[Path], work: Path, n: int)
     DeltaSink(settings, str(work / "driver-results"), RESULTS, "bench").append(results, 0)
     commit = time.perf_counter() - start
     assert results.num_rows == n, f"{results.num_rows} of {n} rows"
-    return {"files": n, "noop_s": round(noop, 2), "collect_s": round(collect, 2), "commit_s": round(commit, 2),
-            "arrow_mb": round(rows.nbytes / 2**20, 1),
-            "driver_share": round((collect + commit - noop) / noop, 3)}
+    return {
+        "files": n,
+        "noop_s": round(noop, 2),
+        "collect_s": round(collect, 2),
+        "commit_s": round(commit, 2),
+        "arrow_mb": round(rows.nbytes / 2**20, 1),
+        "driver_share": round((collect + commit - noop) / noop, 3),
+    }
 
 
 def _progress(settings: Settings) -> list[dict]:

@@ -22,19 +22,35 @@ from fruits.settings import default_location
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 behind a proxy)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 behind a proxy)",
+    )
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    parser.add_argument("--forwarded-allow-ips", metavar="IPS",
-                        help="trust X-Forwarded-For/-Proto from these proxy addresses (comma-separated), so rate "
-                             "limits count the real client (default: none; the peer is the client)")
-    parser.add_argument("--source", metavar="URI", help=f"where uploads land: the stream's --source (default {default_location('source')})")
-    parser.add_argument("--answers", metavar="URI",
-                        help="the answers store the stream writes: sqlite:///PATH.db or dynamodb://TABLE "
-                             "(default <state>/answers.db)")
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="trust X-Forwarded-For/-Proto from these proxy addresses (comma-separated), so rate "
+        "limits count the real client (default: none; the peer is the client)",
+    )
+    parser.add_argument(
+        "--source",
+        metavar="URI",
+        help=f"where uploads land: the stream's --source (default {default_location('source')})",
+    )
+    parser.add_argument(
+        "--answers",
+        metavar="URI",
+        help="the answers store the stream writes: sqlite:///PATH.db or dynamodb://TABLE (default <state>/answers.db)",
+    )
     parser.add_argument("--checkpoint", metavar="URI", help="the stream's checkpoint, where /ops reads its progress")
-    parser.add_argument("--tracking-uri", dest="mlflow_tracking_uri", metavar="URI",
-                        help="MLflow registry: the model versions' known maps (default sqlite in the state dir)")
+    parser.add_argument(
+        "--tracking-uri",
+        dest="mlflow_tracking_uri",
+        metavar="URI",
+        help="MLflow registry: the model versions' known maps (default sqlite in the state dir)",
+    )
     parser.add_argument("--endpoint-url", dest="s3_endpoint_url", metavar="URL", help="S3-compatible endpoint")
     add_state_dir_flag(parser)
 

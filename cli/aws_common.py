@@ -56,18 +56,26 @@ def options_from_args(options: type[Options], args: argparse.Namespace, **comput
 
 def add_output_flags(parser: argparse.ArgumentParser) -> None:
     """--json/-v/-q after the action too; SUPPRESS keeps `fruits emr --json plan` from being reset."""
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON summary as the last stdout line")
+    parser.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="JSON summary as the last stdout line"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more logging")
-    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only"
+    )
 
 
 def add_region_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--region", help=f"AWS region (default env AWS_REGION, else {default_of(Settings, 'aws_region')})")
+    parser.add_argument(
+        "--region", help=f"AWS region (default env AWS_REGION, else {default_of(Settings, 'aws_region')})"
+    )
 
 
 def add_project_flag(parser: argparse.ArgumentParser, options: type) -> None:
     default = default_of(options, "project")
-    parser.add_argument("--project", help=f"the stack's ProjectName: the `project` tag the deploy role may operate (default {default})")
+    parser.add_argument(
+        "--project", help=f"the stack's ProjectName: the `project` tag the deploy role may operate (default {default})"
+    )
 
 
 def add_endpoint_flag(parser: argparse.ArgumentParser, service: str) -> None:
@@ -82,34 +90,56 @@ def add_endpoint_flag(parser: argparse.ArgumentParser, service: str) -> None:
 def add_submit_flags(parser: argparse.ArgumentParser, jobs: tuple[str, ...] = JOBS) -> None:
     """What `submit` passes to `fruits fit` / `fruits stream` / `fruits refit` on AWS (JobOptions), and its checks."""
     parser.add_argument("--bucket", required=True, help="the project bucket, fruits-<account>-<region>")
-    parser.add_argument("--job", choices=jobs, default="stream",
-                        help="which job(s): " + ", ".join(jobs) + ("; both = fit, then stream" if "both" in jobs else "")
-                             + "; refit = learn from the lake, promote if better (the running stream swaps it in)")
+    parser.add_argument(
+        "--job",
+        choices=jobs,
+        default="stream",
+        help="which job(s): "
+        + ", ".join(jobs)
+        + ("; both = fit, then stream" if "both" in jobs else "")
+        + "; refit = learn from the lake, promote if better (the running stream swaps it in)",
+    )
     parser.add_argument("--tracking-uri", help="MLflow tracking server, https:// (default env MLFLOW_TRACKING_URI)")
     parser.add_argument("--weights", help=f"weights URI (default s3a://BUCKET/{WEIGHTS_KEY})")
     parser.add_argument("--fit-images", metavar="URI", help="labelled images for fit (default s3a://BUCKET/images/)")
-    parser.add_argument("--eval-images", metavar="URI",
-                        help=f"held-out labelled images for refit (default s3a://BUCKET/{HOLDOUT_PREFIX}; never under "
-                             "images/, which the stream ingests)")
+    parser.add_argument(
+        "--eval-images",
+        metavar="URI",
+        help=f"held-out labelled images for refit (default s3a://BUCKET/{HOLDOUT_PREFIX}; never under "
+        "images/, which the stream ingests)",
+    )
     parser.add_argument("--engine", choices=("onnx", "keras"), help="featurizer engine (default: the job's)")
     parser.add_argument("--trigger", help="stream micro-batch interval, e.g. 10s (default: the job's)")
     parser.add_argument("--max-files-per-trigger", type=int, metavar="N", help="stream batch cap (default: the job's)")
-    parser.add_argument("--notifications", metavar="QUEUE_URL",
-                        help="the stack's SQS queue (output NotificationsQueueUrl): the stream reads uploads from it "
-                             "instead of listing images/ (default: listing)")
-    parser.add_argument("--answers", metavar="URI",
-                        help="the stack's answers table (output AnswersUri, dynamodb://TABLE): the stream answers the "
-                             "app's uploads there (default env FRUITS_ANSWERS, else none: the app gets no answers)")
-    parser.add_argument("--mlflow-secret", metavar="ARN",
-                        help="Secrets Manager secret {username, password} of the MLflow server: the model check before "
-                             "a stream or refit authenticates with it (basic auth)")
-    parser.add_argument("--skip-model-check", action="store_true",
-                        help="do not ask the MLflow server for the registered model before a stream or refit (a server "
-                             "reachable only from inside the VPC)")
+    parser.add_argument(
+        "--notifications",
+        metavar="QUEUE_URL",
+        help="the stack's SQS queue (output NotificationsQueueUrl): the stream reads uploads from it "
+        "instead of listing images/ (default: listing)",
+    )
+    parser.add_argument(
+        "--answers",
+        metavar="URI",
+        help="the stack's answers table (output AnswersUri, dynamodb://TABLE): the stream answers the "
+        "app's uploads there (default env FRUITS_ANSWERS, else none: the app gets no answers)",
+    )
+    parser.add_argument(
+        "--mlflow-secret",
+        metavar="ARN",
+        help="Secrets Manager secret {username, password} of the MLflow server: the model check before "
+        "a stream or refit authenticates with it (basic auth)",
+    )
+    parser.add_argument(
+        "--skip-model-check",
+        action="store_true",
+        help="do not ask the MLflow server for the registered model before a stream or refit (a server "
+        "reachable only from inside the VPC)",
+    )
 
 
-def preflight(args: argparse.Namespace, jobs: JobOptions, settings: Settings, region: str,
-              extra: tuple[tuple[str, str], ...] = ()) -> None:
+def preflight(
+    args: argparse.Namespace, jobs: JobOptions, settings: Settings, region: str, extra: tuple[tuple[str, str], ...] = ()
+) -> None:
     """Refuse what cannot work before anything is added (infra/preflight.py)."""
     s3 = client("s3", region, args.endpoint_url)
     require_objects(s3, jobs.bucket, ((SPARK_ENTRY_KEY, "upload cli/spark_entry.py there (docs/aws.md)"), *extra))
@@ -129,25 +159,46 @@ def preflight(args: argparse.Namespace, jobs: JobOptions, settings: Settings, re
 
 def add_comparison_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("side-by-side cost (EMR on EC2 vs EMR Serverless)")
-    group.add_argument("--fit-run-images", type=int, default=DEFAULT_FIT_IMAGES, metavar="N",
-                       help=f"labelled images of the fit run the table prices (default {DEFAULT_FIT_IMAGES})")
-    group.add_argument("--wiring", choices=WIRINGS, default="lambda-sns",
-                       help="upload notifications: S3 -> Lambda -> SNS -> SQS (default) or S3 -> SQS directly")
-    group.add_argument("--lambda-ms", type=float, default=100.0, metavar="MS",
-                       help="billed duration of one Lambda invocation (default 100, an assumption)")
+    group.add_argument(
+        "--fit-run-images",
+        type=int,
+        default=DEFAULT_FIT_IMAGES,
+        metavar="N",
+        help=f"labelled images of the fit run the table prices (default {DEFAULT_FIT_IMAGES})",
+    )
+    group.add_argument(
+        "--wiring",
+        choices=WIRINGS,
+        default="lambda-sns",
+        help="upload notifications: S3 -> Lambda -> SNS -> SQS (default) or S3 -> SQS directly",
+    )
+    group.add_argument(
+        "--lambda-ms",
+        type=float,
+        default=100.0,
+        metavar="MS",
+        help="billed duration of one Lambda invocation (default 100, an assumption)",
+    )
 
 
 def add_stop_action(actions: Any) -> argparse.ArgumentParser:
     stop = actions.add_parser(
-        "stop", help="stop the stream gracefully: it finishes its current micro-batch, then exits",
+        "stop",
+        help="stop the stream gracefully: it finishes its current micro-batch, then exits",
         description=f"Writes the marker {STOP_MARKER} under the stream's checkpoint (s3://BUCKET/{CHECKPOINT}/). "
-                    "The stream stops after its current micro-batch and deletes the marker.",
+        "The stream stops after its current micro-batch and deletes the marker.",
     )
     stop.add_argument("--bucket", required=True, help="the project bucket, fruits-<account>-<region>")
-    stop.add_argument("--checkpoint-key", default=CHECKPOINT, metavar="KEY",
-                      help=f"the stream's checkpoint under the bucket (default {CHECKPOINT})")
+    stop.add_argument(
+        "--checkpoint-key",
+        default=CHECKPOINT,
+        metavar="KEY",
+        help=f"the stream's checkpoint under the bucket (default {CHECKPOINT})",
+    )
     add_region_flag(stop)
-    stop.add_argument("--endpoint-url", help="S3 endpoint (tests, emulators); default AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL")
+    stop.add_argument(
+        "--endpoint-url", help="S3 endpoint (tests, emulators); default AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL"
+    )
     return stop
 
 
@@ -162,8 +213,12 @@ def dispatch(action: str, args: argparse.Namespace, handlers: dict[str, Callable
 
 
 def job_options(args: argparse.Namespace, settings: Settings) -> JobOptions:
-    return options_from_args(JobOptions, args, tracking_uri=check_tracking_uri(args.tracking_uri or settings.mlflow_tracking_uri),
-                             answers=getattr(args, "answers", None) or settings.answers)
+    return options_from_args(
+        JobOptions,
+        args,
+        tracking_uri=check_tracking_uri(args.tracking_uri or settings.mlflow_tracking_uri),
+        answers=getattr(args, "answers", None) or settings.answers,
+    )
 
 
 def side_by_side(
@@ -179,9 +234,13 @@ def equivalent_cluster_cost(bucket: str, region: str, processing_nodes: int, ima
     return estimate_cost(request, region, images_per_second)
 
 
-def equivalent_serverless_cost(bucket: str, region: str, executors: int, images_per_second: float) -> ServerlessCostEstimate:
+def equivalent_serverless_cost(
+    bucket: str, region: str, executors: int, images_per_second: float
+) -> ServerlessCostEstimate:
     """The default EMR Serverless job with as many executors as the cluster has processing nodes."""
-    return estimate_serverless_cost(ServerlessOptions(bucket=bucket, region=region, executors=executors), images_per_second)
+    return estimate_serverless_cost(
+        ServerlessOptions(bucket=bucket, region=region, executors=executors), images_per_second
+    )
 
 
 def run_stop(args: argparse.Namespace, settings: Settings, requested_by: str) -> int:

@@ -96,80 +96,146 @@ def _cluster_flags(parser: argparse.ArgumentParser) -> None:
     add_region_flag(c)
     add_project_flag(c, ClusterOptions)
     c.add_argument("--name", help=f"cluster name (default {_default('name')})")
-    c.add_argument("--release-label",
-                   help=f"EMR release (default {_default('release_label')}: Spark 4.1.1, long-term support; see docs/emr.md)")
-    c.add_argument("--instance-type", help=f"all nodes (default {_default('instance_type')})")
-    c.add_argument("--core", dest="core_count", type=int, metavar="N",
-                   help=f"core nodes, on-demand (default {_default('core_count')})")
-    c.add_argument("--task", dest="task_count", type=int, metavar="M",
-                   help=f"task nodes, spot (default {_default('task_count')})")
     c.add_argument(
-        "--spot-bid-fraction", type=float, metavar="F", help="spot bid as a fraction of on-demand (default: capped at on-demand)"
+        "--release-label",
+        help=f"EMR release (default {_default('release_label')}: Spark 4.1.1, long-term support; see docs/emr.md)",
     )
-    c.add_argument("--ebs-gb", dest="ebs_size_gb", type=int, metavar="GB",
-                   help="one gp3 data volume per node (default: EMR's own for the type)")
-    c.add_argument("--subnet-id", metavar="ID",
-                   help="private subnet tagged for-use-with-amazon-emr-managed-policies=true, with an S3 gateway endpoint "
-                        "(required by up; docs/aws.md)")
+    c.add_argument("--instance-type", help=f"all nodes (default {_default('instance_type')})")
+    c.add_argument(
+        "--core",
+        dest="core_count",
+        type=int,
+        metavar="N",
+        help=f"core nodes, on-demand (default {_default('core_count')})",
+    )
+    c.add_argument(
+        "--task", dest="task_count", type=int, metavar="M", help=f"task nodes, spot (default {_default('task_count')})"
+    )
+    c.add_argument(
+        "--spot-bid-fraction",
+        type=float,
+        metavar="F",
+        help="spot bid as a fraction of on-demand (default: capped at on-demand)",
+    )
+    c.add_argument(
+        "--ebs-gb",
+        dest="ebs_size_gb",
+        type=int,
+        metavar="GB",
+        help="one gp3 data volume per node (default: EMR's own for the type)",
+    )
+    c.add_argument(
+        "--subnet-id",
+        metavar="ID",
+        help="private subnet tagged for-use-with-amazon-emr-managed-policies=true, with an S3 gateway endpoint "
+        "(required by up; docs/aws.md)",
+    )
     c.add_argument("--primary-security-group", metavar="ID", help="EMR-managed security group of the primary node")
     c.add_argument("--core-security-group", metavar="ID", help="EMR-managed security group of core and task nodes")
-    c.add_argument("--service-access-security-group", metavar="ID",
-                   help="EMR service access security group (a private subnet needs it); all three or none")
-    c.add_argument("--security-configuration", metavar="NAME",
-                   help=f"the stack's EMR security configuration (default {_default('security_configuration')})")
-    c.add_argument("--am-node-label", choices=AM_NODE_LABELS,
-                   help="YARN node label the application master must run on: never a spot task node "
-                        f"(default {_default('am_node_label')})")
-    c.add_argument("--mlflow-secret", dest="mlflow_secret_arn", metavar="ARN",
-                   help="Secrets Manager secret {username, password} of the MLflow server, written to the primary node's "
-                        "~/.mlflow/credentials by the bootstrap (never in the request or the steps)")
+    c.add_argument(
+        "--service-access-security-group",
+        metavar="ID",
+        help="EMR service access security group (a private subnet needs it); all three or none",
+    )
+    c.add_argument(
+        "--security-configuration",
+        metavar="NAME",
+        help=f"the stack's EMR security configuration (default {_default('security_configuration')})",
+    )
+    c.add_argument(
+        "--am-node-label",
+        choices=AM_NODE_LABELS,
+        help="YARN node label the application master must run on: never a spot task node "
+        f"(default {_default('am_node_label')})",
+    )
+    c.add_argument(
+        "--mlflow-secret",
+        dest="mlflow_secret_arn",
+        metavar="ARN",
+        help="Secrets Manager secret {username, password} of the MLflow server, written to the primary node's "
+        "~/.mlflow/credentials by the bootstrap (never in the request or the steps)",
+    )
     c.add_argument("--key-name", help="EC2 key pair for SSH to the nodes")
-    c.add_argument("--idle-timeout", dest="idle_timeout_seconds", type=int, metavar="SECONDS",
-                   help="auto-terminate after this long idle (60..604800)")
+    c.add_argument(
+        "--idle-timeout",
+        dest="idle_timeout_seconds",
+        type=int,
+        metavar="SECONDS",
+        help="auto-terminate after this long idle (60..604800)",
+    )
     c.add_argument("--owner", help="owner tag")
     c.add_argument("--cost-center", help="cost-center tag")
     c.add_argument("--service-role", help=f"EMR service role (default {_default('service_role')})")
     c.add_argument("--instance-profile", help=f"EC2 instance profile (default {_default('instance_profile')})")
     c.add_argument("--wheel", help=f"project wheel under s3://BUCKET/bootstrap/ (default {_default('wheel')})")
     c.add_argument(
-        "--wheelhouse", metavar="URI",
+        "--wheelhouse",
+        metavar="URI",
         help=f"S3 prefix of the wheels the nodes install, no package index (default s3://BUCKET/{WHEELHOUSE_KEY})",
     )
     c.add_argument(
-        "--lock", default=DEFAULT_LOCK, metavar="PATH",
+        "--lock",
+        default=DEFAULT_LOCK,
+        metavar="PATH",
         help=f"the wheelhouse's requirements.lock as built here; its sha256 goes in the request (default {DEFAULT_LOCK})",
     )
     c.add_argument("--lock-sha256", metavar="HEX", help="that sha256 given directly (instead of --lock)")
     c.add_argument(
-        "--conf", action="append", default=[], metavar="CLASSIFICATION:PROPERTY=VALUE",
+        "--conf",
+        action="append",
+        default=[],
+        metavar="CLASSIFICATION:PROPERTY=VALUE",
         help="extra EMR configuration, repeatable (e.g. spark-defaults:spark.executor.memory=10g)",
     )
     cost = parser.add_argument_group("cost estimate")
     cost.add_argument(
-        "--images-per-second-per-node", type=float, default=DEFAULT_IMAGES_PER_SECOND_PER_NODE, metavar="R",
+        "--images-per-second-per-node",
+        type=float,
+        default=DEFAULT_IMAGES_PER_SECOND_PER_NODE,
+        metavar="R",
         help=f"throughput of one core/task node (default {DEFAULT_IMAGES_PER_SECOND_PER_NODE:g}, see docs/emr.md)",
     )
     cost.add_argument(
-        "--spot-fraction", type=float, default=DEFAULT_SPOT_FRACTION, metavar="F",
+        "--spot-fraction",
+        type=float,
+        default=DEFAULT_SPOT_FRACTION,
+        metavar="F",
         help=f"expected spot EC2 price as a fraction of on-demand (default {DEFAULT_SPOT_FRACTION:g})",
     )
 
 
 def _target_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster-id", help="j-... (default: the one active cluster named --name)")
-    parser.add_argument("--name", default=_default("name"), help=f"cluster name to look up (default {_default('name')})")
+    parser.add_argument(
+        "--name", default=_default("name"), help=f"cluster name to look up (default {_default('name')})"
+    )
     add_region_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    return dispatch(args.emr_action, args, {"plan": _run_plan, "up": _run_up, "submit": _run_submit, "status": _run_status,
-                                        "stop": _run_stop, "down": _run_down})
+    return dispatch(
+        args.emr_action,
+        args,
+        {
+            "plan": _run_plan,
+            "up": _run_up,
+            "submit": _run_submit,
+            "status": _run_status,
+            "stop": _run_stop,
+            "down": _run_down,
+        },
+    )
 
 
 def cluster_options(args: argparse.Namespace, region: str) -> ClusterOptions:
     """ClusterOptions from the flags by name; the region, the lock's sha256 and the --conf triples computed."""
-    return options_from_args(ClusterOptions, args, region=region, lock_sha256=_lock_sha256(args),
-                             extra_configurations=tuple(parse_conf(c) for c in args.conf))
+    return options_from_args(
+        ClusterOptions,
+        args,
+        region=region,
+        lock_sha256=_lock_sha256(args),
+        extra_configurations=tuple(parse_conf(c) for c in args.conf),
+    )
 
 
 def _lock_sha256(args: argparse.Namespace) -> str | None:
@@ -180,12 +246,15 @@ def _lock_sha256(args: argparse.Namespace) -> str | None:
     return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else None
 
 
-def _planned(args: argparse.Namespace, region: str, launching: bool = False
-             ) -> tuple[ClusterOptions, dict[str, Any], CostEstimate]:
+def _planned(
+    args: argparse.Namespace, region: str, launching: bool = False
+) -> tuple[ClusterOptions, dict[str, Any], CostEstimate]:
     options = cluster_options(args, region)
     request = planned_request(options, today=dt.date.today(), launching=launching)
     if options.lock_sha256 is None:
-        log.warning("no %s and no --lock-sha256: `up` needs the wheelhouse's lock (infra/build_wheelhouse.sh)", args.lock)
+        log.warning(
+            "no %s and no --lock-sha256: `up` needs the wheelhouse's lock (infra/build_wheelhouse.sh)", args.lock
+        )
     cost = estimate_cost(request, region, args.images_per_second_per_node, spot_fraction=args.spot_fraction)
     if cost.per_hour is None:
         log.warning("part of the cluster's price is unknown for %s: see the cost lines", region)
@@ -194,15 +263,30 @@ def _planned(args: argparse.Namespace, region: str, launching: bool = False
 
 def _run_plan(args: argparse.Namespace, region: str, settings: Settings) -> int:
     options, request, cost = _planned(args, region)
-    serverless = equivalent_serverless_cost(options.bucket, region, cost.processing_nodes, args.images_per_second_per_node)
+    serverless = equivalent_serverless_cost(
+        options.bucket, region, cost.processing_nodes, args.images_per_second_per_node
+    )
     comparison = side_by_side(region, cost, serverless, args)
     endpoint = gateway_endpoint_buckets(region, options.bucket)
     network = ["network: the subnet's S3 gateway endpoint (its policy, if restrictive) must let the nodes reach:"]
     network += [f"  {b.arn:<62} {b.access:<10} {b.why}" for b in endpoint]
-    human = "\n".join([json.dumps(request, indent=2), options.release.describe(), options.bootstrap.describe(), *network,
-                       *cost.lines(), *comparison.events.lines(), *comparison.lines()])
-    summary = {"request": request, "cost": cost.to_dict(), "comparison": comparison.to_dict(),
-               "gateway_endpoint_buckets": [{"bucket": b.bucket, "access": b.access, "why": b.why} for b in endpoint]}
+    human = "\n".join(
+        [
+            json.dumps(request, indent=2),
+            options.release.describe(),
+            options.bootstrap.describe(),
+            *network,
+            *cost.lines(),
+            *comparison.events.lines(),
+            *comparison.lines(),
+        ]
+    )
+    summary = {
+        "request": request,
+        "cost": cost.to_dict(),
+        "comparison": comparison.to_dict(),
+        "gateway_endpoint_buckets": [{"bucket": b.bucket, "access": b.access, "why": b.why} for b in endpoint],
+    }
     emit_summary(summary, args.json, human)
     return 0
 

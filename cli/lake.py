@@ -29,13 +29,22 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("status", "maintain", "purge-private"), help="what to do")
     parser.add_argument("--output", metavar="URI", help=f"results table (default {default_location('output')})")
     parser.add_argument("--errors", metavar="URI", help=f"errors table (default {default_location('errors')})")
-    parser.add_argument("--vacuum-hours", type=int, metavar="H",
-                        help="maintain: remove unreferenced files older than H hours (default: the table's 7 days)")
-    parser.add_argument("--retention", dest="app_private_retention", metavar="AGE",
-                        help="purge-private: delete app uploads without consent older than AGE "
-                             f"(default {default_of(Settings, 'app_private_retention')})")
-    parser.add_argument("--source", metavar="URI",
-                        help=f"purge-private: the stream's source (default {default_location('source')})")
+    parser.add_argument(
+        "--vacuum-hours",
+        type=int,
+        metavar="H",
+        help="maintain: remove unreferenced files older than H hours (default: the table's 7 days)",
+    )
+    parser.add_argument(
+        "--retention",
+        dest="app_private_retention",
+        metavar="AGE",
+        help="purge-private: delete app uploads without consent older than AGE "
+        f"(default {default_of(Settings, 'app_private_retention')})",
+    )
+    parser.add_argument(
+        "--source", metavar="URI", help=f"purge-private: the stream's source (default {default_location('source')})"
+    )
     add_state_dir_flag(parser)
     parser.add_argument("--endpoint-url", dest="s3_endpoint_url", help="S3-compatible endpoint (default: AWS)")
 
@@ -61,13 +70,18 @@ def purge_private(settings: Settings, as_json: bool) -> int:
 
     uploads = open_uploads(settings)
     if not isinstance(uploads, LocalUploads):
-        raise FruitsError(f"purge-private deletes from a local landing folder; on S3 ({settings.source_uri}) the "
-                          "bucket's lifecycle rule on app/private/ expires those uploads")
+        raise FruitsError(
+            f"purge-private deletes from a local landing folder; on S3 ({settings.source_uri}) the "
+            "bucket's lifecycle rule on app/private/ expires those uploads"
+        )
     deleted = uploads.purge_private(settings.app_private_retention_seconds)
     folder = uploads.root / appuploads.APP_FOLDER / appuploads.PRIVATE
-    emit_summary({"deleted": len(deleted), "retention": settings.app_private_retention, "folder": str(folder)},
-                 as_json, f"deleted {len(deleted)} app upload(s) without consent older than "
-                          f"{settings.app_private_retention} from {folder}")
+    emit_summary(
+        {"deleted": len(deleted), "retention": settings.app_private_retention, "folder": str(folder)},
+        as_json,
+        f"deleted {len(deleted)} app upload(s) without consent older than "
+        f"{settings.app_private_retention} from {folder}",
+    )
     return 0
 
 
@@ -77,8 +91,12 @@ def human(summary: dict[str, Any], action: str) -> str:
         if info is None:
             lines.append(f"{name}: no table yet")
         elif action == "maintain":
-            lines.append(f"{name}: {info['files_before']} -> {info['files_after']} files "
-                         f"({info['files_compacted']} compacted, {info['files_vacuumed']} vacuumed) in {info['seconds']} s")
+            lines.append(
+                f"{name}: {info['files_before']} -> {info['files_after']} files "
+                f"({info['files_compacted']} compacted, {info['files_vacuumed']} vacuumed) in {info['seconds']} s"
+            )
         else:
-            lines.append(f"{name}: {info['rows']} rows in {info['files']} files, version {info['version']} ({info['uri']})")
+            lines.append(
+                f"{name}: {info['rows']} rows in {info['files']} files, version {info['version']} ({info['uri']})"
+            )
     return "\n".join(lines)

@@ -59,7 +59,9 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"cli.{name}")
         command = sub.add_parser(
-            name, help=help_text, description=(module.__doc__ or help_text).strip(),
+            name,
+            help=help_text,
+            description=(module.__doc__ or help_text).strip(),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         add_common_flags(command)

@@ -29,10 +29,17 @@ def iso_date(text: str) -> date:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--eval-images", required=True, metavar="URI",
-                        help="held-out labelled images: both models are measured on them (featurized once)")
-    parser.add_argument("--novelty-images", metavar="URI",
-                        help="labelled images of classes the model does not know: novelty AUROC (default: none)")
+    parser.add_argument(
+        "--eval-images",
+        required=True,
+        metavar="URI",
+        help="held-out labelled images: both models are measured on them (featurized once)",
+    )
+    parser.add_argument(
+        "--novelty-images",
+        metavar="URI",
+        help="labelled images of classes the model does not know: novelty AUROC (default: none)",
+    )
     parser.add_argument("--output", metavar="URI", help=f"the results table (default {default_location('output')})")
     parser.add_argument("--since", type=iso_date, metavar="YYYY-MM-DD", help="only rows ingested on or after")
     parser.add_argument("--until", type=iso_date, metavar="YYYY-MM-DD", help="only rows ingested on or before")
@@ -44,16 +51,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from fit.refit import refit
 
-    summary = refit(settings_from_args(args), args.eval_images, novelty_uri=args.novelty_images, since=args.since,
-                    until=args.until, force=args.force, progress=not args.quiet)
+    summary = refit(
+        settings_from_args(args),
+        args.eval_images,
+        novelty_uri=args.novelty_images,
+        since=args.since,
+        until=args.until,
+        force=args.force,
+        progress=not args.quiet,
+    )
     emit_summary(summary, args.json, human_summary(summary))
     return 0
 
 
 def human_summary(s: dict[str, Any]) -> str:
     champion = s["champion_classifier_accuracy"]
-    outcome = (f"promoted to @{s['champion_alias']}" if s["promoted"]
-               else f"@{s['champion_alias']} stays v{s['champion_version']}")
+    outcome = (
+        f"promoted to @{s['champion_alias']}"
+        if s["promoted"]
+        else f"@{s['champion_alias']} stays v{s['champion_version']}"
+    )
     lines = [
         f"refitted {s['model_name']} v{s['model_version']} (@{s['alias']}) on {s['images']} rows "
         f"({s['rows_from_lake']} from the lake, {s['rows_from_champion']} from v{s['champion_version_before']}'s "

@@ -22,8 +22,9 @@ from fruits.settings import interval_seconds
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--progress", type=Path, metavar="FILE",
-                        help="JSON progress lines (default <state>/stream-progress.jsonl)")
+    parser.add_argument(
+        "--progress", type=Path, metavar="FILE", help="JSON progress lines (default <state>/stream-progress.jsonl)"
+    )
     parser.add_argument("--output", dest="png", type=Path, metavar="PNG", help="default <state>/stream-report.png")
     add_state_dir_flag(parser)
     parser.add_argument("--last", metavar="EVERY", help="only the last EVERY of progress, e.g. 1h (default: all)")
@@ -46,18 +47,30 @@ def run(args: argparse.Namespace) -> int:
     png = args.png or settings.state / "stream-report.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     rows = sum(b["rows"] for b in batches)
-    plots.stream_report(batches, swaps, png, title=f"{len(batches)} micro-batches, {rows} rows, "
-                                                   f"{len(swaps)} model swap(s)\n{headline(stats)}")
-    summary = {"report": str(png), "batches": len(batches), "rows": rows, "errors": sum(b["errors"] for b in batches),
-               "model_swaps": len(swaps), "model_versions": sorted({b["model_version"] for b in batches}),
-               "stats": stats}
-    emit_summary(summary, args.json, f"wrote {png}: {len(batches)} micro-batches, {rows} rows, "
-                                     f"{len(swaps)} model swap(s)")
+    plots.stream_report(
+        batches,
+        swaps,
+        png,
+        title=f"{len(batches)} micro-batches, {rows} rows, {len(swaps)} model swap(s)\n{headline(stats)}",
+    )
+    summary = {
+        "report": str(png),
+        "batches": len(batches),
+        "rows": rows,
+        "errors": sum(b["errors"] for b in batches),
+        "model_swaps": len(swaps),
+        "model_versions": sorted({b["model_version"] for b in batches}),
+        "stats": stats,
+    }
+    emit_summary(
+        summary, args.json, f"wrote {png}: {len(batches)} micro-batches, {rows} rows, {len(swaps)} model swap(s)"
+    )
     return 0
 
 
 def headline(stats: dict) -> str:
     """The ops numbers a person reads first, on one line."""
+
     def seconds(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f} s"
 

@@ -72,27 +72,45 @@ def configure(parser: argparse.ArgumentParser) -> None:
     plan = actions.add_parser("plan", help="print the application and stream requests and their cost; no AWS call")
     _application_flags(plan)
     add_comparison_flags(plan)
-    plan.add_argument("--tracking-uri", help="MLflow tracking server shown in the stream request (default env MLFLOW_TRACKING_URI)")
+    plan.add_argument(
+        "--tracking-uri", help="MLflow tracking server shown in the stream request (default env MLFLOW_TRACKING_URI)"
+    )
     up = actions.add_parser("up", help="validate offline, then create the application; prints its id")
     _application_flags(up)
     add_endpoint_flag(up, "emr-serverless")
 
-    submit = actions.add_parser("submit", help="start the stream (STREAMING), the fit or the refit (BATCH) as a job run")
+    submit = actions.add_parser(
+        "submit", help="start the stream (STREAMING), the fit or the refit (BATCH) as a job run"
+    )
     add_submit_flags(submit, jobs=("stream", "fit", "refit"))
     _size_flags(submit)
     add_project_flag(submit, ServerlessOptions)
-    submit.add_argument("--job-role", default=JOB_ROLE, metavar="NAME_OR_ARN",
-                        help=f"the job runtime role (default {JOB_ROLE}, the stack's)")
+    submit.add_argument(
+        "--job-role",
+        default=JOB_ROLE,
+        metavar="NAME_OR_ARN",
+        help=f"the job runtime role (default {JOB_ROLE}, the stack's)",
+    )
     submit.add_argument("--venv-archive", metavar="URI", help=f"packed venv (default s3a://BUCKET/{VENV_ARCHIVE_KEY})")
-    submit.add_argument("--mlflow-user", metavar="NAME",
-                        help="the MLflow server's user for this run: fruits-stream (read-only) for the stream, fruits-jobs "
-                             "for the fit and refit (docs/aws.md)")
-    submit.add_argument("--mlflow-password-secret", metavar="NAME_OR_ARN",
-                        help="Secrets Manager secret holding that user's password as plain text (the stack's "
-                             "ServerlessMlflowPasswordSecretArns): resolved by EMR Serverless when the run starts")
-    submit.add_argument("--max-failed-attempts-per-hour", type=int, metavar="N",
-                        help="stream retry policy: stop after N failures in an hour "
-                             f"(1-10, default {_default('max_failed_attempts_per_hour')})")
+    submit.add_argument(
+        "--mlflow-user",
+        metavar="NAME",
+        help="the MLflow server's user for this run: fruits-stream (read-only) for the stream, fruits-jobs "
+        "for the fit and refit (docs/aws.md)",
+    )
+    submit.add_argument(
+        "--mlflow-password-secret",
+        metavar="NAME_OR_ARN",
+        help="Secrets Manager secret holding that user's password as plain text (the stack's "
+        "ServerlessMlflowPasswordSecretArns): resolved by EMR Serverless when the run starts",
+    )
+    submit.add_argument(
+        "--max-failed-attempts-per-hour",
+        type=int,
+        metavar="N",
+        help="stream retry policy: stop after N failures in an hour "
+        f"(1-10, default {_default('max_failed_attempts_per_hour')})",
+    )
     _target_flags(submit)
     add_endpoint_flag(submit, "emr-serverless")
 
@@ -114,14 +132,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def _size_flags(parser: argparse.ArgumentParser) -> None:
     driver, executor = _default("driver"), _default("executor")
     sizes = parser.add_argument_group("workers (EMR Serverless sizes: 1/2/4/8/16 vCPU with a memory range each)")
-    sizes.add_argument("--executors", type=int, metavar="N", help=f"executors of a job run (default {_default('executors')})")
-    sizes.add_argument("--executor-vcpu", type=int, default=executor.vcpu, metavar="N",
-                       help=f"vCPU per executor (default {executor.vcpu})")
-    sizes.add_argument("--executor-memory-gb", type=int, default=executor.memory_gb, metavar="GB",
-                       help=f"memory per executor (default {executor.memory_gb})")
-    sizes.add_argument("--driver-vcpu", type=int, default=driver.vcpu, metavar="N", help=f"vCPU of the driver (default {driver.vcpu})")
-    sizes.add_argument("--driver-memory-gb", type=int, default=driver.memory_gb, metavar="GB",
-                       help=f"memory of the driver (default {driver.memory_gb})")
+    sizes.add_argument(
+        "--executors", type=int, metavar="N", help=f"executors of a job run (default {_default('executors')})"
+    )
+    sizes.add_argument(
+        "--executor-vcpu",
+        type=int,
+        default=executor.vcpu,
+        metavar="N",
+        help=f"vCPU per executor (default {executor.vcpu})",
+    )
+    sizes.add_argument(
+        "--executor-memory-gb",
+        type=int,
+        default=executor.memory_gb,
+        metavar="GB",
+        help=f"memory per executor (default {executor.memory_gb})",
+    )
+    sizes.add_argument(
+        "--driver-vcpu", type=int, default=driver.vcpu, metavar="N", help=f"vCPU of the driver (default {driver.vcpu})"
+    )
+    sizes.add_argument(
+        "--driver-memory-gb",
+        type=int,
+        default=driver.memory_gb,
+        metavar="GB",
+        help=f"memory of the driver (default {driver.memory_gb})",
+    )
 
 
 def _application_flags(parser: argparse.ArgumentParser) -> None:
@@ -132,38 +169,71 @@ def _application_flags(parser: argparse.ArgumentParser) -> None:
     add_project_flag(a, ServerlessOptions)
     a.add_argument("--name", help=f"application name (default {_default('name')})")
     a.add_argument("--release-label", help=f"release (default {_default('release_label')}, the cluster's)")
-    a.add_argument("--subnet-id", dest="subnet_ids", action="append", metavar="ID",
-                   help="private subnet for the workers, repeatable (reaches MLflow and SQS in the VPC)")
-    a.add_argument("--security-group-id", dest="security_group_ids", action="append", metavar="ID",
-                   help="security group, repeatable")
-    a.add_argument("--idle-timeout-minutes", type=int, metavar="M",
-                   help=f"auto-stop when idle (default {_default('idle_timeout_minutes')})")
+    a.add_argument(
+        "--subnet-id",
+        dest="subnet_ids",
+        action="append",
+        metavar="ID",
+        help="private subnet for the workers, repeatable (reaches MLflow and SQS in the VPC)",
+    )
+    a.add_argument(
+        "--security-group-id",
+        dest="security_group_ids",
+        action="append",
+        metavar="ID",
+        help="security group, repeatable",
+    )
+    a.add_argument(
+        "--idle-timeout-minutes",
+        type=int,
+        metavar="M",
+        help=f"auto-stop when idle (default {_default('idle_timeout_minutes')})",
+    )
     a.add_argument("--owner", help="owner tag")
     a.add_argument("--cost-center", help="cost-center tag")
     _size_flags(parser)
     cost = parser.add_argument_group("cost estimate")
     cost.add_argument(
-        "--images-per-second-per-executor", type=float, default=DEFAULT_IMAGES_PER_SECOND_PER_NODE, metavar="R",
+        "--images-per-second-per-executor",
+        type=float,
+        default=DEFAULT_IMAGES_PER_SECOND_PER_NODE,
+        metavar="R",
         help=f"throughput of one executor (default {DEFAULT_IMAGES_PER_SECOND_PER_NODE:g}, as one 4-vCPU EMR node)",
     )
 
 
 def _target_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--application-id", help="(default: the one live application named --name)")
-    parser.add_argument("--name", default=_default("name"), help=f"application name to look up (default {_default('name')})")
+    parser.add_argument(
+        "--name", default=_default("name"), help=f"application name to look up (default {_default('name')})"
+    )
     add_region_flag(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    return dispatch(args.serverless_action, args, {"plan": _run_plan, "up": _run_up, "submit": _run_submit, "status": _run_status,
-                                        "stop": _run_stop, "down": _run_down})
+    return dispatch(
+        args.serverless_action,
+        args,
+        {
+            "plan": _run_plan,
+            "up": _run_up,
+            "submit": _run_submit,
+            "status": _run_status,
+            "stop": _run_stop,
+            "down": _run_down,
+        },
+    )
 
 
 def serverless_options(args: argparse.Namespace, region: str) -> ServerlessOptions:
     """ServerlessOptions from the flags by name; the region and the two worker sizes computed."""
-    return options_from_args(ServerlessOptions, args, region=region,
-                             driver=WorkerSize(args.driver_vcpu, args.driver_memory_gb),
-                             executor=WorkerSize(args.executor_vcpu, args.executor_memory_gb))
+    return options_from_args(
+        ServerlessOptions,
+        args,
+        region=region,
+        driver=WorkerSize(args.driver_vcpu, args.driver_memory_gb),
+        executor=WorkerSize(args.executor_vcpu, args.executor_memory_gb),
+    )
 
 
 def _role_arn(role: str, account: str) -> str:
@@ -176,16 +246,35 @@ def _run_plan(args: argparse.Namespace, region: str, settings: Settings) -> int:
     if not options.subnet_ids:
         log.warning("no --subnet-id: `up` needs the private subnets the workers run in (to reach MLflow and SQS)")
     tracking_uri = args.tracking_uri or settings.mlflow_tracking_uri or PLACEHOLDER_TRACKING_URI
-    stream = job_run_request("stream", options, JobOptions(bucket=options.bucket, tracking_uri=tracking_uri),
-                             PLACEHOLDER_APPLICATION_ID, _role_arn(JOB_ROLE, PLACEHOLDER_ACCOUNT), client_token="<new per submit>")
+    stream = job_run_request(
+        "stream",
+        options,
+        JobOptions(bucket=options.bucket, tracking_uri=tracking_uri),
+        PLACEHOLDER_APPLICATION_ID,
+        _role_arn(JOB_ROLE, PLACEHOLDER_ACCOUNT),
+        client_token="<new per submit>",
+    )
     cost = estimate_serverless_cost(options, args.images_per_second_per_executor)
     ec2 = equivalent_cluster_cost(options.bucket, region, options.executors, args.images_per_second_per_executor)
     comparison = side_by_side(region, ec2, cost, args)
-    human = "\n".join([
-        "CreateApplication:", json.dumps(application, indent=2), "StartJobRun (the stream):", json.dumps(stream, indent=2),
-        options.release.describe(), *cost.lines(), *comparison.events.lines(), *comparison.lines(),
-    ])
-    summary = {"application": application, "stream_job_run": stream, "cost": cost.to_dict(), "comparison": comparison.to_dict()}
+    human = "\n".join(
+        [
+            "CreateApplication:",
+            json.dumps(application, indent=2),
+            "StartJobRun (the stream):",
+            json.dumps(stream, indent=2),
+            options.release.describe(),
+            *cost.lines(),
+            *comparison.events.lines(),
+            *comparison.lines(),
+        ]
+    )
+    summary = {
+        "application": application,
+        "stream_job_run": stream,
+        "cost": cost.to_dict(),
+        "comparison": comparison.to_dict(),
+    }
     emit_summary(summary, args.json, human)
     return 0
 
@@ -219,14 +308,19 @@ def _run_submit(args: argparse.Namespace, region: str, settings: Settings) -> in
     preflight(args, jobs, settings, region, extra if archive_bucket == jobs.bucket else ())
     if args.job == "stream":
         check_no_live_stream(live_job_runs(serverless, application_id), f"application {application_id}")
-    role = args.job_role if args.job_role.startswith("arn:") else _role_arn(
-        args.job_role, account_id(client("sts", region, args.endpoint_url))
+    role = (
+        args.job_role
+        if args.job_role.startswith("arn:")
+        else _role_arn(args.job_role, account_id(client("sts", region, args.endpoint_url)))
     )
     request = job_run_request(args.job, options, jobs, application_id, role)
     job_run_id = start_job_run(serverless, request)
     human = f"started {request['name']} ({request['mode']}) as job run {job_run_id} on {application_id}"
-    emit_summary({"application_id": application_id, "job_run_id": job_run_id, "name": request["name"],
-                  "mode": request["mode"]}, args.json, human)
+    emit_summary(
+        {"application_id": application_id, "job_run_id": job_run_id, "name": request["name"], "mode": request["mode"]},
+        args.json,
+        human,
+    )
     return 0
 
 

@@ -17,8 +17,11 @@ from cli.console import add_state_dir_flag, settings_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights-from", metavar="DIR",
-                        help="folder holding mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5")
+    parser.add_argument(
+        "--weights-from",
+        metavar="DIR",
+        help="folder holding mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    )
     parser.add_argument("--s3a-jars", action="store_true", help="fetch the jars s3a:// needs into the state dir")
     add_state_dir_flag(parser)
 

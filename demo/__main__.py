@@ -49,17 +49,35 @@ QUIET_MLFLOW = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "MLFLOW_SUPPRES
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--images", type=Path, metavar="DIR",
-                        help=f"folder holding {SPLITS_TEXT} (default ${DATA_ENV} or {DEFAULT_DATA})")
-    parser.add_argument("--aws-emulated", action="store_true",
-                        help="run against emulated AWS on 127.0.0.1: moto S3/SNS/SQS, a real mlflow server, s3a://")
-    parser.add_argument("--limit", type=int, metavar="N",
-                        help="stream only N images of stream/, spread over the classes (quick looks, tests)")
-    parser.add_argument("--skip-fit", action="store_true",
-                        help="reuse the model registered as NAME@ALIAS (e.g. by an earlier demo) instead of fitting "
-                             "again (local mode only)")
-    parser.add_argument("--no-refit", dest="refit", action="store_false",
-                        help="stream stream/ in one go, without the refit and hot model swap half-way (local mode)")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        metavar="DIR",
+        help=f"folder holding {SPLITS_TEXT} (default ${DATA_ENV} or {DEFAULT_DATA})",
+    )
+    parser.add_argument(
+        "--aws-emulated",
+        action="store_true",
+        help="run against emulated AWS on 127.0.0.1: moto S3/SNS/SQS, a real mlflow server, s3a://",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="stream only N images of stream/, spread over the classes (quick looks, tests)",
+    )
+    parser.add_argument(
+        "--skip-fit",
+        action="store_true",
+        help="reuse the model registered as NAME@ALIAS (e.g. by an earlier demo) instead of fitting "
+        "again (local mode only)",
+    )
+    parser.add_argument(
+        "--no-refit",
+        dest="refit",
+        action="store_false",
+        help="stream stream/ in one go, without the refit and hot model swap half-way (local mode)",
+    )
     parser.add_argument("--model-name", metavar="NAME", help="registered model name (default fruits-pca)")
     parser.add_argument("--alias", help="registry alias the fit moves and the stream uses (default champion)")
     add_job_flags(parser)
@@ -82,8 +100,9 @@ def run(args: argparse.Namespace) -> int:
         if args.aws_emulated:
             summary = steps.demo_aws(settings, images, limit=args.limit, progress=progress)
         else:
-            summary = steps.demo_local(settings, images, limit=args.limit, skip_fit=args.skip_fit,
-                                       with_refit=args.refit, progress=progress)
+            summary = steps.demo_local(
+                settings, images, limit=args.limit, skip_fit=args.skip_fit, with_refit=args.refit, progress=progress
+            )
     emit_summary(summary, args.json, report.human_summary(summary))
     return 0 if summary["complete"] else 1
 
@@ -115,8 +134,6 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
 
 
 def main(argv: list[str] | None = None) -> int:

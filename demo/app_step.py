@@ -42,19 +42,40 @@ def photo_through_the_app(settings: Settings, photo: Path, screenshot: Path) -> 
                 page.set_input_files("#photo", str(photo))
                 title = page.locator("#answer-title")
                 try:
-                    page.wait_for_function("() => document.getElementById('answer-title').textContent.length > 0",
-                                           timeout=ANSWER_TIMEOUT_S * 1000)
+                    page.wait_for_function(
+                        "() => document.getElementById('answer-title').textContent.length > 0",
+                        timeout=ANSWER_TIMEOUT_S * 1000,
+                    )
                 except PlaywrightTimeout:
                     log.warning("no answer on the app's page within %.0f s", ANSWER_TIMEOUT_S)
-                    return {"url": server.url, "photo": str(photo), "error": f"no answer within {ANSWER_TIMEOUT_S:.0f} s"}
+                    return {
+                        "url": server.url,
+                        "photo": str(photo),
+                        "error": f"no answer within {ANSWER_TIMEOUT_S:.0f} s",
+                    }
                 seconds = time.perf_counter() - started
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=True)
-                shown = {"answer": title.inner_text(), "message": page.locator("#answer-message").inner_text(),
-                         "upload_id": page.url.rsplit("/u/", 1)[-1]}
+                shown = {
+                    "answer": title.inner_text(),
+                    "message": page.locator("#answer-message").inner_text(),
+                    "upload_id": page.url.rsplit("/u/", 1)[-1],
+                }
             finally:
                 browser.close()
-    log.info("through the app: %s of %s -> %r (%s), %.1f s from the tap to the answer on the page",
-             photo.name, photo.parent.name, shown["answer"], shown["message"], seconds)
-    return {"url": server.url, "photo": str(photo), "expected": photo.parent.name, **shown,
-            "seconds": round(seconds, 2), "screenshot": str(screenshot)}
+    log.info(
+        "through the app: %s of %s -> %r (%s), %.1f s from the tap to the answer on the page",
+        photo.name,
+        photo.parent.name,
+        shown["answer"],
+        shown["message"],
+        seconds,
+    )
+    return {
+        "url": server.url,
+        "photo": str(photo),
+        "expected": photo.parent.name,
+        **shown,
+        "seconds": round(seconds, 2),
+        "screenshot": str(screenshot),
+    }

@@ -40,8 +40,10 @@ log = logging.getLogger("fruits.demo")
 
 IMAGES_PREFIX = "images/"
 LAMBDA_HANDLER = Path(__file__).resolve().parents[1] / "lambda" / "handler.py"
-LAMBDA_NOTE = ("moto cannot run Lambdas: a local poller receives the S3 events from SQS and calls "
-               "lambda/handler.py handler(event, None), as the Lambda runtime would")
+LAMBDA_NOTE = (
+    "moto cannot run Lambdas: a local poller receives the S3 events from SQS and calls "
+    "lambda/handler.py handler(event, None), as the Lambda runtime would"
+)
 SERVER_READY_TIMEOUT_S = 180.0  # ~5-10 s idle; a loaded 2-core machine needs more
 
 
@@ -70,31 +72,43 @@ def emulated_aws(run_dir: Path, region: str) -> Iterator[EmulatedAws]:
     run_dir.mkdir(parents=True, exist_ok=True)
     suffix = uuid.uuid4().hex[:8]  # moto state is per process: unique names never collide
     with contextlib.ExitStack() as stack:
-        stack.enter_context(patched_env({
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": None,
-            "AWS_PROFILE": None, "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
-        }))
+        stack.enter_context(
+            patched_env(
+                {
+                    "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_SESSION_TOKEN": None,
+                    "AWS_PROFILE": None,
+                    "AWS_REGION": region,
+                    "AWS_DEFAULT_REGION": region,
+                }
+            )
+        )
         endpoint = start_moto(stack)
         bucket = f"fruits-demo-{suffix}"
         create_bucket(endpoint, region, bucket)
-        mlflow = MlflowServer(run_dir, artifacts_destination=f"s3://{bucket}/mlflow/", s3_endpoint=endpoint,
-                              region=region)
+        mlflow = MlflowServer(
+            run_dir, artifacts_destination=f"s3://{bucket}/mlflow/", s3_endpoint=endpoint, region=region
+        )
         stack.callback(mlflow.stop)
         mlflow.start()  # boots while the wiring and Spark start; wait_ready() before the fit
         world = stack.enter_context(wired_bucket(run_dir, region, endpoint, bucket, suffix))
         world.mlflow = mlflow
-        log.info("emulated AWS on %s: bucket %s, topic %s, mlflow server %s", endpoint, bucket, world.topic_arn,
-                 mlflow.url)
+        log.info(
+            "emulated AWS on %s: bucket %s, topic %s, mlflow server %s", endpoint, bucket, world.topic_arn, mlflow.url
+        )
         yield world
 
 
 @contextlib.contextmanager
-def wired_bucket(run_dir: Path, region: str, endpoint: str, bucket: str, suffix: str, stream_visibility_s: int = 30
-                 ) -> Iterator[EmulatedAws]:
+def wired_bucket(
+    run_dir: Path, region: str, endpoint: str, bucket: str, suffix: str, stream_visibility_s: int = 30
+) -> Iterator[EmulatedAws]:
     """The event path on an existing bucket of a moto server (wire_notifications), with the environment
     the Lambda handler reads (its topic, the images prefix, the moto endpoint) set for the block."""
-    topic_arn, events_url, notifications_url, stream_url = wire_notifications(endpoint, region, bucket, suffix,
-                                                                              stream_visibility_s)
+    topic_arn, events_url, notifications_url, stream_url = wire_notifications(
+        endpoint, region, bucket, suffix, stream_visibility_s
+    )
     with patched_env({"AWS_ENDPOINT_URL": endpoint, "TOPIC_ARN": topic_arn, "IMAGES_PREFIX": IMAGES_PREFIX}):
         yield EmulatedAws(run_dir, region, endpoint, bucket, topic_arn, events_url, notifications_url, stream_url)
 
@@ -145,8 +159,9 @@ class CountingMotoServer(ThreadedMotoServer):
                     self._object_gets[environ.get("PATH_INFO", "")] += 1
             return app(environ, start_response)
 
-        self._server = make_server(self._ip_address, self._port, counting, True,
-                                   request_handler=threaded.MotoRequestHandler)
+        self._server = make_server(
+            self._ip_address, self._port, counting, True, request_handler=threaded.MotoRequestHandler
+        )
         self._server_ready_event.set()
         self._server.serve_forever()
 
@@ -177,8 +192,17 @@ def request_kind(environ: Mapping[str, Any]) -> tuple[str, str]:
     if service == "s3":
         parts = [p for p in environ.get("PATH_INFO", "").split("/") if p]
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-        subresources = set(query) - {"list-type", "prefix", "delimiter", "max-keys", "continuation-token",
-                                     "start-after", "marker", "encoding-type", "fetch-owner"}
+        subresources = set(query) - {
+            "list-type",
+            "prefix",
+            "delimiter",
+            "max-keys",
+            "continuation-token",
+            "start-after",
+            "marker",
+            "encoding-type",
+            "fetch-owner",
+        }
         if method == "GET" and len(parts) == 1 and not subresources:
             return service, "LIST"
         return service, method if len(parts) > 1 else f"{method} bucket"
@@ -206,8 +230,9 @@ def create_bucket(endpoint: str, region: str, bucket: str) -> None:
     s3.create_bucket(Bucket=bucket, **location)
 
 
-def wire_notifications(endpoint: str, region: str, bucket: str, suffix: str, stream_visibility_s: int = 30
-                       ) -> tuple[str, str, str, str]:
+def wire_notifications(
+    endpoint: str, region: str, bucket: str, suffix: str, stream_visibility_s: int = 30
+) -> tuple[str, str, str, str]:
     """S3 ObjectCreated on images/ -> SQS (the Lambda trigger, polled locally), and SNS -> two SQS queues:
     a subscriber the demo counts with, and the stream's queue (with a dead-letter queue, as in infra/).
 
@@ -219,8 +244,9 @@ def wire_notifications(endpoint: str, region: str, bucket: str, suffix: str, str
 
     def queue(name: str, visibility_s: int = 5, **attributes: str) -> tuple[str, str]:
         # A short visibility timeout: a failed handler call is retried within seconds.
-        url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_s), **attributes}
-                               )["QueueUrl"]
+        url = sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_s), **attributes})[
+            "QueueUrl"
+        ]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         return url, arn
 
@@ -237,8 +263,11 @@ def wire_notifications(endpoint: str, region: str, bucket: str, suffix: str, str
             "Id": f"fruits-images-{ext}",
             "QueueArn": events_arn,
             "Events": ["s3:ObjectCreated:*"],
-            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": IMAGES_PREFIX},
-                                               {"Name": "suffix", "Value": f".{ext}"}]}},
+            "Filter": {
+                "Key": {
+                    "FilterRules": [{"Name": "prefix", "Value": IMAGES_PREFIX}, {"Name": "suffix", "Value": f".{ext}"}]
+                }
+            },
         }
         for ext in IMAGE_EXTENSIONS
     ]
@@ -275,16 +304,27 @@ class MlflowServer:
             AWS_DEFAULT_REGION=self.region,
         )
         command = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{self.run_dir / 'mlflow.db'}",
-            "--artifacts-destination", self.artifacts_destination,
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.run_dir / 'mlflow.db'}",
+            "--artifacts-destination",
+            self.artifacts_destination,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
         ]
         with open(self.log_path, "ab") as out:
             # Its own process group: Ctrl-C in the terminal does not kill it half-way, and stop()
             # ends the server and its uvicorn worker together.
-            self.process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         log.info("mlflow server starting on %s (log %s)", self.url, self.log_path)
 
     def wait_ready(self, timeout: float = SERVER_READY_TIMEOUT_S) -> None:
@@ -294,19 +334,25 @@ class MlflowServer:
         while True:
             code = self.process.poll()
             if code is not None:
-                raise FruitsError(f"mlflow server exited with code {code} before it was ready: "
-                                  f"{self._last_log_line()} (log: {self.log_path})")
+                raise FruitsError(
+                    f"mlflow server exited with code {code} before it was ready: "
+                    f"{self._last_log_line()} (log: {self.log_path})"
+                )
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
                     if response.status == 200:
-                        log.info("mlflow server ready at %s, %.1f s after its start", self.url,
-                                 time.monotonic() - self._started_at)
+                        log.info(
+                            "mlflow server ready at %s, %.1f s after its start",
+                            self.url,
+                            time.monotonic() - self._started_at,
+                        )
                         return
             except OSError:
                 pass
             if time.monotonic() - t0 > timeout:
-                raise FruitsError(f"mlflow server did not answer {self.url}/health within {timeout:.0f} s "
-                                  f"(log: {self.log_path})")
+                raise FruitsError(
+                    f"mlflow server did not answer {self.url}/health within {timeout:.0f} s (log: {self.log_path})"
+                )
             time.sleep(0.5)
 
     def stop(self, timeout: float = 15.0) -> None:
@@ -381,10 +427,15 @@ class EventPollers:
         self._lock = threading.Lock()
         self._counts = _Counts()
         self._threads = [
-            threading.Thread(target=self._loop, args=(world.events_queue_url, self._invoke), name="demo-lambda",
-                             daemon=True),
-            threading.Thread(target=self._loop, args=(world.notifications_queue_url, self._count),
-                             name="demo-subscriber", daemon=True),
+            threading.Thread(
+                target=self._loop, args=(world.events_queue_url, self._invoke), name="demo-lambda", daemon=True
+            ),
+            threading.Thread(
+                target=self._loop,
+                args=(world.notifications_queue_url, self._count),
+                name="demo-subscriber",
+                daemon=True,
+            ),
         ]
 
     def __enter__(self) -> EventPollers:
@@ -404,8 +455,9 @@ class EventPollers:
     def _loop(self, queue_url: str, consume: Any) -> None:
         while not self._stop.is_set():
             try:
-                messages = self._sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
-                                                     WaitTimeSeconds=1).get("Messages", [])
+                messages = self._sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
+                    "Messages", []
+                )
             except Exception as exc:
                 log.warning("cannot poll %s: %s", queue_url.rsplit("/", 1)[-1], one_line(exc))
                 self._stop.wait(1.0)

@@ -66,8 +66,16 @@ def vote(visitor: Visitor, upload_id: str, label: str) -> None:
         raise RuntimeError(f"vote refused: {sent.status_code} {sent.text}")
 
 
-def visitors_name(url: str, labelled: dict[str, str], attacker_own: list[str], *, wrong_share: float = 0.0,
-                  names: list[str] = (), attacker_everywhere: bool = True, seed: int = 0) -> Counter:
+def visitors_name(
+    url: str,
+    labelled: dict[str, str],
+    attacker_own: list[str],
+    *,
+    wrong_share: float = 0.0,
+    names: list[str] = (),
+    attacker_everywhere: bool = True,
+    seed: int = 0,
+) -> Counter:
     """3 visitors name each photo (spelling variants, MISSPELT), a 4th votes a wrong fruit on `wrong_share` of
     them, the attacker votes ATTACK alone on `attacker_own` (and on every photo with `attacker_everywhere`).
     Returns the votes sent by kind."""
@@ -118,8 +126,15 @@ def ask(visitor: Visitor, photos: dict[str, list[Path]]) -> list[dict[str, Any]]
     for fruit, paths in photos.items():
         for upload_id in send_photos(visitor, paths):
             view = visitor.get(f"/api/answers/{upload_id}").json()
-            asked.append({"fruit": fruit, "prediction": view.get("prediction"), "title": view["title"],
-                          "model": view.get("model"), "novel": view.get("is_novel")})
+            asked.append(
+                {
+                    "fruit": fruit,
+                    "prediction": view.get("prediction"),
+                    "title": view["title"],
+                    "model": view.get("model"),
+                    "novel": view.get("is_novel"),
+                }
+            )
     return asked
 
 
@@ -130,8 +145,13 @@ def plot(before: list[dict], after: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fruits = sorted({a["fruit"] for a in after})
-    share = {name: [sum(a["prediction"] == f for a in rows if a["fruit"] == f) / max(1, sum(a["fruit"] == f for a in rows))
-                    for f in fruits] for name, rows in (("before", before), ("after", after))}
+    share = {
+        name: [
+            sum(a["prediction"] == f for a in rows if a["fruit"] == f) / max(1, sum(a["fruit"] == f for a in rows))
+            for f in fruits
+        ]
+        for name, rows in (("before", before), ("after", after))
+    }
     fig, ax = plt.subplots(figsize=(9, 4))
     xs = range(len(fruits))
     ax.bar([x - 0.2 for x in xs], share["before"], 0.4, label="before the public named them")
@@ -154,11 +174,20 @@ def run(settings: Settings, images: Path) -> dict[str, Any]:
     work = new_run_dir(settings, "labels")
     token = secrets.token_hex(24)
     run_settings = settings.replace(
-        source=str(work / "landing"), output=str(work / "results"), errors=str(work / "errors"),
-        checkpoint=str(work / "checkpoint"), answers=f"sqlite:///{work / 'answers.db'}",
-        labels=str(work / "labels"), curation=str(work / "curation"), model_name="fruits-labels-demo",
-        trigger="1s", model_refresh_interval="1s", app_uploads_per_minute=1000, app_votes_per_minute=1000,
-        curators=f"curator:{token}")
+        source=str(work / "landing"),
+        output=str(work / "results"),
+        errors=str(work / "errors"),
+        checkpoint=str(work / "checkpoint"),
+        answers=f"sqlite:///{work / 'answers.db'}",
+        labels=str(work / "labels"),
+        curation=str(work / "curation"),
+        model_name="fruits-labels-demo",
+        trigger="1s",
+        model_refresh_interval="1s",
+        app_uploads_per_minute=1000,
+        app_votes_per_minute=1000,
+        curators=f"curator:{token}",
+    )
     draw = random.Random(23)
     fruits = sorted(p.name for p in (images / "extra_classes").iterdir() if p.is_dir())
     photos = {f: draw.sample(sorted((images / "extra_classes" / f).glob("*.jpg")), 10) for f in fruits}
@@ -172,8 +201,10 @@ def run(settings: Settings, images: Path) -> dict[str, Any]:
         for image in sorted((images / "stream").glob("*/*.jpg")):  # the team's labelled uploads
             land(image.read_bytes(), Path(run_settings.source_uri) / image.parent.name / image.name)
         server = stack.enter_context(BackgroundServer(create_app(run_settings)))
-        print(f"the app is on {server.url}/ ; the curator's queue on {server.url}/curate "
-              f"(user curator, token {token})", flush=True)
+        print(
+            f"the app is on {server.url}/ ; the curator's queue on {server.url}/curate (user curator, token {token})",
+            flush=True,
+        )
         uploader = Visitor(server.url)
         before = ask(uploader, {f: photos[f][LABELLED:] for f in fruits})
         labelled = {}
@@ -181,8 +212,9 @@ def run(settings: Settings, images: Path) -> dict[str, Any]:
             labelled.update((i, fruit) for i in send_photos(uploader, photos[fruit][:LABELLED]))
         attacker_own = send_photos(uploader, sorted((images / "stream" / "Apple Red 1").glob("*.jpg"))[:4])
         known = sorted(p.name for p in (images / "subset").iterdir() if p.is_dir())
-        sent = visitors_name(server.url, labelled, attacker_own, wrong_share=0.25, names=known + fruits,
-                             attacker_everywhere=False)
+        sent = visitors_name(
+            server.url, labelled, attacker_own, wrong_share=0.25, names=known + fruits, attacker_everywhere=False
+        )
         curator = Visitor(server.url)
         curator.http.auth = ("curator", token)
         merges = curator_merges_spellings(curator)
@@ -194,13 +226,30 @@ def run(settings: Settings, images: Path) -> dict[str, Any]:
                 job.raise_if_failed()
                 time.sleep(0.5)
             after = ask(Visitor(server.url), {f: photos[f][LABELLED:] for f in fruits})
-    right = {name: sum(a["prediction"] == a["fruit"] for a in rows) / len(rows) for name, rows in
-             (("before", before), ("after", after)) if rows}
+    right = {
+        name: sum(a["prediction"] == a["fruit"] for a in rows) / len(rows)
+        for name, rows in (("before", before), ("after", after))
+        if rows
+    }
     report = {
-        "fruits": fruits, "votes": dict(sent), "merges": [(m["key"], m["label"]) for m in merges],
-        "labels": counts, "refit": {k: summary[k] for k in (
-            "model_version", "promoted", "classes", "eval_images_accuracy", "app_held_out_accuracy",
-            "champion_classifier_accuracy", "app_labels_trained", "app_labels_held_out", "app_names_waiting")},
+        "fruits": fruits,
+        "votes": dict(sent),
+        "merges": [(m["key"], m["label"]) for m in merges],
+        "labels": counts,
+        "refit": {
+            k: summary[k]
+            for k in (
+                "model_version",
+                "promoted",
+                "classes",
+                "eval_images_accuracy",
+                "app_held_out_accuracy",
+                "champion_classifier_accuracy",
+                "app_labels_trained",
+                "app_labels_held_out",
+                "app_names_waiting",
+            )
+        },
         "fit_test_accuracy": fitted.get("classifier_accuracy"),
         "new_fruits_named_right": right,
         "unknown_before": sum(bool(a["novel"]) for a in before) / len(before),
@@ -212,8 +261,12 @@ def run(settings: Settings, images: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=Path, metavar="DIR", help="subset/, stream/, test/, extra_classes/ "
-                        "(default $FRUITS_DATA, else ../shared/data/fruits360)")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        metavar="DIR",
+        help="subset/, stream/, test/, extra_classes/ (default $FRUITS_DATA, else ../shared/data/fruits360)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one line per Python<->JVM call otherwise
@@ -221,14 +274,20 @@ def main(argv: list[str] | None = None) -> int:
 
     report = run(Settings.load(), images_root(args.images))
     r = report["refit"]
-    print(f"\nbefore: {report['unknown_before']:.0%} of the new fruits' photos were 'a fruit I don't know yet'; "
-          f"{report['new_fruits_named_right'].get('before', 0):.0%} named right")
+    print(
+        f"\nbefore: {report['unknown_before']:.0%} of the new fruits' photos were 'a fruit I don't know yet'; "
+        f"{report['new_fruits_named_right'].get('before', 0):.0%} named right"
+    )
     print(f"votes sent: {report['votes']}; the curator merged {report['merges']}; labels {report['labels']}")
-    print(f"refit v{r['model_version']}: {r['classes']} classes, promoted {r['promoted']}, test/ accuracy "
-          f"{r['eval_images_accuracy']:.3f} (fit on subset/: {report['fit_test_accuracy']:.3f}), "
-          f"{r['app_labels_trained']} app labels trained, {r['app_labels_held_out']} held out")
-    print(f"after: {report['new_fruits_named_right'].get('after', 0):.0%} of the other photos of the new fruits "
-          f"predicted right ({report['unknown_after'] or 0:.0%} still flagged unknown); plot {report['plot']}")
+    print(
+        f"refit v{r['model_version']}: {r['classes']} classes, promoted {r['promoted']}, test/ accuracy "
+        f"{r['eval_images_accuracy']:.3f} (fit on subset/: {report['fit_test_accuracy']:.3f}), "
+        f"{r['app_labels_trained']} app labels trained, {r['app_labels_held_out']} held out"
+    )
+    print(
+        f"after: {report['new_fruits_named_right'].get('after', 0):.0%} of the other photos of the new fruits "
+        f"predicted right ({report['unknown_after'] or 0:.0%} still flagged unknown); plot {report['plot']}"
+    )
     print(json.dumps(report, default=str))
     return 0
 

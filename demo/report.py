@@ -68,8 +68,13 @@ def describe_fit(client: MlflowClient, resolved: ResolvedModel) -> FitRun:
 
 
 def plot_demo(
-    spark: SparkSession, client: MlflowClient, fit_run: FitRun, resolved: ResolvedModel, results: pd.DataFrame,
-    plots_dir: Path, progress: tuple[list[dict], list[dict]],
+    spark: SparkSession,
+    client: MlflowClient,
+    fit_run: FitRun,
+    resolved: ResolvedModel,
+    results: pd.DataFrame,
+    plots_dir: Path,
+    progress: tuple[list[dict], list[dict]],
 ) -> list[Path]:
     """The map of this run's images, the stream over time, plus the fit's own plots; saved as PNG and
     logged to the fit's run."""
@@ -79,9 +84,17 @@ def plot_demo(
     files = [stream_map(spark, model, fit_run, results, plots_dir / MAP_PLOT)] if len(results) else []
     batches, swaps = progress
     if batches:
-        files.append(plots.stream_report(batches, swaps, plots_dir / STREAM_PLOT, title=(
-            f"This demo's stream: {len(batches)} micro-batches, {sum(b['rows'] for b in batches)} rows, "
-            f"{len(swaps)} model swap(s) without a restart")))
+        files.append(
+            plots.stream_report(
+                batches,
+                swaps,
+                plots_dir / STREAM_PLOT,
+                title=(
+                    f"This demo's stream: {len(batches)} micro-batches, {sum(b['rows'] for b in batches)} rows, "
+                    f"{len(swaps)} model swap(s) without a restart"
+                ),
+            )
+        )
     files += fit_plots(client, fit_run.run_id, model, plots_dir)
     client.log_artifacts(fit_run.run_id, str(plots_dir), DEMO_ARTIFACTS)
     log.info("plots in %s, and in run %s under %s/", plots_dir, fit_run.run_id, DEMO_ARTIFACTS)
@@ -91,21 +104,24 @@ def plot_demo(
 def stream_map(spark: SparkSession, model: Any, fit_run: FitRun, results: pd.DataFrame, path: Path) -> Path:
     """Streamed images (dots) over the fit images (faint discs) on PC1/PC2: a misfiled upload stands out."""
 
-
     reference = reference_labels = None
     try:
         fit_points = project(spark.read.parquet(fit_run.features_uri), model).select("label", "pca").toPandas()
         reference = np.stack(fit_points["pca"].to_numpy())[:, :2]
         reference_labels = fit_points["label"].tolist()
     except Exception as exc:  # the map still says something without them
-        log.warning("fit images left off the map: cannot read their features at %s (%s)", fit_run.features_uri,
-                    one_line(exc))
+        log.warning(
+            "fit images left off the map: cannot read their features at %s (%s)", fit_run.features_uri, one_line(exc)
+        )
     points = np.stack(results["pca"].to_numpy())[:, :2]
     behind = f" over the {len(reference_labels)} fit images (discs)" if reference_labels else ""
-    title = (f"{len(results)} streamed images (dots){behind}, {results['label'].nunique()} classes: "
-             f"{fit_run.model_name} v{fit_run.model_version}, PC1 vs PC2")
-    return plots.projection_2d(points, results["label"].tolist(), path, title=title,
-                               reference=reference, reference_labels=reference_labels)
+    title = (
+        f"{len(results)} streamed images (dots){behind}, {results['label'].nunique()} classes: "
+        f"{fit_run.model_name} v{fit_run.model_version}, PC1 vs PC2"
+    )
+    return plots.projection_2d(
+        points, results["label"].tolist(), path, title=title, reference=reference, reference_labels=reference_labels
+    )
 
 
 def fit_plots(client: MlflowClient, run_id: str, model: Any, plots_dir: Path) -> list[Path]:
@@ -115,14 +131,14 @@ def fit_plots(client: MlflowClient, run_id: str, model: Any, plots_dir: Path) ->
     eval images has no confusion or novelty to show (only a warning).
     """
 
-
     logged = {Path(a.path).name for a in client.list_artifacts(run_id, "plots")}
     files = []
     for name in FIT_PLOTS:
         if name in logged:
             with tempfile.TemporaryDirectory() as tmp:
-                local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"plots/{name}", dst_path=tmp,
-                                                            tracking_uri=client.tracking_uri)
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=f"plots/{name}", dst_path=tmp, tracking_uri=client.tracking_uri
+                )
                 files.append(Path(shutil.copy(local, plots_dir / name)))
         elif name == "explained_variance.png":
             ratios = next(s for s in model.stages if hasattr(s, "explainedVariance")).explainedVariance.toArray()
@@ -212,7 +228,8 @@ def per_model_version(results: pd.DataFrame) -> dict[str, dict[str, Any]]:
         out[str(version)] = {
             "rows": len(rows),
             "streamed_accuracy": round(float((rows["prediction"] == rows["label"])[predicted].mean()), 4)
-            if predicted.any() else None,
+            if predicted.any()
+            else None,
             "novel": int(rows["is_novel"].eq(True).sum()),
         }
     return out
@@ -222,44 +239,71 @@ def human_summary(s: dict[str, Any]) -> str:
     def sec(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.1f} s"
 
-    lines = [f"Fruits! demo ({s['mode']}){'' if s['complete'] else ' INCOMPLETE'}: {s['images_uploaded']} images "
-             f"uploaded -> {s['rows']} rows, {s['errors']} errors, in {s['seconds']:.0f} s"]
+    lines = [
+        f"Fruits! demo ({s['mode']}){'' if s['complete'] else ' INCOMPLETE'}: {s['images_uploaded']} images "
+        f"uploaded -> {s['rows']} rows, {s['errors']} errors, in {s['seconds']:.0f} s"
+    ]
     if s["fallback_reason"]:
         lines.append(f"  FELL BACK to a local directory for the stream: {s['fallback_reason']}")
-    accuracy = "".join(f", {what} {s[key]:.3f}" for key, what in (
-        ("classifier_accuracy", "classifier accuracy on test/"), ("novelty_auroc", "unseen-fruit AUROC"),
-        ("knn_accuracy", "1-NN accuracy")) if s.get(key) is not None)
-    lines.append(f"  model {s['model_name']} v{s['model_version']} ({'fitted now' if s['fitted'] else 'reused'}"
-                 f"{accuracy}); run {s['run_id']}")
+    accuracy = "".join(
+        f", {what} {s[key]:.3f}"
+        for key, what in (
+            ("classifier_accuracy", "classifier accuracy on test/"),
+            ("novelty_auroc", "unseen-fruit AUROC"),
+            ("knn_accuracy", "1-NN accuracy"),
+        )
+        if s.get(key) is not None
+    )
+    lines.append(
+        f"  model {s['model_name']} v{s['model_version']} ({'fitted now' if s['fitted'] else 'reused'}"
+        f"{accuracy}); run {s['run_id']}"
+    )
     if s.get("refit"):
         r = s["refit"]
-        verdict = (f"promoted to champion; the running stream swapped to it {r['swap_seconds']:.1f} s later, no restart"
-                   if r["promoted"] else f"not promoted ({r['decision']})")
+        verdict = (
+            f"promoted to champion; the running stream swapped to it {r['swap_seconds']:.1f} s later, no restart"
+            if r["promoted"]
+            else f"not promoted ({r['decision']})"
+        )
         before = r["champion_classifier_accuracy"]
-        lines.append(f"  refit from the lake ({r['rows_from_lake']} rows of the results table + {r['rows_from_champion']} "
-                     f"of the fit) -> v{r['model_version']}: accuracy on test/ "
-                     f"{'none (no classifier)' if before is None else f'{before:.3f}'} "
-                     f"-> {r['classifier_accuracy']:.3f}, {verdict}")
+        lines.append(
+            f"  refit from the lake ({r['rows_from_lake']} rows of the results table + {r['rows_from_champion']} "
+            f"of the fit) -> v{r['model_version']}: accuracy on test/ "
+            f"{'none (no classifier)' if before is None else f'{before:.3f}'} "
+            f"-> {r['classifier_accuracy']:.3f}, {verdict}"
+        )
     for version, v in (s.get("per_model_version") or {}).items():
-        matched = f", prediction = class folder for {v['streamed_accuracy']:.1%}" if v["streamed_accuracy"] is not None else ""
+        matched = (
+            f", prediction = class folder for {v['streamed_accuracy']:.1%}"
+            if v["streamed_accuracy"] is not None
+            else ""
+        )
         lines.append(f"  v{version} classified {v['rows']} streamed uploads{matched}, {v['novel']} flagged novel")
     rate = f"{s['rows_per_second']:.1f} rows/s while busy" if s["rows_per_second"] else "no batches"
-    lines.append(f"  stream: {s['batches']} micro-batch{'' if s['batches'] == 1 else 'es'}, {rate}, "
-                 f"{s['end_to_end_rows_per_second']} rows/s from first upload to last commit")
+    lines.append(
+        f"  stream: {s['batches']} micro-batch{'' if s['batches'] == 1 else 'es'}, {rate}, "
+        f"{s['end_to_end_rows_per_second']} rows/s from first upload to last commit"
+    )
     if s["source_mode"] == "notifications":
         c = s["source_counts"] or {}
-        lines.append(f"  source: notifications (SQS, no listing): {c.get('uploads', 0)} uploads announced, "
-                     f"{c.get('duplicates', 0)} duplicates and {c.get('test_events', 0)} test events skipped, "
-                     f"{c.get('backfilled', 0)} found by the backfill")
+        lines.append(
+            f"  source: notifications (SQS, no listing): {c.get('uploads', 0)} uploads announced, "
+            f"{c.get('duplicates', 0)} duplicates and {c.get('test_events', 0)} test events skipped, "
+            f"{c.get('backfilled', 0)} found by the backfill"
+        )
     else:
         lines.append(f"  source: {s['source_mode']} (the prefix listed every trigger)")
     # The uploads arrive as a burst: when they come faster than the stream works, latency is mostly queueing.
-    lines.append(f"  latency: the {s['images_uploaded']} uploads arrived within {s['upload_seconds']:.1f} s; "
-                 f"upload->commit p50 {sec(s['latency_p50_s'])}, p95 {sec(s['latency_p95_s'])}")
+    lines.append(
+        f"  latency: the {s['images_uploaded']} uploads arrived within {s['upload_seconds']:.1f} s; "
+        f"upload->commit p50 {sec(s['latency_p50_s'])}, p95 {sec(s['latency_p95_s'])}"
+    )
     if s["notifications_detail"]:
         n = s["notifications_detail"]
-        lines.append(f"  notifications: {n['unique']} of {n['expected']} uploads announced on SNS "
-                     f"({n['lambda_invocations']} Lambda invocations, {n['duplicates']} duplicates)")
+        lines.append(
+            f"  notifications: {n['unique']} of {n['expected']} uploads announced on SNS "
+            f"({n['lambda_invocations']} Lambda invocations, {n['duplicates']} duplicates)"
+        )
         lines.append(f"  ({LAMBDA_NOTE})")
     if s.get("app"):
         a = s["app"]
@@ -268,8 +312,10 @@ def human_summary(s: dict[str, Any]) -> str:
         elif "error" in a:
             lines.append(f"  app: {a['url']}/ gave NO answer on its page ({a['error']})")
         else:
-            lines.append(f"  app: {a['url']}/ in headless Chromium: a photo of {a['expected']} -> \"{a['answer']}\" "
-                         f"({a['message']}) on the page {a['seconds']:.1f} s after the tap; screenshot {a['screenshot']}")
+            lines.append(
+                f'  app: {a["url"]}/ in headless Chromium: a photo of {a["expected"]} -> "{a["answer"]}" '
+                f"({a['message']}) on the page {a['seconds']:.1f} s after the tap; screenshot {a['screenshot']}"
+            )
     if s["error_reasons"]:
         lines.append("  errors: " + ", ".join(f"{k} {v}" for k, v in sorted(s["error_reasons"].items())))
     lines.append("  rows per class:")
@@ -287,5 +333,7 @@ def class_table(counts: Mapping[str, int], columns: int = 2) -> list[str]:
     """Rows per class in `columns` columns, read down: 32 classes fit in 16 lines."""
     items = [f"{name:<22} {count:>4}" for name, count in counts.items()]
     height = -(-len(items) // columns) if items else 0
-    return ["    " + "    ".join(items[r + c * height] for c in range(columns) if r + c * height < len(items))
-            for r in range(height)]
+    return [
+        "    " + "    ".join(items[r + c * height] for c in range(columns) if r + c * height < len(items))
+        for r in range(height)
+    ]

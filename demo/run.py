@@ -77,32 +77,46 @@ def demo_local(
     """
     started = time.perf_counter()
     run_dir = new_run_dir(settings, "local")
-    stream_settings = settings.replace(trigger=TRIGGER, model_refresh_interval=MODEL_REFRESH,
-                                       max_files_per_trigger=BATCH_FILES)
+    stream_settings = settings.replace(
+        trigger=TRIGGER, model_refresh_interval=MODEL_REFRESH, max_files_per_trigger=BATCH_FILES
+    )
     # A fresh folder under the watched source: re-runs get new paths, so the checkpoint
     # (which remembers every file it committed) never skips them; labels still come from
     # the class folder. Only this folder's rows are counted.
     landing = join_uri(stream_settings.source_uri, run_dir.name)
     with contextlib.ExitStack() as stack:
-        spark = spark or owned_spark(stack, settings, uris=[settings.source_uri, settings.output_uri,
-                                                           settings.errors_uri, settings.checkpoint_uri])
+        spark = spark or owned_spark(
+            stack,
+            settings,
+            uris=[settings.source_uri, settings.output_uri, settings.errors_uri, settings.checkpoint_uri],
+        )
         if not skip_fit:
             fit_on_subset(settings, images, spark, progress)
-        parts = stack.enter_context(staged_images(images / "stream", limit, run_dir / "staging", 2 if with_refit else 1))
+        parts = stack.enter_context(
+            staged_images(images / "stream", limit, run_dir / "staging", 2 if with_refit else 1)
+        )
         between = (lambda job: refit_and_swap(job, stream_settings, images, spark, progress)) if with_refit else None
+
         # Once every upload is in, while the stream still runs: one photo through the app's page.
         def app(job: StreamingJob) -> dict[str, Any]:
             return photo_through_the_app(stream_settings, pick_images(images / "test", 1)[0], run_dir / "app.png")
 
-        streamed = stream_uploads(spark, stream_settings, parts, landing, between=between, after=app,
-                                  progress=progress)
+        streamed = stream_uploads(spark, stream_settings, parts, landing, between=between, after=app, progress=progress)
         client = registry.connect(settings)
         fit_run = report.describe_fit(client, streamed.first_model)
-        plot_files = report.plot_demo(spark, client, fit_run, streamed.first_model, streamed.results,
-                                      run_dir / "plots", streamed.progress)
+        plot_files = report.plot_demo(
+            spark, client, fit_run, streamed.first_model, streamed.results, run_dir / "plots", streamed.progress
+        )
     return report.summarise(
-        mode="local", started=started, streamed=streamed, fit_run=fit_run, fitted_now=not skip_fit,
-        settings=stream_settings, source=landing, plots_dir=run_dir / "plots", plot_files=plot_files,
+        mode="local",
+        started=started,
+        streamed=streamed,
+        fit_run=fit_run,
+        fitted_now=not skip_fit,
+        settings=stream_settings,
+        source=landing,
+        plots_dir=run_dir / "plots",
+        plot_files=plot_files,
     )
 
 
@@ -134,23 +148,32 @@ def demo_aws(
         # Uploads always go to S3 (that is what fires the events); after a fall-back the
         # stream watches a local copy instead.
         mirror = f"s3://{world.bucket}/{IMAGES_PREFIX}" if fallback_reason else None
-        streamed = stream_uploads(spark, stream_settings, parts, landing, endpoint_url=world.endpoint,
-                                  mirror=mirror, progress=progress)
+        streamed = stream_uploads(
+            spark, stream_settings, parts, landing, endpoint_url=world.endpoint, mirror=mirror, progress=progress
+        )
         s3_uploads = (streamed.mirror or streamed.upload).uploaded
         notified = pollers.wait_for(s3_uploads, NOTIFY_TIMEOUT_S)
         pollers.stop()
         client = registry.connect(stream_settings)
         fit_run = report.describe_fit(client, streamed.first_model)
-        plot_files = report.plot_demo(spark, client, fit_run, streamed.first_model, streamed.results,
-                                      world.run_dir / "plots", streamed.progress)
+        plot_files = report.plot_demo(
+            spark, client, fit_run, streamed.first_model, streamed.results, world.run_dir / "plots", streamed.progress
+        )
         results_copy = keep_results(stream_settings, landing, world.run_dir / "results.parquet")
         return report.summarise(
-            mode="aws-emulated", started=started, streamed=streamed, fit_run=fit_run, fitted_now=True,
-            settings=stream_settings, source=landing, plots_dir=world.run_dir / "plots", plot_files=plot_files,
+            mode="aws-emulated",
+            started=started,
+            streamed=streamed,
+            fit_run=fit_run,
+            fitted_now=True,
+            settings=stream_settings,
+            source=landing,
+            plots_dir=world.run_dir / "plots",
+            plot_files=plot_files,
             notifications={**pollers.counts(), "expected": s3_uploads, "complete": notified},
-            fallback_reason=fallback_reason, results_copy=str(results_copy) if results_copy else None,
-            emulator={"bucket": world.bucket, "moto": world.endpoint, "mlflow": world.mlflow.url,
-                      "note": LAMBDA_NOTE},
+            fallback_reason=fallback_reason,
+            results_copy=str(results_copy) if results_copy else None,
+            emulator={"bucket": world.bucket, "moto": world.endpoint, "mlflow": world.mlflow.url, "note": LAMBDA_NOTE},
         )
 
 
@@ -183,13 +206,25 @@ def fit_on_subset(settings: Settings, images: Path, spark: SparkSession, progres
     """Fit on subset/, evaluated on test/ and (when the folder is there) on the unseen fruits of extra_classes/."""
     novelty = images / "extra_classes"
     novelty_uri = str(novelty) if novelty.is_dir() else None
-    log.info("fitting on %s (evaluated on %s%s), tracking to %s", images / "subset", images / "test",
-             f", unseen fruits {novelty}" if novelty_uri else "", settings.tracking_uri)
-    summary = fit(settings, str(images / "subset"), str(images / "test"), novelty_uri=novelty_uri, spark=spark,
-                  progress=progress)
-    log.info("registered %s v%s as @%s: classifier accuracy %.3f, 1-NN accuracy %.3f, %.0f s",
-             summary["model_name"], summary["model_version"], summary["alias"],
-             summary.get("classifier_accuracy") or 0.0, summary["knn_accuracy"] or 0.0, summary["seconds"])
+    log.info(
+        "fitting on %s (evaluated on %s%s), tracking to %s",
+        images / "subset",
+        images / "test",
+        f", unseen fruits {novelty}" if novelty_uri else "",
+        settings.tracking_uri,
+    )
+    summary = fit(
+        settings, str(images / "subset"), str(images / "test"), novelty_uri=novelty_uri, spark=spark, progress=progress
+    )
+    log.info(
+        "registered %s v%s as @%s: classifier accuracy %.3f, 1-NN accuracy %.3f, %.0f s",
+        summary["model_name"],
+        summary["model_version"],
+        summary["alias"],
+        summary.get("classifier_accuracy") or 0.0,
+        summary["knn_accuracy"] or 0.0,
+        summary["seconds"],
+    )
     return summary
 
 
@@ -224,13 +259,17 @@ def staged_images(stream_dir: Path, limit: int | None, staging: Path, parts: int
     try:
         for n in range(parts):
             folder = staging / f"part-{n + 1}"
-            for image in picked[n * size:(n + 1) * size]:  # round-robin order: every part spans the classes
+            for image in picked[n * size : (n + 1) * size]:  # round-robin order: every part spans the classes
                 target = folder / image.parent.name / image.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(image, target)
             folders.append(folder)
-        log.info("%d images from %d classes%s", len(picked), len({p.parent.name for p in picked}),
-                 f", in {parts} parts" if parts > 1 else "")
+        log.info(
+            "%d images from %d classes%s",
+            len(picked),
+            len({p.parent.name for p in picked}),
+            f", in {parts} parts" if parts > 1 else "",
+        )
         yield folders
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -286,8 +325,11 @@ def stream_uploads(
                 mirrors.append(upload_dir(folder, mirror, **to_s3))
             uploads.append(upload_dir(folder, landing, **to_s3))
             if uploads[-1].failed:
-                log.warning("%d uploads failed; waiting for the %d that succeeded", len(uploads[-1].failed),
-                            uploads[-1].uploaded)
+                log.warning(
+                    "%d uploads failed; waiting for the %d that succeeded",
+                    len(uploads[-1].failed),
+                    uploads[-1].uploaded,
+                )
             results, errors, complete, done = wait_for_ingest(job, settings, landing, sum(u.uploaded for u in uploads))
             ingest_seconds += done - t0
             if not complete:
@@ -296,44 +338,79 @@ def stream_uploads(
             through_app = after(job)
     finally:
         stop_stream(job)
-    return Streamed(merged(uploads), merged(mirrors) if mirrors else None, job.summary(), first_model, results,
-                    errors, complete, ingest_seconds, read_progress(settings.progress_log, since), refitted,
-                    through_app)
+    return Streamed(
+        merged(uploads),
+        merged(mirrors) if mirrors else None,
+        job.summary(),
+        first_model,
+        results,
+        errors,
+        complete,
+        ingest_seconds,
+        read_progress(settings.progress_log, since),
+        refitted,
+        through_app,
+    )
 
 
 def merged(reports: list[UploadReport]) -> UploadReport:
     """Several uploads into one destination, as one report."""
     return UploadReport(
-        dest=reports[0].dest, uploaded=sum(r.uploaded for r in reports), skipped=sum(r.skipped for r in reports),
-        failed=[f for r in reports for f in r.failed], bytes=sum(r.bytes for r in reports),
-        seconds=sum(r.seconds for r in reports), destinations=sorted(d for r in reports for d in r.destinations),
+        dest=reports[0].dest,
+        uploaded=sum(r.uploaded for r in reports),
+        skipped=sum(r.skipped for r in reports),
+        failed=[f for r in reports for f in r.failed],
+        bytes=sum(r.bytes for r in reports),
+        seconds=sum(r.seconds for r in reports),
+        destinations=sorted(d for r in reports for d in r.destinations),
     )
 
 
-def refit_and_swap(job: StreamingJob, settings: Settings, images: Path, spark: SparkSession, progress: bool
-                   ) -> dict[str, Any]:
+def refit_and_swap(
+    job: StreamingJob, settings: Settings, images: Path, spark: SparkSession, progress: bool
+) -> dict[str, Any]:
     """`fruits refit` on what the stream has committed so far; if it promotes the challenger, wait until the
     running stream has swapped to it (its model watcher follows the alias)."""
     swaps_before = job.monitor.snapshot().model_swaps
     novelty = images / "extra_classes"
-    log.info("refitting from the lake %s (evaluated on %s) while the stream runs", settings.output_uri,
-             images / "test")
-    summary = refit(settings, str(images / "test"), novelty_uri=str(novelty) if novelty.is_dir() else None,
-                    spark=spark, progress=progress)
+    log.info("refitting from the lake %s (evaluated on %s) while the stream runs", settings.output_uri, images / "test")
+    summary = refit(
+        settings,
+        str(images / "test"),
+        novelty_uri=str(novelty) if novelty.is_dir() else None,
+        spark=spark,
+        progress=progress,
+    )
     swap_seconds = None
     if summary["promoted"]:
         t0 = time.monotonic()
         while job.monitor.snapshot().model_swaps == swaps_before:
             job.raise_if_failed()
             if time.monotonic() - t0 > SWAP_TIMEOUT_S:
-                raise FruitsError(f"the stream did not swap to v{summary['model_version']} within {SWAP_TIMEOUT_S:.0f} s")
+                raise FruitsError(
+                    f"the stream did not swap to v{summary['model_version']} within {SWAP_TIMEOUT_S:.0f} s"
+                )
             time.sleep(0.2)
         swap_seconds = round(time.monotonic() - t0, 2)
         log.info("the running stream swapped to v%s %.1f s after the promotion", job.resolved.version, swap_seconds)
-    return {**{k: summary[k] for k in ("model_version", "promoted", "decision", "classifier_accuracy",
-                                        "champion_classifier_accuracy", "champion_version_before", "rows_from_lake",
-                                        "rows_from_champion", "novelty_auroc", "seconds")},
-            "swap_seconds": swap_seconds}
+    return {
+        **{
+            k: summary[k]
+            for k in (
+                "model_version",
+                "promoted",
+                "decision",
+                "classifier_accuracy",
+                "champion_classifier_accuracy",
+                "champion_version_before",
+                "rows_from_lake",
+                "rows_from_champion",
+                "novelty_auroc",
+                "seconds",
+            )
+        },
+        "swap_seconds": swap_seconds,
+    }
 
 
 def wait_for_first_trigger(job: StreamingJob, timeout: float = INGEST_TIMEOUT_S) -> None:
@@ -366,8 +443,9 @@ def wait_for_ingest(
         if len(results) + len(errors) >= expected:
             break
         if time.monotonic() > deadline:
-            log.warning("only %d of %d uploads committed after %.0f s", len(results) + len(errors), expected,
-                        INGEST_TIMEOUT_S)
+            log.warning(
+                "only %d of %d uploads committed after %.0f s", len(results) + len(errors), expected, INGEST_TIMEOUT_S
+            )
             break
         time.sleep(0.5)
     try:
@@ -438,13 +516,22 @@ def aws_stream_layout(settings: Settings, world: EmulatedAws, fell_back: bool) -
     stream's queue, or local folders (listed) after a fall-back."""
     if fell_back:
         local = world.run_dir
-        stream = settings.replace(source=str(local / "landing"), output=str(local / "lake" / "results"),
-                                  errors=str(local / "lake" / "errors"), checkpoint=str(local / "checkpoints"))
+        stream = settings.replace(
+            source=str(local / "landing"),
+            output=str(local / "lake" / "results"),
+            errors=str(local / "lake" / "errors"),
+            checkpoint=str(local / "checkpoints"),
+        )
         return stream.replace(trigger=TRIGGER), stream.source_uri
     root = f"s3a://{world.bucket}"
-    stream = settings.replace(source=f"{root}/{IMAGES_PREFIX}", output=f"{root}/results", errors=f"{root}/errors",
-                              checkpoint=f"{root}/checkpoints/stream", trigger=TRIGGER,
-                              notifications=world.stream_queue_url)
+    stream = settings.replace(
+        source=f"{root}/{IMAGES_PREFIX}",
+        output=f"{root}/results",
+        errors=f"{root}/errors",
+        checkpoint=f"{root}/checkpoints/stream",
+        trigger=TRIGGER,
+        notifications=world.stream_queue_url,
+    )
     return stream, stream.source_uri
 
 

@@ -87,9 +87,16 @@ def worker_environment(root: Path, name: str) -> dict[str, str]:
     for folder in (home, tmp, local):
         folder.mkdir(parents=True, exist_ok=True)
     env = {
-        "PATH": SYSTEM_PATH, "HOME": str(home), "TMPDIR": str(tmp), "LANG": "C.UTF-8", "TZ": EXECUTOR_TZ,
-        "SPARK_HOME": str(SPARK_HOME), "SPARK_CONF_DIR": str(_empty_conf_dir(root)), "SPARK_LOCAL_IP": "127.0.0.1",
-        "SPARK_LOCAL_DIRS": str(local), "SPARK_LOG_DIR": str(root / name / "logs"),
+        "PATH": SYSTEM_PATH,
+        "HOME": str(home),
+        "TMPDIR": str(tmp),
+        "LANG": "C.UTF-8",
+        "TZ": EXECUTOR_TZ,
+        "SPARK_HOME": str(SPARK_HOME),
+        "SPARK_CONF_DIR": str(_empty_conf_dir(root)),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOCAL_DIRS": str(local),
+        "SPARK_LOG_DIR": str(root / name / "logs"),
     }
     if os.environ.get("JAVA_HOME"):
         env["JAVA_HOME"] = os.environ["JAVA_HOME"]
@@ -97,27 +104,47 @@ def worker_environment(root: Path, name: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def standalone_cluster(root: Path, workers: int = 2, cores: int = 1, memory: str = "2g"
-                       ) -> Iterator[StandaloneCluster]:
+def standalone_cluster(root: Path, workers: int = 2, cores: int = 1, memory: str = "2g") -> Iterator[StandaloneCluster]:
     """Start a master and `workers` workers of `cores` cores and `memory` each; stop them all on exit."""
     root.mkdir(parents=True, exist_ok=True)
     cluster = StandaloneCluster(root)
     try:
         master_log = root / "master.log"
-        cluster.processes.append(_daemon(
-            ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", "0", "--webui-port", "0"],
-            {**worker_environment(root, "master"), "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"},
-            master_log))
+        cluster.processes.append(
+            _daemon(
+                ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", "0", "--webui-port", "0"],
+                {**worker_environment(root, "master"), "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"},
+                master_log,
+            )
+        )
         cluster.master_url = _wait_for(_MASTER_URL, master_log, cluster)
         cluster.web_url = f"http://127.0.0.1:{_wait_for(_MASTER_UI, master_log, cluster)}"
         for i in range(workers):
             name = f"worker-{i + 1}"
             env = worker_environment(root, name)
-            cluster.processes.append(_daemon(
-                ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--port", "0", "--webui-port", "0",
-                 "--cores", str(cores), "--memory", memory, "--work-dir", str(root / name / "work"),
-                 cluster.master_url],
-                env, root / f"{name}.log", cwd=Path(env["HOME"])))
+            cluster.processes.append(
+                _daemon(
+                    [
+                        "org.apache.spark.deploy.worker.Worker",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        "0",
+                        "--webui-port",
+                        "0",
+                        "--cores",
+                        str(cores),
+                        "--memory",
+                        memory,
+                        "--work-dir",
+                        str(root / name / "work"),
+                        cluster.master_url,
+                    ],
+                    env,
+                    root / f"{name}.log",
+                    cwd=Path(env["HOME"]),
+                )
+            )
         _wait_until(lambda: cluster.alive_workers() == workers, cluster, f"{workers} workers registered")
         yield cluster
     finally:
@@ -141,9 +168,15 @@ def stop(cluster: StandaloneCluster, grace_s: float = 20.0) -> None:
 
 def _daemon(args: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> subprocess.Popen:
     with log.open("wb") as out:
-        return subprocess.Popen([str(SPARK_HOME / "bin" / "spark-class"), *args], env=env, cwd=cwd or log.parent,
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [str(SPARK_HOME / "bin" / "spark-class"), *args],
+            env=env,
+            cwd=cwd or log.parent,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def _wait_for(pattern: re.Pattern, log: Path, cluster: StandaloneCluster) -> str:
@@ -167,8 +200,9 @@ def _wait_until(predicate, cluster: StandaloneCluster, what: str) -> None:
                 return
         dead = [p.args[1] for p in cluster.processes if p.poll() is not None]
         if dead:
-            raise RuntimeError(f"standalone cluster: {', '.join(dead)} exited while waiting for {what} "
-                               f"(logs in {cluster.root})")
+            raise RuntimeError(
+                f"standalone cluster: {', '.join(dead)} exited while waiting for {what} (logs in {cluster.root})"
+            )
         time.sleep(0.2)
     raise RuntimeError(f"standalone cluster: timed out after {READY_TIMEOUT_S:.0f} s waiting for {what}")
 

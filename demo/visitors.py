@@ -14,8 +14,14 @@ import requests
 from requests.adapters import HTTPAdapter
 
 CHROMIUM = Path("/usr/bin/chromium")  # `make browser`; Playwright cannot download its own browsers here
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True, "device_scale_factor": 1}
 NO_CHROMIUM = f"no {CHROMIUM}: `make browser` installs it (apt-get install chromium, as root)"
 
@@ -52,8 +58,9 @@ class Visitor:
     def get(self, path: str, **kwargs: Any) -> requests.Response:
         return self.http.get(self.base + path, timeout=60, **kwargs)
 
-    def post(self, path: str, token: str | None = "page", origin: str | None = "self", **kwargs: Any
-             ) -> requests.Response:
+    def post(
+        self, path: str, token: str | None = "page", origin: str | None = "self", **kwargs: Any
+    ) -> requests.Response:
         headers = kwargs.pop("headers", {})
         if token is not None:
             headers["X-CSRF-Token"] = self.token if token == "page" else token
@@ -61,10 +68,15 @@ class Visitor:
             headers["Origin"] = self.base if origin == "self" else origin
         return self.http.post(self.base + path, headers=headers, timeout=60, **kwargs)
 
-    def upload(self, content: bytes, name: str = "photo.jpg", consent: bool = False, **kwargs: Any
-               ) -> requests.Response:
-        return self.post("/api/uploads", files={"photo": (name, content, "image/jpeg")},
-                         data={"consent": "yes" if consent else "no"}, **kwargs)
+    def upload(
+        self, content: bytes, name: str = "photo.jpg", consent: bool = False, **kwargs: Any
+    ) -> requests.Response:
+        return self.post(
+            "/api/uploads",
+            files={"photo": (name, content, "image/jpeg")},
+            data={"consent": "yes" if consent else "no"},
+            **kwargs,
+        )
 
     def send(self, content: bytes, consent: bool = False) -> tuple[int, str | None]:
         """Send a JPEG the way the page does: to the app, or (on S3) to the bucket with a presigned POST.
@@ -76,8 +88,9 @@ class Visitor:
         if grant.status_code != 201:
             return grant.status_code, None
         body = grant.json()
-        stored = requests.post(body["url"], data=body["fields"], files={"file": ("photo.jpg", content, "image/jpeg")},
-                               timeout=60)
+        stored = requests.post(
+            body["url"], data=body["fields"], files={"file": ("photo.jpg", content, "image/jpeg")}, timeout=60
+        )
         return (201, body["upload_id"]) if stored.ok else (stored.status_code, None)
 
     def wait_for_answer(self, upload_id: str, timeout: float = 120.0) -> dict[str, Any] | None:

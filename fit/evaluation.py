@@ -41,8 +41,9 @@ def labelled_features(
 ) -> DataFrame:
     """path, label, features and `reason` (null for a usable labelled image; else why it is skipped)."""
     images = source.read_images(spark, uri).withColumn("label", source.label_column("path", qualify(spark, uri)))
-    featured = featurize.featurize(images.drop("modificationTime"), featurizer, settings.max_image_pixels,
-                                   counter=counter)
+    featured = featurize.featurize(
+        images.drop("modificationTime"), featurizer, settings.max_image_pixels, counter=counter
+    )
     reason = F.when(F.col("reason").isNotNull(), F.concat_ws(": ", "reason", "detail")).when(
         F.col("label").isNull(), F.lit("no_class_folder: image is not inside a class folder")
     )
@@ -82,23 +83,32 @@ def featurize_held_out(
     fit.public_labels), in the same cached frame: a union after the fact would featurize everything again."""
     parts = [labelled_features(spark, eval_uri, featurizer, settings, counter).withColumn("kind", F.lit(KNOWN))]
     if novelty_uri:
-        parts.append(labelled_features(spark, novelty_uri, featurizer, settings, counter)
-                     .withColumn("kind", F.lit(NOVEL)))
+        parts.append(
+            labelled_features(spark, novelty_uri, featurizer, settings, counter).withColumn("kind", F.lit(NOVEL))
+        )
     if more_known is not None:
         parts.append(more_known.withColumn("kind", F.lit(KNOWN)).withColumn("reason", F.lit(None).cast("string")))
     cached = functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts).persist(
-        StorageLevel.MEMORY_AND_DISK)
-    counts = {(r.kind, r.usable): r["count"] for r in
-              cached.groupBy("kind", F.col("reason").isNull().alias("usable")).count().collect()}
-    held = HeldOut(cached, counts.get((KNOWN, True), 0), counts.get((NOVEL, True), 0),
-                   counts.get((KNOWN, False), 0) + counts.get((NOVEL, False), 0))
+        StorageLevel.MEMORY_AND_DISK
+    )
+    counts = {
+        (r.kind, r.usable): r["count"]
+        for r in cached.groupBy("kind", F.col("reason").isNull().alias("usable")).count().collect()
+    }
+    held = HeldOut(
+        cached,
+        counts.get((KNOWN, True), 0),
+        counts.get((NOVEL, True), 0),
+        counts.get((KNOWN, False), 0) + counts.get((NOVEL, False), 0),
+    )
     for flag, uri, usable in (("--eval-images", eval_uri, held.known), ("--novelty-images", novelty_uri, held.novel)):
         if uri and usable == 0:
             held.release()
             raise FruitsError(f"no usable labelled images under {flag} {uri}")
     if novelty_uri:
-        held.novel_classes = sorted(r.label for r in held.rows.filter(F.col("kind") == NOVEL).select("label")
-                                    .distinct().collect())
+        held.novel_classes = sorted(
+            r.label for r in held.rows.filter(F.col("kind") == NOVEL).select("label").distinct().collect()
+        )
     return held
 
 
@@ -163,29 +173,51 @@ def evaluate(
     if not novel.empty:
         novel_scores = novel["novelty_score"].to_numpy(dtype=float)
         novelty = NoveltyEvaluation(
-            images=len(novel), classes=sorted(set(novel["label"])),
+            images=len(novel),
+            classes=sorted(set(novel["label"])),
             auroc=metrics.auroc(known["novelty_score"], novel_scores),
-            detected=metrics.flagged_share(novel_scores, threshold), scores=novel_scores.tolist(),
+            detected=metrics.flagged_share(novel_scores, threshold),
+            scores=novel_scores.tolist(),
         )
     knn = knn_raw = None
     if fit_points is not None:
         fit_labels = fit_points["label"].tolist()
-        knn = metrics.accuracy(metrics.knn_predict(np.stack(fit_points["pca"].to_numpy()), fit_labels,
-                                                   np.stack(known["pca"].to_numpy())), truth)
-        knn_raw = metrics.accuracy(metrics.knn_predict(np.stack(fit_points["features"].to_numpy()), fit_labels,
-                                                       np.stack(known["features"].to_numpy())), truth)
+        knn = metrics.accuracy(
+            metrics.knn_predict(np.stack(fit_points["pca"].to_numpy()), fit_labels, np.stack(known["pca"].to_numpy())),
+            truth,
+        )
+        knn_raw = metrics.accuracy(
+            metrics.knn_predict(
+                np.stack(fit_points["features"].to_numpy()), fit_labels, np.stack(known["features"].to_numpy())
+            ),
+            truth,
+        )
     result = Evaluation(
-        images=len(known), skipped=held.skipped, truth=truth, predicted=predicted,
-        classifier_accuracy=metrics.accuracy(predicted, truth), macro_f1=metrics.macro_f1(predicted, truth),
-        novelty_threshold=threshold, false_alarms=metrics.flagged_share(check["novelty_score"], threshold),
-        known_scores=known["novelty_score"].astype(float).tolist(), knn_accuracy=knn, knn_accuracy_raw=knn_raw,
+        images=len(known),
+        skipped=held.skipped,
+        truth=truth,
+        predicted=predicted,
+        classifier_accuracy=metrics.accuracy(predicted, truth),
+        macro_f1=metrics.macro_f1(predicted, truth),
+        novelty_threshold=threshold,
+        false_alarms=metrics.flagged_share(check["novelty_score"], threshold),
+        known_scores=known["novelty_score"].astype(float).tolist(),
+        knn_accuracy=knn,
+        knn_accuracy_raw=knn_raw,
         novelty=novelty,
     )
-    log.info("classifier on %d held-out images: accuracy %.3f, macro-F1 %.3f; is_novel above %.3f "
-             "(%.1f%% false alarms on the check half)%s", result.images, result.classifier_accuracy, result.macro_f1,
-             threshold, 100 * result.false_alarms,
-             f"; novelty AUROC {novelty.auroc:.3f}, {100 * novelty.detected:.0f}% of {novelty.images} unseen "
-             "images flagged" if novelty else "")
+    log.info(
+        "classifier on %d held-out images: accuracy %.3f, macro-F1 %.3f; is_novel above %.3f "
+        "(%.1f%% false alarms on the check half)%s",
+        result.images,
+        result.classifier_accuracy,
+        result.macro_f1,
+        threshold,
+        100 * result.false_alarms,
+        f"; novelty AUROC {novelty.auroc:.3f}, {100 * novelty.detected:.0f}% of {novelty.images} unseen images flagged"
+        if novelty
+        else "",
+    )
     return result
 
 

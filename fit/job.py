@@ -49,8 +49,10 @@ def fit(
     if novelty_uri and not eval_uri:
         raise FruitsError("--novelty-images needs --eval-images: unseen fruits are scored against known held-out ones")
     spark, client, experiment_id, featurizer = prepare(
-        settings, "fruits-fit", [images_uri, eval_uri or "", novelty_uri or "", settings.features_uri], spark)
+        settings, "fruits-fit", [images_uri, eval_uri or "", novelty_uri or "", settings.features_uri], spark
+    )
     from fit import report  # MLflow: already imported by `prepare`, on its thread, while the JVM started
+
     for flag, uri in (("--images", images_uri), ("--eval-images", eval_uri), ("--novelty-images", novelty_uri)):
         if uri and not path_exists(spark, uri):
             raise FruitsError(f"{flag} path not found: {uri}")
@@ -71,8 +73,11 @@ def fit(
         classes = pipeline.classes(model)
         # The driver gets what it uses: raw features and the projection for 1-NN and the maps, else PC1/PC2.
         projected = project(valid, model)
-        fit_points = (projected.select("label", "features", "pca") if eval_uri
-                      else projected.select("label", F.slice("pca", 1, 2).alias("pca"))).toPandas()
+        fit_points = (
+            projected.select("label", "features", "pca")
+            if eval_uri
+            else projected.select("label", F.slice("pca", 1, 2).alias("pca"))
+        ).toPandas()
         clock.lap("project")
 
         evaluation = maps = None
@@ -87,9 +92,21 @@ def fit(
             clock.lap("maps")
 
         run = report.RunRecord(
-            settings, featurizer, model, valid, fit_points, settings.alias, evaluation, skipped,
-            params={"images_uri": images_uri, "eval_images_uri": eval_uri or "", "novelty_images_uri": novelty_uri or ""},
-            metrics={"featurize_images_per_second": total / featurize_seconds}, maps=maps,
+            settings,
+            featurizer,
+            model,
+            valid,
+            fit_points,
+            settings.alias,
+            evaluation,
+            skipped,
+            params={
+                "images_uri": images_uri,
+                "eval_images_uri": eval_uri or "",
+                "novelty_images_uri": novelty_uri or "",
+            },
+            metrics={"featurize_images_per_second": total / featurize_seconds},
+            maps=maps,
         )
         logged = report.log_and_register(client, experiment_id, run)
         clock.lap("log_and_register")
@@ -98,12 +115,19 @@ def fit(
         if held is not None:
             held.release()
 
-    return report.summary(run, logged, decoded=decoded.value, lapack=lapack_implementation(spark),
-                          timings=clock.laps, seconds=clock.total())
+    return report.summary(
+        run,
+        logged,
+        decoded=decoded.value,
+        lapack=lapack_implementation(spark),
+        timings=clock.laps,
+        seconds=clock.total(),
+    )
 
 
-def prepare(settings: Settings, app_name: str, uris: list[str], spark: SparkSession | None
-            ) -> tuple[SparkSession, MlflowClient, str, Featurizer]:
+def prepare(
+    settings: Settings, app_name: str, uris: list[str], spark: SparkSession | None
+) -> tuple[SparkSession, MlflowClient, str, Featurizer]:
     """The Spark session, the MLflow store and the featurizer, side by side: the JVM starts while
     Python opens the store (a new sqlite store runs its schema migrations) and hashes the weights.
     Both fail fast (bad tracking URI, missing weights) before any image is read."""
@@ -126,8 +150,10 @@ def check_unseen(novel_classes: list[str], classes: list[str], novelty_uri: str 
     """Unseen means unseen: a novelty image of a class the model knows would blur the AUROC."""
     overlap = sorted(set(novel_classes) & set(classes))
     if overlap:
-        raise FruitsError(f"--novelty-images {novelty_uri} holds classes the model is fitted on "
-                          f"({', '.join(overlap)}): novelty images must be of other fruits")
+        raise FruitsError(
+            f"--novelty-images {novelty_uri} holds classes the model is fitted on "
+            f"({', '.join(overlap)}): novelty images must be of other fruits"
+        )
 
 
 def usable(rows: DataFrame, total: int, images_uri: str, pca_k: int) -> tuple[DataFrame, list[tuple[str, str]]]:

@@ -44,7 +44,9 @@ log = logging.getLogger("fruits.fit")
 LABEL_INDEX_COL = "label_index"
 HEAD = "logistic_regression"
 ROWS_PER_HEAD_PARTITION = 50_000
-LAPACK_ADVICE = "install a native LAPACK, e.g. `make native-blas`, and fit again"  # 300 doubles a row: about 120 MB a partition
+LAPACK_ADVICE = (
+    "install a native LAPACK, e.g. `make native-blas`, and fit again"  # 300 doubles a row: about 120 MB a partition
+)
 HEAD_PARAMS: dict[str, Any] = {
     "family": "multinomial",
     "regParam": 1e-4,
@@ -55,8 +57,9 @@ HEAD_PARAMS: dict[str, Any] = {
 }
 
 
-def fit_model(training: DataFrame, pca_k: int, rows: int, lap: Callable[[str], object] = lambda step: None
-              ) -> PipelineModel:
+def fit_model(
+    training: DataFrame, pca_k: int, rows: int, lap: Callable[[str], object] = lambda step: None
+) -> PipelineModel:
     """training(features: array<float>, label: string), `rows` of them -> scaler -> PCA -> classifier -> names.
     `lap(step)` is called as each step ends ("scaler", "pca", "head"): the jobs' timings (fit.job.Clock.lap)."""
     data = to_model_input(training).select(MODEL_INPUT_COL, "label")
@@ -75,8 +78,12 @@ def fit_model(training: DataFrame, pca_k: int, rows: int, lap: Callable[[str], o
     partitions = max(1, math.ceil(rows / ROWS_PER_HEAD_PARTITION))
     head_input = projected.coalesce(partitions).localCheckpoint(eager=True)
     head = LogisticRegression(
-        featuresCol=MODEL_OUTPUT_COL, labelCol=LABEL_INDEX_COL, predictionCol=CLASS_INDEX_COL,
-        rawPredictionCol=CLASS_SCORES_COL, probabilityCol=CLASS_PROBABILITY_COL, **HEAD_PARAMS,
+        featuresCol=MODEL_OUTPUT_COL,
+        labelCol=LABEL_INDEX_COL,
+        predictionCol=CLASS_INDEX_COL,
+        rawPredictionCol=CLASS_SCORES_COL,
+        probabilityCol=CLASS_PROBABILITY_COL,
+        **HEAD_PARAMS,
     ).fit(head_input)
     check_head(head)
     lap("head")
@@ -93,8 +100,10 @@ def check_components(pca: PCAModel) -> None:
     drift = float(np.abs(components.T @ components - np.eye(components.shape[1])).max())
     variance = pca.explainedVariance.toArray()
     if drift > 1e-6 or np.any(np.diff(variance) > 1e-12):
-        raise FruitsError(f"PCA returned invalid components (max |P'P - I| = {drift:.2g}): the linear-algebra "
-                          f"library failed ({LAPACK_ADVICE}); nothing was registered")
+        raise FruitsError(
+            f"PCA returned invalid components (max |P'P - I| = {drift:.2g}): the linear-algebra "
+            f"library failed ({LAPACK_ADVICE}); nothing was registered"
+        )
 
 
 def check_head(head: LogisticRegressionModel) -> None:
@@ -102,9 +111,11 @@ def check_head(head: LogisticRegressionModel) -> None:
     coefficients and a loss still at its start (every probability 1/classes), and says nothing."""
     history = head.summary.objectiveHistory
     if not np.abs(head.coefficientMatrix.toArray()).any() or history[-1] > 0.5 * history[0]:
-        raise FruitsError(f"the classifier did not learn (loss {history[0]:.3f} -> {history[-1]:.3f} in "
-                          f"{head.summary.totalIterations} iterations): check the training labels, or the "
-                          f"linear-algebra library ({LAPACK_ADVICE}); nothing was registered")
+        raise FruitsError(
+            f"the classifier did not learn (loss {history[0]:.3f} -> {history[-1]:.3f} in "
+            f"{head.summary.totalIterations} iterations): check the training labels, or the "
+            f"linear-algebra library ({LAPACK_ADVICE}); nothing was registered"
+        )
 
 
 def classes(model: PipelineModel) -> list[str]:

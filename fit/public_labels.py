@@ -42,10 +42,14 @@ class AppLabelled:
     voted_uploads: int
 
     def summary(self) -> dict[str, Any]:
-        return {"app_votes": self.votes, "app_voted_uploads": self.voted_uploads,
-                "app_labels_trained": len(self.selection.train), "app_labels_held_out": len(self.selection.held_out),
-                "app_names_waiting": self.selection.waiting,
-                "app_classes": sorted(set(self.selection.train.values()) | set(self.selection.held_out.values()))}
+        return {
+            "app_votes": self.votes,
+            "app_voted_uploads": self.voted_uploads,
+            "app_labels_trained": len(self.selection.train),
+            "app_labels_held_out": len(self.selection.held_out),
+            "app_names_waiting": self.selection.waiting,
+            "app_classes": sorted(set(self.selection.train.values()) | set(self.selection.held_out.values())),
+        }
 
 
 def without_app_rows(rows: DataFrame) -> DataFrame:
@@ -53,8 +57,9 @@ def without_app_rows(rows: DataFrame) -> DataFrame:
     return rows.filter(~F.col("path").rlike(CONSENTED_PATH_PATTERN))
 
 
-def app_labelled_rows(spark: SparkSession, settings: Settings, weights_sha256: str, known_classes: list[str]
-                      ) -> AppLabelled:
+def app_labelled_rows(
+    spark: SparkSession, settings: Settings, weights_sha256: str, known_classes: list[str]
+) -> AppLabelled:
     """The labels that train now (the rule on the vote log and the decisions), joined to the consented uploads'
     features in the results table; `known_classes` (the champion's) tell new fruits from known ones."""
     store = LabelStore(settings)
@@ -66,32 +71,54 @@ def app_labelled_rows(spark: SparkSession, settings: Settings, weights_sha256: s
         empty = spark.createDataFrame([], schema)
         selection = Selection({}, {}, {})
         return AppLabelled(empty.withColumn("source", F.lit(APP)), empty, selection, len(votes), len(voted))
-    rows = (spark.read.parquet(*files).filter(F.col("label").isNull() & F.col("features").isNotNull()
-                                              & (F.col("featurizer_sha256") == weights_sha256))
-            .withColumn("upload_id", F.regexp_extract("path", CONSENTED_PATH_PATTERN, 1))
-            .filter(F.col("upload_id") != "").select("upload_id", "path", "features")
-            .dropDuplicates(["upload_id"]))
+    rows = (
+        spark.read.parquet(*files)
+        .filter(
+            F.col("label").isNull() & F.col("features").isNotNull() & (F.col("featurizer_sha256") == weights_sha256)
+        )
+        .withColumn("upload_id", F.regexp_extract("path", CONSENTED_PATH_PATTERN, 1))
+        .filter(F.col("upload_id") != "")
+        .select("upload_id", "path", "features")
+        .dropDuplicates(["upload_id"])
+    )
     wanted = spark.createDataFrame([(i,) for i in sorted(voted)], "upload_id string")
     present = rows.join(wanted, "upload_id")
     # Each consented upload's id and a hash of its features: which photos are held out depends on the photo.
     content = F.sha2(F.concat_ws(",", F.col("features").cast("array<string>")), 256)
     order = {r.upload_id: r.content for r in present.select("upload_id", content.alias("content")).collect()}
-    found = verdicts(votes, decisions, set(order), min_clients=settings.label_min_clients,
-                     share=settings.label_agreement)
-    selection = select_for_refit(training_labels(found), known_classes, min_images=settings.label_min_images,
-                                 holdout_share=settings.label_holdout_share, order=order)
-    parts = [(i, label, "train") for i, label in selection.train.items()] + \
-            [(i, label, "held") for i, label in selection.held_out.items()]
-    chosen = present.join(spark.createDataFrame(parts, "upload_id string, label string, part string")
-                          if parts else spark.createDataFrame([], "upload_id string, label string, part string"),
-                          "upload_id")
-    log.info("app labels: %d votes on %d uploads; %d accepted labels train, %d held out; new names waiting for "
-             "images: %s", len(votes), len(voted), len(selection.train), len(selection.held_out),
-             selection.waiting or "none")
+    found = verdicts(
+        votes, decisions, set(order), min_clients=settings.label_min_clients, share=settings.label_agreement
+    )
+    selection = select_for_refit(
+        training_labels(found),
+        known_classes,
+        min_images=settings.label_min_images,
+        holdout_share=settings.label_holdout_share,
+        order=order,
+    )
+    parts = [(i, label, "train") for i, label in selection.train.items()] + [
+        (i, label, "held") for i, label in selection.held_out.items()
+    ]
+    chosen = present.join(
+        spark.createDataFrame(parts, "upload_id string, label string, part string")
+        if parts
+        else spark.createDataFrame([], "upload_id string, label string, part string"),
+        "upload_id",
+    )
+    log.info(
+        "app labels: %d votes on %d uploads; %d accepted labels train, %d held out; new names waiting for images: %s",
+        len(votes),
+        len(voted),
+        len(selection.train),
+        len(selection.held_out),
+        selection.waiting or "none",
+    )
     return AppLabelled(
         train=chosen.filter("part = 'train'").select("path", "label", "features").withColumn("source", F.lit(APP)),
         held_out=chosen.filter("part = 'held'").select("path", "label", "features"),
-        selection=selection, votes=len(votes), voted_uploads=len(voted),
+        selection=selection,
+        votes=len(votes),
+        voted_uploads=len(voted),
     )
 
 

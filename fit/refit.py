@@ -143,8 +143,9 @@ def refit(
         challenger = fit_challenger(spark, request, training, clock)
         clock.lap("project")
         with spark_progress(spark, "featurizing held-out images", progress):
-            held = featurize_held_out(spark, featurizer, settings, eval_uri, novelty_uri, decoded,
-                                      more_known=training.app.held_out)
+            held = featurize_held_out(
+                spark, featurizer, settings, eval_uri, novelty_uri, decoded, more_known=training.app.held_out
+            )
         scores = evaluate_both(held, challenger.model, champion_model, novelty_uri)
         clock.lap("evaluate")
         decision = decide(scores.challenger.classifier_accuracy, scores.champion_accuracy, force)
@@ -197,8 +198,9 @@ def read_training(
     try:
         with spark_progress(spark, "reading the training rows", request.progress):
             counts = {r.source: r["count"] for r in rows.groupBy("source").count().collect()}
-        training = Training(rows, counts.get("lake", 0), counts.get("champion", 0), counts.get(APP, 0),
-                            other_featurizer, pca_k, app)
+        training = Training(
+            rows, counts.get("lake", 0), counts.get("champion", 0), counts.get(APP, 0), other_featurizer, pca_k, app
+        )
         if not training.from_lake and not training.from_app:
             raise FruitsError(
                 f"no labelled rows of this featurizer in the results table {settings.output_uri}"
@@ -220,14 +222,18 @@ def fit_challenger(spark: SparkSession, request: Request, training: Training, cl
     return Challenger(model, fit_points)
 
 
-def evaluate_both(held: HeldOut, challenger: PipelineModel, champion_model: PipelineModel, novelty_uri: str | None
-                  ) -> Scores:
+def evaluate_both(
+    held: HeldOut, challenger: PipelineModel, champion_model: PipelineModel, novelty_uri: str | None
+) -> Scores:
     """The challenger, and the champion if it has a classifier, on the same held-out images."""
     check_unseen(held.novel_classes, pipeline.classes(challenger), novelty_uri)
     champion_eval = evaluate(held, champion_model) if pipeline.has_head(champion_model) else None
     scored = points(held, challenger)
-    return Scores(evaluate(held, challenger, scored), champion_eval.classifier_accuracy if champion_eval else None,
-                  accuracy_by_origin(scored))
+    return Scores(
+        evaluate(held, challenger, scored),
+        champion_eval.classifier_accuracy if champion_eval else None,
+        accuracy_by_origin(scored),
+    )
 
 
 def decide(challenger: float, champion: float | None, force: bool) -> Decision:

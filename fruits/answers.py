@@ -109,8 +109,10 @@ class SqliteAnswers:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connection() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("CREATE TABLE IF NOT EXISTS answers (upload_id TEXT PRIMARY KEY, body TEXT NOT NULL, "
-                       "expires_at REAL NOT NULL) WITHOUT ROWID")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS answers (upload_id TEXT PRIMARY KEY, body TEXT NOT NULL, "
+                "expires_at REAL NOT NULL) WITHOUT ROWID"
+            )
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -127,8 +129,11 @@ class SqliteAnswers:
         db = self._connection()
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("INSERT INTO answers (upload_id, body, expires_at) VALUES (?, ?, ?) ON CONFLICT(upload_id) "
-                           "DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at", rows)
+            db.executemany(
+                "INSERT INTO answers (upload_id, body, expires_at) VALUES (?, ?, ?) ON CONFLICT(upload_id) "
+                "DO UPDATE SET body = excluded.body, expires_at = excluded.expires_at",
+                rows,
+            )
             now = time.time()
             if now >= self._next_purge:
                 db.execute("DELETE FROM answers WHERE expires_at < ?", (now,))
@@ -140,8 +145,11 @@ class SqliteAnswers:
         return len(rows)
 
     def get(self, upload_id: str) -> Answer | None:
-        row = self._connection().execute(
-            "SELECT body FROM answers WHERE upload_id = ? AND expires_at >= ?", (upload_id, time.time())).fetchone()
+        row = (
+            self._connection()
+            .execute("SELECT body FROM answers WHERE upload_id = ? AND expires_at >= ?", (upload_id, time.time()))
+            .fetchone()
+        )
         return Answer.from_json(row[0]) if row else None
 
     def count(self) -> int:
@@ -168,12 +176,16 @@ class DynamoAnswers:
 
     def create_table(self) -> None:
         client = self._resource.meta.client
-        client.create_table(TableName=self.table_name, BillingMode="PAY_PER_REQUEST",
-                            AttributeDefinitions=[{"AttributeName": "upload_id", "AttributeType": "S"}],
-                            KeySchema=[{"AttributeName": "upload_id", "KeyType": "HASH"}])
+        client.create_table(
+            TableName=self.table_name,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "upload_id", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "upload_id", "KeyType": "HASH"}],
+        )
         client.get_waiter("table_exists").wait(TableName=self.table_name)
-        client.update_time_to_live(TableName=self.table_name,
-                                   TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"})
+        client.update_time_to_live(
+            TableName=self.table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+        )
 
     def put_many(self, answers: Iterable[Answer]) -> int:
         written = 0
@@ -181,8 +193,14 @@ class DynamoAnswers:
         # keeps the last of two items with the same id in one batch (DynamoDB refuses duplicates).
         with self._table.batch_writer(overwrite_by_pkeys=["upload_id"]) as batch:
             for answer in answers:
-                batch.put_item(Item={"upload_id": answer.upload_id, "status": answer.status, "body": answer.to_json(),
-                                     "expires_at": int(answer.answered_at + self.retention_s)})
+                batch.put_item(
+                    Item={
+                        "upload_id": answer.upload_id,
+                        "status": answer.status,
+                        "body": answer.to_json(),
+                        "expires_at": int(answer.answered_at + self.retention_s),
+                    }
+                )
                 written += 1
         return written
 

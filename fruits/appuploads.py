@@ -56,7 +56,7 @@ def parse_upload_path(path: str, root: str) -> tuple[str, bool] | None:
     relative = relative_to_root(path, root)
     if relative is None or not in_app_folder(relative):
         return None
-    folder, name = posixpath.split(relative[len(APP_FOLDER) + 1:])
+    folder, name = posixpath.split(relative[len(APP_FOLDER) + 1 :])
     match = _NAME.match(name)
     if match is None or folder not in (CONSENTED, PRIVATE):
         return None

@@ -27,7 +27,7 @@ def is_image_name(path: str) -> bool:
 def in_hidden_folder(path: str, root: str = "") -> bool:
     """Whether a folder between `root` and the file is named '.x' or '_x': Spark's listing never
     enters those, so a source that does not list (notifications) must skip them too."""
-    relative = path[len(root):] if root and path.startswith(root) else path
+    relative = path[len(root) :] if root and path.startswith(root) else path
     return any(folder.startswith((".", "_")) for folder in relative.split("/")[:-1])
 
 
@@ -43,7 +43,7 @@ def relative_to_root(path: str, root: str) -> str | None:
         return path_cmp
     if not path_cmp.startswith(root_cmp + "/"):
         return None
-    return path_cmp[len(root_cmp) + 1:]
+    return path_cmp[len(root_cmp) + 1 :]
 
 
 # The public app's uploads live under this folder of the source root (fruits/appuploads.py): its

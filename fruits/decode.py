@@ -52,9 +52,15 @@ _JPEG_SOS, _JPEG_EOI = b"\xff\xda", b"\xff\xd9"
 # and struct.error for "not this format"), and its decoders on broken or short pixel data.
 _PARSER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
 # What EXIF orientations 2..8 ask for, as Pillow's ImageOps.exif_transpose reads them.
-_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-            8: Image.Transpose.ROTATE_90}
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class Rejected(Exception):
@@ -153,8 +159,11 @@ def _image_bytes(img: Image.Image, mode: str) -> int:
 def _require_budget(size: tuple[int, int], mode: str, max_pixels: int, held: int) -> None:
     budget = decode_budget(max_pixels)
     if held > budget:
-        raise Rejected("too_many_pixels", f"decoding this {size[0]}x{size[1]} {mode} image would hold "
-                                          f"{held / 1e6:,.0f} MB, over the {budget / 1e6:,.0f} MB budget")
+        raise Rejected(
+            "too_many_pixels",
+            f"decoding this {size[0]}x{size[1]} {mode} image would hold "
+            f"{held / 1e6:,.0f} MB, over the {budget / 1e6:,.0f} MB budget",
+        )
 
 
 def _jpeg_scans(data: bytes) -> int:
@@ -177,7 +186,7 @@ def _jpeg_first_scan(data: bytes) -> int:
         if marker == 0xFFDA:  # start of scan
             return pos
         has_length = JpegImagePlugin.MARKER.get(marker, (None, None, None))[2] is not None
-        pos += 2 + (int.from_bytes(data[pos + 2:pos + 4], "big") if has_length else 0)
+        pos += 2 + (int.from_bytes(data[pos + 2 : pos + 4], "big") if has_length else 0)
     return len(data)
 
 

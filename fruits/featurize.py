@@ -73,7 +73,7 @@ class FeaturizerSpec:
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> FeaturizerSpec | None:
-        values = {k[len(TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
+        values = {k[len(TAG_PREFIX) :]: v for k, v in tags.items() if k.startswith(TAG_PREFIX)}
         if "weights_sha256" not in values:
             return None
         known = {f for f in cls.__dataclass_fields__}
@@ -313,8 +313,12 @@ class ProjectionInUdf:
 
 # ----------------------------------------------------------------------------- in Spark
 def featurize(
-    df: DataFrame, featurizer: Featurizer, max_pixels: int, content: str = "content",
-    counter: Accumulator | None = None, projection: ProjectionInUdf | None = None,
+    df: DataFrame,
+    featurizer: Featurizer,
+    max_pixels: int,
+    content: str = "content",
+    counter: Accumulator | None = None,
+    projection: ProjectionInUdf | None = None,
 ) -> DataFrame:
     """Add `features` (1280 float32; null when rejected), `reason` and `detail` (null when featurized),
     and the columns of `projection`, applied to the features in the same UDF (null for rejected rows).
@@ -348,8 +352,7 @@ def featurize(
     return df.withColumn("_featurized", featurized).select(*df.columns, "_featurized.*")
 
 
-def apply_to_featurized(apply: Callable[[np.ndarray], pd.DataFrame], features: list[np.ndarray | None]
-                        ) -> pd.DataFrame:
+def apply_to_featurized(apply: Callable[[np.ndarray], pd.DataFrame], features: list[np.ndarray | None]) -> pd.DataFrame:
     """`apply` on the rows that have features; rows without get nulls in its columns, in place."""
     done = [i for i, f in enumerate(features) if f is not None]
     if not done:

@@ -53,8 +53,9 @@ def tsne_2d(points: np.ndarray, min_perplexity: float = 1.0) -> np.ndarray:
     # One OpenMP thread: Barnes-Hut's threads spin-wait, and on a busy machine (Spark next door) that made a
     # 400-point map take 27 s instead of 6 (measured here).
     with threadpool_limits(limits=1):
-        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=0,
-                    max_iter=TSNE_ITERATIONS).fit_transform(points)
+        return TSNE(
+            n_components=2, perplexity=perplexity, init="pca", random_state=0, max_iter=TSNE_ITERATIONS
+        ).fit_transform(points)
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,8 +73,10 @@ class KnownMap:
         """t-SNE of the known images' projection, scaled into [0, 1] on each axis (deterministic: seeded)."""
         pca = np.asarray(pca, dtype=np.float32)
         if not (len(pca) == len(labels) == len(paths)) or len(pca) < 2:
-            raise ValueError(f"a known map needs as many labels and paths as projections (at least 2), got "
-                             f"{len(pca)}, {len(labels)}, {len(paths)}")
+            raise ValueError(
+                f"a known map needs as many labels and paths as projections (at least 2), got "
+                f"{len(pca)}, {len(labels)}, {len(paths)}"
+            )
         embedded = tsne_2d(pca)
         low, span = embedded.min(axis=0), np.ptp(embedded, axis=0)
         xy = (embedded - low) / np.where(span > 0, span, 1.0)
@@ -84,8 +87,11 @@ class KnownMap:
         queries = np.asarray(pca, dtype=np.float64).reshape(-1, self.pca.shape[1])
         known = self.pca.astype(np.float64)
         k = min(neighbours, len(self))
-        squared = (np.einsum("ij,ij->i", queries, queries)[:, None] - 2.0 * queries @ known.T
-                   + np.einsum("ij,ij->i", known, known)[None, :])
+        squared = (
+            np.einsum("ij,ij->i", queries, queries)[:, None]
+            - 2.0 * queries @ known.T
+            + np.einsum("ij,ij->i", known, known)[None, :]
+        )
         nearest = np.argpartition(squared, k - 1, axis=1)[:, :k]
         rows = np.arange(len(queries))[:, None]
         nearest = nearest[rows, np.argsort(squared[rows, nearest], axis=1)]
@@ -100,13 +106,15 @@ class KnownMap:
     # ------------------------------------------------------------------ storage
     def write(self, path: Path) -> Path:
         """One parquet file: label, path, pca (float list), x, y."""
-        table = pa.table({
-            "label": pa.array(self.labels, pa.string()),
-            "path": pa.array(self.paths, pa.string()),
-            "pca": pa.array(list(self.pca), pa.list_(pa.float32())),
-            "x": pa.array(self.xy[:, 0], pa.float32()),
-            "y": pa.array(self.xy[:, 1], pa.float32()),
-        })
+        table = pa.table(
+            {
+                "label": pa.array(self.labels, pa.string()),
+                "path": pa.array(self.paths, pa.string()),
+                "pca": pa.array(list(self.pca), pa.list_(pa.float32())),
+                "x": pa.array(self.xy[:, 0], pa.float32()),
+                "y": pa.array(self.xy[:, 1], pa.float32()),
+            }
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path)
         return path
@@ -128,8 +136,9 @@ class KnownMap:
         return cls.of_run(version.run_id, version.tags or {}, settings.tracking_uri)
 
     @classmethod
-    def of_run(cls, run_id: str | None, version_tags: Mapping[str, str], tracking_uri: str | None = None
-               ) -> KnownMap | None:
+    def of_run(
+        cls, run_id: str | None, version_tags: Mapping[str, str], tracking_uri: str | None = None
+    ) -> KnownMap | None:
         """The map a version's tags point at, in its run's artifacts (tracking_uri None: MLflow's current one)."""
         artifact = version_tags.get(TAG)
         if not artifact or not run_id:
@@ -137,6 +146,7 @@ class KnownMap:
         import mlflow.artifacts
 
         with tempfile.TemporaryDirectory(prefix="known-map-") as tmp:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp,
-                                                        tracking_uri=tracking_uri)
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact, dst_path=tmp, tracking_uri=tracking_uri
+            )
             return cls.read(local)

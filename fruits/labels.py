@@ -61,15 +61,27 @@ MAX_NAME_CHARS = 40
 TYPO_CUTOFF = 0.85  # difflib ratio: "pasion fruit" ~ "passion fruit" 0.96, "plum" ~ "plum 2" 0.8 (two fruits)
 _NAME_CHARS = re.compile(r"^[a-z0-9' -]+$")
 
-VOTES = pa.schema([
-    ("upload_id", pa.string()), ("label", pa.string()), ("client", pa.string()),
-    ("voted_at", pa.timestamp("us", tz="UTC")), ("model_name", pa.string()), ("model_version", pa.string()),
-    ("consent", pa.bool_()),
-])
-DECISIONS = pa.schema([
-    ("decided_at", pa.timestamp("us", tz="UTC")), ("curator", pa.string()), ("subject", pa.string()),
-    ("key", pa.string()), ("action", pa.string()), ("label", pa.string()),
-])
+VOTES = pa.schema(
+    [
+        ("upload_id", pa.string()),
+        ("label", pa.string()),
+        ("client", pa.string()),
+        ("voted_at", pa.timestamp("us", tz="UTC")),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("consent", pa.bool_()),
+    ]
+)
+DECISIONS = pa.schema(
+    [
+        ("decided_at", pa.timestamp("us", tz="UTC")),
+        ("curator", pa.string()),
+        ("subject", pa.string()),
+        ("key", pa.string()),
+        ("action", pa.string()),
+        ("label", pa.string()),
+    ]
+)
 
 
 # ----------------------------------------------------------------------------- names
@@ -166,6 +178,7 @@ def latest_decisions(decisions: Iterable[Decision]) -> dict[tuple[str, str], Dec
 
 def name_resolver(decisions: Mapping[tuple[str, str], Decision]):
     """name -> the name its votes count as (merges and renames followed; None for a rejected name)."""
+
     def resolve(name: str) -> str | None:
         seen = set()
         while (NAME, name) in decisions and name not in seen:
@@ -177,18 +190,28 @@ def name_resolver(decisions: Mapping[tuple[str, str], Decision]):
                 return name
             name = one.label
         return name
+
     return resolve
 
 
 def accepted_names(decisions: Iterable[Decision]) -> set[str]:
     """Names a curator accepted (or merged/renamed into): known names from now on, for the typo match."""
     in_force = latest_decisions(decisions)
-    return {d.key if d.action == ACCEPT else d.label for (subject, _), d in in_force.items()
-            if subject == NAME and d.action in (ACCEPT, MERGE, RENAME)}
+    return {
+        d.key if d.action == ACCEPT else d.label
+        for (subject, _), d in in_force.items()
+        if subject == NAME and d.action in (ACCEPT, MERGE, RENAME)
+    }
 
 
-def verdicts(votes: Iterable[Vote], decisions: Iterable[Decision], consented: Collection[str], *,
-             min_clients: int = 2, share: float = 2 / 3) -> dict[str, Verdict]:
+def verdicts(
+    votes: Iterable[Vote],
+    decisions: Iterable[Decision],
+    consented: Collection[str],
+    *,
+    min_clients: int = 2,
+    share: float = 2 / 3,
+) -> dict[str, Verdict]:
     """Per upload: whether a label trains, and why. Only `consented` uploads can ever train."""
     in_force = latest_decisions(decisions)
     resolve = name_resolver(in_force)
@@ -233,8 +256,14 @@ class Selection:
     waiting: dict[str, int]
 
 
-def select_for_refit(labels: Mapping[str, str], known_classes: Collection[str], *, min_images: int,
-                     holdout_share: float, order: Mapping[str, str] | None = None) -> Selection:
+def select_for_refit(
+    labels: Mapping[str, str],
+    known_classes: Collection[str],
+    *,
+    min_images: int,
+    holdout_share: float,
+    order: Mapping[str, str] | None = None,
+) -> Selection:
     """A new class enters once it has `min_images` accepted images. Of each class's accepted images,
     floor(n * holdout_share) are held out for the evaluation: the first by `order` (upload id -> key; the refit
     passes a hash of the photo's features, so the choice is stable from one refit to the next, not chosen by
@@ -268,8 +297,9 @@ class ProposedName:
     similarity: float | None = None  # cosine of the two names' mean features
 
 
-def proposed_names(found: Mapping[str, Verdict], known: Collection[str],
-                   features: Mapping[str, np.ndarray]) -> list[ProposedName]:
+def proposed_names(
+    found: Mapping[str, Verdict], known: Collection[str], features: Mapping[str, np.ndarray]
+) -> list[ProposedName]:
     """New names in the votes, in an order where each is followed by the nearest one not listed yet."""
     uploads: dict[str, list[str]] = {}
     votes: Counter = Counter()
@@ -285,8 +315,9 @@ def proposed_names(found: Mapping[str, Verdict], known: Collection[str],
             mean = np.mean(vectors, axis=0)
             centroids[name] = mean / (np.linalg.norm(mean) or 1.0)
     similarity = {(a, b): float(centroids[a] @ centroids[b]) for a in centroids for b in centroids if a != b}
-    nearest = {a: max((b for b in centroids if b != a), key=lambda b: similarity[(a, b)], default=None)
-               for a in centroids}
+    nearest = {
+        a: max((b for b in centroids if b != a), key=lambda b: similarity[(a, b)], default=None) for a in centroids
+    }
     ordered: list[str] = []
     remaining = sorted(uploads, key=lambda name: (-votes[name], name))
     while remaining:
@@ -295,8 +326,16 @@ def proposed_names(found: Mapping[str, Verdict], known: Collection[str],
         pick = max(near, key=lambda b: similarity[(last, b)]) if near else remaining[0]
         ordered.append(pick)
         remaining.remove(pick)
-    return [ProposedName(name, tuple(sorted(uploads[name])), votes[name], nearest.get(name),
-                         similarity.get((name, nearest[name])) if nearest.get(name) else None) for name in ordered]
+    return [
+        ProposedName(
+            name,
+            tuple(sorted(uploads[name])),
+            votes[name],
+            nearest.get(name),
+            similarity.get((name, nearest[name])) if nearest.get(name) else None,
+        )
+        for name in ordered
+    ]
 
 
 def upload_features(settings: Settings, upload_ids: Collection[str]) -> dict[str, np.ndarray]:
@@ -308,10 +347,16 @@ def upload_features(settings: Settings, upload_ids: Collection[str]) -> dict[str
         return {}
     wanted = "(" + "|".join(sorted(i for i in upload_ids if re.fullmatch(r"[0-9a-f]{32}", i))) + ")"
     pattern = CONSENTED_PATH_PATTERN.replace("([0-9a-f]{32})", wanted)
-    rows = table.to_pyarrow_dataset().to_table(
-        columns=["path", "features"], filter=pc.match_substring_regex(ds.field("path"), pattern)).to_pylist()
-    return {re.search(CONSENTED_PATH_PATTERN, row["path"])[1]: np.asarray(row["features"], dtype=np.float32)
-            for row in rows if row["features"] is not None}
+    rows = (
+        table.to_pyarrow_dataset()
+        .to_table(columns=["path", "features"], filter=pc.match_substring_regex(ds.field("path"), pattern))
+        .to_pylist()
+    )
+    return {
+        re.search(CONSENTED_PATH_PATTERN, row["path"])[1]: np.asarray(row["features"], dtype=np.float32)
+        for row in rows
+        if row["features"] is not None
+    }
 
 
 # ----------------------------------------------------------------------------- the tables
@@ -347,21 +392,29 @@ class LabelStore:
     def decisions(self) -> list[Decision]:
         return [Decision(**row) for row in self._lake.read_table(self.settings, self.settings.curation_uri).to_pylist()]
 
-    def verdicts(self, votes: list[Vote] | None = None, decisions: list[Decision] | None = None
-                 ) -> dict[str, Verdict]:
+    def verdicts(self, votes: list[Vote] | None = None, decisions: list[Decision] | None = None) -> dict[str, Verdict]:
         """The rule on the stored tables (or on `votes` and `decisions` already read from them). Consent is
         what each vote recorded from the stream's answer; the refit checks it again on the upload's path."""
         votes = self.votes() if votes is None else votes
         decisions = self.decisions() if decisions is None else decisions
-        return verdicts(votes, decisions, {v.upload_id for v in votes if v.consent},
-                        min_clients=self.settings.label_min_clients, share=self.settings.label_agreement)
+        return verdicts(
+            votes,
+            decisions,
+            {v.upload_id for v in votes if v.consent},
+            min_clients=self.settings.label_min_clients,
+            share=self.settings.label_agreement,
+        )
 
     def _append(self, uri: str, schema: pa.Schema, rows: list[dict]) -> int:
         if rows:
             from deltalake import write_deltalake
 
             lake = self._lake
-            write_deltalake(lake.table_uri(uri), pa.Table.from_pylist(rows, schema=schema), mode="append",
-                            storage_options=lake.storage_options(self.settings, uri) or None,
-                            configuration=lake.TABLE_CONFIGURATION)
+            write_deltalake(
+                lake.table_uri(uri),
+                pa.Table.from_pylist(rows, schema=schema),
+                mode="append",
+                storage_options=lake.storage_options(self.settings, uri) or None,
+                configuration=lake.TABLE_CONFIGURATION,
+            )
         return len(rows)

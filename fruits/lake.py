@@ -130,13 +130,27 @@ def maintain(settings: Settings, uri: str, *, vacuum_hours: int | None = None) -
     before = len(table.file_uris())
     compacted = table.optimize.compact()
     table.update_incremental()
-    vacuumed = table.vacuum(retention_hours=vacuum_hours, dry_run=False,
-                            enforce_retention_duration=vacuum_hours is None)
+    vacuumed = table.vacuum(
+        retention_hours=vacuum_hours, dry_run=False, enforce_retention_duration=vacuum_hours is None
+    )
     table.update_incremental()
     table.create_checkpoint()
     table.cleanup_metadata()
-    done = Maintenance(uri, before, len(table.file_uris()), int(compacted.get("numFilesRemoved", 0)), len(vacuumed),
-                       round(time.perf_counter() - started, 3))
-    log.info("maintained %s: %d -> %d files (%d compacted, %d vacuumed) in %.1f s", uri, done.files_before,
-             done.files_after, done.files_compacted, done.files_vacuumed, done.seconds)
+    done = Maintenance(
+        uri,
+        before,
+        len(table.file_uris()),
+        int(compacted.get("numFilesRemoved", 0)),
+        len(vacuumed),
+        round(time.perf_counter() - started, 3),
+    )
+    log.info(
+        "maintained %s: %d -> %d files (%d compacted, %d vacuumed) in %.1f s",
+        uri,
+        done.files_before,
+        done.files_after,
+        done.files_compacted,
+        done.files_vacuumed,
+        done.seconds,
+    )
     return done

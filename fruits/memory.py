@@ -61,4 +61,6 @@ def tune_malloc() -> str:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     if not (mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(M_ARENA_MAX, ARENA_MAX)):
         return "mallopt refused the settings: malloc left as it is"
-    return f"glibc malloc: buffers from {MMAP_THRESHOLD_BYTES // 1024} KiB mapped on their own, at most {ARENA_MAX} arenas"
+    return (
+        f"glibc malloc: buffers from {MMAP_THRESHOLD_BYTES // 1024} KiB mapped on their own, at most {ARENA_MAX} arenas"
+    )

@@ -90,8 +90,9 @@ def projection_2d(
     return _save(plt, fig, path)
 
 
-def confusion(truth: Sequence[str], predicted: Sequence[str], path: Path, title: str, predicted_by: str = "1-NN"
-              ) -> Path:
+def confusion(
+    truth: Sequence[str], predicted: Sequence[str], path: Path, title: str, predicted_by: str = "1-NN"
+) -> Path:
     """Row-normalised confusion matrix: the diagonal is per-class recall; off-diagonal cells name the mix-ups."""
     plt = _pyplot()
     classes = sorted(set(truth) | set(predicted))
@@ -145,8 +146,7 @@ def tsne_map(points: np.ndarray, labels: Sequence[str], unseen: Sequence[bool], 
     markers = "XPD*^vs<>"
     for i, label in enumerate(sorted(set(labels[unseen]))):
         pts = points[(labels == label) & unseen]
-        ax.scatter(pts[:, 0], pts[:, 1], s=46, color="black", marker=markers[i % len(markers)],
-                   label=f"UNSEEN {label}")
+        ax.scatter(pts[:, 0], pts[:, 1], s=46, color="black", marker=markers[i % len(markers)], label=f"UNSEEN {label}")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title)
@@ -161,8 +161,7 @@ def stream_report(batches: Sequence[dict], swaps: Sequence[dict], path: Path, ti
     start = min(b["committed_at"] for b in batches)
     t = np.array([(b["committed_at"] - start) / 60 for b in batches])
     has_head = any(b.get("predictions") for b in batches)
-    fig, axes = plt.subplots(3 if has_head else 1, 1, figsize=(11, 9 if has_head else 3.6), sharex=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(3 if has_head else 1, 1, figsize=(11, 9 if has_head else 3.6), sharex=True, squeeze=False)
     axes = axes[:, 0]
     rate = [b["files"] / b["seconds"] if b["seconds"] else 0 for b in batches]
     axes[0].plot(t, rate, ".-", color="tab:blue", label="files/s while busy")
@@ -184,19 +183,33 @@ def stream_report(batches: Sequence[dict], swaps: Sequence[dict], path: Path, ti
                 totals[label] = totals.get(label, 0) + n
         top = sorted(totals, key=totals.get, reverse=True)[:12]
         colours = class_colours(list(totals))
-        shares = np.array([[b["predictions"].get(label, 0) / max(1, sum(b["predictions"].values())) for _, b in with_head]
-                           for label in top])
+        shares = np.array(
+            [
+                [b["predictions"].get(label, 0) / max(1, sum(b["predictions"].values())) for _, b in with_head]
+                for label in top
+            ]
+        )
         other = np.clip(1 - shares.sum(axis=0), 0, 1)  # every class beyond the top 12, together
-        axes[2].stackplot(xs, np.vstack([shares, other]), labels=[*top, "other classes"],
-                          colors=[*(colours[label] for label in top), (0.85, 0.85, 0.85, 1.0)])
+        axes[2].stackplot(
+            xs,
+            np.vstack([shares, other]),
+            labels=[*top, "other classes"],
+            colors=[*(colours[label] for label in top), (0.85, 0.85, 0.85, 1.0)],
+        )
         axes[2].set_ylabel("share of predictions")
         axes[2].set_ylim(0, 1)
         axes[2].legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, title="top classes")
     for swap in swaps:
         for ax in axes:
             ax.axvline((swap["at"] - start) / 60, color="black", linestyle="--", linewidth=1)
-        axes[0].annotate(f"v{swap['from_version']} -> v{swap['to_version']}", ((swap["at"] - start) / 60, 0),
-                         xycoords=("data", "axes fraction"), fontsize=8, rotation=90, va="bottom")
+        axes[0].annotate(
+            f"v{swap['from_version']} -> v{swap['to_version']}",
+            ((swap["at"] - start) / 60, 0),
+            xycoords=("data", "axes fraction"),
+            fontsize=8,
+            rotation=90,
+            va="bottom",
+        )
     axes[-1].set_xlabel("minutes since the first batch")
     fig.set_dpi(110)
     return _save(plt, fig, path)

@@ -48,8 +48,15 @@ CLASS_INDEX_COL = "class_index"  # double: the classifier's prediction, an index
 CLASS_SCORES_COL = "class_scores"  # Vector[classes]: raw margins
 CLASS_PROBABILITY_COL = "class_probability"  # Vector[classes]: softmax probabilities
 CLASS_NAME_COL = "class_name"  # string: the index mapped back to the class name, inside the model
-MODEL_COLUMNS = (MODEL_INPUT_COL, "scaled", MODEL_OUTPUT_COL, CLASS_INDEX_COL, CLASS_SCORES_COL,
-                 CLASS_PROBABILITY_COL, CLASS_NAME_COL)
+MODEL_COLUMNS = (
+    MODEL_INPUT_COL,
+    "scaled",
+    MODEL_OUTPUT_COL,
+    CLASS_INDEX_COL,
+    CLASS_SCORES_COL,
+    CLASS_PROBABILITY_COL,
+    CLASS_NAME_COL,
+)
 
 NOVELTY_SCORE = "msp"  # the registered `novelty.score` tag: 1 - maximum softmax probability
 # The classifier head's outputs ("head" is the classifier here and everywhere: the `model.head` version tag).
@@ -73,8 +80,9 @@ def project(
     """
     has_features = F.col("features").isNotNull()
     placeholder = F.array_repeat(F.lit(0.0).cast("float"), FEATURE_DIM)
-    out = model.transform(df.withColumn(
-        MODEL_INPUT_COL, array_to_vector(F.when(has_features, F.col("features")).otherwise(placeholder))))
+    out = model.transform(
+        df.withColumn(MODEL_INPUT_COL, array_to_vector(F.when(has_features, F.col("features")).otherwise(placeholder)))
+    )
     outputs = {output_col: F.when(has_features, vector_to_array(MODEL_OUTPUT_COL, dtype="float32"))}
     if CLASS_PROBABILITY_COL in out.columns:
         confidence = F.array_max(vector_to_array(CLASS_PROBABILITY_COL))
@@ -82,8 +90,11 @@ def project(
         outputs["prediction"] = F.when(has_features, F.col(CLASS_NAME_COL))
         outputs["confidence"] = F.when(has_features, confidence)
         outputs["novelty_score"] = F.when(has_features, novelty)
-        outputs["is_novel"] = (F.when(has_features, novelty > F.lit(float(novelty_threshold)))
-                               if novelty_threshold is not None else F.lit(None))
+        outputs["is_novel"] = (
+            F.when(has_features, novelty > F.lit(float(novelty_threshold)))
+            if novelty_threshold is not None
+            else F.lit(None)
+        )
     for name, kind in HEAD_COLUMNS.items():
         outputs[name] = outputs.get(name, F.lit(None)).cast(kind)
     kept = [c for c in df.columns if c not in MODEL_COLUMNS and c not in outputs]
@@ -110,29 +121,46 @@ class Projection:
     def of(cls, model: PipelineModel, novelty_threshold: float | None = None) -> Projection:
         stages = model.stages
         kinds = [type(stage).__name__ for stage in stages]
-        head = len(stages) == 4 and isinstance(stages[2], LogisticRegressionModel) and isinstance(
-            stages[3], IndexToString)
-        if len(stages) not in (2, 4) or not isinstance(stages[0], StandardScalerModel) or not isinstance(
-                stages[1], PCAModel) or (len(stages) == 4 and not head):
-            raise FruitsError(f"the stream applies StandardScaler -> PCA [-> LogisticRegression -> IndexToString], "
-                              f"the stages `fruits fit` builds; this model has {' -> '.join(kinds)}")
+        head = (
+            len(stages) == 4 and isinstance(stages[2], LogisticRegressionModel) and isinstance(stages[3], IndexToString)
+        )
+        if (
+            len(stages) not in (2, 4)
+            or not isinstance(stages[0], StandardScalerModel)
+            or not isinstance(stages[1], PCAModel)
+            or (len(stages) == 4 and not head)
+        ):
+            raise FruitsError(
+                f"the stream applies StandardScaler -> PCA [-> LogisticRegression -> IndexToString], "
+                f"the stages `fruits fit` builds; this model has {' -> '.join(kinds)}"
+            )
         scaler, pca = stages[0], stages[1]
         std = scaler.std.toArray()
         mean = scaler.mean.toArray() if scaler.getWithMean() else np.zeros(FEATURE_DIM)
-        scale = np.divide(1.0, std, out=np.zeros_like(std), where=std != 0) if scaler.getWithStd() else np.ones(
-            FEATURE_DIM)
+        scale = (
+            np.divide(1.0, std, out=np.zeros_like(std), where=std != 0) if scaler.getWithStd() else np.ones(FEATURE_DIM)
+        )
         coefficients = intercepts = None
         labels: tuple[str, ...] = ()
         if head:
             lr, names = stages[2], stages[3]
             coefficients = lr.coefficientMatrix.toArray()
             if coefficients.shape[0] != lr.numClasses or lr.isSet("thresholds") or lr.isSet("threshold"):
-                raise FruitsError("the stream applies a multinomial logistic regression without thresholds, the head "
-                                  "`fruits fit` builds; this model's head is binomial or has thresholds")
+                raise FruitsError(
+                    "the stream applies a multinomial logistic regression without thresholds, the head "
+                    "`fruits fit` builds; this model's head is binomial or has thresholds"
+                )
             intercepts = lr.interceptVector.toArray()
             labels = tuple(names.getLabels())
-        return cls(mean=mean, scale=scale, components=pca.pc.toArray(), coefficients=coefficients,
-                   intercepts=intercepts, labels=labels, novelty_threshold=novelty_threshold)
+        return cls(
+            mean=mean,
+            scale=scale,
+            components=pca.pc.toArray(),
+            coefficients=coefficients,
+            intercepts=intercepts,
+            labels=labels,
+            novelty_threshold=novelty_threshold,
+        )
 
     def probabilities(self, pca: np.ndarray) -> np.ndarray | None:
         """(n, k) projections -> (n, classes) class probabilities, columns in `labels` order; None without a head.
@@ -150,15 +178,24 @@ class Projection:
         out = {"pca": list(pca.astype(np.float32))}
         n = len(features)
         if self.coefficients is None:
-            return pd.DataFrame({**out, "prediction": [None] * n, "confidence": [None] * n,
-                                 "novelty_score": [None] * n, "is_novel": [None] * n})
+            return pd.DataFrame(
+                {
+                    **out,
+                    "prediction": [None] * n,
+                    "confidence": [None] * n,
+                    "novelty_score": [None] * n,
+                    "is_novel": [None] * n,
+                }
+            )
         probabilities = self.probabilities(pca)
         confidence = probabilities.max(axis=1)
         novelty = 1.0 - confidence
-        return pd.DataFrame({
-            **out,
-            "prediction": np.asarray(self.labels, dtype=object)[probabilities.argmax(axis=1)],
-            "confidence": confidence,
-            "novelty_score": novelty,
-            "is_novel": (novelty > self.novelty_threshold) if self.novelty_threshold is not None else [None] * n,
-        })
+        return pd.DataFrame(
+            {
+                **out,
+                "prediction": np.asarray(self.labels, dtype=object)[probabilities.argmax(axis=1)],
+                "confidence": confidence,
+                "novelty_score": novelty,
+                "is_novel": (novelty > self.novelty_threshold) if self.novelty_threshold is not None else [None] * n,
+            }
+        )

@@ -35,12 +35,23 @@ _DETECTED = ("under_spark_submit", "aws_credentials")
 # started outside spark-submit hands them to a cluster's executors (fruits.spark), whose environment is not its own.
 AWS_CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # The intervals, parsed by the properties of these names (seconds; 0 for "off").
-_INTERVALS = ("maintenance_interval_seconds", "model_refresh_interval_seconds", "backfill_interval_seconds",
-              "notification_retention_seconds", "answer_retention_seconds", "app_upload_expiry_seconds",
-              "app_private_retention_seconds")
+_INTERVALS = (
+    "maintenance_interval_seconds",
+    "model_refresh_interval_seconds",
+    "backfill_interval_seconds",
+    "notification_retention_seconds",
+    "answer_retention_seconds",
+    "app_upload_expiry_seconds",
+    "app_private_retention_seconds",
+)
 # Where the optional locations default to, under the state directory (the *_uri properties, the CLI's help).
-UNDER_STATE = {"source": "landing", "output": "lake/results", "errors": "lake/errors",
-               "checkpoint": "checkpoints/stream", "features": "features"}
+UNDER_STATE = {
+    "source": "landing",
+    "output": "lake/results",
+    "errors": "lake/errors",
+    "checkpoint": "checkpoints/stream",
+    "features": "features",
+}
 
 
 # The local JVM's heap when FRUITS_DRIVER_MEMORY is not set. The stream runs for weeks with micro-batches of
@@ -191,14 +202,18 @@ class Settings:
         if self.max_image_bytes < 1 or self.max_image_pixels < 1:
             raise FruitsError("image size limits (--max-image-mb, FRUITS_MAX_IMAGE_BYTES/PIXELS) must be positive")
         if self.fault_injection is not None and not re.match(r"^(raise|exit):.", self.fault_injection):
-            raise FruitsError(f"FRUITS_FAULT_INJECTION must be raise:MARKER or exit:MARKER, got {self.fault_injection!r}")
+            raise FruitsError(
+                f"FRUITS_FAULT_INJECTION must be raise:MARKER or exit:MARKER, got {self.fault_injection!r}"
+            )
         if not self.model_name or not self.alias:
             raise FruitsError("model name and alias must not be empty")
         for interval in _INTERVALS:
             getattr(self, interval)  # parses it, or raises a one-line FruitsError naming its flag
         if self.app_uploads_per_minute < 1 or self.app_requests_per_minute < 1:
-            raise FruitsError("the app's rate limits (FRUITS_APP_UPLOADS_PER_MINUTE, FRUITS_APP_REQUESTS_PER_MINUTE) "
-                              "must be at least 1")
+            raise FruitsError(
+                "the app's rate limits (FRUITS_APP_UPLOADS_PER_MINUTE, FRUITS_APP_REQUESTS_PER_MINUTE) "
+                "must be at least 1"
+            )
         if self.label_min_clients < 2:
             raise FruitsError("FRUITS_LABEL_MIN_CLIENTS must be at least 2: one client never carries a label alone")
         if not 0.5 <= self.label_agreement < 1:
@@ -211,11 +226,15 @@ class Settings:
             raise FruitsError(f"FRUITS_APP_UPLOAD_EXPIRY must be between 1s and 1h, got {self.app_upload_expiry!r}")
         if self.notifications is not None:
             if not re.match(r"^https?://[^/]+/[^/]+/[^/]+$", self.notifications):
-                raise FruitsError("--notifications must be an SQS queue URL like "
-                                  f"https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, got {self.notifications!r}")
+                raise FruitsError(
+                    "--notifications must be an SQS queue URL like "
+                    f"https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, got {self.notifications!r}"
+                )
             if not self.source_uri.startswith(("s3://", "s3a://")):
-                raise FruitsError("--notifications needs --source s3://BUCKET/PREFIX/ (the prefix the notifications "
-                                  f"announce), got {self.source_uri!r}")
+                raise FruitsError(
+                    "--notifications needs --source s3://BUCKET/PREFIX/ (the prefix the notifications "
+                    f"announce), got {self.source_uri!r}"
+                )
 
     # ---------------------------------------------------------------- derived
     @property

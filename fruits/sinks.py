@@ -55,30 +55,34 @@ UPLOAD_FIELDS = [
 ]
 RESULTS = TableSpec(
     "results",
-    pa.schema([
-        *UPLOAD_FIELDS,
-        ("features", FLOATS),
-        ("pca", FLOATS),
-        # The classifier head (fruits.project): null for a model without one.
-        ("prediction", pa.string()),
-        ("confidence", pa.float64()),
-        ("novelty_score", pa.float64()),
-        ("is_novel", pa.bool_()),
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-        ("featurizer_sha256", pa.string()),
-        ("ingest_date", pa.date32()),
-    ]),
+    pa.schema(
+        [
+            *UPLOAD_FIELDS,
+            ("features", FLOATS),
+            ("pca", FLOATS),
+            # The classifier head (fruits.project): null for a model without one.
+            ("prediction", pa.string()),
+            ("confidence", pa.float64()),
+            ("novelty_score", pa.float64()),
+            ("is_novel", pa.bool_()),
+            ("model_name", pa.string()),
+            ("model_version", pa.string()),
+            ("featurizer_sha256", pa.string()),
+            ("ingest_date", pa.date32()),
+        ]
+    ),
     ("ingest_date",),
 )
 ERRORS = TableSpec(
     "errors",
-    pa.schema([
-        *UPLOAD_FIELDS,
-        ("reason", pa.string()),
-        ("detail", pa.string()),
-        ("batch_id", pa.int64()),
-    ]),
+    pa.schema(
+        [
+            *UPLOAD_FIELDS,
+            ("reason", pa.string()),
+            ("detail", pa.string()),
+            ("batch_id", pa.int64()),
+        ]
+    ),
     (),
 )
 

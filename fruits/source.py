@@ -38,8 +38,9 @@ def glob_for_extensions(extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> str:
 IMAGE_GLOB = glob_for_extensions()
 
 
-def read_images(spark: SparkSession, uri: str, *, stream: bool = False, max_files_per_trigger: int | None = None
-                ) -> DataFrame:
+def read_images(
+    spark: SparkSession, uri: str, *, stream: bool = False, max_files_per_trigger: int | None = None
+) -> DataFrame:
     """Image files under `uri` (recursive): path, modificationTime, length, content.
 
     Spark itself skips names starting with '.' or '_' (files and folders) and the glob keeps
@@ -67,8 +68,9 @@ def label_column(path: Column | str, root: str) -> Column:
     root_cmp = comparable_path(root)
     app_folder = f"{root_cmp}/{APP_FOLDER}" if root_cmp else APP_FOLDER
     in_app_folder = (parent == F.lit(app_folder)) | parent.startswith(app_folder + "/")
-    return F.when((parent == F.lit("")) | (parent == F.lit(root_cmp)) | in_app_folder,
-                  F.lit(None).cast("string")).otherwise(F.regexp_extract(parent, r"([^/]+)$", 1))
+    return F.when(
+        (parent == F.lit("")) | (parent == F.lit(root_cmp)) | in_app_folder, F.lit(None).cast("string")
+    ).otherwise(F.regexp_extract(parent, r"([^/]+)$", 1))
 
 
 def files_assigned_to_batch(spark: SparkSession, checkpoint: str, batch_id: int) -> list[str]:
@@ -102,8 +104,9 @@ def files_assigned_to_batch(spark: SparkSession, checkpoint: str, batch_id: int)
         if compact is None:
             raise FileNotFoundError(f"no source log entry {i} for micro-batch {batch_id} under {checkpoint}")
         files.append(f"{folder}/{compact}.compact")
-    entries = [e for log_file in dict.fromkeys(files) for e in _json_lines(spark, log_file)[1:]
-               if e.get("batchId") in wanted]
+    entries = [
+        e for log_file in dict.fromkeys(files) for e in _json_lines(spark, log_file)[1:] if e.get("batchId") in wanted
+    ]
     return list(dict.fromkeys(e["path"] for e in sorted(entries, key=lambda e: e["batchId"])))
 
 

@@ -147,8 +147,9 @@ def s3a_conf(settings: Settings) -> dict[str, str]:
     return conf
 
 
-def get_spark(settings: Settings, app_name: str = "fruits", uris: Iterable[str] = (), *, short_job: bool = False
-              ) -> SparkSession:
+def get_spark(
+    settings: Settings, app_name: str = "fruits", uris: Iterable[str] = (), *, short_job: bool = False
+) -> SparkSession:
     """Create (or reuse) the session. `uris` are the job's inputs/outputs: s3a:// ones add the s3a setup.
     `short_job`: a batch job that exits within minutes: SHORT_JOB_JAVA_OPTIONS and a short job's heap (a new
     local JVM only), SHORT_JOB_TASKS_PER_CORE splits of its inputs."""
@@ -241,8 +242,19 @@ def fetch_s3a_jars(settings: Settings) -> str:
         return f"s3a jars: present in {settings.jars_dir}, sha256 checked"
     settings.jars_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", S3A_JARS_PACKAGE,
-               "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            S3A_JARS_PACKAGE,
+            "-d",
+            tmp,
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         archives = list(Path(tmp).glob("*.tar.gz"))
         if done.returncode != 0 or not archives:

@@ -33,7 +33,13 @@ log = logging.getLogger("fruits.upload")
 S3_SCHEMES = ("s3", "s3a")
 SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
 # Error codes meaning the credentials themselves are wrong: every request would fail the same way.
-CREDENTIAL_ERRORS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"}
+CREDENTIAL_ERRORS = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+}
 ACCESS_DENIED_ERRORS = {"AccessDenied", "AllAccessDisabled", "403"}  # "403": HEAD responses carry no code
 
 
@@ -70,8 +76,10 @@ class UploadReport:
 
     def human(self) -> str:
         verb = "would upload" if self.dry_run else "uploaded"
-        text = (f"{verb} {self.uploaded} image(s) ({self.bytes:,} bytes) to {self.dest} in {self.seconds:.1f} s; "
-                f"{self.skipped} already there")
+        text = (
+            f"{verb} {self.uploaded} image(s) ({self.bytes:,} bytes) to {self.dest} in {self.seconds:.1f} s; "
+            f"{self.skipped} already there"
+        )
         return text + (f"; {len(self.failed)} FAILED (see the log above)" if self.failed else "")
 
 
@@ -117,12 +125,19 @@ def upload_dir(
     destination = open_destination(dest, endpoint_url=endpoint_url, region=region, workers=workers)
     report = UploadReport(dest=dest, dry_run=dry_run)
     started = time.perf_counter()
-    log.info("%s %d image(s) from %s to %s with %d worker(s)",
-             "checking" if dry_run else "uploading", len(images), source, dest, workers)
+    log.info(
+        "%s %d image(s) from %s to %s with %d worker(s)",
+        "checking" if dry_run else "uploading",
+        len(images),
+        source,
+        dest,
+        workers,
+    )
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload") as pool, tqdm(
-        total=len(images), unit="img", desc="upload", file=sys.stderr, disable=None if progress else True
-    ) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload") as pool,
+        tqdm(total=len(images), unit="img", desc="upload", file=sys.stderr, disable=None if progress else True) as bar,
+    ):
         try:
             _prepare(destination, {posixpath.dirname(image.relative) for image in images}, pool, dest)
             futures = {pool.submit(_transfer, destination, image, dry_run): image for image in images}
@@ -173,8 +188,9 @@ def find_images(source: Path) -> list[SourceImage]:
     return images
 
 
-def open_destination(dest: str, *, endpoint_url: str | None = None, region: str | None = None, workers: int = 8
-                     ) -> Destination:
+def open_destination(
+    dest: str, *, endpoint_url: str | None = None, region: str | None = None, workers: int = 8
+) -> Destination:
     """Storage is chosen by URI: s3:// and s3a:// go to S3, file:// and plain paths to disk."""
     parsed = urlparse(dest)
     if parsed.scheme in S3_SCHEMES:
@@ -184,7 +200,9 @@ def open_destination(dest: str, *, endpoint_url: str | None = None, region: str 
     if parsed.scheme == "file":
         return LocalDestination(Path(unquote(parsed.path)))
     if parsed.scheme and len(parsed.scheme) > 1:  # one letter would be a Windows drive
-        raise FruitsError(f"{dest}: unsupported destination scheme {parsed.scheme!r} (use s3://, s3a://, file:// or a path)")
+        raise FruitsError(
+            f"{dest}: unsupported destination scheme {parsed.scheme!r} (use s3://, s3a://, file:// or a path)"
+        )
     return LocalDestination(Path(dest))
 
 
@@ -220,8 +238,6 @@ def _transfer(destination: Destination, image: SourceImage, dry_run: bool) -> _O
     return _Outcome(False, len(content), written)
 
 
-
-
 # ----------------------------------------------------------------------------- S3
 @dataclass(frozen=True)
 class _RemoteObject:
@@ -232,8 +248,9 @@ class _RemoteObject:
 class S3Destination:
     """s3://bucket/prefix/ through one boto3 client shared by the workers (clients are thread-safe)."""
 
-    def __init__(self, scheme: str, bucket: str, prefix: str, endpoint_url: str | None, region: str | None,
-                 workers: int):
+    def __init__(
+        self, scheme: str, bucket: str, prefix: str, endpoint_url: str | None, region: str | None, workers: int
+    ):
         self.scheme = scheme
         self.bucket = bucket
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
@@ -256,7 +273,9 @@ class S3Destination:
     def _list_folder(self, folder: str) -> dict[str, _RemoteObject]:
         folder_prefix = self.key(folder + "/" if folder else "")
         found = {}
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=folder_prefix, Delimiter="/")
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=folder_prefix, Delimiter="/"
+        )
         for page in pages:
             for obj in page.get("Contents", []):
                 found[obj["Key"]] = _RemoteObject(obj["Size"], obj["ETag"].strip('"'))
@@ -296,10 +315,20 @@ class S3Destination:
         from botocore import exceptions as boto
 
         where = f" at {self.endpoint_url}" if self.endpoint_url else ""
-        if isinstance(exc, (boto.NoCredentialsError, boto.PartialCredentialsError, boto.CredentialRetrievalError,
-                            boto.TokenRetrievalError, boto.SSOError)):
-            return FruitsError(f"no usable AWS credentials ({one_line(exc)}): set AWS_PROFILE or "
-                               "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+        if isinstance(
+            exc,
+            (
+                boto.NoCredentialsError,
+                boto.PartialCredentialsError,
+                boto.CredentialRetrievalError,
+                boto.TokenRetrievalError,
+                boto.SSOError,
+            ),
+        ):
+            return FruitsError(
+                f"no usable AWS credentials ({one_line(exc)}): set AWS_PROFILE or "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+            )
         if isinstance(exc, (boto.EndpointConnectionError, boto.ConnectTimeoutError)):
             return FruitsError(f"cannot reach the S3 endpoint{where or ' (AWS)'}: {one_line(exc)}")
         if not isinstance(exc, boto.ClientError):
@@ -308,11 +337,15 @@ class S3Destination:
         if code == "NoSuchBucket":
             return FruitsError(f"bucket {self.bucket!r} does not exist{where}")
         if code in CREDENTIAL_ERRORS:
-            return FruitsError(f"AWS rejected the credentials ({code}){where}: check AWS_PROFILE or "
-                               "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+            return FruitsError(
+                f"AWS rejected the credentials ({code}){where}: check AWS_PROFILE or "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+            )
         if code in ACCESS_DENIED_ERRORS:
-            return FruitsError(f"access denied to {self.scheme}://{self.bucket}/{self.prefix}{where}: uploading needs "
-                               "s3:ListBucket, s3:GetObject and s3:PutObject there")
+            return FruitsError(
+                f"access denied to {self.scheme}://{self.bucket}/{self.prefix}{where}: uploading needs "
+                "s3:ListBucket, s3:GetObject and s3:PutObject there"
+            )
         return None
 
 

@@ -48,7 +48,9 @@ def link_into_keras_cache(settings: Settings, source_dir: Path) -> str:
 
     Nothing to do when a Keras cache already has the file. Returns what was done, for people.
     """
-    caches = [home for home in (settings.keras_cache, KERAS_DEFAULT_HOME.expanduser(), settings.state / "keras") if home]
+    caches = [
+        home for home in (settings.keras_cache, KERAS_DEFAULT_HOME.expanduser(), settings.state / "keras") if home
+    ]
     for home in caches:
         if (home / "models" / WEIGHTS_FILE).is_file():
             return f"weights: Keras cache has {home / 'models' / WEIGHTS_FILE}"

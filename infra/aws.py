@@ -23,8 +23,12 @@ def client(service: str, region: str, endpoint_url: str | None = None) -> Any:
     import boto3
     from botocore.config import Config
 
-    return boto3.client(service, region_name=region, endpoint_url=endpoint_url,
-                        config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+    return boto3.client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint_url,
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+    )
 
 
 def emr_client(region: str, endpoint_url: str | None = None) -> Any:
@@ -53,7 +57,7 @@ def mlflow_credentials(secretsmanager: Any, secret_arn: str) -> tuple[str, str]:
         secret = json.loads(text)
         return str(secret["username"]), str(secret["password"])
     except (ValueError, KeyError, TypeError):
-        raise FruitsError(f"{secret_arn} is not a JSON secret with \"username\" and \"password\"") from None
+        raise FruitsError(f'{secret_arn} is not a JSON secret with "username" and "password"') from None
 
 
 def create_cluster(client: Any, request: Mapping[str, Any]) -> str:
@@ -69,7 +73,9 @@ def find_cluster(client: Any, cluster_id: str | None, name: str) -> str:
         pages = client.get_paginator("list_clusters").paginate(ClusterStates=ACTIVE_STATES)
         ids = [c["Id"] for page in pages for c in page["Clusters"] if c["Name"] == name]
     if not ids:
-        raise FruitsError(f"no active EMR cluster named {name!r} in this region: pass --cluster-id or run `fruits emr up`")
+        raise FruitsError(
+            f"no active EMR cluster named {name!r} in this region: pass --cluster-id or run `fruits emr up`"
+        )
     if len(ids) > 1:
         raise FruitsError(f"{len(ids)} active clusters are named {name!r} ({', '.join(ids)}): pass --cluster-id")
     return ids[0]
@@ -84,7 +90,9 @@ def live_steps(client: Any, cluster_id: str) -> list[dict[str, str]]:
     """The cluster's steps that are pending or running (name, id, state)."""
     with aws_errors("list_steps"):
         pages = client.get_paginator("list_steps").paginate(ClusterId=cluster_id, StepStates=["PENDING", "RUNNING"])
-        return [{"name": s["Name"], "id": s["Id"], "state": s["Status"]["State"]} for page in pages for s in page["Steps"]]
+        return [
+            {"name": s["Name"], "id": s["Id"], "state": s["Status"]["State"]} for page in pages for s in page["Steps"]
+        ]
 
 
 def cluster_status(client: Any, cluster_id: str) -> dict[str, Any]:
@@ -167,23 +175,30 @@ def application_status(serverless: Any, application_id: str) -> dict[str, Any]:
 def live_job_runs(serverless: Any, application_id: str) -> list[dict[str, str]]:
     """The application's job runs that are not finished (name, id, state)."""
     with aws_errors("list_job_runs"):
-        pages = serverless.get_paginator("list_job_runs").paginate(applicationId=application_id, states=RUNNING_JOB_STATES)
-        return [{"name": r.get("name", ""), "id": r["id"], "state": r["state"]} for page in pages for r in page["jobRuns"]]
+        pages = serverless.get_paginator("list_job_runs").paginate(
+            applicationId=application_id, states=RUNNING_JOB_STATES
+        )
+        return [
+            {"name": r.get("name", ""), "id": r["id"], "state": r["state"]} for page in pages for r in page["jobRuns"]
+        ]
 
 
 def delete_application(serverless: Any, application_id: str, wait_seconds: float = 600) -> str:
     """Cancel live job runs (streams get their grace period), stop the application, then delete it."""
     for run in live_job_runs(serverless, application_id):
         with aws_errors("cancel_job_run"):
-            serverless.cancel_job_run(applicationId=application_id, jobRunId=run["id"],
-                                      shutdownGracePeriodInSeconds=CANCEL_GRACE_SECONDS)
+            serverless.cancel_job_run(
+                applicationId=application_id, jobRunId=run["id"], shutdownGracePeriodInSeconds=CANCEL_GRACE_SECONDS
+            )
     with aws_errors("stop_application"):
         serverless.stop_application(applicationId=application_id)
         # Deleting needs a stopped application; stopping takes a while on AWS (immediate on moto).
         deadline = time.monotonic() + wait_seconds
         while (state := serverless.get_application(applicationId=application_id)["application"]["state"]) != "STOPPED":
             if time.monotonic() > deadline:
-                raise FruitsError(f"application {application_id} is still {state} after {wait_seconds:g} s: run `down` again")
+                raise FruitsError(
+                    f"application {application_id} is still {state} after {wait_seconds:g} s: run `down` again"
+                )
             time.sleep(5)
     with aws_errors("delete_application"):
         serverless.delete_application(applicationId=application_id)

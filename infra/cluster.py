@@ -241,6 +241,7 @@ def check_sizing(options: ClusterOptions) -> None:
             + " (docs/emr.md, 'Sizing the executors')"
         )
 
+
 def check_wheelhouse(options: ClusterOptions) -> None:
     """--wheelhouse must be an S3 prefix; outside s3://bucket/bootstrap/ the stack's instance role cannot read it."""
     uri = options.wheelhouse_uri
@@ -262,7 +263,9 @@ def parse_conf(text: str) -> tuple[str, str, str]:
     classification, sep, assignment = text.partition(":")
     key, eq, value = assignment.partition("=")
     if not sep or not eq or not classification or not key:
-        raise FruitsError(f"--conf {text!r} is not CLASSIFICATION:PROPERTY=VALUE (e.g. yarn-site:yarn.log-aggregation-enable=true)")
+        raise FruitsError(
+            f"--conf {text!r} is not CLASSIFICATION:PROPERTY=VALUE (e.g. yarn-site:yarn.log-aggregation-enable=true)"
+        )
     return classification, key, value
 
 
@@ -345,7 +348,10 @@ def build_request(options: ClusterOptions, prices: PriceTable | None = None) -> 
         if options.ebs_size_gb is not None:
             spec["EbsConfiguration"] = {
                 "EbsBlockDeviceConfigs": [
-                    {"VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": options.ebs_size_gb}, "VolumesPerInstance": 1}
+                    {
+                        "VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": options.ebs_size_gb},
+                        "VolumesPerInstance": 1,
+                    }
                 ],
                 "EbsOptimized": True,
             }
@@ -388,7 +394,10 @@ def build_request(options: ClusterOptions, prices: PriceTable | None = None) -> 
         "BootstrapActions": [
             {
                 "Name": "install-fruits",
-                "ScriptBootstrapAction": {"Path": options.s3(BOOTSTRAP_SCRIPT_KEY), "Args": options.bootstrap.as_list()},
+                "ScriptBootstrapAction": {
+                    "Path": options.s3(BOOTSTRAP_SCRIPT_KEY),
+                    "Args": options.bootstrap.as_list(),
+                },
             }
         ],
         "Configurations": spark_configurations(options, int(prices.instance_types[options.instance_type]["vcpu"])),

@@ -250,11 +250,17 @@ class ServerlessCostEstimate:
         out = [f"cost estimate, EMR Serverless x86_64, {self.region} (prices as of {self.prices_as_of}):"]
         out += [f"  {w.line()}" for w in self.workers]
         per_hour, per_million = self.per_hour, self.per_million_images
-        out.append(f"  total    {'unknown: no EMR Serverless price for this region' if per_hour is None else f'${per_hour:.4f}/h'}")
+        out.append(
+            f"  total    {'unknown: no EMR Serverless price for this region' if per_hour is None else f'${per_hour:.4f}/h'}"
+        )
         executors = sum(w.count for w in self.workers if w.role == "executor")
-        rate = f"{executors} executors x {self.images_per_second_per_executor:g} img/s = {self.images_per_second:g} img/s"
+        rate = (
+            f"{executors} executors x {self.images_per_second_per_executor:g} img/s = {self.images_per_second:g} img/s"
+        )
         out.append(f"  per 1M images {'unknown' if per_million is None else f'${per_million:.4f}'}  ({rate})")
-        out.append("  assumes: workers billed while the job runs (per second, 1-minute minimum); 20 GB disk per worker free")
+        out.append(
+            "  assumes: workers billed while the job runs (per second, 1-minute minimum); 20 GB disk per worker free"
+        )
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -268,8 +274,15 @@ class ServerlessCostEstimate:
             "images_per_second_per_executor": self.images_per_second_per_executor,
             "prices_as_of": self.prices_as_of,
             "workers": [
-                {"role": w.role, "count": w.count, "vcpu": w.vcpu, "memory_gb": w.memory_gb, "disk_gb": w.disk_gb,
-                 "per_worker_hour": money(w.per_worker_hour), "per_hour": money(w.per_hour)}
+                {
+                    "role": w.role,
+                    "count": w.count,
+                    "vcpu": w.vcpu,
+                    "memory_gb": w.memory_gb,
+                    "disk_gb": w.disk_gb,
+                    "per_worker_hour": money(w.per_worker_hour),
+                    "per_hour": money(w.per_hour),
+                }
                 for w in self.workers
             ],
         }
@@ -290,7 +303,9 @@ def estimate_serverless_cost(
         hourly = None
         if price is not None:
             extra_disk = max(0, size.disk_gb - FREE_DISK_GB)
-            hourly = size.vcpu * price.vcpu_hour + size.memory_gb * price.memory_gb_hour + extra_disk * price.storage_gb_hour
+            hourly = (
+                size.vcpu * price.vcpu_hour + size.memory_gb * price.memory_gb_hour + extra_disk * price.storage_gb_hour
+            )
         return WorkerCost(role, count, size.vcpu, size.memory_gb, size.disk_gb, hourly)
 
     workers = (worker("driver", 1, options.driver), worker("executor", options.executors, options.executor))
@@ -337,7 +352,9 @@ class EventPathCost:
             "region": self.region,
             "wiring": self.wiring,
             "per_million_images": money(self.per_million_images),
-            "items": [{"name": i.name, "per_million_images": money(i.per_million_images), "note": i.note} for i in self.items],
+            "items": [
+                {"name": i.name, "per_million_images": money(i.per_million_images), "note": i.note} for i in self.items
+            ],
         }
 
 
@@ -357,7 +374,9 @@ def estimate_event_path(
             note = "; ".join(n for n in (note, f"{found.assumed_from} price: none found for {region}") if n)
         return EventItem(name, per_image * found.value, note)
 
-    sqs = item("SQS receive + delete, 10 messages per request", "sqs_requests_per_million", 2 / SQS_MESSAGES_PER_REQUEST)
+    sqs = item(
+        "SQS receive + delete, 10 messages per request", "sqs_requests_per_million", 2 / SQS_MESSAGES_PER_REQUEST
+    )
     s3_get = item("S3 GET: the stream reads each image once", "s3_gets_per_million", 1.0)
     if wiring == "s3-sqs":
         return EventPathCost(region, wiring, (sqs, s3_get))

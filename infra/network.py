@@ -25,7 +25,11 @@ class EndpointBucket:
 def gateway_endpoint_buckets(region: str, data_bucket: str) -> list[EndpointBucket]:
     """Every bucket the nodes of an emr-spark-8.x cluster in `region` reach through the S3 gateway endpoint."""
     # ap-southeast-2's instance-data buckets are named differently (the guide's one exception).
-    instance_data = "aws157-instance-data-bucket-{n}-prod-{region}" if region == "ap-southeast-2" else "aws157-instance-data-{n}-prod-{region}"
+    instance_data = (
+        "aws157-instance-data-bucket-{n}-prod-{region}"
+        if region == "ap-southeast-2"
+        else "aws157-instance-data-{n}-prod-{region}"
+    )
     system_logs = "aws157-logs-prod" if region == "us-east-1" else f"aws157-logs-prod-{region}"
     return [
         EndpointBucket(data_bucket, "the project: bootstrap, wheelhouse, weights, images, outputs, logs", "read-write"),

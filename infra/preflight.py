@@ -54,9 +54,14 @@ def labelled_images(s3: Any, bucket: str, prefix: str, enough: int) -> tuple[int
     with aws_errors("list_objects_v2"):
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
-                parts = item["Key"][len(prefix):].split("/")
+                parts = item["Key"][len(prefix) :].split("/")
                 # <class>/<file>, with no hidden or temporary folder (the fit's own rule)
-                if len(parts) == 2 and not parts[0].startswith((".", "_")) and is_image_name(parts[1]) and item["Size"] > 0:
+                if (
+                    len(parts) == 2
+                    and not parts[0].startswith((".", "_"))
+                    and is_image_name(parts[1])
+                    and item["Size"] > 0
+                ):
                     count += 1
                     classes.add(parts[0])
             if count >= enough and len(classes) >= 2:
@@ -115,8 +120,9 @@ def check_stream_source(s3: Any, uri: str) -> None:
         )
 
 
-def check_registered_model(tracking_uri: str, name: str, alias: str, credentials: tuple[str, str] | None = None,
-                           timeout: float = 10.0) -> str:
+def check_registered_model(
+    tracking_uri: str, name: str, alias: str, credentials: tuple[str, str] | None = None, timeout: float = 10.0
+) -> str:
     """The version `name@alias` resolves to, asked of the MLflow REST API (with basic auth when `credentials`,
     (username, password), are given); a one-line error if none."""
     query = urllib.parse.urlencode({"name": name, "alias": alias})
@@ -126,7 +132,9 @@ def check_registered_model(tracking_uri: str, name: str, alias: str, credentials
         request.add_header("Authorization", f"Basic {token}")
     skip = "or pass --skip-model-check if the server is reachable only from inside the VPC"
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # https, or http on loopback: steps.check_tracking_uri
+        with urllib.request.urlopen(
+            request, timeout=timeout
+        ) as response:  # https, or http on loopback: steps.check_tracking_uri
             return str(json.load(response)["model_version"]["version"])
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
@@ -136,7 +144,9 @@ def check_registered_model(tracking_uri: str, name: str, alias: str, credentials
             ) from None
         if exc.code in (401, 403):
             given = "were refused" if credentials else "are needed: pass --mlflow-secret ARN (the server's secret)"
-            raise FruitsError(f"cannot check {name}@{alias} at {tracking_uri}: HTTP {exc.code}, credentials {given}") from None
+            raise FruitsError(
+                f"cannot check {name}@{alias} at {tracking_uri}: HTTP {exc.code}, credentials {given}"
+            ) from None
         raise FruitsError(f"cannot check {name}@{alias} at {tracking_uri}: HTTP {exc.code}; {skip}") from None
     except (urllib.error.URLError, TimeoutError, OSError, ValueError, KeyError) as exc:
         reason = getattr(exc, "reason", exc)
@@ -151,4 +161,3 @@ def check_no_live_stream(live: Iterable[dict[str, str]], where: str) -> None:
             f"a stream is already {run['state']} on {where} ({run['id']}): stop it first (`stop`, then wait for `status`); "
             "two streams on one checkpoint cannot both run"
         )
-

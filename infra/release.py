@@ -97,4 +97,3 @@ def release(label: str, today: dt.date | None = None) -> Release:
     if today is not None and today > known.end_of_support:
         raise FruitsError(f"{label} reached its end of support on {known.end_of_support}: use {DEFAULT_RELEASE}")
     return known
-

@@ -72,13 +72,17 @@ class WorkerSize:
 
 def executor_memory(worker: WorkerSize) -> dict[str, str]:
     """Spark settings that fill an executor worker exactly, with a share for the Python workers (infra/sizing.py)."""
-    return {**executor_conf(worker.vcpu, executor_split(worker.memory_gb * 1024)),
-            "spark.emr-serverless.executor.disk": f"{worker.disk_gb}G"}
+    return {
+        **executor_conf(worker.vcpu, executor_split(worker.memory_gb * 1024)),
+        "spark.emr-serverless.executor.disk": f"{worker.disk_gb}G",
+    }
 
 
 def driver_memory(worker: WorkerSize) -> dict[str, str]:
-    return {**driver_conf(worker.vcpu, driver_split(worker.memory_gb * 1024)),
-            "spark.emr-serverless.driver.disk": f"{worker.disk_gb}G"}
+    return {
+        **driver_conf(worker.vcpu, driver_split(worker.memory_gb * 1024)),
+        "spark.emr-serverless.driver.disk": f"{worker.disk_gb}G",
+    }
 
 
 @dataclass(frozen=True)
@@ -201,8 +205,14 @@ def spark_submit_parameters(options: ServerlessOptions) -> str:
     return " ".join(f"--conf {key}={value}" for key, value in conf.items())
 
 
-def job_run_request(job: str, options: ServerlessOptions, job_options: JobOptions, application_id: str,
-                    role_arn: str, client_token: str | None = None) -> dict[str, Any]:
+def job_run_request(
+    job: str,
+    options: ServerlessOptions,
+    job_options: JobOptions,
+    application_id: str,
+    role_arn: str,
+    client_token: str | None = None,
+) -> dict[str, Any]:
     """StartJobRun for `stream` (STREAMING, retried, no timeout) or `fit` / `refit` (BATCH, one attempt)."""
     if job not in JOBS or job == "both":
         raise FruitsError(
@@ -210,8 +220,10 @@ def job_run_request(job: str, options: ServerlessOptions, job_options: JobOption
             "wait for it (`fruits serverless status`), then the stream"
         )
     if bool(options.mlflow_user) != bool(options.mlflow_password_secret):
-        raise FruitsError("--mlflow-user and --mlflow-password-secret go together: the MLflow server's user for this "
-                          "run, and the secret holding its password (docs/aws.md)")
+        raise FruitsError(
+            "--mlflow-user and --mlflow-password-secret go together: the MLflow server's user for this "
+            "run, and the secret holding its password (docs/aws.md)"
+        )
     streaming = job == "stream"
     request: dict[str, Any] = {
         "applicationId": application_id,
@@ -240,13 +252,15 @@ def job_run_request(job: str, options: ServerlessOptions, job_options: JobOption
     if options.mlflow_password_secret:
         # The driver is the only MLflow client (the model is resolved and swapped there). The password stays in
         # Secrets Manager: EMR Serverless reads it with the job role when the run starts.
-        request["configurationOverrides"]["applicationConfiguration"] = [{
-            "classification": "spark-defaults",
-            "properties": {
-                "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_USERNAME": str(options.mlflow_user),
-                "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_PASSWORD": f"EMR.secret@{options.mlflow_password_secret}",
-            },
-        }]
+        request["configurationOverrides"]["applicationConfiguration"] = [
+            {
+                "classification": "spark-defaults",
+                "properties": {
+                    "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_USERNAME": str(options.mlflow_user),
+                    "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_PASSWORD": f"EMR.secret@{options.mlflow_password_secret}",
+                },
+            }
+        ]
     validate_parameters("StartJobRun", request, service="emr-serverless")
     return request
 

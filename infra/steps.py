@@ -95,24 +95,33 @@ def job_arguments(job: str, options: JobOptions) -> list[str]:
     if job == "fit":
         return [
             "fit",
-            "--images", options.fit_images or s3(IMAGES_PREFIX),
-            "--features-output", s3(FEATURES_PREFIX),
+            "--images",
+            options.fit_images or s3(IMAGES_PREFIX),
+            "--features-output",
+            s3(FEATURES_PREFIX),
             *common,
         ]
     if job == "refit":
         return [
             "refit",
-            "--eval-images", options.eval_images or s3(HOLDOUT_PREFIX),
-            "--output", s3(RESULTS_TABLE),
-            "--features-output", s3(FEATURES_PREFIX),
+            "--eval-images",
+            options.eval_images or s3(HOLDOUT_PREFIX),
+            "--output",
+            s3(RESULTS_TABLE),
+            "--features-output",
+            s3(FEATURES_PREFIX),
             *common,
         ]
     stream = [
         "stream",
-        "--source", s3(IMAGES_PREFIX),
-        "--output", s3(RESULTS_TABLE),
-        "--errors", s3(ERRORS_TABLE),
-        "--checkpoint", s3(CHECKPOINT),
+        "--source",
+        s3(IMAGES_PREFIX),
+        "--output",
+        s3(RESULTS_TABLE),
+        "--errors",
+        s3(ERRORS_TABLE),
+        "--checkpoint",
+        s3(CHECKPOINT),
         *common,
     ]
     if options.trigger:
@@ -162,9 +171,11 @@ def build_steps(job: str, options: JobOptions) -> list[dict[str, Any]]:
     # cluster up for a look at the logs; a failed stream leaves the cluster running for a resubmit.
     # A cluster runs one step at a time: a refit queued behind a running stream would wait forever,
     # so `fruits emr submit` refuses it then (EMR Serverless runs it beside the stream).
-    steps = {"fit": lambda: step("fruits-fit", "CANCEL_AND_WAIT", "fit"),
-             "stream": lambda: step("fruits-stream", "CONTINUE", "stream"),
-             "refit": lambda: step("fruits-refit", "CONTINUE", "refit")}
+    steps = {
+        "fit": lambda: step("fruits-fit", "CANCEL_AND_WAIT", "fit"),
+        "stream": lambda: step("fruits-stream", "CONTINUE", "stream"),
+        "refit": lambda: step("fruits-refit", "CONTINUE", "refit"),
+    }
     names = ["fit", "stream"] if job == "both" else [job]
     result = [steps[n]() for n in names]
     validate_parameters("AddJobFlowSteps", {"JobFlowId": "j-PLACEHOLDER", "Steps": result})

@@ -54,26 +54,47 @@ def answers_for_batch(
     uploads = [parse_upload_path(path, source_root) for path in results.column("path").to_pylist()]
     app = [i for i, upload in enumerate(uploads) if upload is not None]
     if app:
-        rows = results.take(app).select(["pca", "modification_time", "prediction", "confidence", "is_novel",
-                                         "model_name", "model_version"]).to_pylist()
+        rows = (
+            results.take(app)
+            .select(["pca", "modification_time", "prediction", "confidence", "is_novel", "model_name", "model_version"])
+            .to_pylist()
+        )
         pca = np.asarray([row["pca"] for row in rows], dtype=np.float32)
         probabilities = projection.probabilities(pca)
         neighbours, xy = known_map.place(pca) if known_map is not None else (None, None)
         for j, row in enumerate(rows):
             upload_id, consent = uploads[app[j]]
-            answers.append(Answer(
-                upload_id, ANSWERED, answered_at=answered_at, uploaded_at=epoch(row["modification_time"]),
-                consent=consent, prediction=row["prediction"], confidence=row["confidence"], is_novel=row["is_novel"],
-                top=top_classes(probabilities[j], projection.labels) if probabilities is not None else (),
-                neighbours=tuple(int(i) for i in neighbours[j]) if neighbours is not None else (),
-                map_xy=(float(xy[j, 0]), float(xy[j, 1])) if xy is not None else None,
-                model_name=row["model_name"], model_version=row["model_version"]))
+            answers.append(
+                Answer(
+                    upload_id,
+                    ANSWERED,
+                    answered_at=answered_at,
+                    uploaded_at=epoch(row["modification_time"]),
+                    consent=consent,
+                    prediction=row["prediction"],
+                    confidence=row["confidence"],
+                    is_novel=row["is_novel"],
+                    top=top_classes(probabilities[j], projection.labels) if probabilities is not None else (),
+                    neighbours=tuple(int(i) for i in neighbours[j]) if neighbours is not None else (),
+                    map_xy=(float(xy[j, 0]), float(xy[j, 1])) if xy is not None else None,
+                    model_name=row["model_name"],
+                    model_version=row["model_version"],
+                )
+            )
     for row in errors.select(["path", "modification_time", "reason", "detail"]).to_pylist():
         upload = parse_upload_path(row["path"], source_root)
         if upload is not None:
-            answers.append(Answer(upload[0], REJECTED, answered_at=answered_at, consent=upload[1],
-                                  uploaded_at=epoch(row["modification_time"]), reason=row["reason"],
-                                  detail=row["detail"]))
+            answers.append(
+                Answer(
+                    upload[0],
+                    REJECTED,
+                    answered_at=answered_at,
+                    consent=upload[1],
+                    uploaded_at=epoch(row["modification_time"]),
+                    reason=row["reason"],
+                    detail=row["detail"],
+                )
+            )
     return answers
 
 
@@ -83,8 +104,11 @@ def load_known_map(resolved: ResolvedModel) -> KnownMap | None:
     try:
         known = KnownMap.of_run(resolved.run_id, resolved.tags)
     except Exception as exc:  # the map illustrates the answer: never a reason to refuse a model
-        log.warning("cannot load the known map of %s (%s): its answers come without neighbours or map position",
-                    resolved.label, one_line(exc))
+        log.warning(
+            "cannot load the known map of %s (%s): its answers come without neighbours or map position",
+            resolved.label,
+            one_line(exc),
+        )
         return None
     if known is None:
         log.info("%s has no known map (registered before maps): its answers come without neighbours", resolved.label)
@@ -93,8 +117,10 @@ def load_known_map(resolved: ResolvedModel) -> KnownMap | None:
 
 def answers_summary(answered: list[Answer]) -> dict:
     """For the batch's progress line (streaming.monitor.BatchMetrics): how many, and upload -> answer latencies."""
-    return {"answers": len(answered), "answer_latencies": tuple(
-        a.answered_at - a.uploaded_at for a in answered if a.uploaded_at is not None)}
+    return {
+        "answers": len(answered),
+        "answer_latencies": tuple(a.answered_at - a.uploaded_at for a in answered if a.uploaded_at is not None),
+    }
 
 
 def top_classes(probabilities: np.ndarray, labels: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
@@ -134,10 +160,11 @@ class AnswerWriter:
         try:
             self.store.put_many(answers)
         except Exception as exc:
-            raise FruitsError(f"cannot write the answers of micro-batch {batch_id} to {self.store_uri}: "
-                              f"{one_line(exc)}; nothing of it was committed, it is redone on restart") from None
+            raise FruitsError(
+                f"cannot write the answers of micro-batch {batch_id} to {self.store_uri}: "
+                f"{one_line(exc)}; nothing of it was committed, it is redone on restart"
+            ) from None
         return answers
 
     def close(self) -> None:
         self.store.close()
-

@@ -111,8 +111,13 @@ class StreamingJob:
         featurizer = Featurizer.load(s)
         check_compatible(resolved.spec, featurizer.spec, resolved.label)
         model = ActiveModel.load(self.spark, resolved)
-        log.info("model %s resolved to version %s (run %s); featurizer %s", self.model_uri, resolved.version,
-                 resolved.run_id, featurizer.spec.describe())
+        log.info(
+            "model %s resolved to version %s (run %s); featurizer %s",
+            self.model_uri,
+            resolved.version,
+            resolved.run_id,
+            featurizer.spec.describe(),
+        )
 
         checkpoint = s.checkpoint_uri.rstrip("/")
         self._lease = CheckpointLease(self.spark, checkpoint)
@@ -120,8 +125,15 @@ class StreamingJob:
         self.app_id = stream_identity(self.spark, checkpoint, s)
         self.clear_stop_marker()
         files, uploads = self._source(checkpoint)
-        self.batch = MicroBatch(s, uploads, featurizer=featurizer, model=model, lake=LakeWriter(s, self.app_id),
-                                monitor=self.monitor, answers=open_answers(s, uploads.root))
+        self.batch = MicroBatch(
+            s,
+            uploads,
+            featurizer=featurizer,
+            model=model,
+            lake=LakeWriter(s, self.app_id),
+            monitor=self.monitor,
+            answers=open_answers(s, uploads.root),
+        )
         self._started_at = time.perf_counter()
         self.query = (
             files.writeStream.queryName(QUERY_NAME)
@@ -132,33 +144,51 @@ class StreamingJob:
         )
         if s.trigger != AVAILABLE_NOW:  # a drain is short: nothing to maintain or swap meanwhile
             if self.monitor.mirror is not None:
-                self._run_in_background("progress-mirror",
-                                        lambda: self.monitor.mirror.run(MIRROR_EVERY_S, self._stop_requested))
+                self._run_in_background(
+                    "progress-mirror", lambda: self.monitor.mirror.run(MIRROR_EVERY_S, self._stop_requested)
+                )
             if self.maintenance_every:
                 self._run_in_background("lake-maintenance", self._maintain_periodically)
             if self.model_refresh_every:
-                watcher = ModelWatcher(client, self.model_uri, featurizer.spec, lambda: self.batch.model,
-                                       lambda resolved: ActiveModel.load(self.spark, resolved),
-                                       self._swap_model, self.monitor.swapped, self.monitor.refused)
-                self._run_in_background("model-watch",
-                                        lambda: watcher.run(self.model_refresh_every, self._stop_requested))
+                watcher = ModelWatcher(
+                    client,
+                    self.model_uri,
+                    featurizer.spec,
+                    lambda: self.batch.model,
+                    lambda resolved: ActiveModel.load(self.spark, resolved),
+                    self._swap_model,
+                    self.monitor.swapped,
+                    self.monitor.refused,
+                )
+                self._run_in_background(
+                    "model-watch", lambda: watcher.run(self.model_refresh_every, self._stop_requested)
+                )
         via = f"the notifications on {s.notifications}" if s.notifications else "listing it every trigger"
-        log.info("watching %s (%s) -> %s (errors %s), trigger %s, at most %d files per batch",
-                 s.source_uri, via, s.output_uri, s.errors_uri, s.trigger, s.max_files_per_trigger)
+        log.info(
+            "watching %s (%s) -> %s (errors %s), trigger %s, at most %d files per batch",
+            s.source_uri,
+            via,
+            s.output_uri,
+            s.errors_uri,
+            s.trigger,
+            s.max_files_per_trigger,
+        )
 
     def _source(self, checkpoint: str) -> tuple[DataFrame, SourceStrategy]:
         """The streaming DataFrame of uploads (binaryFile columns), and what MicroBatch needs to know of it."""
         s = self.settings
         if self.source_mode == NOTIFICATIONS:
             config = notifications.reader_config(
-                s, drain=s.trigger == AVAILABLE_NOW,
+                s,
+                drain=s.trigger == AVAILABLE_NOW,
                 partitions=self.spark.sparkContext.defaultParallelism,
-                log_level=logging.getLevelName(log.getEffectiveLevel()))
-            return notifications.read_stream(self.spark, config), NotificationStrategy(s.source_uri.rstrip("/"),
-                                                                                     config.store())
+                log_level=logging.getLevelName(log.getEffectiveLevel()),
+            )
+            return notifications.read_stream(self.spark, config), NotificationStrategy(
+                s.source_uri.rstrip("/"), config.store()
+            )
         ensure_dir(self.spark, s.source_uri)  # a stream source must exist when the query starts
-        files = source.read_images(self.spark, s.source_uri, stream=True,
-                                   max_files_per_trigger=s.max_files_per_trigger)
+        files = source.read_images(self.spark, s.source_uri, stream=True, max_files_per_trigger=s.max_files_per_trigger)
         return files, ListingStrategy(qualify(self.spark, s.source_uri), checkpoint)
 
     def _run_in_background(self, name: str, target: Any) -> None:
@@ -227,8 +257,12 @@ class StreamingJob:
         """
         self._stop_requested.set()
         deadline = time.monotonic() + grace_seconds
-        while (self.batch is not None and self.batch.running.is_set() and not self._stop_now.is_set()
-               and time.monotonic() < deadline):
+        while (
+            self.batch is not None
+            and self.batch.running.is_set()
+            and not self._stop_now.is_set()
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         if self.query is not None and self.query.isActive:
             self.query.stop()
@@ -325,8 +359,11 @@ def stream_identity(spark: SparkSession, checkpoint: str, settings: Settings) ->
     with storage_errors(uri, "use the checkpoint"):
         fs, path = hadoop_fs(spark, uri)
         if not fs.exists(path):
-            identity = {"app_id": f"fruits-stream-{uuid.uuid4()}", "results": settings.output_uri,
-                        "errors": settings.errors_uri}
+            identity = {
+                "app_id": f"fruits-stream-{uuid.uuid4()}",
+                "results": settings.output_uri,
+                "errors": settings.errors_uri,
+            }
             stream = fs.create(path, False)  # no overwrite: a concurrent first start fails here, not later
             try:
                 stream.write(bytearray(json.dumps(identity).encode()))

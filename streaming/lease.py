@@ -63,8 +63,12 @@ class CheckpointLease:
                     "tables cannot take two streams"
                 )
             if not waiting_logged:
-                log.info("checkpoint lease held by host %s pid %s (silent for %.0f s): waiting until it is stale",
-                         holder["host"], holder["pid"], age)
+                log.info(
+                    "checkpoint lease held by host %s pid %s (silent for %.0f s): waiting until it is stale",
+                    holder["host"],
+                    holder["pid"],
+                    age,
+                )
                 waiting_logged = True
             time.sleep(2.0)
         self._thread = threading.Thread(target=self._heartbeat, name="checkpoint-lease", daemon=True)

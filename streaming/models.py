@@ -65,13 +65,23 @@ class ModelWatcher:
         except FruitsError as exc:
             self.refused.add(resolved.version)
             self.on_refused(resolved.version, str(exc))
-            log.error("%s moved to version %s, refused: %s; the stream keeps version %s", self.model_uri,
-                      resolved.version, exc, active.version)
+            log.error(
+                "%s moved to version %s, refused: %s; the stream keeps version %s",
+                self.model_uri,
+                resolved.version,
+                exc,
+                active.version,
+            )
             return False
         self.swap(model)
         self.on_swap(active.version, resolved.version)
-        log.info("%s moved: version %s -> %s, used from the next micro-batch (loaded in %.1f s)", self.model_uri,
-                 active.version, resolved.version, time.perf_counter() - started)
+        log.info(
+            "%s moved: version %s -> %s, used from the next micro-batch (loaded in %.1f s)",
+            self.model_uri,
+            active.version,
+            resolved.version,
+            time.perf_counter() - started,
+        )
         return True
 
     def run(self, interval_s: float, stop: threading.Event) -> None:

@@ -84,8 +84,10 @@ class BatchMetrics:
     def record(self) -> dict[str, Any]:
         """The JSON line (`event` "batch"). Its `latencies_ms` and `answer_latencies_ms` (every file's, whole
         milliseconds) let `stream_stats` take exact percentiles over any window of batches."""
-        record = {"event": "batch", **{k: v for k, v in asdict(self).items()
-                                       if k not in ("latencies", "answer_latencies")}}
+        record = {
+            "event": "batch",
+            **{k: v for k, v in asdict(self).items() if k not in ("latencies", "answer_latencies")},
+        }
         record["rows_per_s"] = round(self.files / self.seconds, 1) if self.seconds else None
         record.update(percentiles(self.latencies))
         record["latencies_ms"] = [round(x * 1000) for x in self.latencies]
@@ -95,8 +97,11 @@ class BatchMetrics:
 
 def error_reasons(errors: pa.Table) -> dict[str, int]:
     """A batch's error rows counted by reason."""
-    return {c["values"]: c["counts"] for c in pc.value_counts(errors.column("reason")).to_pylist()} \
-        if errors.num_rows else {}
+    return (
+        {c["values"]: c["counts"] for c in pc.value_counts(errors.column("reason")).to_pylist()}
+        if errors.num_rows
+        else {}
+    )
 
 
 @dataclass
@@ -145,13 +150,22 @@ class Monitor:
         if metrics.replayed:
             log.info("batch %d: committed before the restart, skipped", metrics.batch)
             return
-        skipped = {k: v for k, v in (metrics.source_counts or {}).items()
-                   if v and k in ("duplicates", "malformed", "test_events", "backfilled")}
+        skipped = {
+            k: v
+            for k, v in (metrics.source_counts or {}).items()
+            if v and k in ("duplicates", "malformed", "test_events", "backfilled")
+        }
         log.info(
             "batch %d: %d files, %d rows, %d errors%s, %.1f files/s, %.2f s, upload->commit p50 %.1f s max %.1f s%s",
-            metrics.batch, metrics.files, metrics.rows, metrics.errors,
-            f" ({metrics.poisoned} poison)" if metrics.poisoned else "", record["rows_per_s"] or 0.0, metrics.seconds,
-            record["latency_p50_s"] or 0.0, record["latency_max_s"] or 0.0,
+            metrics.batch,
+            metrics.files,
+            metrics.rows,
+            metrics.errors,
+            f" ({metrics.poisoned} poison)" if metrics.poisoned else "",
+            record["rows_per_s"] or 0.0,
+            metrics.seconds,
+            record["latency_p50_s"] or 0.0,
+            record["latency_max_s"] or 0.0,
             f" ({metrics.source}: {', '.join(f'{v} {k}' for k, v in skipped.items())})" if skipped else "",
         )
 
@@ -182,8 +196,19 @@ class Monitor:
     def snapshot(self) -> Totals:
         with self._lock:
             t = self.totals
-            return Totals(t.batches, t.files, t.rows, t.errors, t.poisoned, t.busy_seconds, deque(t.latencies),
-                          t.model_swaps, t.model_refusals, list(t.model_versions), Counter(t.source_counts))
+            return Totals(
+                t.batches,
+                t.files,
+                t.rows,
+                t.errors,
+                t.poisoned,
+                t.busy_seconds,
+                deque(t.latencies),
+                t.model_swaps,
+                t.model_refusals,
+                list(t.model_versions),
+                Counter(t.source_counts),
+            )
 
 
 def read_progress(progress_log: Path, since: float | None = None) -> tuple[list[dict], list[dict]]:
@@ -197,9 +222,11 @@ def read_progress(progress_log: Path, since: float | None = None) -> tuple[list[
     return select(records, since)
 
 
-def select(records: list[dict], since: float | None = None, until: float | None = None
-           ) -> tuple[list[dict], list[dict]]:
+def select(
+    records: list[dict], since: float | None = None, until: float | None = None
+) -> tuple[list[dict], list[dict]]:
     """(micro-batches that committed input, model swaps) among progress records, within [since, until]."""
+
     def within(record: dict) -> bool:
         at = record_time(record)
         return (since is None or at >= since) and (until is None or at <= until)
@@ -295,8 +322,9 @@ def segment_name(segment: int) -> str:
     return f"{MIRROR_FOLDER}/{segment}.json"
 
 
-def read_mirrored_progress(settings: Settings, since: float, until: float | None = None
-                           ) -> tuple[list[dict], list[dict]]:
+def read_mirrored_progress(
+    settings: Settings, since: float, until: float | None = None
+) -> tuple[list[dict], list[dict]]:
     """(micro-batches, model swaps) within [since, until] (default: now) from the progress lines the stream
     mirrors under `settings.checkpoint_uri`, oldest first: a handful of reads (one per 10 minutes of window)."""
     until = time.time() if until is None else until

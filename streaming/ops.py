@@ -39,8 +39,9 @@ from fruits.settings import Settings
 from streaming.monitor import read_mirrored_progress, select
 
 
-def stream_stats(batches: list[dict], swaps: list[dict], since: float | None = None,
-                 until: float | None = None) -> dict[str, Any]:
+def stream_stats(
+    batches: list[dict], swaps: list[dict], since: float | None = None, until: float | None = None
+) -> dict[str, Any]:
     """The ops numbers of the batches and swaps within [since, until] (see the module docstring for the keys)."""
     batches, swaps = select([*batches, *swaps], since, until)
     batches.sort(key=lambda b: b["committed_at"])
@@ -77,8 +78,9 @@ def stream_stats(batches: list[dict], swaps: list[dict], since: float | None = N
         "mean_confidence": round(confidence / predicted, 4) if predicted else None,
         "model_version": versions[-1] if versions else None,
         "model_versions": [v for i, v in enumerate(versions) if i == 0 or versions[i - 1] != v],
-        "model_swaps": [{"from_version": s["from_version"], "to_version": s["to_version"], "at": s["at"]}
-                        for s in swaps],
+        "model_swaps": [
+            {"from_version": s["from_version"], "to_version": s["to_version"], "at": s["at"]} for s in swaps
+        ],
     }
 
 
@@ -91,8 +93,10 @@ def ops_window(settings: Settings, seconds: float = 3600.0, now: float | None = 
 
 def percentiles_ms(per_batch: list[list[int]], name: str, with_max: bool = False) -> dict[str, float | None]:
     values = np.fromiter((v for batch in per_batch for v in batch), dtype=float) / 1000.0
-    out = {f"{name}_p50_s": round(float(np.percentile(values, 50)), 3) if len(values) else None,
-           f"{name}_p95_s": round(float(np.percentile(values, 95)), 3) if len(values) else None}
+    out = {
+        f"{name}_p50_s": round(float(np.percentile(values, 50)), 3) if len(values) else None,
+        f"{name}_p95_s": round(float(np.percentile(values, 95)), 3) if len(values) else None,
+    }
     if with_max:
         out[f"{name}_max_s"] = round(float(values.max()), 3) if len(values) else None
     return out

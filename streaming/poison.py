@@ -168,8 +168,12 @@ def isolate(batch_id: int, inputs: DataFrame, rows_of: Callable[[DataFrame], Dat
             if rows is not None:
                 log.warning("batch %d succeeded on retry: no poison upload", batch_id)
                 return rows
-        log.warning("batch %d failed again (%s): narrowing its %d uploads down to the ones that fail", batch_id,
-                    failure, uploads.num_rows)
+        log.warning(
+            "batch %d failed again (%s): narrowing its %d uploads down to the ones that fail",
+            batch_id,
+            failure,
+            uploads.num_rows,
+        )
         paths = uploads.column("path").to_pylist()
         kept_rows: list[pa.Table] = []
         poisoned: dict[int, str] = {}  # row of `uploads` -> its failure
@@ -183,15 +187,26 @@ def isolate(batch_id: int, inputs: DataFrame, rows_of: Callable[[DataFrame], Dat
             elif len(group) > 1:
                 groups += split(group)
             else:
-                log.error("batch %d: poison upload %s: %s (one error row, reason %s)", batch_id,
-                          bounded_detail(paths[group[0]]), failure, POISON)
+                log.error(
+                    "batch %d: poison upload %s: %s (one error row, reason %s)",
+                    batch_id,
+                    bounded_detail(paths[group[0]]),
+                    failure,
+                    POISON,
+                )
                 poisoned[group[0]] = failure
         if not kept_rows:
             check_the_data_path(batch_id, kept, rows_of, failure)
         schema = kept_rows[0].schema if kept_rows else to_arrow_schema(rows_of(kept).schema)
         rows = pa.concat_tables([*kept_rows, poison_rows(uploads, poisoned, schema)])
-        log.warning("batch %d narrowed down in %d evaluations, %.1f s: %d poison upload(s), %d other rows kept",
-                    batch_id, evaluations, time.perf_counter() - started, len(poisoned), rows.num_rows - len(poisoned))
+        log.warning(
+            "batch %d narrowed down in %d evaluations, %.1f s: %d poison upload(s), %d other rows kept",
+            batch_id,
+            evaluations,
+            time.perf_counter() - started,
+            len(poisoned),
+            rows.num_rows - len(poisoned),
+        )
         return rows
     finally:
         kept.unpersist()
@@ -219,19 +234,26 @@ def evaluate(rows: DataFrame, *, classify: bool = True) -> tuple[pa.Table | None
             log.warning("a Spark job failed, not on the data (%s): trying it once more", root_cause(exc))
 
 
-def check_the_data_path(batch_id: int, kept: DataFrame, rows_of: Callable[[DataFrame], DataFrame],
-                        failure: str) -> None:
+def check_the_data_path(
+    batch_id: int, kept: DataFrame, rows_of: Callable[[DataFrame], DataFrame], failure: str
+) -> None:
     """When every upload of a batch failed alone: a small image known to be good goes through the same data
     path. If it fails too, the path is broken (a bug or the environment, for every upload), not the uploads:
     FruitsError, nothing committed, the stream stops rather than turn every upload into an error row."""
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (190, 60, 40)).save(buffer, "JPEG")
-    known_good = {"path": CANARY_PATH, "size": len(buffer.getvalue()), "content": buffer.getvalue(),
-                  "modification_time": datetime.now(UTC)}
+    known_good = {
+        "path": CANARY_PATH,
+        "size": len(buffer.getvalue()),
+        "content": buffer.getvalue(),
+        "modification_time": datetime.now(UTC),
+    }
     frame = kept.sparkSession.createDataFrame([tuple(known_good.get(f.name) for f in kept.schema)], kept.schema)
     if evaluate(rows_of(frame))[0] is None:
-        raise FruitsError(f"micro-batch {batch_id}: every upload fails ({failure}) and so does a known-good image: "
-                          "the data path itself is broken, not the uploads; nothing committed")
+        raise FruitsError(
+            f"micro-batch {batch_id}: every upload fails ({failure}) and so does a known-good image: "
+            "the data path itself is broken, not the uploads; nothing committed"
+        )
 
 
 def split(group: list[int]) -> list[list[int]]:
@@ -248,8 +270,10 @@ def poison_rows(uploads: pa.Table, poisoned: dict[int, str], schema: pa.Schema) 
     given = {name: picked.column(name) for name in uploads.column_names}
     given["reason"] = pa.array([POISON] * len(poisoned), pa.string())
     given["detail"] = pa.array(list(poisoned.values()), pa.string())
-    return pa.table([given[f.name].cast(f.type) if f.name in given else pa.nulls(len(poisoned), f.type)
-                     for f in schema], schema=schema)
+    return pa.table(
+        [given[f.name].cast(f.type) if f.name in given else pa.nulls(len(poisoned), f.type) for f in schema],
+        schema=schema,
+    )
 
 
 # ----------------------------------------------------------------------------- fault injection (tests only)

@@ -21,8 +21,12 @@ def with_gps(src: Path) -> bytes:
     """A real JPEG re-saved with EXIF a phone would write: its make and a GPS position (Paris)."""
     exif = Image.Exif()
     exif[ExifTags.Base.Make] = GPS_MAKE
-    exif[ExifTags.Base.GPSInfo] = {ExifTags.GPS.GPSLatitudeRef: "N", ExifTags.GPS.GPSLatitude: (48.0, 51.0, 24.0),
-                                   ExifTags.GPS.GPSLongitudeRef: "E", ExifTags.GPS.GPSLongitude: (2.0, 21.0, 7.0)}
+    exif[ExifTags.Base.GPSInfo] = {
+        ExifTags.GPS.GPSLatitudeRef: "N",
+        ExifTags.GPS.GPSLatitude: (48.0, 51.0, 24.0),
+        ExifTags.GPS.GPSLongitudeRef: "E",
+        ExifTags.GPS.GPSLongitude: (2.0, 21.0, 7.0),
+    }
     out = io.BytesIO()
     with Image.open(src) as img:
         img.save(out, "JPEG", exif=exif, quality=95)

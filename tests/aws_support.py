@@ -54,15 +54,20 @@ def fake_wheel(
     """A minimal valid wheel: enough metadata for pip to resolve and install it, plus `files` (path -> text)."""
     dist = f"{name.replace('-', '_')}-{version}"
     metadata = [
-        "Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}",
-        *[f"Provides-Extra: {e}" for e in extras], *[f"Requires-Dist: {r}" for r in requires],
+        "Metadata-Version: 2.1",
+        f"Name: {name}",
+        f"Version: {version}",
+        *[f"Provides-Extra: {e}" for e in extras],
+        *[f"Requires-Dist: {r}" for r in requires],
     ]
     path = directory / f"{dist}-{tag}.whl"
     with zipfile.ZipFile(path, "w") as wheel:
         for member, text in (files or {}).items():
             wheel.writestr(member, text)
         wheel.writestr(f"{dist}.dist-info/METADATA", "\n".join(metadata) + "\n")
-        wheel.writestr(f"{dist}.dist-info/WHEEL", f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: {tag}\n")
+        wheel.writestr(
+            f"{dist}.dist-info/WHEEL", f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: {tag}\n"
+        )
         wheel.writestr(f"{dist}.dist-info/RECORD", "")
     return path
 
@@ -86,6 +91,7 @@ def bundled_pip_wheel() -> Path:
 
 def write_lock(wheelhouse: Path, project: Path) -> Path:
     """requirements.lock as build_wheelhouse.sh writes it: name==version --hash=sha256:... per wheel."""
+
     def pin(wheel: Path, extras: str = "") -> str:
         name, version = wheel.name.split("-")[:2]
         return f"{name.replace('_', '-').lower()}{extras}=={version} --hash=sha256:{sha256(wheel)}"
@@ -108,7 +114,11 @@ def small_wheelhouse(wheelhouse: Path, dist: Path) -> tuple[Path, Path]:
     fake_wheel(wheelhouse, "onnxruntime", "1.0", files={"onnxruntime/__init__.py": "__version__ = 'stub'\n"})
     fake_wheel(wheelhouse, "fruitsdep-keras", "1.0")
     project = fake_wheel(
-        dist, "fruits", "0.1.0", requires=["onnxruntime", 'fruitsdep-keras; extra == "keras"'], extras=["keras"],
+        dist,
+        "fruits",
+        "0.1.0",
+        requires=["onnxruntime", 'fruitsdep-keras; extra == "keras"'],
+        extras=["keras"],
         files={"fruits/__init__.py": "__version__ = '0.1.0'\n"},
     )
     return project, write_lock(wheelhouse, project)

@@ -64,7 +64,9 @@ class Resolver:
         }
         # A stack named after the default project; a test that knows the real id passes it as an override.
         self.values["AWS::StackName"] = "fruits"
-        self.values["AWS::StackId"] = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/fruits/0a1b2c3d-0000-4000-8000-000000000000"
+        self.values["AWS::StackId"] = (
+            f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/fruits/0a1b2c3d-0000-4000-8000-000000000000"
+        )
         self.values.update(overrides)
         self.values.update({"AWS::AccountId": ACCOUNT, "AWS::Region": REGION, "AWS::Partition": "aws"})
         self.conditions = template.get("Conditions", {})
@@ -90,7 +92,7 @@ class Resolver:
             return str(node) if isinstance(node, str) else node
         if len(node) != 1:
             return {key: self(value) for key, value in node.items()}
-        (key, arg), = node.items()
+        ((key, arg),) = node.items()
         if key == "Ref":
             return self.values.get(arg, f"<{arg}>")
         if key == "Fn::GetAtt":
@@ -215,8 +217,6 @@ def role_statements(template: dict[str, Any], role: str, **parameters: str) -> l
     return [resolve(s) for document in documents for s in document["Statement"]]
 
 
-
-
 def bucket_policy_statements(template: dict[str, Any]) -> list[dict[str, Any]]:
     resolve = Resolver(template)
     (policy,) = resources_of(template, "AWS::S3::BucketPolicy").values()
@@ -248,8 +248,9 @@ def create_stack_secrets(secretsmanager: Any, project: str, template: dict[str, 
     for name, resource in resources_of(template, "AWS::SecretsManager::Secret").items():
         props = resolve(resource["Properties"])
         generate = props["GenerateSecretString"]
-        value = secretsmanager.get_random_password(PasswordLength=int(generate["PasswordLength"]),
-                                                   ExcludePunctuation=generate["ExcludePunctuation"] == "true")["RandomPassword"]
+        value = secretsmanager.get_random_password(
+            PasswordLength=int(generate["PasswordLength"]), ExcludePunctuation=generate["ExcludePunctuation"] == "true"
+        )["RandomPassword"]
         document = {**json.loads(generate["SecretStringTemplate"]), generate["GenerateStringKey"]: value}
         made[name] = secretsmanager.create_secret(Name=props["Name"], SecretString=json.dumps(document))["ARN"]
     return made
@@ -262,8 +263,11 @@ def moto_template_body(template: dict[str, Any] | None = None, secrets: dict[str
     resources = template["Resources"]
     secrets = secrets or {}
     dropped = {name for name, r in resources.items() if r["Type"].startswith(HTTP_API_TYPES)} | set(secrets)
-    dropped |= {name for name, r in resources.items() if r["Type"] == "AWS::Lambda::Permission"
-                and "AppApi" in json.dumps(r["Properties"].get("SourceArn"))}
+    dropped |= {
+        name
+        for name, r in resources.items()
+        if r["Type"] == "AWS::Lambda::Permission" and "AppApi" in json.dumps(r["Properties"].get("SourceArn"))
+    }
 
     def replace(node: Any) -> Any:
         if isinstance(node, list):
@@ -291,20 +295,38 @@ def deploy_http_api(apigateway: Any, function_arn: str, template: dict[str, Any]
     with the template's own properties; returns {"api_id", "endpoint", "stage"} as moto made them."""
     template = template or load_template()
     resolve = Resolver(template)
-    props = {name: resolve(template["Resources"][name]["Properties"]) for name in ("AppApi", "AppIntegration", "AppRoute", "AppStage")}
-    api = apigateway.create_api(Name=props["AppApi"]["Name"], ProtocolType=props["AppApi"]["ProtocolType"],
-                                Description=props["AppApi"]["Description"], Tags=props["AppApi"]["Tags"])
+    props = {
+        name: resolve(template["Resources"][name]["Properties"])
+        for name in ("AppApi", "AppIntegration", "AppRoute", "AppStage")
+    }
+    api = apigateway.create_api(
+        Name=props["AppApi"]["Name"],
+        ProtocolType=props["AppApi"]["ProtocolType"],
+        Description=props["AppApi"]["Description"],
+        Tags=props["AppApi"]["Tags"],
+    )
     integration = props["AppIntegration"]
     assert integration["IntegrationUri"] == "<AppFunction.Arn>"
-    made = apigateway.create_integration(ApiId=api["ApiId"], IntegrationType=integration["IntegrationType"],
-                                         IntegrationUri=function_arn, PayloadFormatVersion=integration["PayloadFormatVersion"],
-                                         TimeoutInMillis=integration["TimeoutInMillis"])
+    made = apigateway.create_integration(
+        ApiId=api["ApiId"],
+        IntegrationType=integration["IntegrationType"],
+        IntegrationUri=function_arn,
+        PayloadFormatVersion=integration["PayloadFormatVersion"],
+        TimeoutInMillis=integration["TimeoutInMillis"],
+    )
     route = props["AppRoute"]
     assert route["Target"] == "integrations/<AppIntegration>"
-    apigateway.create_route(ApiId=api["ApiId"], RouteKey=route["RouteKey"], AuthorizationType=route["AuthorizationType"],
-                            Target=f"integrations/{made['IntegrationId']}")
+    apigateway.create_route(
+        ApiId=api["ApiId"],
+        RouteKey=route["RouteKey"],
+        AuthorizationType=route["AuthorizationType"],
+        Target=f"integrations/{made['IntegrationId']}",
+    )
     stage = props["AppStage"]
-    settings = {k: int(float(v)) if k == "ThrottlingBurstLimit" else float(v) for k, v in stage["DefaultRouteSettings"].items()}
-    made_stage = apigateway.create_stage(ApiId=api["ApiId"], StageName=stage["StageName"], AutoDeploy=stage["AutoDeploy"],
-                                         DefaultRouteSettings=settings)
+    settings = {
+        k: int(float(v)) if k == "ThrottlingBurstLimit" else float(v) for k, v in stage["DefaultRouteSettings"].items()
+    }
+    made_stage = apigateway.create_stage(
+        ApiId=api["ApiId"], StageName=stage["StageName"], AutoDeploy=stage["AutoDeploy"], DefaultRouteSettings=settings
+    )
     return {"api_id": api["ApiId"], "endpoint": api["ApiEndpoint"], "stage": made_stage}

@@ -142,5 +142,11 @@ def fitted(settings, spark, data_dir: Path) -> dict:
     registered as fruits-pca@champion."""
     from fit.job import fit
 
-    return fit(settings, str(data_dir / "subset"), str(data_dir / "test"), novelty_uri=str(data_dir / "extra_classes"),
-               spark=spark, progress=False)
+    return fit(
+        settings,
+        str(data_dir / "subset"),
+        str(data_dir / "test"),
+        novelty_uri=str(data_dir / "extra_classes"),
+        spark=spark,
+        progress=False,
+    )

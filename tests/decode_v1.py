@@ -14,8 +14,27 @@ from PIL import Image, ImageFile, ImageOps
 Image.init()
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 _FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF")
-_MODES = {"RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "P", "PA", "1", "CMYK", "YCbCr", "LAB", "HSV",
-          "I", "I;16", "I;16B", "I;16L", "I;16N"}
+_MODES = {
+    "RGB",
+    "RGBA",
+    "RGBX",
+    "RGBa",
+    "L",
+    "LA",
+    "La",
+    "P",
+    "PA",
+    "1",
+    "CMYK",
+    "YCbCr",
+    "LAB",
+    "HSV",
+    "I",
+    "I;16",
+    "I;16B",
+    "I;16L",
+    "I;16N",
+}
 
 
 def decode_v1(data: bytes, max_pixels: int) -> np.ndarray:

@@ -52,29 +52,53 @@ class Forged:
 
 def s3_event(bucket: str, key: str, etag: str, size: int, *, event_name: str = "ObjectCreated:Put") -> dict[str, Any]:
     """An S3 event as S3 sends it (eventVersion 2.1): one record, the key URL-encoded, the ETag bare."""
-    return {"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": REGION, "eventTime": "2026-12-01T09:30:00.123Z",
-        "eventName": event_name, "userIdentity": {"principalId": "AWS:AIDAJDPLRKLG7UEXAMPLE"},
-        "requestParameters": {"sourceIPAddress": "203.0.113.7"},
-        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810"},
-        "s3": {"s3SchemaVersion": "1.0", "configurationId": "fruits-images",
-               "bucket": {"name": bucket, "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
-                          "arn": f"arn:aws:s3:::{bucket}"},
-               "object": {"key": quote_plus(key, safe="/"), "size": size, "eTag": etag,
-                          "sequencer": "0055AED6DCD90281E5"}},
-    }]}
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": REGION,
+                "eventTime": "2026-12-01T09:30:00.123Z",
+                "eventName": event_name,
+                "userIdentity": {"principalId": "AWS:AIDAJDPLRKLG7UEXAMPLE"},
+                "requestParameters": {"sourceIPAddress": "203.0.113.7"},
+                "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810"},
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "fruits-images",
+                    "bucket": {
+                        "name": bucket,
+                        "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
+                        "arn": f"arn:aws:s3:::{bucket}",
+                    },
+                    "object": {
+                        "key": quote_plus(key, safe="/"),
+                        "size": size,
+                        "eTag": etag,
+                        "sequencer": "0055AED6DCD90281E5",
+                    },
+                },
+            }
+        ]
+    }
 
 
 def sns_envelope(message: str, kind: str = "Notification") -> str:
     """An SNS notification as SNS delivers it to SQS (raw message delivery off)."""
-    return json.dumps({
-        "Type": kind, "MessageId": "1f0a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8",
-        "TopicArn": f"arn:aws:sns:{REGION}:123456789012:fruits-uploaded", "Subject": "Fruits! image uploaded",
-        "Message": message, "Timestamp": "2026-12-01T09:30:01.000Z", "SignatureVersion": "1",
-        "Signature": "EXAMPLEpH+DcEwjAPg8O9mY8dReBSwksfg2S7WKQcikcNKWLQjwu6A4VbeS0QHVCkhRS7fUQvi2egU3N858fiTDN6bkkOxYDVrY0Ad8L10Hs3zH81mtnPk5uvvolIC1CXGu43obcgFxeL3khZl8IKvO61GWB6jI9b5+gLPoBc1Q=",
-        "SigningCertURL": f"https://sns.{REGION}.amazonaws.com/SimpleNotificationService-0000.pem",
-        "UnsubscribeURL": f"https://sns.{REGION}.amazonaws.com/?Action=Unsubscribe",
-    })
+    return json.dumps(
+        {
+            "Type": kind,
+            "MessageId": "1f0a2b3c-4d5e-6f70-8192-a3b4c5d6e7f8",
+            "TopicArn": f"arn:aws:sns:{REGION}:123456789012:fruits-uploaded",
+            "Subject": "Fruits! image uploaded",
+            "Message": message,
+            "Timestamp": "2026-12-01T09:30:01.000Z",
+            "SignatureVersion": "1",
+            "Signature": "EXAMPLEpH+DcEwjAPg8O9mY8dReBSwksfg2S7WKQcikcNKWLQjwu6A4VbeS0QHVCkhRS7fUQvi2egU3N858fiTDN6bkkOxYDVrY0Ad8L10Hs3zH81mtnPk5uvvolIC1CXGu43obcgFxeL3khZl8IKvO61GWB6jI9b5+gLPoBc1Q=",
+            "SigningCertURL": f"https://sns.{REGION}.amazonaws.com/SimpleNotificationService-0000.pem",
+            "UnsubscribeURL": f"https://sns.{REGION}.amazonaws.com/?Action=Unsubscribe",
+        }
+    )
 
 
 class Forger:
@@ -86,22 +110,34 @@ class Forger:
         self.lambda_handler = load_lambda_handler()
         self._serial = 0
         self.mutations: list[tuple[int, Callable[[], Forged]]] = [
-            (6, self.type_swap), (4, self.deletion), (6, self.out_of_range), (3, self.lone_surrogate),
-            (4, self.unicode_key), (4, self.not_ours), (3, self.nesting), (2, self.huge), (4, self.truncation),
-            (2, self.numbers), (1, self.duplicate_keys), (2, self.garbage), (3, self.claims),
-            (1, self.test_event), (2, self.whole_body_nesting),
+            (6, self.type_swap),
+            (4, self.deletion),
+            (6, self.out_of_range),
+            (3, self.lone_surrogate),
+            (4, self.unicode_key),
+            (4, self.not_ours),
+            (3, self.nesting),
+            (2, self.huge),
+            (4, self.truncation),
+            (2, self.numbers),
+            (1, self.duplicate_keys),
+            (2, self.garbage),
+            (3, self.claims),
+            (1, self.test_event),
+            (2, self.whole_body_nesting),
         ]
 
     def bodies(self, count: int) -> list[Forged]:
         weights, makers = [w for w, _ in self.mutations], [m for _, m in self.mutations]
-        return [replace(maker(), family=maker.__name__)
-                for maker in (self.rng.choices(makers, weights)[0] for _ in range(count))]
+        return [
+            replace(maker(), family=maker.__name__)
+            for maker in (self.rng.choices(makers, weights)[0] for _ in range(count))
+        ]
 
     # ---------------------------------------------------------------- real bodies
     def real_bodies(self, real: Real) -> list[str]:
         """The four ways a real upload's announcement reaches the queue."""
-        return [self._body(shape, self._document(shape, real.key, real.etag, real.size)[0])
-                for shape in SHAPES]
+        return [self._body(shape, self._document(shape, real.key, real.etag, real.size)[0]) for shape in SHAPES]
 
     def _document(self, shape: str, key: str, etag: str, size: int) -> tuple[dict[str, Any], str]:
         event = s3_event(self.bucket, key, etag, size)
@@ -128,10 +164,17 @@ class Forger:
     # Required: a wrong type or its absence makes the message malformed. Optional: may be absent or null.
     REQUIRED: ClassVar[dict] = {
         "lambda": [("bucket",), ("key",), ("etag",), ("size",), ("event_name",), ("schema",)],
-        "s3": [("Records",), ("Records", 0, "eventName"), ("Records", 0, "s3"), ("Records", 0, "s3", "bucket"),
-               ("Records", 0, "s3", "bucket", "name"), ("Records", 0, "s3", "object"),
-               ("Records", 0, "s3", "object", "key"), ("Records", 0, "s3", "object", "eTag"),
-               ("Records", 0, "s3", "object", "size")],
+        "s3": [
+            ("Records",),
+            ("Records", 0, "eventName"),
+            ("Records", 0, "s3"),
+            ("Records", 0, "s3", "bucket"),
+            ("Records", 0, "s3", "bucket", "name"),
+            ("Records", 0, "s3", "object"),
+            ("Records", 0, "s3", "object", "key"),
+            ("Records", 0, "s3", "object", "eTag"),
+            ("Records", 0, "s3", "object", "size"),
+        ],
     }
     OPTIONAL: ClassVar[dict] = {
         "lambda": [("sequencer",), ("event_time",)],
@@ -141,8 +184,19 @@ class Forger:
         "lambda": [("label",), ("uri",), ("dedup_key",), ("region",)],
         "s3": [("Records", 0, "userIdentity"), ("Records", 0, "awsRegion"), ("Records", 0, "responseElements")],
     }
-    STRING_FIELDS = ("bucket", "key", "etag", "event_name", "schema", "eventName", "name", "eTag", "sequencer",
-                     "event_time", "eventTime")
+    STRING_FIELDS = (
+        "bucket",
+        "key",
+        "etag",
+        "event_name",
+        "schema",
+        "eventName",
+        "name",
+        "eTag",
+        "sequencer",
+        "event_time",
+        "eventTime",
+    )
 
     def _set(self, document: dict[str, Any], path: tuple, value: Any) -> None:
         for step in path[:-1]:
@@ -191,17 +245,34 @@ class Forger:
     OUT_OF_RANGE: ClassVar[dict] = {
         "size": [-1, -(2**63), 2**63, 2**70, 10**30],
         "etag": ["zz", "g" * 32, "0" * 65, "abc-", "abc-123456", '"', " 0123", "0123abcd\n", "ab cd"],
-        "event_time": ["yesterday", "2026-13-45T00:00:00Z", "2026-12-01T25:00:00Z", "1" * 70, "",
-                       "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+01:00"],
-        "event_name": ["ObjectCreated:*", "Object Created:Put", "ObjectCreated:Put\n", "x" * 200,
-                       "ObjectCreated:Put:A:B", "ObjectCreated:Put;DROP"],
+        "event_time": [
+            "yesterday",
+            "2026-13-45T00:00:00Z",
+            "2026-12-01T25:00:00Z",
+            "1" * 70,
+            "",
+            "9999-12-31T23:59:59-05:00",
+            "0001-01-01T00:00:00+01:00",
+        ],
+        "event_name": [
+            "ObjectCreated:*",
+            "Object Created:Put",
+            "ObjectCreated:Put\n",
+            "x" * 200,
+            "ObjectCreated:Put:A:B",
+            "ObjectCreated:Put;DROP",
+        ],
         "bucket": ["UPPER-CASE", "a", "b" * 64, "-bad-", "bad_name", "b/c", ""],
         "sequencer": ["xyz", "0" * 65, ""],
     }
-    S3_NAMES: ClassVar[dict] = {"size": ("Records", 0, "s3", "object", "size"), "etag": ("Records", 0, "s3", "object", "eTag"),
-                "event_time": ("Records", 0, "eventTime"), "event_name": ("Records", 0, "eventName"),
-                "bucket": ("Records", 0, "s3", "bucket", "name"),
-                "sequencer": ("Records", 0, "s3", "object", "sequencer")}
+    S3_NAMES: ClassVar[dict] = {
+        "size": ("Records", 0, "s3", "object", "size"),
+        "etag": ("Records", 0, "s3", "object", "eTag"),
+        "event_time": ("Records", 0, "eventTime"),
+        "event_name": ("Records", 0, "eventName"),
+        "bucket": ("Records", 0, "s3", "bucket", "name"),
+        "sequencer": ("Records", 0, "s3", "object", "sequencer"),
+    }
 
     def out_of_range(self) -> Forged:
         shape, document, kind, _key, _etag = self._new()
@@ -222,8 +293,27 @@ class Forger:
         self._set(document, where, f"{self.prefix}K/a{surrogate}.jpg" if path == "key" else surrogate)
         return Forged(self._body(shape, document), f"{shape}: lone surrogate in {path}", MALFORMED)
 
-    UNICODE: ClassVar[list[str]] = ["é", "水果", "🍓", "\u202e", "\u0001", "a b", "+", "%", "ß", "\u00a0", "\t", "\u200b", "Ω≈ç√",
-               "\\", "'", '"', "<>&", "?x=1#y", "~!@$^*()"]
+    UNICODE: ClassVar[list[str]] = [
+        "é",
+        "水果",
+        "🍓",
+        "\u202e",
+        "\u0001",
+        "a b",
+        "+",
+        "%",
+        "ß",
+        "\u00a0",
+        "\t",
+        "\u200b",
+        "Ω≈ç√",
+        "\\",
+        "'",
+        '"',
+        "<>&",
+        "?x=1#y",
+        "~!@$^*()",
+    ]
 
     def unicode_key(self) -> Forged:
         """Valid keys with unusual characters (announced: their GET says whether they exist), or too long."""
@@ -256,11 +346,17 @@ class Forger:
         elif case == 5:
             event = self.rng.choice(["ObjectRemoved:Delete", "ObjectRestore:Completed", "ObjectTagging:Put"])
         else:
-            return Forged(sns_envelope("https://sns.example/confirm?token=x", "SubscriptionConfirmation"),
-                          "SNS subscription confirmation", IGNORED)
+            return Forged(
+                sns_envelope("https://sns.example/confirm?token=x", "SubscriptionConfirmation"),
+                "SNS subscription confirmation",
+                IGNORED,
+            )
         event_doc = s3_event(bucket, key, etag, 10, event_name=event)
-        document = (self.lambda_handler.parse_record(event_doc["Records"][0], self.prefix)
-                    if shape.startswith("lambda") else event_doc)
+        document = (
+            self.lambda_handler.parse_record(event_doc["Records"][0], self.prefix)
+            if shape.startswith("lambda")
+            else event_doc
+        )
         return Forged(self._body(shape, document), f"{shape}: not ours ({bucket}/{key}, {event})", IGNORED)
 
     def nesting(self) -> Forged:
@@ -307,13 +403,28 @@ class Forger:
             _, document, _, _, _ = self._new()
         body = json.dumps(document)
         name, value = self.rng.choice([("key", 12), ("size", -1), ("etag", None), ("bucket", "")])
-        return Forged(body[:-1] + f", {json.dumps(name)}: {json.dumps(value)}}}", f"lambda: duplicate {name}", MALFORMED)
+        return Forged(
+            body[:-1] + f", {json.dumps(name)}: {json.dumps(value)}}}", f"lambda: duplicate {name}", MALFORMED
+        )
 
     def garbage(self) -> Forged:
         choice = self.rng.randrange(3)
         if choice == 0:
-            body = self.rng.choice(["", "null", "true", "1", '"text"', "[]", "[{}]", "{}", '{"Records": 1}',
-                                    '{"Type": "Notification", "Message": 12}', '{"schema": "fruits.image-uploaded/1"}'])
+            body = self.rng.choice(
+                [
+                    "",
+                    "null",
+                    "true",
+                    "1",
+                    '"text"',
+                    "[]",
+                    "[{}]",
+                    "{}",
+                    '{"Records": 1}',
+                    '{"Type": "Notification", "Message": 12}',
+                    '{"schema": "fruits.image-uploaded/1"}',
+                ]
+            )
         elif choice == 1:
             alphabet = "abc xyz012\n\t<>&;'\\é水🍓\u202e"
             body = "".join(self.rng.choice(alphabet) for _ in range(self.rng.randrange(1, 400)))
@@ -337,6 +448,14 @@ class Forger:
         return self._announcing(f"{shape}: {real.key} with another ETag", shape, document, real.key, etag)
 
     def test_event(self) -> Forged:
-        event = json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-12-01T09:00:00.000Z",
-                            "Bucket": self.bucket, "RequestId": "5582815E1AEA5ADF", "HostId": "8cLeGAmw098X5cv4Zkw"})
+        event = json.dumps(
+            {
+                "Service": "Amazon S3",
+                "Event": "s3:TestEvent",
+                "Time": "2026-12-01T09:00:00.000Z",
+                "Bucket": self.bucket,
+                "RequestId": "5582815E1AEA5ADF",
+                "HostId": "8cLeGAmw098X5cv4Zkw",
+            }
+        )
         return Forged(sns_envelope(event) if self.rng.random() < 0.5 else event, "s3:TestEvent", TEST_EVENT)

@@ -51,9 +51,20 @@ def generate(seed: int, mutations: int, images: Path, crafted: bool = True) -> l
     rng = random.Random(seed)
     jpegs, pngs = _sources(rng, images)
     first_jpeg, first_png = next(iter(jpegs.values())), next(iter(pngs.values()))
-    fixed = [*_exotic_modes(), *_foreign_formats(), *_junk(rng), *_bombs(), *_exif_cases(first_jpeg),
-             *_jpeg_structure(first_jpeg, jpegs["progressive"]), *_png_structure(first_png),
-             *_multi_frame(first_jpeg)] if crafted else []
+    fixed = (
+        [
+            *_exotic_modes(),
+            *_foreign_formats(),
+            *_junk(rng),
+            *_bombs(),
+            *_exif_cases(first_jpeg),
+            *_jpeg_structure(first_jpeg, jpegs["progressive"]),
+            *_png_structure(first_png),
+            *_multi_frame(first_jpeg),
+        ]
+        if crafted
+        else []
+    )
     mutated: list[Case] = []
     for _ in range(mutations):
         kind = rng.choice(list(_MUTATIONS))
@@ -61,9 +72,15 @@ def generate(seed: int, mutations: int, images: Path, crafted: bool = True) -> l
         source = rng.choice(sorted(pool))
         mutated.append((f"{kind}/{source}", _MUTATIONS[kind](rng, pool[source]), None))
     extensions = [".jpg", ".jpeg", ".JPG", ".png", ".PNG"]  # names never choose the parser
-    return [Hostile(f"{i:04d}-{re.sub('[^A-Za-z0-9]+', '-', family)}{rng.choice(extensions)}",
-                    data, family, None if expect is None else frozenset(expect))
-            for i, (family, data, expect) in enumerate(fixed + mutated)]
+    return [
+        Hostile(
+            f"{i:04d}-{re.sub('[^A-Za-z0-9]+', '-', family)}{rng.choice(extensions)}",
+            data,
+            family,
+            None if expect is None else frozenset(expect),
+        )
+        for i, (family, data, expect) in enumerate(fixed + mutated)
+    ]
 
 
 @dataclass(frozen=True)
@@ -75,8 +92,10 @@ class Regression:
 
 
 def load_regressions(path: Path = REGRESSIONS) -> list[Regression]:
-    return [Regression(e["name"], base64.b64decode(e["base64"]), e["expect"], e["found"])
-            for e in json.loads(path.read_text())["entries"]]
+    return [
+        Regression(e["name"], base64.b64decode(e["base64"]), e["expect"], e["found"])
+        for e in json.loads(path.read_text())["entries"]
+    ]
 
 
 def add_regressions(new: list[Regression], path: Path = REGRESSIONS) -> list[Regression]:
@@ -88,8 +107,14 @@ def add_regressions(new: list[Regression], path: Path = REGRESSIONS) -> list[Reg
         if regression.data not in known:
             known.add(regression.data)
             added.append(regression)
-            document["entries"].append({"name": regression.name, "expect": regression.expect, "found": regression.found,
-                                        "base64": base64.b64encode(regression.data).decode()})
+            document["entries"].append(
+                {
+                    "name": regression.name,
+                    "expect": regression.expect,
+                    "found": regression.found,
+                    "base64": base64.b64encode(regression.data).decode(),
+                }
+            )
     path.write_text(json.dumps(document, indent=1) + "\n")
     return added
 
@@ -110,8 +135,12 @@ def _sources(rng: random.Random, images: Path) -> tuple[dict[str, bytes], dict[s
     alpha = photo.convert("RGBA")
     alpha.putalpha(Image.linear_gradient("L").resize(photo.size))
     jpegs["progressive"] = _encode(photo.resize((480, 480)), "JPEG", progressive=True, quality=80)
-    pngs = {"png-rgb": _encode(photo, "PNG"), "png-rgba": _encode(alpha, "PNG"),
-            "png-palette": _encode(photo.convert("P"), "PNG"), "png-gray": _encode(photo.convert("L"), "PNG")}
+    pngs = {
+        "png-rgb": _encode(photo, "PNG"),
+        "png-rgba": _encode(alpha, "PNG"),
+        "png-palette": _encode(photo.convert("P"), "PNG"),
+        "png-gray": _encode(photo.convert("L"), "PNG"),
+    }
     return jpegs, pngs
 
 
@@ -128,12 +157,18 @@ def png_chunk(kind: bytes, body: bytes, crc: int | None = None) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc & 0xFFFFFFFF)
 
 
-def png_raw(width: int, height: int, depth: int, color: int, rows: bytes, *extra: bytes, interlace: int = 0,
-            compress: int = 6) -> bytes:
+def png_raw(
+    width: int, height: int, depth: int, color: int, rows: bytes, *extra: bytes, interlace: int = 0, compress: int = 6
+) -> bytes:
     """A PNG written by hand: any depth and colour type, valid or not; `rows` are the filtered rows."""
     ihdr = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, interlace)
-    return (PNG_SIGNATURE + png_chunk(b"IHDR", ihdr) + b"".join(extra)
-            + png_chunk(b"IDAT", zlib.compress(rows, compress)) + png_chunk(b"IEND", b""))
+    return (
+        PNG_SIGNATURE
+        + png_chunk(b"IHDR", ihdr)
+        + b"".join(extra)
+        + png_chunk(b"IDAT", zlib.compress(rows, compress))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def _deep_png(width: int, height: int, channels: int, color: int, top: int) -> bytes:
@@ -146,8 +181,8 @@ def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     """(type, body) of each chunk of a well-formed PNG."""
     chunks, pos = [], len(PNG_SIGNATURE)
     while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunks.append((kind, data[pos + 8:pos + 8 + length]))
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        chunks.append((kind, data[pos + 8 : pos + 8 + length]))
         pos += 12 + length
     return chunks
 
@@ -164,8 +199,8 @@ def jpeg_segments(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
         marker = data[pos + 1]
         if marker == 0xDA:
             break
-        length = int.from_bytes(data[pos + 2:pos + 4], "big")
-        segments.append((marker, data[pos + 4:pos + 2 + length]))
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        segments.append((marker, data[pos + 4 : pos + 2 + length]))
         pos += 2 + length
     return segments, data[pos:]
 
@@ -196,7 +231,8 @@ def exif_block(entries: list[tuple[int, int, int, bytes]], big_endian: bool = Fa
     order = ">" if big_endian else "<"
     head = (b"MM\x00\x2a" if big_endian else b"II\x2a\x00") + struct.pack(order + "I", 8)
     ifd = struct.pack(order + "H", len(entries)) + b"".join(
-        struct.pack(order + "HHI", tag, kind, count) + value.ljust(4, b"\0")[:4] for tag, kind, count, value in entries)
+        struct.pack(order + "HHI", tag, kind, count) + value.ljust(4, b"\0")[:4] for tag, kind, count, value in entries
+    )
     return head + ifd + struct.pack(order + "I", 0)
 
 
@@ -204,8 +240,10 @@ def exif_block(entries: list[tuple[int, int, int, bytes]], big_endian: bool = Fa
 def _exotic_modes() -> list[Case]:
     """Every mode and depth JPEG and PNG files come in (valid: features), and the exotic modes only other
     formats can hold (TIFF under an image name: never parsed)."""
-    valid: list[Case] = [(f"mode/png-{mode}", _encode(_gradient(mode), "PNG"), {FEATURES})
-                         for mode in ("1", "L", "LA", "P", "RGB", "RGBA")]
+    valid: list[Case] = [
+        (f"mode/png-{mode}", _encode(_gradient(mode), "PNG"), {FEATURES})
+        for mode in ("1", "L", "LA", "P", "RGB", "RGBA")
+    ]
     valid += [
         ("mode/png-P-transparency", _encode(_gradient("P"), "PNG", transparency=3), {FEATURES}),
         ("mode/png-I16", _deep_png(64, 48, 1, 0, 65535), {FEATURES}),
@@ -217,15 +255,26 @@ def _exotic_modes() -> list[Case]:
         ("mode/png-P4", png_raw(4, 2, 4, 3, b"\0\x01\x23" * 2, png_chunk(b"PLTE", bytes(range(48)))), {FEATURES}),
         ("mode/png-P-no-palette", png_raw(4, 2, 8, 3, b"\0\0\0\0\0" * 2), None),
     ]
-    valid += [(f"mode/jpeg-{mode}", _encode(_gradient(mode), "JPEG"), {FEATURES})
-              for mode in ("L", "RGB", "CMYK", "YCbCr")]
+    valid += [
+        (f"mode/jpeg-{mode}", _encode(_gradient(mode), "JPEG"), {FEATURES}) for mode in ("L", "RGB", "CMYK", "YCbCr")
+    ]
     valid.append(("mode/jpeg-1", _encode(_gradient("1"), "JPEG"), {FEATURES}))
-    foreign = [(f"mode/tiff-{mode.replace(';', '')}", _encode(_gradient(mode) if mode not in ("F", "I;16B", "I")
-                                                               else _gradient("L").convert(mode), "TIFF"),
-                {"unsupported_format"})
-               for mode in ("LAB", "YCbCr", "RGBX", "I", "I;16B", "F", "CMYK", "LA")]
-    return valid + foreign + [("mode/tiff-La-issue-20", premultiplied_tiff("LA"), {"unsupported_format"}),
-                              ("mode/tiff-RGBA-premultiplied", premultiplied_tiff("RGBA"), {"unsupported_format"})]
+    foreign = [
+        (
+            f"mode/tiff-{mode.replace(';', '')}",
+            _encode(_gradient(mode) if mode not in ("F", "I;16B", "I") else _gradient("L").convert(mode), "TIFF"),
+            {"unsupported_format"},
+        )
+        for mode in ("LAB", "YCbCr", "RGBX", "I", "I;16B", "F", "CMYK", "LA")
+    ]
+    return (
+        valid
+        + foreign
+        + [
+            ("mode/tiff-La-issue-20", premultiplied_tiff("LA"), {"unsupported_format"}),
+            ("mode/tiff-RGBA-premultiplied", premultiplied_tiff("RGBA"), {"unsupported_format"}),
+        ]
+    )
 
 
 def premultiplied_tiff(mode: str) -> bytes:
@@ -234,27 +283,46 @@ def premultiplied_tiff(mode: str) -> bytes:
     data = bytearray(_encode(Image.new(mode, (8, 8), (120,) * (len(mode) - 1) + (200,)), "TIFF"))
     tag = struct.pack("<HHIH", 338, 3, 1, 2)  # ExtraSamples: unassociated alpha
     pos = data.index(tag)
-    data[pos + 8:pos + 10] = struct.pack("<H", 1)  # -> associated alpha
+    data[pos + 8 : pos + 10] = struct.pack("<H", 1)  # -> associated alpha
     return bytes(data)
 
 
 def _foreign_formats() -> list[Case]:
     """Other formats Pillow can parse, under image names: rejected before their parser runs."""
-    written = {"TIFF": ("RGB", {}), "WEBP": ("RGB", {}), "GIF": ("P", {}), "BMP": ("RGB", {}), "ICO": ("RGB", {}),
-               "PPM": ("RGB", {}), "PCX": ("RGB", {}), "QOI": ("RGB", {}), "DDS": ("RGB", {}), "JPEG2000": ("RGB", {}),
-               "SGI": ("RGB", {}), "XBM": ("1", {}), "AVIF": ("RGB", {}), "BLP": ("P", {}),
-               "MSP": ("1", {}), "EPS": ("RGB", {})}
-    cases: list[Case] = [(f"foreign/{fmt}", _encode(_gradient(mode), fmt, **options), {"unsupported_format"})
-                         for fmt, (mode, options) in written.items() if fmt in Image.SAVE]
+    written = {
+        "TIFF": ("RGB", {}),
+        "WEBP": ("RGB", {}),
+        "GIF": ("P", {}),
+        "BMP": ("RGB", {}),
+        "ICO": ("RGB", {}),
+        "PPM": ("RGB", {}),
+        "PCX": ("RGB", {}),
+        "QOI": ("RGB", {}),
+        "DDS": ("RGB", {}),
+        "JPEG2000": ("RGB", {}),
+        "SGI": ("RGB", {}),
+        "XBM": ("1", {}),
+        "AVIF": ("RGB", {}),
+        "BLP": ("P", {}),
+        "MSP": ("1", {}),
+        "EPS": ("RGB", {}),
+    }
+    cases: list[Case] = [
+        (f"foreign/{fmt}", _encode(_gradient(mode), fmt, **options), {"unsupported_format"})
+        for fmt, (mode, options) in written.items()
+        if fmt in Image.SAVE
+    ]
     cases.append(("foreign/WEBP-lossless", _encode(_gradient("RGB"), "WEBP", lossless=True), {"unsupported_format"}))
     psd = b"8BPS\x00\x01" + b"\0" * 6 + struct.pack(">HIIHH", 3, 48, 64, 8, 3) + b"\0" * 12 + b"\0\0" + b"\x80" * 64
-    cases += [("foreign/PSD", psd, {"unsupported_format"}),
-              # No signature: nothing recognises them (TGA's first bytes can look like a cursor's).
-              ("foreign/TGA", _encode(_gradient("RGB"), "TGA"), {"not_an_image", "unsupported_format"}),
-              ("foreign/IM", _encode(_gradient("RGB"), "IM"), {"not_an_image"}),
-              ("foreign/PDF", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", {"not_an_image"}),
-              ("foreign/SVG", b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', {"not_an_image"}),
-              ("foreign/HEIC", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64, None)]
+    cases += [
+        ("foreign/PSD", psd, {"unsupported_format"}),
+        # No signature: nothing recognises them (TGA's first bytes can look like a cursor's).
+        ("foreign/TGA", _encode(_gradient("RGB"), "TGA"), {"not_an_image", "unsupported_format"}),
+        ("foreign/IM", _encode(_gradient("RGB"), "IM"), {"not_an_image"}),
+        ("foreign/PDF", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", {"not_an_image"}),
+        ("foreign/SVG", b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', {"not_an_image"}),
+        ("foreign/HEIC", b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 64, None),
+    ]
     return cases
 
 
@@ -315,31 +383,43 @@ def _exif_cases(jpeg: bytes) -> list[Case]:
         "garbage": bytes(range(256)) * 4,
         "empty": b"",
     }
-    cases: list[Case] = [(f"exif/jpeg-{name}", _with_segment(jpeg, 0xE1, b"Exif\0\0" + block), {FEATURES})
-                         for name, block in blocks.items()]
+    cases: list[Case] = [
+        (f"exif/jpeg-{name}", _with_segment(jpeg, 0xE1, b"Exif\0\0" + block), {FEATURES})
+        for name, block in blocks.items()
+    ]
     png = _encode(_gradient("RGB"), "PNG")
-    cases += [(f"exif/png-{name}", png[:33] + png_chunk(b"eXIf", block) + png[33:], {FEATURES})
-              for name, block in blocks.items() if name in ("orientation-6", "ifd-loop", "garbage")]
-    cases.append(("exif/png-exif-after-idat", png[:-12] + png_chunk(b"eXIf", blocks["orientation-6"]) + png[-12:],
-                  {FEATURES}))
-    cases.append(("exif/jpeg-xmp-orientation", _with_segment(
-        jpeg, 0xE1, b"http://ns.adobe.com/xap/1.0/\0<x:xmpmeta tiff:Orientation=\"6\"/>"), {FEATURES}))
+    cases += [
+        (f"exif/png-{name}", png[:33] + png_chunk(b"eXIf", block) + png[33:], {FEATURES})
+        for name, block in blocks.items()
+        if name in ("orientation-6", "ifd-loop", "garbage")
+    ]
+    cases.append(
+        ("exif/png-exif-after-idat", png[:-12] + png_chunk(b"eXIf", blocks["orientation-6"]) + png[-12:], {FEATURES})
+    )
+    cases.append(
+        (
+            "exif/jpeg-xmp-orientation",
+            _with_segment(jpeg, 0xE1, b'http://ns.adobe.com/xap/1.0/\0<x:xmpmeta tiff:Orientation="6"/>'),
+            {FEATURES},
+        )
+    )
     return cases
 
 
 def _jpeg_structure(jpeg: bytes, progressive: bytes) -> list[Case]:
     def sof(offset: int, value: bytes) -> Callable[[bytearray], None]:
         def edit(body: bytearray) -> None:
-            body[offset:offset + len(value)] = value
+            body[offset : offset + len(value)] = value
+
         return edit
 
     segments, rest = jpeg_segments(jpeg)
     full_chroma = _encode(_gradient("RGB"), "JPEG", progressive=True, subsampling=0)
     first_scan = progressive.index(b"\xff\xda")
     second_scan = progressive.index(b"\xff\xda", first_scan + 2)
-    scans = [i for i in range(len(progressive) - 1) if progressive[i:i + 2] == b"\xff\xda"]
+    scans = [i for i in range(len(progressive) - 1) if progressive[i : i + 2] == b"\xff\xda"]
     smallest = min(range(len(scans) - 1), key=lambda k: scans[k + 1] - scans[k])
-    scan = progressive[scans[smallest]:scans[smallest + 1]]
+    scan = progressive[scans[smallest] : scans[smallest + 1]]
     return [
         ("jpeg-marker/sof-65535x65535", _edit_sof(jpeg, sof(1, b"\xff\xff\xff\xff")), {"too_many_pixels"}),
         ("jpeg-marker/sof-height-0", _edit_sof(jpeg, sof(1, b"\0\0")), {"bad_dimensions", "corrupt"}),
@@ -356,12 +436,18 @@ def _jpeg_structure(jpeg: bytes, progressive: bytes) -> list[Case]:
         ("jpeg-marker/no-scan", jpeg_join(segments, b"\xff\xd9"), {"corrupt", "truncated"}),
         ("jpeg-marker/restart-interval-1", jpeg_join([*segments, (0xDD, b"\0\x01")], rest), {"corrupt", FEATURES}),
         ("jpeg-marker/segment-length-overflow", jpeg[:4] + b"\xff\xff" + jpeg[6:], None),
-        ("jpeg-marker/thousand-scans", progressive[:second_scan] + scan * 1000 + progressive[second_scan:],
-         {"corrupt"}),
+        (
+            "jpeg-marker/thousand-scans",
+            progressive[:second_scan] + scan * 1000 + progressive[second_scan:],
+            {"corrupt"},
+        ),
         # 8000x8000 progressive: libjpeg's coefficient buffer alone is over the budget at 4:4:4, not at 4:2:0.
         ("jpeg-marker/progressive-444-huge", _edit_sof(full_chroma, sof(1, b"\x1f\x40\x1f\x40")), {"too_many_pixels"}),
-        ("jpeg-marker/progressive-420-huge",
-         _edit_sof(progressive[:second_scan] + b"\xff\xd9", sof(1, b"\x1f\x40\x1f\x40")), None),
+        (
+            "jpeg-marker/progressive-420-huge",
+            _edit_sof(progressive[:second_scan] + b"\xff\xd9", sof(1, b"\x1f\x40\x1f\x40")),
+            None,
+        ),
     ]
 
 
@@ -384,19 +470,28 @@ def _png_structure(png: bytes) -> list[Case]:
         ("png-chunk/ihdr-16-bit-palette", with_ihdr(ihdr_with(16, 3)), {"corrupt"}),
         ("png-chunk/ihdr-interlace-7", with_ihdr(ihdr[:12] + b"\x07"), None),
         ("png-chunk/ihdr-short", PNG_SIGNATURE + png_chunk(b"IHDR", ihdr[:5]), {"corrupt", "truncated"}),
-        ("png-chunk/idat-bad-crc", png[:-12 - 12 - 4] + b"\0\0\0\0" + png[-12:], None),
-        ("png-chunk/idat-garbage", png_join([(k, b if k != b"IDAT" else bytes(len(b))) for k, b in chunks]),
-         {"corrupt", "truncated"}),
+        ("png-chunk/idat-bad-crc", png[: -12 - 12 - 4] + b"\0\0\0\0" + png[-12:], None),
+        (
+            "png-chunk/idat-garbage",
+            png_join([(k, b if k != b"IDAT" else bytes(len(b))) for k, b in chunks]),
+            {"corrupt", "truncated"},
+        ),
         ("png-chunk/no-idat", png_join([(k, b) for k, b in chunks if k != b"IDAT"]), {"corrupt", "truncated"}),
         ("png-chunk/no-iend", png[:-12], {FEATURES, "truncated", "corrupt"}),
-        ("png-chunk/idat-split-bytes", png_join([chunks[0], *((b"IDAT", idat[i:i + 1]) for i in range(len(idat))),
-                                                 (b"IEND", b"")]), {FEATURES}),
+        (
+            "png-chunk/idat-split-bytes",
+            png_join([chunks[0], *((b"IDAT", idat[i : i + 1]) for i in range(len(idat))), (b"IEND", b"")]),
+            {FEATURES},
+        ),
         ("png-chunk/unknown-critical", png_join([chunks[0], (b"ABCD", b"x"), *chunks[1:]]), None),
         ("png-chunk/plte-in-rgb-300-entries", png_join([chunks[0], (b"PLTE", bytes(900)), *chunks[1:]]), None),
         ("png-chunk/trns-too-long", png_join([chunks[0], (b"tRNS", bytes(5000)), *chunks[1:]]), None),
         ("png-chunk/length-2^31", png[:33] + struct.pack(">I", 2**31 - 1) + png[37:], None),
-        ("png-chunk/many-text-chunks", png_join([chunks[0], *[(b"tEXt", b"k\0" + b"v" * 100)] * 5000, *chunks[1:]]),
-         {FEATURES}),
+        (
+            "png-chunk/many-text-chunks",
+            png_join([chunks[0], *[(b"tEXt", b"k\0" + b"v" * 100)] * 5000, *chunks[1:]]),
+            {FEATURES},
+        ),
     ]
 
 
@@ -404,14 +499,19 @@ def _multi_frame(jpeg: bytes) -> list[Case]:
     frames = [_gradient("RGB"), _gradient("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     apng = _encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=100)
     chunks = png_chunks(apng)
-    broken_fctl = png_join([(k, b[:4] + struct.pack(">II", 10_000, 10_000) + b[12:] if k == b"fcTL" else b)
-                            for k, b in chunks])
+    broken_fctl = png_join(
+        [(k, b[:4] + struct.pack(">II", 10_000, 10_000) + b[12:] if k == b"fcTL" else b) for k, b in chunks]
+    )
     huge_actl = png_join([(k, struct.pack(">II", 2**31 - 1, 0) if k == b"acTL" else b) for k, b in chunks])
     photo = Image.open(io.BytesIO(jpeg))
     mpo = _encode(photo, "MPO", save_all=True, append_images=[photo.transpose(Image.Transpose.ROTATE_90)])
-    return [("multi/apng", apng, {FEATURES}), ("multi/apng-fctl-huge", broken_fctl, None),
-            ("multi/apng-actl-huge", huge_actl, None), ("multi/mpo", mpo, {FEATURES}),
-            ("multi/mpo-truncated-index", mpo[:300] + mpo[300:600][::-1] + mpo[600:], None)]
+    return [
+        ("multi/apng", apng, {FEATURES}),
+        ("multi/apng-fctl-huge", broken_fctl, None),
+        ("multi/apng-actl-huge", huge_actl, None),
+        ("multi/mpo", mpo, {FEATURES}),
+        ("multi/mpo-truncated-index", mpo[:300] + mpo[300:600][::-1] + mpo[600:], None),
+    ]
 
 
 # ----------------------------------------------------------------------------- random mutations
@@ -423,15 +523,16 @@ def _bitflip(rng: random.Random, data: bytes) -> bytes:
 
 
 def _truncate(rng: random.Random, data: bytes) -> bytes:
-    return data[:rng.choice([rng.randrange(1, 64), rng.randrange(len(data)), len(data) - rng.randrange(1, 16)])]
+    return data[: rng.choice([rng.randrange(1, 64), rng.randrange(len(data)), len(data) - rng.randrange(1, 16)])]
 
 
 def _splice(rng: random.Random, data: bytes) -> bytes:
     """A random run of bytes duplicated, removed or overwritten."""
     start = rng.randrange(len(data))
     end = min(len(data), start + rng.randrange(1, 512))
-    return rng.choice([data[:end] + data[start:], data[:start] + data[end:],
-                       data[:start] + rng.randbytes(end - start) + data[end:]])
+    return rng.choice(
+        [data[:end] + data[start:], data[:start] + data[end:], data[:start] + rng.randbytes(end - start) + data[end:]]
+    )
 
 
 def _jpeg_marker(rng: random.Random, data: bytes) -> bytes:
@@ -449,8 +550,13 @@ def _jpeg_marker(rng: random.Random, data: bytes) -> bytes:
     elif choice == 2:
         segments.insert(k, segments[k])
     else:
-        return jpeg_join(segments[:k], b"") + bytes([0xFF, marker]) + struct.pack(
-            ">H", rng.choice([0, 1, 2, 3, 0xFFFF])) + payload + jpeg_join(segments[k + 1:], rest)[2:]
+        return (
+            jpeg_join(segments[:k], b"")
+            + bytes([0xFF, marker])
+            + struct.pack(">H", rng.choice([0, 1, 2, 3, 0xFFFF]))
+            + payload
+            + jpeg_join(segments[k + 1 :], rest)[2:]
+        )
     return jpeg_join(segments, rest)
 
 
@@ -469,21 +575,36 @@ def _png_chunk_edit(rng: random.Random, data: bytes) -> bytes:
     elif choice == 2:
         chunks.insert(rng.randrange(len(chunks) + 1), chunks[k])
     elif choice == 3:
-        chunks.insert(rng.randrange(1, len(chunks) + 1), (rng.choice([b"PLTE", b"tRNS", b"acTL", b"fcTL", b"fdAT",
-                                                                      b"iCCP", b"sBIT", b"gAMA", b"eXIf"]),
-                                                          rng.randbytes(rng.randrange(40))))
+        chunks.insert(
+            rng.randrange(1, len(chunks) + 1),
+            (
+                rng.choice([b"PLTE", b"tRNS", b"acTL", b"fcTL", b"fdAT", b"iCCP", b"sBIT", b"gAMA", b"eXIf"]),
+                rng.randbytes(rng.randrange(40)),
+            ),
+        )
     else:  # a wrong CRC
         out = bytearray(png_join(chunks))
         pos = len(PNG_SIGNATURE) + sum(12 + len(b) for _, b in chunks[:k]) + 8 + len(body)
-        out[pos:pos + 4] = rng.randbytes(4)
+        out[pos : pos + 4] = rng.randbytes(4)
         return bytes(out)
     return png_join(chunks)
 
 
 def _huge_dimensions(rng: random.Random, data: bytes) -> bytes:
     """A real image declaring other dimensions than its pixels: huge, zero or off by a little."""
-    width, height = rng.choice([(65535, 65535), (65535, 1), (1, 65535), (8000, 8000), (10_000, 7000), (0, 5),
-                                (101, 100), (50, 50), (rng.randrange(1, 20000), rng.randrange(1, 20000))])
+    width, height = rng.choice(
+        [
+            (65535, 65535),
+            (65535, 1),
+            (1, 65535),
+            (8000, 8000),
+            (10_000, 7000),
+            (0, 5),
+            (101, 100),
+            (50, 50),
+            (rng.randrange(1, 20000), rng.randrange(1, 20000)),
+        ]
+    )
     if data.startswith(PNG_SIGNATURE):
         chunks = png_chunks(data)
         chunks[0] = (b"IHDR", struct.pack(">II", width, height) + chunks[0][1][8:])
@@ -491,10 +612,15 @@ def _huge_dimensions(rng: random.Random, data: bytes) -> bytes:
 
     def edit(body: bytearray) -> None:
         body[1:5] = struct.pack(">HH", min(height, 65535), min(width, 65535))
+
     return _edit_sof(data, edit)
 
 
 _MUTATIONS: dict[str, Callable[[random.Random, bytes], bytes]] = {
-    "bitflip": _bitflip, "truncate": _truncate, "splice": _splice, "jpeg-marker": _jpeg_marker,
-    "png-chunk": _png_chunk_edit, "huge-dims": _huge_dimensions,
+    "bitflip": _bitflip,
+    "truncate": _truncate,
+    "splice": _splice,
+    "jpeg-marker": _jpeg_marker,
+    "png-chunk": _png_chunk_edit,
+    "huge-dims": _huge_dimensions,
 }

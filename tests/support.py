@@ -77,26 +77,54 @@ def champion_copy(settings, fitted: dict, name: str) -> str:
 
 def result_rows(*paths: str) -> pa.Table:
     """Results rows as the stream writes them, one per path."""
-    return pa.Table.from_pylist([
-        {"path": p, "label": "Kaki", "size": 4096, "modification_time": SINK_TIME, "ingest_time": SINK_TIME,
-         "features": [0.5] * 1280, "pca": [0.25] * 300, "model_name": "fruits-pca", "model_version": "1",
-         "featurizer_sha256": "ab" * 32, "ingest_date": date(2026, 12, 1)} for p in paths], schema=RESULTS.schema)
+    return pa.Table.from_pylist(
+        [
+            {
+                "path": p,
+                "label": "Kaki",
+                "size": 4096,
+                "modification_time": SINK_TIME,
+                "ingest_time": SINK_TIME,
+                "features": [0.5] * 1280,
+                "pca": [0.25] * 300,
+                "model_name": "fruits-pca",
+                "model_version": "1",
+                "featurizer_sha256": "ab" * 32,
+                "ingest_date": date(2026, 12, 1),
+            }
+            for p in paths
+        ],
+        schema=RESULTS.schema,
+    )
 
 
 def error_rows(*paths: str, batch: int = 0) -> pa.Table:
     """Error rows (empty files) as the stream writes them, one per path."""
-    return pa.Table.from_pylist([
-        {"path": p, "label": "Kaki", "size": 0, "modification_time": None, "ingest_time": SINK_TIME, "reason": "empty",
-         "detail": "file has 0 bytes", "batch_id": batch} for p in paths], schema=ERRORS.schema)
-
+    return pa.Table.from_pylist(
+        [
+            {
+                "path": p,
+                "label": "Kaki",
+                "size": 0,
+                "modification_time": None,
+                "ingest_time": SINK_TIME,
+                "reason": "empty",
+                "detail": "file has 0 bytes",
+                "batch_id": batch,
+            }
+            for p in paths
+        ],
+        schema=ERRORS.schema,
+    )
 
 
 # From ../shared/models/keras/README.md: the identity of the genuine ImageNet weights.
 SHARED_WEIGHTS_SHA256 = "71e4c4ec4aa24c9c951b9265d6de42e1336dcf614c2214fa6a989208615e232c"
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen | None = None,
-               poll: float = 0.3) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen | None = None, poll: float = 0.3
+) -> None:
     """Poll `predicate` until it holds. `timeout` is a generous deadline for a stuck system, never a
     measure of speed: tests gate on what the system has done, not on how long it took."""
     deadline = time.monotonic() + timeout
@@ -117,7 +145,10 @@ def start_stream(args: list[str], log: Path) -> subprocess.Popen:
     """
     return subprocess.Popen(
         [sys.executable, "-m", "cli", "stream", *args],
-        stdout=subprocess.PIPE, stderr=log.open("ab"), text=True, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=log.open("ab"),
+        text=True,
+        start_new_session=True,
     )
 
 
@@ -128,9 +159,14 @@ def stop_gracefully(process: subprocess.Popen) -> str:
     return out
 
 
-def kill_mid_stream_then_restart(args: list[str], log: Path, feeder: Feeder, total: int, kill_after: int = 18,
-                                 while_running: Callable[[subprocess.Popen], None] | None = None
-                                 ) -> tuple[int, str, int]:
+def kill_mid_stream_then_restart(
+    args: list[str],
+    log: Path,
+    feeder: Feeder,
+    total: int,
+    kill_after: int = 18,
+    while_running: Callable[[subprocess.Popen], None] | None = None,
+) -> tuple[int, str, int]:
     """`fruits stream ARGS` with `feeder` uploading meanwhile: SIGKILL the stream's whole process group
     once `kill_after` uploads are committed (a lost machine), start it again, let the feeder finish,
     wait until `total` uploads are committed, then SIGTERM it. `while_running(stream)`, if given, runs
@@ -168,8 +204,9 @@ class Feeder(threading.Thread):
     them wait for the stream (`committed()` counts what the stream has committed): paced on the
     system's progress, never on a timer, so a busy machine only makes it slower."""
 
-    def __init__(self, uploads: list[Path], land: Callable[[Path], object], committed: Callable[[], int],
-                 backlog: int = 12):
+    def __init__(
+        self, uploads: list[Path], land: Callable[[Path], object], committed: Callable[[], int], backlog: int = 12
+    ):
         super().__init__(daemon=True)
         self.uploads, self.land, self.committed, self.backlog = uploads, land, committed, backlog
         self.landed: list = []
@@ -194,11 +231,18 @@ class Layout:
     checkpoint: Path
 
     def settings(self, base, **changes):
-        return base.replace(source=str(self.source), output=str(self.output), errors=str(self.errors),
-                            checkpoint=str(self.checkpoint), **changes)
+        return base.replace(
+            source=str(self.source),
+            output=str(self.output),
+            errors=str(self.errors),
+            checkpoint=str(self.checkpoint),
+            **changes,
+        )
 
 
-def copy_classes(data_dir: Path, target: Path, classes: list[str], split: str = "stream", per_class: int = 20) -> list[Path]:
+def copy_classes(
+    data_dir: Path, target: Path, classes: list[str], split: str = "stream", per_class: int = 20
+) -> list[Path]:
     copied = []
     for cls in classes:
         (target / cls).mkdir(parents=True, exist_ok=True)

@@ -54,8 +54,11 @@ def photo(upload_id: str, ctx: AppContext = Depends(context)) -> Response:
 @router.get("/{upload_id}/map.svg")
 def known_map(upload_id: str, ctx: AppContext = Depends(context)) -> Response:
     found = stored(upload_id, ctx)
-    svg = ctx.known.svg(found.model_name, found.model_version, found.map_xy, found.neighbours) \
-        if found is not None and found.status == ANSWERED else None
+    svg = (
+        ctx.known.svg(found.model_name, found.model_version, found.map_xy, found.neighbours)
+        if found is not None and found.status == ANSWERED
+        else None
+    )
     if svg is None:
         raise Refused(*NOT_FOUND)
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "private, max-age=3600"})

@@ -59,17 +59,39 @@ def queue(response: Response, who: str = Depends(curator), ctx: AppContext = Dep
 
     def upload(upload_id: str) -> dict[str, Any]:
         verdict = found[upload_id]
-        return {"upload_id": upload_id, "photo": f"/api/answers/{upload_id}/photo.jpg", "status": verdict.status,
-                "label": verdict.label, "tally": [{"label": label, "clients": n} for label, n in verdict.tally]}
+        return {
+            "upload_id": upload_id,
+            "photo": f"/api/answers/{upload_id}/photo.jpg",
+            "status": verdict.status,
+            "label": verdict.label,
+            "tally": [{"label": label, "clients": n} for label, n in verdict.tally],
+        }
 
     return {
         "curator": who,
         "disputed": [upload(i) for i in sorted(found) if found[i].status == DISPUTED],
-        "names": [{"name": p.name, "votes": p.votes, "nearest": p.nearest, "similarity": p.similarity,
-                   "uploads": [upload(i) for i in p.uploads]} for p in proposed],
+        "names": [
+            {
+                "name": p.name,
+                "votes": p.votes,
+                "nearest": p.nearest,
+                "similarity": p.similarity,
+                "uploads": [upload(i) for i in p.uploads],
+            }
+            for p in proposed
+        ],
         "known": sorted(known),
-        "decisions": [{"at": d.decided_at.isoformat(), "curator": d.curator, "subject": d.subject, "key": d.key,
-                       "action": d.action, "label": d.label} for d in sorted(decisions, key=lambda d: d.decided_at)],
+        "decisions": [
+            {
+                "at": d.decided_at.isoformat(),
+                "curator": d.curator,
+                "subject": d.subject,
+                "key": d.key,
+                "action": d.action,
+                "label": d.label,
+            }
+            for d in sorted(decisions, key=lambda d: d.decided_at)
+        ],
         "counts": {status: sum(v.status == status for v in found.values()) for status in (AGREED, ACCEPTED, DISPUTED)},
     }
 
@@ -97,5 +119,12 @@ def decide(body: DecisionRequest, who: str = Depends(curator), ctx: AppContext =
     if made.subject == NAME and made.label == made.key:
         raise Refused(400, "bad_decision", "A name cannot be merged into itself.")
     ctx.labels.add_decisions([made])
-    return {"recorded": True, "curator": made.curator, "at": made.decided_at.isoformat(), "subject": made.subject,
-            "key": made.key, "action": made.action, "label": made.label}
+    return {
+        "recorded": True,
+        "curator": made.curator,
+        "at": made.decided_at.isoformat(),
+        "subject": made.subject,
+        "key": made.key,
+        "action": made.action,
+        "label": made.label,
+    }

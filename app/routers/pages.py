@@ -20,13 +20,22 @@ def render(request: Request, ctx: AppContext, template: str, status: int = 200, 
     if fresh:
         cookie = ctx.csrf.new_cookie()
     response = request.app.state.templates.TemplateResponse(
-        request, template, {"csrf_token": ctx.csrf.token_for(cookie), "presigned": ctx.uploads.presigned,
-                            "max_mb": max(1, ctx.settings.max_image_bytes // (1024 * 1024)),
-                            "retention": ctx.settings.app_private_retention, **values}, status_code=status)
+        request,
+        template,
+        {
+            "csrf_token": ctx.csrf.token_for(cookie),
+            "presigned": ctx.uploads.presigned,
+            "max_mb": max(1, ctx.settings.max_image_bytes // (1024 * 1024)),
+            "retention": ctx.settings.app_private_retention,
+            **values,
+        },
+        status_code=status,
+    )
     response.headers["Cache-Control"] = "no-store"
     if fresh:
-        response.set_cookie(CSRF_COOKIE, cookie, httponly=True, samesite="strict", path="/",
-                            secure=request.url.scheme == "https")
+        response.set_cookie(
+            CSRF_COOKIE, cookie, httponly=True, samesite="strict", path="/", secure=request.url.scheme == "https"
+        )
     return response
 
 

@@ -20,8 +20,9 @@ from app.views import rejection
 from fruits.appuploads import new_upload_id
 
 log = logging.getLogger("fruits.app")
-router = APIRouter(prefix="/api/uploads",
-                   dependencies=[Depends(limit_requests), Depends(csrf_checked), Depends(limit_uploads)])
+router = APIRouter(
+    prefix="/api/uploads", dependencies=[Depends(limit_requests), Depends(csrf_checked), Depends(limit_uploads)]
+)
 
 
 def links(upload_id: str) -> dict[str, str]:
@@ -47,8 +48,13 @@ async def upload(request: Request, ctx: AppContext = Depends(context)) -> dict[s
         raise Refused(415, "not_an_image", rejection("not_an_image", limit))
     upload_id = new_upload_id()
     await run_in_threadpool(ctx.uploads.land, upload_id, consent, extension, content)
-    log.info("upload %s landed: %s, %d KB, %s", upload_id, extension, len(content) // 1024,
-             "consented" if consent else "private")
+    log.info(
+        "upload %s landed: %s, %d KB, %s",
+        upload_id,
+        extension,
+        len(content) // 1024,
+        "consented" if consent else "private",
+    )
     return links(upload_id)
 
 
@@ -65,6 +71,7 @@ def presign(body: PresignRequest, ctx: AppContext = Depends(context)) -> dict[st
     if body.content_type not in CONTENT_TYPES:
         raise Refused(415, "not_an_image", rejection("not_an_image", ctx.settings.max_image_bytes))
     post = ctx.uploads.presign(new_upload_id(), body.consent, body.content_type)
-    log.info("upload %s presigned: %s, %s", post.upload_id, body.content_type,
-             "consented" if body.consent else "private")
+    log.info(
+        "upload %s presigned: %s, %s", post.upload_id, body.content_type, "consented" if body.consent else "private"
+    )
     return {**links(post.upload_id), "url": post.url, "fields": post.fields}

@@ -22,8 +22,10 @@ from fruits.answers import ANSWERED, Answer
 from fruits.exceptions import FruitsError
 from fruits.labels import Vote, accepted_names, canonical_name, now
 
-router = APIRouter(prefix="/api/answers", dependencies=[Depends(limit_requests), Depends(csrf_checked),
-                                                         Depends(limit_votes), Depends(labels_kept)])
+router = APIRouter(
+    prefix="/api/answers",
+    dependencies=[Depends(limit_requests), Depends(csrf_checked), Depends(limit_votes), Depends(labels_kept)],
+)
 
 
 class VoteRequest(BaseModel):
@@ -46,8 +48,11 @@ def vote(upload_id: str, body: VoteRequest, request: Request, ctx: AppContext = 
     if answer.status != ANSWERED:
         raise Refused(409, "not_answered", "This photo has no answer to judge.")
     if not answer.consent:
-        raise Refused(409, "private", "This photo was not shared to improve the model, so it is not used to learn: "
-                                      "thank you all the same.")
+        raise Refused(
+            409,
+            "private",
+            "This photo was not shared to improve the model, so it is not used to learn: thank you all the same.",
+        )
     names = known_names(answer, ctx)
     if body.agrees:
         if answer.is_novel or not answer.prediction:
@@ -58,7 +63,22 @@ def vote(upload_id: str, body: VoteRequest, request: Request, ctx: AppContext = 
             label = canonical_name(body.label or "", names)
         except FruitsError as exc:
             raise Refused(400, "bad_name", f"{exc}.") from None
-    ctx.labels.add_votes([Vote(upload_id, label, ctx.csrf.pseudonym(request.cookies[CSRF_COOKIE]), now(),
-                               answer.model_name, answer.model_version, True)])
-    return {"recorded": True, "label": label, "known": label in names,
-            "message": f"Thank you: your answer “{label}” is recorded."}
+    ctx.labels.add_votes(
+        [
+            Vote(
+                upload_id,
+                label,
+                ctx.csrf.pseudonym(request.cookies[CSRF_COOKIE]),
+                now(),
+                answer.model_name,
+                answer.model_version,
+                True,
+            )
+        ]
+    )
+    return {
+        "recorded": True,
+        "label": label,
+        "known": label in names,
+        "message": f"Thank you: your answer “{label}” is recorded.",
+    }

@@ -53,7 +53,20 @@ from fruits.notifications.reads import plan_partitions, read_uploads
 from fruits.storage import CheckpointStore  # re-exported: the store moved to the Spark-free core
 
 __all__ = [
-    "BATCHES", "INDEX", "SOURCE_NAME", "CheckpointStore", "Ledger", "Location", "NotificationFeed",
-    "ReaderConfig", "Upload", "batch_counts", "parse_body", "plan_partitions", "queue_endpoint", "read_stream",
-    "read_uploads", "reader_config",
+    "BATCHES",
+    "INDEX",
+    "SOURCE_NAME",
+    "CheckpointStore",
+    "Ledger",
+    "Location",
+    "NotificationFeed",
+    "ReaderConfig",
+    "Upload",
+    "batch_counts",
+    "parse_body",
+    "plan_partitions",
+    "queue_endpoint",
+    "read_stream",
+    "read_uploads",
+    "reader_config",
 ]

@@ -33,8 +33,18 @@ BATCHES = f"{STATE}/batches"
 INDEX = f"{STATE}/index"
 BACKFILL_STATE = f"{STATE}/backfill.json"
 FORMAT = 1
-COUNTERS = ("messages", "uploads", "duplicates", "test_events", "malformed", "ignored", "backfilled",
-            "backfill_listings", "list_requests", "deleted")
+COUNTERS = (
+    "messages",
+    "uploads",
+    "duplicates",
+    "test_events",
+    "malformed",
+    "ignored",
+    "backfilled",
+    "backfill_listings",
+    "list_requests",
+    "deleted",
+)
 
 
 def numbered(names: Iterable[str], suffix: str = "") -> list[int]:
@@ -65,11 +75,17 @@ class BatchList:
 
 
 def write_batch(store: CheckpointStore, listed: BatchList) -> None:
-    store.write_json(f"{BATCHES}/{listed.batch}.json", {
-        "format": FORMAT, "batch": listed.batch, "created": listed.created, "counts": listed.counts,
-        "uploads": [u.as_json() for u in listed.uploads],
-        "messages": [{"id": m.id, "receipt": m.receipt, "uploads": m.uploads} for m in listed.messages],
-    })
+    store.write_json(
+        f"{BATCHES}/{listed.batch}.json",
+        {
+            "format": FORMAT,
+            "batch": listed.batch,
+            "created": listed.created,
+            "counts": listed.counts,
+            "uploads": [u.as_json() for u in listed.uploads],
+            "messages": [{"id": m.id, "receipt": m.receipt, "uploads": m.uploads} for m in listed.messages],
+        },
+    )
 
 
 def read_batch(store: CheckpointStore, batch: int) -> BatchList:
@@ -82,8 +98,9 @@ def read_batch(store: CheckpointStore, batch: int) -> BatchList:
         listed.problems.append(f"{where} is not JSON ({shown(str(exc))}): the batch reads as empty")
         return listed
     if document is None:
-        listed.problems.append(f"{where} is missing (was the checkpoint's {STATE}/ folder removed?): "
-                               "the batch reads as empty")
+        listed.problems.append(
+            f"{where} is missing (was the checkpoint's {STATE}/ folder removed?): the batch reads as empty"
+        )
         return listed
     if not isinstance(document, dict) or document.get("batch") != batch or document.get("format") != FORMAT:
         listed.problems.append(f"{where} is not the list of batch {batch}: the batch reads as empty")
@@ -99,12 +116,17 @@ def read_batch(store: CheckpointStore, batch: int) -> BatchList:
     for number, entry in enumerate(_list(document.get("messages"))):
         message = _dict(entry)
         identities = _list(message.get("uploads"))
-        if (isinstance(message.get("id"), str) and isinstance(message.get("receipt"), str)
-                and all(isinstance(i, str) for i in identities)):
+        if (
+            isinstance(message.get("id"), str)
+            and isinstance(message.get("receipt"), str)
+            and all(isinstance(i, str) for i in identities)
+        ):
             listed.messages.append(HeldMessage(message["id"], message["receipt"], identities))
         else:
-            listed.problems.append(f"{where}: message #{number} skipped (its id, receipt handle or uploads "
-                                   "do not check out): it comes back and is recognised")
+            listed.problems.append(
+                f"{where}: message #{number} skipped (its id, receipt handle or uploads "
+                "do not check out): it comes back and is recognised"
+            )
     return listed
 
 
@@ -135,9 +157,14 @@ def batch_counts(store: CheckpointStore, batch_id: int) -> dict[str, int]:
 # ============================================================================ the index and the backfill's time
 def write_index(store: CheckpointStore, committed: int, batches: dict[int, tuple[float, list[str]]]) -> None:
     """The committed batches' identities up to `committed` as one file (a restart reads few files)."""
-    store.write_json(f"{INDEX}/{committed}.json", {
-        "format": FORMAT, "batch": committed,
-        "batches": {str(b): [created, ids] for b, (created, ids) in batches.items()}})
+    store.write_json(
+        f"{INDEX}/{committed}.json",
+        {
+            "format": FORMAT,
+            "batch": committed,
+            "batches": {str(b): [created, ids] for b, (created, ids) in batches.items()},
+        },
+    )
 
 
 def read_index(store: CheckpointStore) -> tuple[int, dict[int, tuple[float, list[str]]], list[str]]:
@@ -153,8 +180,12 @@ def read_index(store: CheckpointStore) -> tuple[int, dict[int, tuple[float, list
         document = {}
     for batch, entry in _dict(document.get("batches")).items():
         created, identities = entry if isinstance(entry, list) and len(entry) == 2 else (None, None)
-        if batch.isdigit() and _is_number(created) and isinstance(identities, list) \
-                and all(isinstance(i, str) for i in identities):
+        if (
+            batch.isdigit()
+            and _is_number(created)
+            and isinstance(identities, list)
+            and all(isinstance(i, str) for i in identities)
+        ):
             batches[int(batch)] = (float(created), identities)
         else:
             problems.append(f"{where}: batch {shown(batch)} skipped (its uploads are forgotten early)")

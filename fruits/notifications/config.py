@@ -51,11 +51,18 @@ def reader_config(settings: Settings, *, drain: bool, partitions: int, log_level
     """The notification reader's configuration for a stream run with `settings` (which name a queue)."""
     assert settings.notifications, "notification mode needs a queue URL"
     return ReaderConfig(
-        queue_url=settings.notifications, source=settings.source_uri, checkpoint=settings.checkpoint_uri,
-        region=settings.aws_region, s3_endpoint=settings.s3_endpoint_url, max_files=settings.max_files_per_trigger,
-        drain=drain, backfill_every_s=settings.backfill_interval_seconds,
+        queue_url=settings.notifications,
+        source=settings.source_uri,
+        checkpoint=settings.checkpoint_uri,
+        region=settings.aws_region,
+        s3_endpoint=settings.s3_endpoint_url,
+        max_files=settings.max_files_per_trigger,
+        drain=drain,
+        backfill_every_s=settings.backfill_interval_seconds,
         retention_s=settings.notification_retention_seconds,
-        max_image_bytes=settings.max_image_bytes, partitions=max(1, partitions), log_level=log_level,
+        max_image_bytes=settings.max_image_bytes,
+        partitions=max(1, partitions),
+        log_level=log_level,
     )
 
 

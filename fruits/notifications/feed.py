@@ -101,9 +101,14 @@ class NotificationFeed:
         self.last_backfill = read_backfill(self.store)
         self._inspect_queue()
         self._housekeeping(now, force=True)
-        log.info("notification source on %s: %d uploads remembered in %d batches (%d committed), queue %s",
-                 self.config.source, len(self.ledger.known), len(self.ledger.batches), self.ledger.committed,
-                 self.config.queue_url)
+        log.info(
+            "notification source on %s: %d uploads remembered in %d batches (%d committed), queue %s",
+            self.config.source,
+            len(self.ledger.known),
+            len(self.ledger.batches),
+            self.ledger.committed,
+            self.config.queue_url,
+        )
 
     def _inspect_queue(self) -> None:
         """The queue's dead-letter queue, visibility timeout and retention, if the role may read them."""
@@ -113,17 +118,24 @@ class NotificationFeed:
                 AttributeNames=["RedrivePolicy", "VisibilityTimeout", "MessageRetentionPeriod"],
             ).get("Attributes", {})
         except Exception as exc:
-            log.warning("cannot read the attributes of %s (%s): malformed messages will be deleted, not left "
-                        "for a dead-letter queue, and held messages come back when the queue's visibility timeout "
-                        "expires", self.config.queue_url, one_line(exc))
+            log.warning(
+                "cannot read the attributes of %s (%s): malformed messages will be deleted, not left "
+                "for a dead-letter queue, and held messages come back when the queue's visibility timeout "
+                "expires",
+                self.config.queue_url,
+                one_line(exc),
+            )
             return
         self.dead_letter_queue = "RedrivePolicy" in attributes
         self.visibility.timeout_s = int(attributes.get("VisibilityTimeout", 0))
         retention = float(attributes.get("MessageRetentionPeriod", 0))
         if retention > self.config.retention_s:
-            log.warning("the queue keeps messages %.0f h but uploads are remembered %.0f h: a message redelivered "
-                        "after that would be ingested again (raise --notification-retention)",
-                        retention / 3600, self.config.retention_s / 3600)
+            log.warning(
+                "the queue keeps messages %.0f h but uploads are remembered %.0f h: a message redelivered "
+                "after that would be ingested again (raise --notification-retention)",
+                retention / 3600,
+                self.config.retention_s / 3600,
+            )
 
     # ---------------------------------------------------------------- one trigger
     def latest(self) -> dict[str, int]:
@@ -162,8 +174,10 @@ class NotificationFeed:
             try:
                 self.probe_commits()
             except Exception as exc:
-                log.warning("cannot delete the last batch's messages at stop (they come back and are "
-                            "recognised): %s", one_line(exc))
+                log.warning(
+                    "cannot delete the last batch's messages at stop (they come back and are recognised): %s",
+                    one_line(exc),
+                )
 
     # ---------------------------------------------------------------- queue
     def _receive(self) -> None:
@@ -172,7 +186,9 @@ class NotificationFeed:
         started_ms = self.clock() * 1000
         while drain or len(self.ledger.pending) < cap:
             response = self.sqs.receive_message(
-                QueueUrl=self.config.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=DRAIN_WAIT_S if drain else 0,
+                QueueUrl=self.config.queue_url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=DRAIN_WAIT_S if drain else 0,
                 MessageSystemAttributeNames=["SentTimestamp"],
             )
             messages = response.get("Messages", [])
@@ -198,8 +214,9 @@ class NotificationFeed:
                 del self._malformed_seen[next(iter(self._malformed_seen))]
             self.counts["malformed"] += 1
             # The reason names the field at fault; the body itself is never logged (it may hold personal data).
-            log.warning("malformed message %s skipped (%s; a body of %d characters)", message_id, parsed.malformed,
-                        len(body))
+            log.warning(
+                "malformed message %s skipped (%s; a body of %d characters)", message_id, parsed.malformed, len(body)
+            )
         for upload in parsed.uploads:
             self.counts["uploads" if self.ledger.offer(upload) else "duplicates"] += 1
         if parsed.uploads:
@@ -213,15 +230,16 @@ class NotificationFeed:
     def _delete(self, messages: list[tuple[str, str]]) -> None:
         self.visibility.forget(message_id for message_id, _ in messages)
         for start in range(0, len(messages), 10):
-            chunk = messages[start:start + 10]
+            chunk = messages[start : start + 10]
             try:
                 response = self.sqs.delete_message_batch(
                     QueueUrl=self.config.queue_url,
                     Entries=[{"Id": str(i), "ReceiptHandle": receipt} for i, (_, receipt) in enumerate(chunk)],
                 )
             except Exception as exc:  # the messages come back and are recognised as duplicates
-                log.warning("cannot delete %d messages (they will be redelivered and skipped): %s", len(chunk),
-                            one_line(exc))
+                log.warning(
+                    "cannot delete %d messages (they will be redelivered and skipped): %s", len(chunk), one_line(exc)
+                )
                 continue
             self.counts["deleted"] += len(response.get("Successful", []))
             for failure in response.get("Failed", []):
@@ -229,14 +247,24 @@ class NotificationFeed:
 
     # ---------------------------------------------------------------- persistence
     def _persist(self, batch: int, uploads: list[Upload], now: float) -> None:
-        messages = [HeldMessage(mid, held.receipt, sorted(held.identities))
-                    for mid, held in self.ledger.awaiting(batch).items()]
+        messages = [
+            HeldMessage(mid, held.receipt, sorted(held.identities)) for mid, held in self.ledger.awaiting(batch).items()
+        ]
         write_batch(self.store, BatchList(batch, now, self.counts, uploads, messages))  # BEFORE Spark learns it
         c = self.counts
-        log.info("notification batch %d: %d uploads (%d pending; since the last batch %d messages, %d duplicates, "
-                 "%d backfilled, %d test events, %d malformed, %d ignored)", batch, len(uploads),
-                 len(self.ledger.pending), c["messages"], c["duplicates"], c["backfilled"], c["test_events"],
-                 c["malformed"], c["ignored"])
+        log.info(
+            "notification batch %d: %d uploads (%d pending; since the last batch %d messages, %d duplicates, "
+            "%d backfilled, %d test events, %d malformed, %d ignored)",
+            batch,
+            len(uploads),
+            len(self.ledger.pending),
+            c["messages"],
+            c["duplicates"],
+            c["backfilled"],
+            c["test_events"],
+            c["malformed"],
+            c["ignored"],
+        )
         self.counts = dict.fromkeys(COUNTERS, 0)
 
     def _housekeeping(self, now: float, force: bool = False) -> None:
@@ -277,8 +305,9 @@ class NotificationFeed:
                 if cutoff is not None and modified.timestamp() < cutoff:
                     continue
                 try:
-                    upload = Upload(self.location.bucket, obj["Key"], obj.get("ETag"),
-                                    modified.astimezone(UTC).isoformat())
+                    upload = Upload(
+                        self.location.bucket, obj["Key"], obj.get("ETag"), modified.astimezone(UTC).isoformat()
+                    )
                 except Malformed as exc:  # e.g. a store whose ETags are not S3's: never read, never fatal
                     log.warning("backfill: %s skipped (%s)", shown(obj["Key"]), exc)
                     continue
@@ -287,5 +316,9 @@ class NotificationFeed:
         self.counts["backfill_listings"] += 1
         self.last_backfill = now
         write_backfill(self.store, now)
-        log.info("backfill of %s: %d uploads without a notification (%d LIST requests)", self.config.source, found,
-                 self.counts["list_requests"])
+        log.info(
+            "backfill of %s: %d uploads without a notification (%d LIST requests)",
+            self.config.source,
+            found,
+            self.counts["list_requests"],
+        )

@@ -185,8 +185,12 @@ class Location:
 
     def wants(self, bucket: str, key: str) -> bool:
         """The listing source's rules: this bucket, under the prefix, an image name, no hidden folder."""
-        return (bucket == self.bucket and key.startswith(self.prefix) and is_image_name(key)
-                and not in_hidden_folder(key, self.prefix))
+        return (
+            bucket == self.bucket
+            and key.startswith(self.prefix)
+            and is_image_name(key)
+            and not in_hidden_folder(key, self.prefix)
+        )
 
     def path(self, key: str) -> str:
         return f"{self.scheme}://{self.bucket}/{key}"
@@ -294,8 +298,12 @@ def _from_lambda(message: dict[str, Any], location: Location) -> Upload | None:
         return None
     checked_size(message.get("size"))
     checked_sequencer(message.get("sequencer"))
-    return Upload(checked_bucket(message.get("bucket"), location.bucket), message.get("key"), message.get("etag"),
-                  message.get("event_time"))
+    return Upload(
+        checked_bucket(message.get("bucket"), location.bucket),
+        message.get("key"),
+        message.get("etag"),
+        message.get("event_time"),
+    )
 
 
 def _from_s3_record(record: Any, location: Location) -> Upload | None:
@@ -315,8 +323,12 @@ def _from_s3_record(record: Any, location: Location) -> Upload | None:
         raise Malformed(f"object key {shown(raw_key)} does not decode as UTF-8") from None
     checked_size(obj.get("size"))
     checked_sequencer(obj.get("sequencer"))
-    return Upload(checked_bucket(_member(s3, "bucket").get("name"), location.bucket), key, obj.get("eTag"),
-                  record.get("eventTime"))
+    return Upload(
+        checked_bucket(_member(s3, "bucket").get("name"), location.bucket),
+        key,
+        obj.get("eTag"),
+        record.get("eventTime"),
+    )
 
 
 def _member(document: dict[str, Any], name: str) -> dict[str, Any]:

@@ -42,11 +42,23 @@ FETCH_THREADS = 16  # concurrent GETs per task (boto3's default pool holds 10 co
 FETCH_WINDOW = 64  # rows fetched ahead of what the task has handed to Spark...
 READ_AHEAD_BYTES = 256 * 1024 * 1024  # ...and bytes (64 rows at the 64 MiB image limit would be 4 GiB)
 # 4xx codes that are not about the object: the same request may succeed later (or with new credentials).
-TRANSIENT_CODES = frozenset({
-    "RequestTimeout", "RequestTimeTooSkewed", "SlowDown", "Throttling", "ThrottlingException", "RequestThrottled",
-    "TooManyRequests", "RequestLimitExceeded", "ExpiredToken", "TokenRefreshRequired", "InvalidToken",
-    "InvalidAccessKeyId", "SignatureDoesNotMatch",
-})
+TRANSIENT_CODES = frozenset(
+    {
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "TooManyRequests",
+        "RequestLimitExceeded",
+        "ExpiredToken",
+        "TokenRefreshRequired",
+        "InvalidToken",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+    }
+)
 
 Row = tuple  # (path, modificationTime, length, content): Spark's binaryFile columns
 
@@ -68,14 +80,23 @@ def plan_partitions(config: ReaderConfig, start: dict, end: dict) -> list[Upload
         listed = read_batch(store, batch)
         for problem in listed.problems:
             log.error("notification batch %d: %s", batch, problem)
-        rows += [(location.path(u.key), u.bucket, u.key, u.etag,
-                  datetime.fromisoformat(u.event_time) if u.event_time else None) for u in listed.uploads]
+        rows += [
+            (
+                location.path(u.key),
+                u.bucket,
+                u.key,
+                u.etag,
+                datetime.fromisoformat(u.event_time) if u.event_time else None,
+            )
+            for u in listed.uploads
+        ]
     parts = min(config.partitions, len(rows))
     return [UploadsPartition(rows[i::parts]) for i in range(parts)]
 
 
-def read_uploads(config: ReaderConfig, partition: UploadsPartition,
-                 read_ahead_bytes: int = READ_AHEAD_BYTES) -> Iterator[Row]:
+def read_uploads(
+    config: ReaderConfig, partition: UploadsPartition, read_ahead_bytes: int = READ_AHEAD_BYTES
+) -> Iterator[Row]:
     """Rows (path, modificationTime, length, content) for a task's uploads, in order (see the module doc).
 
     GETs run FETCH_THREADS at a time, at most FETCH_WINDOW rows and `read_ahead_bytes` bytes ahead
@@ -89,8 +110,9 @@ def read_uploads(config: ReaderConfig, partition: UploadsPartition,
     try:
         for index in range(len(rows)):
             for ahead in range(index + len(futures), min(index + FETCH_WINDOW, len(rows))):
-                futures.append(pool.submit(read_one, s3, rows[ahead], config.max_image_bytes,
-                                           partial(budget.reserve, ahead)))
+                futures.append(
+                    pool.submit(read_one, s3, rows[ahead], config.max_image_bytes, partial(budget.reserve, ahead))
+                )
             yield futures.popleft().result()
             budget.handed(index)
     finally:  # also when Spark stops early or a GET failed: fetches waiting for the budget give up
@@ -116,8 +138,9 @@ class ReadAhead:
     def reserve(self, row: int, size: int) -> None:
         """Wait until `size` more bytes fit (or `row` is the one Spark waits for), then count them."""
         with self._changed:
-            self._changed.wait_for(lambda: self.abandoned or row == self.next_row
-                                   or sum(self.held.values()) + size <= self.budget)
+            self._changed.wait_for(
+                lambda: self.abandoned or row == self.next_row or sum(self.held.values()) + size <= self.budget
+            )
             if self.abandoned:
                 raise ReadAbandoned
             self.held[row] = size
@@ -134,8 +157,9 @@ class ReadAhead:
             self._changed.notify_all()
 
 
-def read_one(s3: Any, row: tuple[str, str, str, str, datetime | None], limit: int,
-             reserve: Callable[[int], None] | None = None) -> Row:
+def read_one(
+    s3: Any, row: tuple[str, str, str, str, datetime | None], limit: int, reserve: Callable[[int], None] | None = None
+) -> Row:
     path, bucket, key, etag, event_time = row
     fetched = fetch(s3, bucket, key, etag, limit, reserve)
     if fetched is None:
@@ -150,8 +174,9 @@ class Fetched:
     content: bytes | None  # None: empty, or over the limit (not read)
 
 
-def fetch(s3: Any, bucket: str, key: str, etag: str, limit: int,
-          reserve: Callable[[int], None] | None = None) -> Fetched | None:
+def fetch(
+    s3: Any, bucket: str, key: str, etag: str, limit: int, reserve: Callable[[int], None] | None = None
+) -> Fetched | None:
     """The object if it still has the announced ETag; None after an error that concerns it alone.
     `reserve(size)` is called with the real size before the body is read (it may wait)."""
     from botocore.exceptions import ClientError, ParamValidationError

@@ -77,16 +77,23 @@ class VisibilityKeeper:
         with self._lock:
             due = [(mid, receipt) for mid, (receipt, since) in self._held.items() if now - since >= self.timeout_s / 2]
         for start in range(0, len(due), 10):
-            self._extend(due[start:start + 10], now)
+            self._extend(due[start : start + 10], now)
 
     def _extend(self, chunk: list[tuple[str, str]], now: float) -> None:
         try:
-            response = self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=[
-                {"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": self.timeout_s}
-                for i, (_, receipt) in enumerate(chunk)])
+            response = self.sqs.change_message_visibility_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": receipt, "VisibilityTimeout": self.timeout_s}
+                    for i, (_, receipt) in enumerate(chunk)
+                ],
+            )
         except Exception as exc:  # retried at the next check; at worst the messages come back and are recognised
-            log.warning("cannot extend the visibility of %d held messages (they may come back and be recognised): %s",
-                        len(chunk), one_line(exc))
+            log.warning(
+                "cannot extend the visibility of %d held messages (they may come back and be recognised): %s",
+                len(chunk),
+                one_line(exc),
+            )
             return
         failed = {entry.get("Id"): entry.get("Code", "") for entry in response.get("Failed", [])}
         with self._lock:
@@ -99,8 +106,11 @@ class VisibilityKeeper:
                     continue
                 del self._held[message_id]
                 if code.rsplit(".", 1)[-1] not in GONE:  # the query protocol prefixes AWS.SimpleQueueService.
-                    log.warning("the visibility of message %s cannot be extended (%s): it may come back and be "
-                                "recognised", message_id, code)
+                    log.warning(
+                        "the visibility of message %s cannot be extended (%s): it may come back and be recognised",
+                        message_id,
+                        code,
+                    )
 
     def _run(self) -> None:
         while not self._stop.wait(self.timeout_s / CHECKS_PER_TIMEOUT):

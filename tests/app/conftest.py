@@ -30,10 +30,16 @@ def known(data_dir: Path) -> KnownMap:
     the map: the app reads labels, paths and xy (the projections are the stream's business)."""
     files = [p for name in KNOWN_CLASSES for p in sorted((data_dir / "subset" / name).glob("*.jpg"))[:PER_CLASS]]
     corners = {"Banana": (0.1, 0.1), "Kumquats": (0.9, 0.1), "Limes": (0.1, 0.9), "Pepper Red": (0.9, 0.9)}
-    xy = np.array([corners[p.parent.name] for p in files], dtype=np.float32) + np.float32(0.02) * np.arange(
-        len(files), dtype=np.float32)[:, None] % 3
-    return KnownMap(labels=tuple(p.parent.name for p in files), paths=tuple(f"file:{p}" for p in files),
-                    pca=np.zeros((len(files), 3), dtype=np.float32), xy=xy)
+    xy = (
+        np.array([corners[p.parent.name] for p in files], dtype=np.float32)
+        + np.float32(0.02) * np.arange(len(files), dtype=np.float32)[:, None] % 3
+    )
+    return KnownMap(
+        labels=tuple(p.parent.name for p in files),
+        paths=tuple(f"file:{p}" for p in files),
+        pca=np.zeros((len(files), 3), dtype=np.float32),
+        xy=xy,
+    )
 
 
 @pytest.fixture

@@ -22,16 +22,26 @@ pytestmark = pytest.mark.slow
 
 
 def fruits(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_fruits_app_serves_the_page_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "app.log"
-    process = subprocess.Popen([sys.executable, "-m", "cli", "app", "--port", str(port), "--state-dir",
-                                str(tmp_path / "state")], stdout=subprocess.PIPE, stderr=log.open("wb"), text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", "app", "--port", str(port), "--state-dir", str(tmp_path / "state")],
+        stdout=subprocess.PIPE,
+        stderr=log.open("wb"),
+        text=True,
+    )
     try:
+
         def page() -> requests.Response | None:
             try:
                 return requests.get(f"http://127.0.0.1:{port}/", timeout=5)
@@ -46,7 +56,9 @@ def test_fruits_app_serves_the_page_and_stops_on_sigterm(tmp_path: Path) -> None
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=60)
     assert process.returncode == 0, log.read_text()[-2000:]
-    assert out.splitlines()[0] == f"Fruits! app on http://127.0.0.1:{port}/ (the team's numbers: /ops). Ctrl-C stops it."
+    assert (
+        out.splitlines()[0] == f"Fruits! app on http://127.0.0.1:{port}/ (the team's numbers: /ops). Ctrl-C stops it."
+    )
     assert "127.0.0.1:" + str(port) not in log.read_text().replace(f"http://127.0.0.1:{port}", "")  # no peers logged
 
 
@@ -75,8 +87,11 @@ def test_purge_private_deletes_only_old_uploads_made_without_consent(tmp_path: P
     landing = tmp_path / "landing"
     old, recent = time.time() - 2 * 86400, time.time() - 3600
     files = {}
-    for name, consent, mtime in [("old-private", False, old), ("new-private", False, recent),
-                                 ("old-consented", True, old)]:
+    for name, consent, mtime in [
+        ("old-private", False, old),
+        ("new-private", False, recent),
+        ("old-consented", True, old),
+    ]:
         upload_id = appuploads.new_upload_id()
         path = landing / appuploads.upload_key(upload_id, consent)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,8 +113,9 @@ def test_purge_private_deletes_only_old_uploads_made_without_consent(tmp_path: P
     assert not files["old-private"].exists() and not leftover.exists()
     assert files["new-private"].exists() and files["old-consented"].exists() and labelled.exists()
 
-    done = fruits("lake", "purge-private", "--source", str(landing), "--state-dir", str(tmp_path),
-                  "--retention", "30m", "--json")
+    done = fruits(
+        "lake", "purge-private", "--source", str(landing), "--state-dir", str(tmp_path), "--retention", "30m", "--json"
+    )
     assert json.loads(done.stdout.strip().splitlines()[-1])["deleted"] == 1 and not files["new-private"].exists()
 
     done = fruits("lake", "purge-private", "--source", "s3://bucket/images/", "--state-dir", str(tmp_path))

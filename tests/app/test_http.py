@@ -29,16 +29,29 @@ SECURITY_HEADERS = {"content-security-policy", "x-content-type-options", "referr
 
 
 def answered(upload_id: str, **changes) -> Answer:
-    values = dict(answered_at=time.time(), uploaded_at=time.time() - 1.25, consent=True, prediction="Banana",
-                  confidence=0.93, is_novel=False, top=(("Banana", 0.93), ("Limes", 0.04), ("Kumquats", 0.02)),
-                  neighbours=(1, 0, 4), map_xy=(0.15, 0.2), model_name=MODEL[0], model_version=MODEL[1])
+    values = dict(
+        answered_at=time.time(),
+        uploaded_at=time.time() - 1.25,
+        consent=True,
+        prediction="Banana",
+        confidence=0.93,
+        is_novel=False,
+        top=(("Banana", 0.93), ("Limes", 0.04), ("Kumquats", 0.02)),
+        neighbours=(1, 0, 4),
+        map_xy=(0.15, 0.2),
+        model_name=MODEL[0],
+        model_version=MODEL[1],
+    )
     return Answer(upload_id, ANSWERED, **{**values, **changes})
 
 
 @pytest.fixture
 def app_url(local_settings, known, serve) -> str:
-    return serve(local_settings, known_maps=lambda name, version: known if (name, version) == MODEL else None,
-                 ops_numbers=lambda: {"files": 0})
+    return serve(
+        local_settings,
+        known_maps=lambda name, version: known if (name, version) == MODEL else None,
+        ops_numbers=lambda: {"files": 0},
+    )
 
 
 def banana(data_dir: Path) -> Path:
@@ -46,7 +59,8 @@ def banana(data_dir: Path) -> Path:
 
 
 def test_an_upload_lands_atomically_under_its_own_id_and_its_answer_is_read_by_id(
-        app_url, local_settings, known, data_dir) -> None:
+    app_url, local_settings, known, data_dir
+) -> None:
     visitor = Visitor(app_url)
     photo = banana(data_dir).read_bytes()
     sent = visitor.upload(photo, consent=True)
@@ -85,8 +99,12 @@ def test_an_upload_lands_atomically_under_its_own_id_and_its_answer_is_read_by_i
 
     novel = visitor.upload(photo).json()["upload_id"]
     rejected = visitor.upload(photo).json()["upload_id"]
-    store.put_many([answered(novel, is_novel=True, prediction="Limes", confidence=0.31),
-                    Answer(rejected, REJECTED, answered_at=time.time(), reason="truncated", detail="image file is truncated")])
+    store.put_many(
+        [
+            answered(novel, is_novel=True, prediction="Limes", confidence=0.31),
+            Answer(rejected, REJECTED, answered_at=time.time(), reason="truncated", detail="image file is truncated"),
+        ]
+    )
     view = visitor.get(f"/api/answers/{novel}").json()
     assert view["title"] == "A fruit I don't know yet" and "Limes (31%)" in view["message"]
     view = visitor.get(f"/api/answers/{rejected}").json()
@@ -97,22 +115,37 @@ def test_an_upload_lands_atomically_under_its_own_id_and_its_answer_is_read_by_i
 def test_unknown_and_malformed_ids_look_the_same_and_nothing_lists_uploads(app_url, data_dir) -> None:
     visitor = Visitor(app_url)
     upload_id = visitor.upload(banana(data_dir).read_bytes()).json()["upload_id"]
-    missing = [visitor.get(f"/api/answers/{other}") for other in
-               ("0" * 32, "xyz", upload_id.upper(), upload_id + "0", f"{upload_id[:-1]}%2F", "-1")]
+    missing = [
+        visitor.get(f"/api/answers/{other}")
+        for other in ("0" * 32, "xyz", upload_id.upper(), upload_id + "0", f"{upload_id[:-1]}%2F", "-1")
+    ]
     assert {(r.status_code, r.text) for r in missing} == {
-        (404, '{"reason":"not_found","message":"There is no such photo here."}')}
+        (404, '{"reason":"not_found","message":"There is no such photo here."}')
+    }
     pages = [visitor.get(f"/u/{other}") for other in ("0" * 32, "xyz", upload_id.upper())]
     assert {r.status_code for r in pages} == {404} and len({r.text for r in pages}) == 1
-    for path in ("/api/answers", "/api/answers/", "/api/uploads", "/u/", "/static/", "/known/", "/landing/",
-                 f"/app/private/{upload_id}.jpg", f"/static/../landing/app/private/{upload_id}.jpg",
-                 f"/api/answers/{'0' * 32}/photo.jpg", "/docs", "/openapi.json"):
+    for path in (
+        "/api/answers",
+        "/api/answers/",
+        "/api/uploads",
+        "/u/",
+        "/static/",
+        "/known/",
+        "/landing/",
+        f"/app/private/{upload_id}.jpg",
+        f"/static/../landing/app/private/{upload_id}.jpg",
+        f"/api/answers/{'0' * 32}/photo.jpg",
+        "/docs",
+        "/openapi.json",
+    ):
         response = visitor.get(path)
         assert response.status_code in (404, 405), path
         assert upload_id not in response.text
 
 
 def test_photos_come_back_only_as_reencoded_thumbnails_without_exif_and_nothing_personal_is_logged(
-        app_url, local_settings, data_dir, caplog) -> None:
+    app_url, local_settings, data_dir, caplog
+) -> None:
     raw = with_gps(banana(data_dir))
     caplog.set_level(logging.DEBUG)  # everything the server logs, at its most talkative
     visitor = Visitor(app_url)
@@ -125,11 +158,13 @@ def test_photos_come_back_only_as_reencoded_thumbnails_without_exif_and_nothing_
     assert thumb.format == "JPEG" and not thumb.getexif() and "exif" not in thumb.info
     assert b"Exif" not in served.content and GPS_MAKE.encode() not in served.content
     assert served.content != raw and thumb.size == (224, 224)
-    assert not any(raw in r.content for r in (served, visitor.get(f"/api/answers/{upload_id}"),
-                                             visitor.get(f"/u/{upload_id}")))
+    assert not any(
+        raw in r.content for r in (served, visitor.get(f"/api/answers/{upload_id}"), visitor.get(f"/u/{upload_id}"))
+    )
 
-    logged = "\n".join(record.getMessage() for record in caplog.records
-                       if not record.name.startswith("urllib3"))  # the test's own HTTP client
+    logged = "\n".join(
+        record.getMessage() for record in caplog.records if not record.name.startswith("urllib3")
+    )  # the test's own HTTP client
     assert "upload" in logged and upload_id in logged  # the app did log the requests...
     assert "127.0.0.1" not in logged and GPS_MAKE not in logged and "48.0" not in logged  # ...with nothing personal
     assert "GET /api/answers" in logged  # the access log, without addresses
@@ -138,11 +173,18 @@ def test_photos_come_back_only_as_reencoded_thumbnails_without_exif_and_nothing_
 def test_every_post_needs_this_pages_token_and_comes_from_this_host(app_url, local_settings, data_dir) -> None:
     visitor, stranger = Visitor(app_url), Visitor(app_url)
     photo = banana(data_dir).read_bytes()
-    refused = [visitor.upload(photo, token=None), visitor.upload(photo, token="0" * 64),
-               visitor.upload(photo, token=stranger.token),  # a valid token, for another browser's cookie
-               visitor.upload(photo, origin="https://evil.example"),
-               requests.post(app_url + "/api/uploads", files={"photo": ("p.jpg", photo)}, timeout=30,
-                             headers={"X-CSRF-Token": visitor.token})]  # the token without its cookie
+    refused = [
+        visitor.upload(photo, token=None),
+        visitor.upload(photo, token="0" * 64),
+        visitor.upload(photo, token=stranger.token),  # a valid token, for another browser's cookie
+        visitor.upload(photo, origin="https://evil.example"),
+        requests.post(
+            app_url + "/api/uploads",
+            files={"photo": ("p.jpg", photo)},
+            timeout=30,
+            headers={"X-CSRF-Token": visitor.token},
+        ),
+    ]  # the token without its cookie
     assert [r.status_code for r in refused] == [403] * 5
     assert all(r.json()["reason"] == "csrf" for r in refused)
     assert not (Path(local_settings.source_uri) / "app").exists()  # nothing landed
@@ -152,8 +194,9 @@ def test_every_post_needs_this_pages_token_and_comes_from_this_host(app_url, loc
     assert presign.status_code == 404  # a local folder takes uploads through the app only
 
 
-def test_request_size_limits_refuse_big_bodies_before_and_while_reading(tmp_path, local_settings, serve,
-                                                                        data_dir) -> None:
+def test_request_size_limits_refuse_big_bodies_before_and_while_reading(
+    tmp_path, local_settings, serve, data_dir
+) -> None:
     url = serve(local_settings.replace(max_image_bytes=100_000), known_maps=lambda *_: None)
     visitor = Visitor(url)
     jpeg = banana(data_dir).read_bytes()
@@ -170,8 +213,10 @@ def test_request_size_limits_refuse_big_bodies_before_and_while_reading(tmp_path
     assert chunked.status_code == 413  # no Content-Length: refused once 164 KB passed
     over = visitor.upload(jpeg + b"\0" * (100_001 - len(jpeg)))  # under the body limit, over the image limit
     assert over.status_code == 413 and "too large" in over.json()["message"]
-    assert visitor.post("/api/uploads/presign", json={"content_type": "image/jpeg", "pad": "x" * 20_000}
-                        ).status_code == 413
+    assert (
+        visitor.post("/api/uploads/presign", json={"content_type": "image/jpeg", "pad": "x" * 20_000}).status_code
+        == 413
+    )
     text = visitor.upload(b"shopping list: kumquats, limes\n" * 10, name="list.jpg")
     assert (text.status_code, text.json()["reason"]) == (415, "not_an_image")
     assert "not an image" in text.json()["message"]
@@ -181,8 +226,9 @@ def test_request_size_limits_refuse_big_bodies_before_and_while_reading(tmp_path
 
 
 def test_rate_limits_count_each_client_alone(local_settings, serve, data_dir) -> None:
-    url = serve(local_settings.replace(app_uploads_per_minute=2, app_requests_per_minute=20),
-                known_maps=lambda *_: None)
+    url = serve(
+        local_settings.replace(app_uploads_per_minute=2, app_requests_per_minute=20), known_maps=lambda *_: None
+    )
     photo = banana(data_dir).read_bytes()
     first = Visitor(url)
     assert [first.upload(photo).status_code for _ in range(3)] == [201, 201, 429]
@@ -198,10 +244,18 @@ def test_rate_limits_count_each_client_alone(local_settings, serve, data_dir) ->
 def test_every_response_carries_the_security_headers_and_no_server_banner(app_url, data_dir) -> None:
     visitor = Visitor(app_url)
     upload_id = visitor.upload(banana(data_dir).read_bytes()).json()["upload_id"]
-    responses = [visitor.get("/"), visitor.get("/ops"), visitor.get("/static/app.js"), visitor.get("/static/app.css"),
-                 visitor.get(f"/api/answers/{upload_id}"), visitor.get(f"/api/answers/{upload_id}/photo.jpg"),
-                 visitor.get("/nowhere"), visitor.get(f"/api/answers/{'0' * 32}"), visitor.upload(b"x", token=None),
-                 visitor.upload(b"\xff\xd8\xff" + b"\0" * (70 * 1024 * 1024))]
+    responses = [
+        visitor.get("/"),
+        visitor.get("/ops"),
+        visitor.get("/static/app.js"),
+        visitor.get("/static/app.css"),
+        visitor.get(f"/api/answers/{upload_id}"),
+        visitor.get(f"/api/answers/{upload_id}/photo.jpg"),
+        visitor.get("/nowhere"),
+        visitor.get(f"/api/answers/{'0' * 32}"),
+        visitor.upload(b"x", token=None),
+        visitor.upload(b"\xff\xd8\xff" + b"\0" * (70 * 1024 * 1024)),
+    ]
     assert [r.status_code for r in responses] == [200, 200, 200, 200, 200, 200, 404, 404, 403, 413]
     for response in responses:
         assert set(response.headers.keys()) >= SECURITY_HEADERS, response.url

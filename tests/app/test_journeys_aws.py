@@ -40,12 +40,21 @@ def world(spark, settings, fitted, moto_server, tmp_path_factory):
     with wired_bucket(work, REGION, moto_server, bucket, suffix) as aws, EventPollers(aws):
         assert s3a_problem(spark, aws) is None
         run = settings.replace(
-            state_dir=scratch_state(work / "state", settings), mlflow_tracking_uri=settings.tracking_uri,
-            source=f"s3a://{bucket}/images/", notifications=aws.stream_queue_url, s3_endpoint_url=moto_server,
-            checkpoint=f"s3a://{bucket}/checkpoints/stream", output=str(work / "results"),
-            errors=str(work / "errors"), answers=f"dynamodb://answers-{suffix}", dynamodb_endpoint_url=moto_server,
-            trigger="1s", model_name="fruits-app-aws", app_secret=uuid.uuid4().hex * 2,
-            app_uploads_per_minute=60)  # every visitor here is 127.0.0.1
+            state_dir=scratch_state(work / "state", settings),
+            mlflow_tracking_uri=settings.tracking_uri,
+            source=f"s3a://{bucket}/images/",
+            notifications=aws.stream_queue_url,
+            s3_endpoint_url=moto_server,
+            checkpoint=f"s3a://{bucket}/checkpoints/stream",
+            output=str(work / "results"),
+            errors=str(work / "errors"),
+            answers=f"dynamodb://answers-{suffix}",
+            dynamodb_endpoint_url=moto_server,
+            trigger="1s",
+            model_name="fruits-app-aws",
+            app_secret=uuid.uuid4().hex * 2,
+            app_uploads_per_minute=60,
+        )  # every visitor here is 127.0.0.1
         champion_copy(run, fitted, "fruits-app-aws")
         open_answer_store(run).create_table()  # the stack's table (infra), made here on moto
         job = StreamingJob(run, spark=spark)
@@ -54,8 +63,14 @@ def world(spark, settings, fitted, moto_server, tmp_path_factory):
             wait_for_first_trigger(job)
             # The app addresses the bucket as s3:// (boto3); the stream as s3a:// (Spark): the same prefix.
             with BackgroundServer(create_app(run.replace(source=f"s3://{bucket}/images/"))) as server:
-                s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [
-                    {"AllowedOrigins": [server.url], "AllowedMethods": ["POST"], "AllowedHeaders": ["*"]}]})
+                s3.put_bucket_cors(
+                    Bucket=bucket,
+                    CORSConfiguration={
+                        "CORSRules": [
+                            {"AllowedOrigins": [server.url], "AllowedMethods": ["POST"], "AllowedHeaders": ["*"]}
+                        ]
+                    },
+                )
                 yield server.url, run, s3, bucket
         finally:
             stop_stream(job)
@@ -65,10 +80,20 @@ def world(spark, settings, fitted, moto_server, tmp_path_factory):
 def photos(world, data_dir) -> dict[str, Path]:
     """A test/ photo the model names right and an extra_classes/ photo it flags (app_support.first_answered:
     presigned POSTs to S3, as the page sends them)."""
-    return {"known": first_answered(world[0], sorted((data_dir / "test" / KNOWN).glob("*.jpg")),
-                                    lambda view: view["title"] == KNOWN, f"named {KNOWN}"),
-            "unknown": first_answered(world[0], sorted((data_dir / "extra_classes" / UNKNOWN).glob("*.jpg")),
-                                      lambda view: view["is_novel"], "flagged as unknown")}
+    return {
+        "known": first_answered(
+            world[0],
+            sorted((data_dir / "test" / KNOWN).glob("*.jpg")),
+            lambda view: view["title"] == KNOWN,
+            f"named {KNOWN}",
+        ),
+        "unknown": first_answered(
+            world[0],
+            sorted((data_dir / "extra_classes" / UNKNOWN).glob("*.jpg")),
+            lambda view: view["is_novel"],
+            "flagged as unknown",
+        ),
+    }
 
 
 @pytest.fixture
@@ -83,8 +108,7 @@ def upload_of(phone: Phone) -> str:
     return phone.page.url.rsplit("/u/", 1)[1]
 
 
-def test_a_photo_goes_straight_to_s3_and_its_fruit_comes_back_from_dynamodb(phone, world, photos,
-                                                                            tmp_path) -> None:
+def test_a_photo_goes_straight_to_s3_and_its_fruit_comes_back_from_dynamodb(phone, world, photos, tmp_path) -> None:
     _, run, s3, bucket = world
     phone.page.set_input_files("#photo", str(photos["known"]))
     assert phone.answer() == KNOWN
@@ -115,8 +139,9 @@ def test_a_text_file_named_jpg_reaches_s3_and_the_stream_refuses_it_in_plain_wor
 def test_ops_reads_the_stream_numbers_from_its_checkpoint_on_s3(browser, world) -> None:
     phone = Phone(browser, world[0] + "/ops")
     # The stream mirrors its progress to the checkpoint every few seconds: wait for the rejected upload.
-    phone.page.wait_for_function("() => document.getElementById('ops-error_reasons').textContent"
-                                 ".includes('not_an_image')", timeout=120_000)
+    phone.page.wait_for_function(
+        "() => document.getElementById('ops-error_reasons').textContent.includes('not_an_image')", timeout=120_000
+    )
     assert int(phone.page.locator("[data-key=answers]").inner_text()) >= 3
     assert phone.console_errors == []
     phone.close()

@@ -31,10 +31,17 @@ def world(spark, settings, fitted, tmp_path_factory):
     """The stream on its own landing folder and answers store, and the app on the same settings."""
     work = tmp_path_factory.mktemp("app-local")
     run = settings.replace(
-        state_dir=scratch_state(work / "state", settings), mlflow_tracking_uri=settings.tracking_uri,
-        source=str(work / "landing"), output=str(work / "results"), errors=str(work / "errors"),
-        checkpoint=str(work / "checkpoint"), answers=f"sqlite:///{work / 'answers.db'}", trigger="1s",
-        model_name="fruits-app", app_uploads_per_minute=60)  # every visitor here is 127.0.0.1
+        state_dir=scratch_state(work / "state", settings),
+        mlflow_tracking_uri=settings.tracking_uri,
+        source=str(work / "landing"),
+        output=str(work / "results"),
+        errors=str(work / "errors"),
+        checkpoint=str(work / "checkpoint"),
+        answers=f"sqlite:///{work / 'answers.db'}",
+        trigger="1s",
+        model_name="fruits-app",
+        app_uploads_per_minute=60,
+    )  # every visitor here is 127.0.0.1
     champion_copy(run, fitted, "fruits-app")  # its own @champion: nothing another test moves
     job = StreamingJob(run, spark=spark)
     job.start()
@@ -49,10 +56,18 @@ def world(spark, settings, fitted, tmp_path_factory):
 @pytest.fixture(scope="module")
 def photos(world, data_dir) -> dict[str, Path]:
     """A test/ photo the model names right and an extra_classes/ photo it flags (app_support.first_answered)."""
-    known = first_answered(world[0], sorted((data_dir / "test" / KNOWN).glob("*.jpg")),
-                           lambda view: view["title"] == KNOWN, f"named {KNOWN}")
-    unknown = first_answered(world[0], sorted((data_dir / "extra_classes" / UNKNOWN).glob("*.jpg")),
-                             lambda view: view["is_novel"], "flagged as unknown")
+    known = first_answered(
+        world[0],
+        sorted((data_dir / "test" / KNOWN).glob("*.jpg")),
+        lambda view: view["title"] == KNOWN,
+        f"named {KNOWN}",
+    )
+    unknown = first_answered(
+        world[0],
+        sorted((data_dir / "extra_classes" / UNKNOWN).glob("*.jpg")),
+        lambda view: view["is_novel"],
+        "flagged as unknown",
+    )
     return {"known": known, "unknown": unknown}
 
 
@@ -72,7 +87,8 @@ def phone(browser, world):
 
 
 def test_a_photo_of_a_known_fruit_is_named_with_alternatives_neighbours_and_the_map(
-        phone, world, photos, shots) -> None:
+    phone, world, photos, shots
+) -> None:
     phone.page.set_input_files("#photo", str(photos["known"]))
     assert phone.answer() == KNOWN
     page = phone.page
@@ -107,7 +123,8 @@ def test_a_text_file_named_jpg_is_refused_in_plain_words(phone, world, tmp_path,
 
 
 def test_keyboard_only_tab_to_consent_and_to_the_button_then_enter_opens_the_chooser(
-        phone, world, photos, shots) -> None:
+    phone, world, photos, shots
+) -> None:
     page = phone.page
     focused = []
     # Listening for the chooser from the start: Playwright turns the interception on without waiting
@@ -135,9 +152,11 @@ def test_ops_shows_the_stream_numbers_and_refreshes_itself(browser, world, shots
     phone = Phone(browser, world[0] + "/ops")
     page = phone.page
     # The stream mirrors its progress every few seconds: wait until the uploads above are counted.
-    page.wait_for_function("() => Number(document.querySelector('[data-key=answers]').textContent) >= 3 && "
-                           f"document.getElementById('ops-class_mix').textContent.includes({KNOWN!r})",
-                           timeout=120_000)
+    page.wait_for_function(
+        "() => Number(document.querySelector('[data-key=answers]').textContent) >= 3 && "
+        f"document.getElementById('ops-class_mix').textContent.includes({KNOWN!r})",
+        timeout=120_000,
+    )
     assert float(page.locator("[data-key=answer_latency_p95_s]").inner_text().removesuffix(" s")) > 0
     assert page.locator("[data-key=model_version]").inner_text().isdigit()
     first = page.locator("#ops-status").inner_text()
@@ -145,7 +164,6 @@ def test_ops_shows_the_stream_numbers_and_refreshes_itself(browser, world, shots
     screenshot(phone, shots, "ops")
     assert phone.console_errors == []
     phone.close()
-
 
 
 def test_a_person_says_no_it_is_another_fruit_and_the_vote_is_recorded(phone, world, photos, shots) -> None:

@@ -64,11 +64,20 @@ def scenario(spark, settings, fitted, data_dir, tmp_path_factory) -> Scenario:
 
     work = tmp_path_factory.mktemp("labels")
     run = settings.replace(
-        state_dir=scratch_state(work / "state", settings), mlflow_tracking_uri=settings.tracking_uri,
-        source=str(work / "landing"), output=str(work / "results"), errors=str(work / "errors"),
-        checkpoint=str(work / "checkpoint"), answers=f"sqlite:///{work / 'answers.db'}", trigger="1s",
-        model_refresh_interval="1s", model_name="fruits-labels", app_uploads_per_minute=1000,
-        app_votes_per_minute=1000, curators=f"{CURATOR}:{TOKEN}")
+        state_dir=scratch_state(work / "state", settings),
+        mlflow_tracking_uri=settings.tracking_uri,
+        source=str(work / "landing"),
+        output=str(work / "results"),
+        errors=str(work / "errors"),
+        checkpoint=str(work / "checkpoint"),
+        answers=f"sqlite:///{work / 'answers.db'}",
+        trigger="1s",
+        model_refresh_interval="1s",
+        model_name="fruits-labels",
+        app_uploads_per_minute=1000,
+        app_votes_per_minute=1000,
+        curators=f"{CURATOR}:{TOKEN}",
+    )
     champion_copy(run, fitted, "fruits-labels")
     draw = random.Random(23)
     fruits = sorted(p.name for p in (data_dir / "extra_classes").iterdir() if p.is_dir())
@@ -98,12 +107,26 @@ def scenario(spark, settings, fitted, data_dir, tmp_path_factory) -> Scenario:
             assert curator.post("/api/curate/decisions", json=rejected).status_code == 201
 
             streamed = len(list((data_dir / "stream").glob("*/*.jpg")))
-            wait_until(lambda: job.monitor.snapshot().files >= streamed + len(done.labelled) + 10, 600,
-                       "the stream committed every upload")
+            wait_until(
+                lambda: job.monitor.snapshot().files >= streamed + len(done.labelled) + 10,
+                600,
+                "the stream committed every upload",
+            )
             done.lap("the stream committed every upload")
             done.refit = refit(run, str(data_dir / "test"), spark=spark, progress=False)
-            done.lap("refit: " + ", ".join(f"{k} {done.refit[k]}" for k in (
-                "promoted", "classes", "eval_images_accuracy", "app_held_out_accuracy", "app_labels_trained")))
+            done.lap(
+                "refit: "
+                + ", ".join(
+                    f"{k} {done.refit[k]}"
+                    for k in (
+                        "promoted",
+                        "classes",
+                        "eval_images_accuracy",
+                        "app_held_out_accuracy",
+                        "app_labels_trained",
+                    )
+                )
+            )
             table = pq.read_table(done.refit["features_uri"].removeprefix("file:"), columns=["path", "label"])
             done.trained = dict(zip(table.column("path").to_pylist(), table.column("label").to_pylist(), strict=False))
 
@@ -113,8 +136,10 @@ def scenario(spark, settings, fitted, data_dir, tmp_path_factory) -> Scenario:
                 asked = ask(asker, {name: photos[name][LABELLED:] for name in fruits})
                 done.asked_after = [(a["fruit"], a["prediction"]) for a in asked]
                 done.answered_by = {a["model"] for a in asked}
-                done.lap(f"the other photos asked: {sum(n == p for n, p in done.asked_after)}/{len(asked)} "
-                         f"predicted right, {sum(bool(a['novel']) for a in asked)} flagged novel")
+                done.lap(
+                    f"the other photos asked: {sum(n == p for n, p in done.asked_after)}/{len(asked)} "
+                    f"predicted right, {sum(bool(a['novel']) for a in asked)} flagged novel"
+                )
             return done
     finally:
         stop_stream(job)
@@ -123,8 +148,11 @@ def scenario(spark, settings, fitted, data_dir, tmp_path_factory) -> Scenario:
 def app_labels(trained: dict[str, str]) -> dict[str, str]:
     import re
 
-    return {re.search(CONSENTED_PATH_PATTERN, path)[1]: label for path, label in trained.items()
-            if re.search(CONSENTED_PATH_PATTERN, path)}
+    return {
+        re.search(CONSENTED_PATH_PATTERN, path)[1]: label
+        for path, label in trained.items()
+        if re.search(CONSENTED_PATH_PATTERN, path)
+    }
 
 
 def test_the_curator_saw_the_misspelling_next_to_the_right_name_and_its_photos_disputed(scenario) -> None:

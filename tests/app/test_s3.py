@@ -36,9 +36,15 @@ def s3_world(moto_server: str, tmp_path: Path) -> tuple[Settings, str, object]:
     bucket = f"fruits-app-{uuid.uuid4().hex[:8]}"
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name=REGION)
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    settings = Settings.load(state_dir=tmp_path / "state", source=f"s3://{bucket}/images/",
-                             s3_endpoint_url=moto_server, dynamodb_endpoint_url=moto_server,
-                             answers=f"dynamodb://answers-{bucket}", app_secret="k" * 40, max_image_bytes=MAX_BYTES)
+    settings = Settings.load(
+        state_dir=tmp_path / "state",
+        source=f"s3://{bucket}/images/",
+        s3_endpoint_url=moto_server,
+        dynamodb_endpoint_url=moto_server,
+        answers=f"dynamodb://answers-{bucket}",
+        app_secret="k" * 40,
+        max_image_bytes=MAX_BYTES,
+    )
     open_answer_store(settings).create_table()
     return settings, bucket, s3
 
@@ -48,7 +54,8 @@ def policy_of(fields: dict) -> dict:
 
 
 def test_the_presigned_post_is_bound_to_one_key_a_size_range_an_image_type_and_minutes(
-        s3_world, serve, data_dir: Path) -> None:
+    s3_world, serve, data_dir: Path
+) -> None:
     settings, bucket, s3 = s3_world
     url = serve(settings, known_maps=lambda *_: None)
     visitor = Visitor(url)
@@ -79,8 +86,9 @@ def test_the_presigned_post_is_bound_to_one_key_a_size_range_an_image_type_and_m
 
     assert visitor.get(f"/api/answers/{upload_id}").status_code == 404  # nothing posted yet: no such upload
     raw = with_gps(sorted((data_dir / "test" / "Limes").glob("*.jpg"))[0])
-    stored = requests.post(body["url"], data=body["fields"], files={"file": ("photo.jpg", raw, "image/jpeg")},
-                           timeout=30)
+    stored = requests.post(
+        body["url"], data=body["fields"], files={"file": ("photo.jpg", raw, "image/jpeg")}, timeout=30
+    )
     assert stored.status_code == 204, stored.text
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == raw
     assert visitor.get(f"/api/answers/{upload_id}").json()["status"] == "pending"  # the object is there
@@ -89,8 +97,9 @@ def test_the_presigned_post_is_bound_to_one_key_a_size_range_an_image_type_and_m
     assert photo.status_code == 200 and b"Exif" not in photo.content and GPS_MAKE.encode() not in photo.content
     assert not Image.open(io.BytesIO(photo.content)).getexif()
 
-    open_answer_store(settings).put_many([Answer(upload_id, REJECTED, answered_at=time.time(), reason="too_large",
-                                                 detail="over the limit")])
+    open_answer_store(settings).put_many(
+        [Answer(upload_id, REJECTED, answered_at=time.time(), reason="too_large", detail="over the limit")]
+    )
     view = visitor.get(f"/api/answers/{upload_id}").json()
     assert (view["status"], view["message"]) == (REJECTED, "This file is too large: photos up to 5 MB.")
 

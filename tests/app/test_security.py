@@ -82,17 +82,21 @@ def test_the_content_security_policy_allows_no_inline_code_and_names_the_upload_
     local = dict(part.split(" ", 1) for part in content_security_policy().split("; "))
     assert local["default-src"] == local["script-src"] == local["style-src"] == "'self'"
     assert local["frame-ancestors"] == "'none'" and "unsafe" not in content_security_policy()
-    s3 = dict(part.split(" ", 1) for part in content_security_policy(("https://b.s3.eu-west-3.amazonaws.com",))
-              .split("; "))
+    s3 = dict(
+        part.split(" ", 1) for part in content_security_policy(("https://b.s3.eu-west-3.amazonaws.com",)).split("; ")
+    )
     assert s3["form-action"] == s3["connect-src"] == "'self' https://b.s3.eu-west-3.amazonaws.com"
     assert s3["script-src"] == "'self'"
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"FRUITS_APP_UPLOADS_PER_MINUTE": "0"}, "rate limits"),
-    ({"FRUITS_APP_UPLOAD_EXPIRY": "2h"}, "between 1s and 1h"),
-    ({"FRUITS_APP_PRIVATE_RETENTION": "forever"}, "--retention must be an interval"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FRUITS_APP_UPLOADS_PER_MINUTE": "0"}, "rate limits"),
+        ({"FRUITS_APP_UPLOAD_EXPIRY": "2h"}, "between 1s and 1h"),
+        ({"FRUITS_APP_PRIVATE_RETENTION": "forever"}, "--retention must be an interval"),
+    ],
+)
 def test_bad_app_settings_are_one_line_errors(env: dict, message: str) -> None:
     with pytest.raises(FruitsError, match=message):
         Settings.load(env=env)

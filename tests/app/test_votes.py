@@ -25,9 +25,17 @@ CURATOR, TOKEN = "ana", "c" * 40
 
 
 def answered(upload_id: str, **changes) -> Answer:
-    values = dict(answered_at=time.time(), uploaded_at=time.time() - 1, consent=True, prediction="Banana",
-                  confidence=0.93, is_novel=False, top=(("Banana", 0.93), ("Limes", 0.04), ("Kumquats", 0.02)),
-                  model_name=MODEL[0], model_version=MODEL[1])
+    values = dict(
+        answered_at=time.time(),
+        uploaded_at=time.time() - 1,
+        consent=True,
+        prediction="Banana",
+        confidence=0.93,
+        is_novel=False,
+        top=(("Banana", 0.93), ("Limes", 0.04), ("Kumquats", 0.02)),
+        model_name=MODEL[0],
+        model_version=MODEL[1],
+    )
     return Answer(upload_id, ANSWERED, **{**values, **changes})
 
 
@@ -38,8 +46,11 @@ def settings_with_curators(local_settings):
 
 @pytest.fixture
 def app_url(settings_with_curators, known, serve) -> str:
-    return serve(settings_with_curators, known_maps=lambda name, version: known if (name, version) == MODEL else None,
-                 ops_numbers=lambda: {"files": 0})
+    return serve(
+        settings_with_curators,
+        known_maps=lambda name, version: known if (name, version) == MODEL else None,
+        ops_numbers=lambda: {"files": 0},
+    )
 
 
 def stored(settings, *answers: Answer) -> list[str]:
@@ -47,8 +58,7 @@ def stored(settings, *answers: Answer) -> list[str]:
     return [a.upload_id for a in answers]
 
 
-def test_a_vote_is_recorded_once_per_browser_and_upload_under_a_pseudonym(
-        app_url, settings_with_curators) -> None:
+def test_a_vote_is_recorded_once_per_browser_and_upload_under_a_pseudonym(app_url, settings_with_curators) -> None:
     [upload_id] = stored(settings_with_curators, answered(new_upload_id()))
     view = Visitor(app_url).get(f"/api/answers/{upload_id}").json()
     assert view["vote"] == {"asks": True, "agree": True, "names": ["Banana", "Kumquats", "Limes", "Pepper Red"]}
@@ -62,7 +72,10 @@ def test_a_vote_is_recorded_once_per_browser_and_upload_under_a_pseudonym(
 
     rows = sorted(table_rows(settings_with_curators.labels_uri), key=lambda r: r.voted_at)  # read with delta-rs alone
     assert [(r.upload_id, r.label, r.model_version) for r in rows] == [
-        (upload_id, "Banana", "7"), (upload_id, "Kumquats", "7"), (upload_id, "Passion Fruit", "7")]
+        (upload_id, "Banana", "7"),
+        (upload_id, "Kumquats", "7"),
+        (upload_id, "Passion Fruit", "7"),
+    ]
     clients = [r.client for r in rows]
     assert clients[0] == clients[1] != clients[2] and all(re.fullmatch(r"[0-9a-f]{32}", c) for c in clients)
     assert first.http.cookies["fruits_csrf"] not in clients and first.token not in clients  # a pseudonym only
@@ -72,14 +85,20 @@ def test_a_vote_is_recorded_once_per_browser_and_upload_under_a_pseudonym(
 
 
 def test_votes_are_refused_without_csrf_on_private_or_unanswered_photos_and_for_bad_names(
-        app_url, settings_with_curators) -> None:
-    ok, private, rejected = stored(settings_with_curators, answered(new_upload_id()),
-                                   answered(new_upload_id(), consent=False),
-                                   Answer(new_upload_id(), REJECTED, answered_at=time.time(), reason="corrupt"))
+    app_url, settings_with_curators
+) -> None:
+    ok, private, rejected = stored(
+        settings_with_curators,
+        answered(new_upload_id()),
+        answered(new_upload_id(), consent=False),
+        Answer(new_upload_id(), REJECTED, answered_at=time.time(), reason="corrupt"),
+    )
     visitor = Visitor(app_url)
     assert visitor.get(f"/api/answers/{private}").json()["vote"]["asks"] is False
     assert visitor.post(f"/api/answers/{ok}/vote", json={"agrees": True}, token=None).status_code == 403
-    assert visitor.post(f"/api/answers/{ok}/vote", json={"agrees": True}, origin="http://evil.example").status_code == 403
+    assert (
+        visitor.post(f"/api/answers/{ok}/vote", json={"agrees": True}, origin="http://evil.example").status_code == 403
+    )
     assert visitor.post(f"/api/answers/{private}/vote", json={"agrees": True}).json()["reason"] == "private"
     assert visitor.post(f"/api/answers/{rejected}/vote", json={"agrees": True}).json()["reason"] == "not_answered"
     assert visitor.post(f"/api/answers/{new_upload_id()}/vote", json={"agrees": True}).status_code == 404
@@ -118,13 +137,22 @@ def test_curate_needs_the_login_and_records_who_decided_what_reversibly(app_url,
     assert {n["name"] for n in queue["names"]} == {"Pasion Fruit", "Passion Fruit", "Guava", "Orange"}
     assert "Banana" in queue["known"]
 
-    assert curator.post("/api/curate/decisions", json={"subject": "name", "key": "Pasion Fruit", "action": "merge",
-                                                       "label": "Passion Fruit"}, token=None).status_code == 403
-    merged = curator.post("/api/curate/decisions", json={"subject": "name", "key": "Pasion Fruit", "action": "merge",
-                                                         "label": "passion fruit"})
+    assert (
+        curator.post(
+            "/api/curate/decisions",
+            json={"subject": "name", "key": "Pasion Fruit", "action": "merge", "label": "Passion Fruit"},
+            token=None,
+        ).status_code
+        == 403
+    )
+    merged = curator.post(
+        "/api/curate/decisions",
+        json={"subject": "name", "key": "Pasion Fruit", "action": "merge", "label": "passion fruit"},
+    )
     assert merged.status_code == 201 and merged.json()["label"] == "Passion Fruit"
-    curator.post("/api/curate/decisions", json={"subject": "upload", "key": uploads[1], "action": "accept",
-                                                "label": "guava"})
+    curator.post(
+        "/api/curate/decisions", json={"subject": "upload", "key": uploads[1], "action": "accept", "label": "guava"}
+    )
     found = LabelStore(settings_with_curators).verdicts()
     assert (found[uploads[0]].status, found[uploads[0]].label) == (AGREED, "Passion Fruit")
     assert found[uploads[1]].label == "Guava"
@@ -132,8 +160,12 @@ def test_curate_needs_the_login_and_records_who_decided_what_reversibly(app_url,
     assert LabelStore(settings_with_curators).verdicts()[uploads[0]].status == DISPUTED  # reversed
     decisions = sorted(table_rows(settings_with_curators.curation_uri), key=lambda d: d.decided_at)
     assert [(d.curator, d.subject, d.action) for d in decisions] == [
-        (CURATOR, "name", "merge"), (CURATOR, "upload", "accept"), (CURATOR, "name", "reopen")]
+        (CURATOR, "name", "merge"),
+        (CURATOR, "upload", "accept"),
+        (CURATOR, "name", "reopen"),
+    ]
     assert all(d.decided_at is not None for d in decisions)
-    bad = curator.post("/api/curate/decisions", json={"subject": "upload", "key": "../etc", "action": "accept",
-                                                      "label": "Guava"})
+    bad = curator.post(
+        "/api/curate/decisions", json={"subject": "upload", "key": "../etc", "action": "accept", "label": "Guava"}
+    )
     assert bad.status_code == 400

@@ -44,10 +44,23 @@ def _free_port() -> int:
 def _start_mlflow(state: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
     port = _free_port()
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{state / 'mlflow.db'}",
-         "--artifacts-destination", str(state / "artifacts"), *extra],
-        stdout=subprocess.DEVNULL, stderr=(state / "server.log").open("w"),
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{state / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(state / "artifacts"),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(state / "server.log").open("w"),
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
@@ -88,8 +101,11 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
     of its own (sqlite here, PostgreSQL there), every user reads, a user edits what it created. `fruits-jobs`
     (the fit, the refit) registered fruits-pca@champion; `fruits-stream` never creates anything: read-only."""
     state = tmp_path_factory.mktemp("mlflow-auth-server")
-    users = {"admin": secrets.token_urlsafe(12), "fruits-jobs": secrets.token_urlsafe(12),
-             "fruits-stream": secrets.token_urlsafe(12)}
+    users = {
+        "admin": secrets.token_urlsafe(12),
+        "fruits-jobs": secrets.token_urlsafe(12),
+        "fruits-stream": secrets.token_urlsafe(12),
+    }
     config = state / "basic_auth.ini"
     config.write_text(
         "[mlflow]\ndefault_permission = READ\n"
@@ -104,7 +120,9 @@ def mlflow_auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dic
         from mlflow.server.auth.client import AuthServiceClient
 
         def as_user(name: str) -> mock._patch:
-            return mock.patch.dict(os.environ, {"MLFLOW_TRACKING_USERNAME": name, "MLFLOW_TRACKING_PASSWORD": users[name]})
+            return mock.patch.dict(
+                os.environ, {"MLFLOW_TRACKING_USERNAME": name, "MLFLOW_TRACKING_PASSWORD": users[name]}
+            )
 
         with as_user("admin"):
             for name in ("fruits-jobs", "fruits-stream"):

@@ -24,8 +24,14 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = "/usr/bin/python3.11"
 LOCK_SHA256 = "0123456789abcdef" * 4  # a well-formed sha256 for commands that need one
 SUBNET = "subnet-0a1b2c3d"
-SECURITY_GROUPS = ["--primary-security-group", "sg-0aaa1111", "--core-security-group", "sg-0bbb2222",
-                   "--service-access-security-group", "sg-0ccc3333"]
+SECURITY_GROUPS = [
+    "--primary-security-group",
+    "sg-0aaa1111",
+    "--core-security-group",
+    "sg-0bbb2222",
+    "--service-access-security-group",
+    "sg-0ccc3333",
+]
 
 
 def named(args: list[str]) -> dict[str, str]:
@@ -52,17 +58,37 @@ def test_the_launchers_import_infra_at_the_top_and_nothing_heavy(module: str) ->
 
 
 # `fruits` in a fresh interpreter where pyspark and py4j cannot be imported (support.WITHOUT_SPARK).
-FRUITS_WITHOUT_SPARK = WITHOUT_SPARK + """
+FRUITS_WITHOUT_SPARK = (
+    WITHOUT_SPARK
+    + """
 from cli.main import main
 sys.exit(main(sys.argv[1:]))
 """
+)
 
 
 def test_emr_plan_works_without_pyspark() -> None:
     """Issue 21: the launchers need the Spark-free core only (fruits.contracts), not the spark extra."""
     env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # and no AWS call either
-    done = subprocess.run([sys.executable, "-c", FRUITS_WITHOUT_SPARK, "emr", "plan", "--bucket", BUCKET, "--subnet-id", SUBNET,
-                           "--json"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FRUITS_WITHOUT_SPARK,
+            "emr",
+            "plan",
+            "--bucket",
+            BUCKET,
+            "--subnet-id",
+            SUBNET,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     request = last_json(done.stdout)["request"]
     assert request["Instances"]["Ec2SubnetId"] == SUBNET
@@ -104,8 +130,32 @@ def test_the_flags_map_onto_cluster_options_by_name(no_network: list, capsys: py
     assert {f.name for f in dataclasses.fields(ClusterOptions)} - computed <= set(vars(args))
 
     secret = "arn:aws:secretsmanager:eu-west-3:123456789012:secret:fruits/mlflow-AbCdEf"
-    assert main(["emr", "plan", "--bucket", BUCKET, "--core", "3", "--task", "1", "--ebs-gb", "40", "--idle-timeout", "600",
-                 "--mlflow-secret", secret, "--project", "vision", "--name", "vision-stream", "--json"]) == 0
+    assert (
+        main(
+            [
+                "emr",
+                "plan",
+                "--bucket",
+                BUCKET,
+                "--core",
+                "3",
+                "--task",
+                "1",
+                "--ebs-gb",
+                "40",
+                "--idle-timeout",
+                "600",
+                "--mlflow-secret",
+                secret,
+                "--project",
+                "vision",
+                "--name",
+                "vision-stream",
+                "--json",
+            ]
+        )
+        == 0
+    )
     request = last_json(capsys.readouterr().out)["request"]
     groups = {g["InstanceRole"]: g for g in request["Instances"]["InstanceGroups"]}
     assert (groups["CORE"]["InstanceCount"], groups["TASK"]["InstanceCount"]) == (3, 1)
@@ -125,7 +175,10 @@ def test_plan_human_output_shows_pretty_request_and_cost_lines(no_network: list,
     out = capsys.readouterr().out
 
     assert '  "ReleaseLabel": "emr-spark-8.1.0",' in out  # indented JSON, not one line
-    assert "release: emr-spark-8.1.0 (Spark 4.1.1, Scala 2.13.17, Python 3.11, Delta 4.2.0; long-term support until 2029-09-07)" in out
+    assert (
+        "release: emr-spark-8.1.0 (Spark 4.1.1, Scala 2.13.17, Python 3.11, Delta 4.2.0; long-term support until 2029-09-07)"
+        in out
+    )
     assert "primary 1 x m5.xlarge ON_DEMAND $0.2400/h each = $0.2400/h" in out  # 0.192 + 0.048
     assert "total   $0.7200/h" in out  # 3 x 0.24
     # 2 core nodes x 75 img/s (the default) = 150 img/s = 540,000 img/h; 0.72 / 0.54 = 1.3333
@@ -165,7 +218,9 @@ def test_up_refuses_to_launch_without_a_subnet(no_network: list, capsys: pytest.
     """The default VPC is neither private nor tagged for AmazonEMRServicePolicy_v2: no silent default."""
     assert main(["emr", "up", "--bucket", BUCKET, "--lock-sha256", LOCK_SHA256]) == 1
     err = capsys.readouterr().err
-    assert "no --subnet-id: the cluster needs a private subnet tagged for-use-with-amazon-emr-managed-policies=true" in err
+    assert (
+        "no --subnet-id: the cluster needs a private subnet tagged for-use-with-amazon-emr-managed-policies=true" in err
+    )
     assert no_network == [] and len(err.strip().splitlines()) == 1
 
 
@@ -202,7 +257,10 @@ def test_plan_in_a_region_without_prices_says_unknown(no_network: list, capsys: 
     ("flags", "message"),
     [
         (["--instance-type", "m5.xlarg"], "unknown instance type 'm5.xlarg': known types are c5.xlarge, m5.2xlarge"),
-        (["--release-label", "emr-7.10.0"], "--release-label 'emr-7.10.0' is not supported: use one of emr-spark-8.1.0"),
+        (
+            ["--release-label", "emr-7.10.0"],
+            "--release-label 'emr-7.10.0' is not supported: use one of emr-spark-8.1.0",
+        ),
         (["--conf", "sparkdefaults:spark.executor.memory=10g"], "unknown configuration classification 'sparkdefaults'"),
         (["--conf", "spark-defaults"], "is not CLASSIFICATION:PROPERTY=VALUE"),
         (["--bucket", "Fruits_Bucket"], "is not a valid S3 bucket name"),
@@ -211,7 +269,10 @@ def test_plan_in_a_region_without_prices_says_unknown(no_network: list, capsys: 
         (["--task", "1", "--spot-bid-fraction", "1.5"], "--spot-bid-fraction must be in (0, 1]"),
         (["--wheelhouse", "https://wheels.example/w/"], "--wheelhouse 'https://wheels.example/w/' is not an S3 prefix"),
         (["--wheelhouse", f"s3://{BUCKET}"], "is not an S3 prefix"),
-        (["--wheelhouse", "s3://Wheels_Bucket/w/"], "--wheelhouse bucket 'Wheels_Bucket' is not a valid S3 bucket name"),
+        (
+            ["--wheelhouse", "s3://Wheels_Bucket/w/"],
+            "--wheelhouse bucket 'Wheels_Bucket' is not a valid S3 bucket name",
+        ),
         (["--region", "ap-southeast-2", "--task", "1", "--spot-bid-fraction", "0.5"], "on-demand price of m5.xlarge"),
         (["--subnet-id", "vpc-0a1b2c3d"], "is not a subnet id"),
         (["--primary-security-group", "sg-0a1b2c3d"], "give all three of --primary-security-group"),
@@ -238,8 +299,30 @@ def test_up_submit_status_stop_down_on_moto(
     aws = ["--endpoint-url", moto_server, "--name", name]
     client = boto3.client("emr", region_name="eu-west-3", endpoint_url=moto_server)
 
-    assert main(["emr", "up", "--bucket", BUCKET, *aws, "--task", "2", "--idle-timeout", "3600", "--subnet-id", SUBNET,
-                 *SECURITY_GROUPS, "--owner", "vision-team", "--lock-sha256", LOCK_SHA256, "--json"]) == 0
+    assert (
+        main(
+            [
+                "emr",
+                "up",
+                "--bucket",
+                BUCKET,
+                *aws,
+                "--task",
+                "2",
+                "--idle-timeout",
+                "3600",
+                "--subnet-id",
+                SUBNET,
+                *SECURITY_GROUPS,
+                "--owner",
+                "vision-team",
+                "--lock-sha256",
+                LOCK_SHA256,
+                "--json",
+            ]
+        )
+        == 0
+    )
     cluster_id = last_json(capsys.readouterr().out)["cluster_id"]
 
     cluster = client.describe_cluster(ClusterId=cluster_id)["Cluster"]
@@ -254,8 +337,11 @@ def test_up_submit_status_stop_down_on_moto(
     assert cluster["SecurityConfiguration"] == "fruits-emr-security"
     attributes = cluster["Ec2InstanceAttributes"]
     assert attributes["Ec2SubnetId"] == SUBNET
-    assert (attributes["EmrManagedMasterSecurityGroup"], attributes["EmrManagedSlaveSecurityGroup"],
-            attributes["ServiceAccessSecurityGroup"]) == ("sg-0aaa1111", "sg-0bbb2222", "sg-0ccc3333")
+    assert (
+        attributes["EmrManagedMasterSecurityGroup"],
+        attributes["EmrManagedSlaveSecurityGroup"],
+        attributes["ServiceAccessSecurityGroup"],
+    ) == ("sg-0aaa1111", "sg-0bbb2222", "sg-0ccc3333")
     assert {"Key": "owner", "Value": "vision-team"} in cluster["Tags"]
     sent = {c["Classification"]: c for c in cluster["Configurations"]}
     assert sent["spark-defaults"]["Properties"]["spark.executor.instances"] == "4"  # 2 core + 2 task
@@ -263,7 +349,9 @@ def test_up_submit_status_stop_down_on_moto(
     # moto does not model AutoTerminationPolicy; the request test checks it.
 
     groups = client.list_instance_groups(ClusterId=cluster_id)["InstanceGroups"]
-    assert sorted((g["InstanceGroupType"], g["Market"], g["RequestedInstanceCount"], g["InstanceType"]) for g in groups) == [
+    assert sorted(
+        (g["InstanceGroupType"], g["Market"], g["RequestedInstanceCount"], g["InstanceType"]) for g in groups
+    ) == [
         ("CORE", "ON_DEMAND", 2, "m5.xlarge"),
         ("MASTER", "ON_DEMAND", 1, "m5.xlarge"),
         ("TASK", "SPOT", 2, "m5.xlarge"),
@@ -314,7 +402,10 @@ def test_up_submit_status_stop_down_on_moto(
 
     assert main(["emr", "down", *aws]) == 1  # no --yes: nothing happens
     assert "--yes" in capsys.readouterr().err
-    assert client.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] not in {"TERMINATING", "TERMINATED"}
+    assert client.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] not in {
+        "TERMINATING",
+        "TERMINATED",
+    }
 
     assert main(["emr", "down", *aws, "--yes", "--json"]) == 0
     assert last_json(capsys.readouterr().out)["state"] in {"TERMINATING", "TERMINATED"}
@@ -352,4 +443,6 @@ def test_plan_on_the_older_spark_4_release_warns_and_says_why(no_network: list, 
     captured = capsys.readouterr()
 
     assert last_json(captured.out)["request"]["ReleaseLabel"] == "emr-spark-8.0.0"
-    assert "emr-spark-8.0.0 runs Spark 4.0.2" in captured.err and "use emr-spark-8.1.0 (long-term support)" in captured.err
+    assert (
+        "emr-spark-8.0.0 runs Spark 4.0.2" in captured.err and "use emr-spark-8.1.0 (long-term support)" in captured.err
+    )

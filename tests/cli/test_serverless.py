@@ -25,8 +25,12 @@ NETWORK = ["--subnet-id", "subnet-0a1b2c", "--security-group-id", "sg-0d4e5f"]
 def test_plan_prints_both_requests_their_cost_and_the_comparison_offline(
     no_network: list, capsys: pytest.CaptureFixture
 ) -> None:
-    assert main(["serverless", "plan", "--bucket", BUCKET, *NETWORK, "--tracking-uri", "https://mlflow.internal",
-                 "--json"]) == 0
+    assert (
+        main(
+            ["serverless", "plan", "--bucket", BUCKET, *NETWORK, "--tracking-uri", "https://mlflow.internal", "--json"]
+        )
+        == 0
+    )
     summary = last_json(capsys.readouterr().out)
 
     assert no_network == []
@@ -34,7 +38,9 @@ def test_plan_prints_both_requests_their_cost_and_the_comparison_offline(
     stream = summary["stream_job_run"]
     assert (stream["mode"], stream["executionTimeoutMinutes"]) == ("STREAMING", 0)
     assert "https://mlflow.internal" in stream["jobDriver"]["sparkSubmit"]["entryPointArguments"]
-    assert summary["cost"]["per_hour"] == pytest.approx(0.9074)  # 2 x 0.06318 + 8 x 0.00689 + 2 x (4 x 0.06318 + 16 x 0.00689)
+    assert summary["cost"]["per_hour"] == pytest.approx(
+        0.9074
+    )  # 2 x 0.06318 + 8 x 0.00689 + 2 x (4 x 0.06318 + 16 x 0.00689)
     targets = summary["comparison"]["targets"]
     assert targets["EMR on EC2"]["stream_per_hour"] == pytest.approx(0.816)  # the cluster with as many processing nodes
     assert targets["EMR Serverless"]["stream_per_month"] == pytest.approx(662.402)  # 0.9074 x 730
@@ -47,7 +53,12 @@ def test_plan_human_output_ends_with_the_side_by_side_table(no_network: list, ca
     lines = captured.out.splitlines()
     assert "cost side by side, eu-west-3, USD:" in lines
     assert lines[lines.index("cost side by side, eu-west-3, USD:") + 2].split() == [
-        "always-on", "stream,", "per", "hour", "0.8160", "0.9074",
+        "always-on",
+        "stream,",
+        "per",
+        "hour",
+        "0.8160",
+        "0.9074",
     ]
     assert "no --subnet-id: `up` needs the private subnets" in captured.err
 
@@ -60,8 +71,9 @@ def test_plan_human_output_ends_with_the_side_by_side_table(no_network: list, ca
         ([*NETWORK, "--release-label", "emr-7.10.0"], "--release-label 'emr-7.10.0' is not supported"),
     ],
 )
-def test_up_refuses_bad_input_before_any_call(flags: list[str], message: str, no_network: list,
-                                              capsys: pytest.CaptureFixture) -> None:
+def test_up_refuses_bad_input_before_any_call(
+    flags: list[str], message: str, no_network: list, capsys: pytest.CaptureFixture
+) -> None:
     assert main(["serverless", "up", "--bucket", BUCKET, *flags]) == 1
     err = capsys.readouterr().err
     assert no_network == [] and message in err and len(err.strip().splitlines()) == 1
@@ -76,17 +88,20 @@ def test_moto_rejects_the_emr_spark_release_label_and_the_error_is_one_line(
     assert "emr-spark-8.1.0" in err and len(err.strip().splitlines()) == 1
 
 
-def test_submit_status_stop_down_on_moto(moto_server: str, project_bucket: str, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture) -> None:
+def test_submit_status_stop_down_on_moto(
+    moto_server: str, project_bucket: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     name = f"fruits-test-{uuid.uuid4().hex[:8]}"  # other tests share the moto server
     serverless = boto3.client("emr-serverless", region_name=REGION, endpoint_url=moto_server)
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_server)
-    request = application_request(ServerlessOptions(bucket=BUCKET, name=name, subnet_ids=("subnet-0a1b2c",),
-                                                    security_group_ids=("sg-0d4e5f",)))
+    request = application_request(
+        ServerlessOptions(bucket=BUCKET, name=name, subnet_ids=("subnet-0a1b2c",), security_group_ids=("sg-0d4e5f",))
+    )
     request["releaseLabel"] = "emr-7.12.0"  # moto's release pattern predates emr-spark-8.x (see the module docstring)
     application_id = create_application(serverless, request)
     assert serverless.get_application(applicationId=application_id)["application"]["networkConfiguration"] == {
-        "subnetIds": ["subnet-0a1b2c"], "securityGroupIds": ["sg-0d4e5f"],
+        "subnetIds": ["subnet-0a1b2c"],
+        "securityGroupIds": ["sg-0d4e5f"],
     }
     aws = ["--endpoint-url", moto_server, "--name", name]
 
@@ -95,12 +110,17 @@ def test_submit_status_stop_down_on_moto(moto_server: str, project_bucket: str, 
     assert main(["serverless", "submit", "--bucket", BUCKET, "--job", "fit", *aws]) == 0
     assert "(BATCH)" in capsys.readouterr().out
 
-
     # The tracking URI comes from the environment; the role name becomes an ARN in the caller's account.
     # mlflow.internal is not reachable from here (the model check is tests/cli/test_submit_checks.py's).
-    assert main(["serverless", "submit", "--bucket", BUCKET, "--job", "stream", "--skip-model-check", *aws, "--json"]) == 0
+    assert (
+        main(["serverless", "submit", "--bucket", BUCKET, "--job", "stream", "--skip-model-check", *aws, "--json"]) == 0
+    )
     started = last_json(capsys.readouterr().out)
-    assert (started["application_id"], started["name"], started["mode"]) == (application_id, "fruits-stream", "STREAMING")
+    assert (started["application_id"], started["name"], started["mode"]) == (
+        application_id,
+        "fruits-stream",
+        "STREAMING",
+    )
     run = serverless.get_job_run(applicationId=application_id, jobRunId=started["job_run_id"])["jobRun"]
     assert run["executionRole"] == f"arn:aws:iam::{ACCOUNT}:role/fruits-emr-serverless-job-role"
     driver = run["jobDriver"]["sparkSubmit"]
@@ -108,7 +128,10 @@ def test_submit_status_stop_down_on_moto(moto_server: str, project_bucket: str, 
     assert driver["entryPointArguments"][driver["entryPointArguments"].index("--checkpoint") + 1] == (
         f"s3a://{BUCKET}/checkpoints/stream"
     )
-    assert f"spark.archives=s3a://{BUCKET}/bootstrap/venv/fruits-venv.tar.gz#environment" in driver["sparkSubmitParameters"]
+    assert (
+        f"spark.archives=s3a://{BUCKET}/bootstrap/venv/fruits-venv.tar.gz#environment"
+        in driver["sparkSubmitParameters"]
+    )
     assert run["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"]["logUri"] == (
         f"s3://{BUCKET}/logs/serverless/"
     )

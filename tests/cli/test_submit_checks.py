@@ -22,8 +22,23 @@ from cli.main import main
 def cluster(moto_server: str, project_bucket: str, capsys: pytest.CaptureFixture) -> dict:
     name = f"fruits-test-{uuid.uuid4().hex[:8]}"
     aws = ["--endpoint-url", moto_server, "--name", name]
-    assert main(["emr", "up", "--bucket", project_bucket, *aws, "--subnet-id", "subnet-0a1b2c3d",
-                 "--lock-sha256", "ab" * 32, "--json"]) == 0
+    assert (
+        main(
+            [
+                "emr",
+                "up",
+                "--bucket",
+                project_bucket,
+                *aws,
+                "--subnet-id",
+                "subnet-0a1b2c3d",
+                "--lock-sha256",
+                "ab" * 32,
+                "--json",
+            ]
+        )
+        == 0
+    )
     cluster_id = last_json(capsys.readouterr().out)["cluster_id"]
     emr = boto3.client("emr", region_name=REGION, endpoint_url=moto_server)
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto_server)
@@ -45,7 +60,17 @@ def test_a_fit_on_an_empty_or_thin_prefix_is_refused(cluster: dict, capsys: pyte
     bucket = f"fruits-thin-{uuid.uuid4().hex[:8]}"
     make_bucket(cluster["s3"], bucket)
     cluster["s3"].put_object(Bucket=bucket, Key="bootstrap/spark_entry.py", Body=b"entry")
-    submit = ["emr", "submit", "--bucket", bucket, "--job", "both", *cluster["aws"], "--tracking-uri", "https://m.internal"]
+    submit = [
+        "emr",
+        "submit",
+        "--bucket",
+        bucket,
+        "--job",
+        "both",
+        *cluster["aws"],
+        "--tracking-uri",
+        "https://m.internal",
+    ]
 
     err = refused(submit, capsys)
     assert f"s3a://{bucket}/images/ holds 0 labelled images in 0 class folders: the fit needs at least 300" in err
@@ -61,8 +86,10 @@ def test_a_fit_on_an_empty_or_thin_prefix_is_refused(cluster: dict, capsys: pyte
 def test_a_missing_entry_script_is_refused(cluster: dict, capsys: pytest.CaptureFixture) -> None:
     bucket = f"fruits-noentry-{uuid.uuid4().hex[:8]}"
     make_bucket(cluster["s3"], bucket)
-    err = refused(["emr", "submit", "--bucket", bucket, "--job", "fit", *cluster["aws"], "--tracking-uri", "https://m.internal"],
-                  capsys)
+    err = refused(
+        ["emr", "submit", "--bucket", bucket, "--job", "fit", *cluster["aws"], "--tracking-uri", "https://m.internal"],
+        capsys,
+    )
     assert f"s3://{bucket}/bootstrap/spark_entry.py is missing: upload cli/spark_entry.py there" in err
 
 
@@ -83,8 +110,20 @@ def test_a_stream_without_a_registered_model_is_refused_until_one_is_registered(
     assert [s["name"] for s in last_json(capsys.readouterr().out)["steps"]] == ["fruits-stream"]
 
 
-def test_an_unreachable_tracking_server_says_how_to_skip_the_check(cluster: dict, capsys: pytest.CaptureFixture) -> None:
-    submit = ["emr", "submit", "--bucket", BUCKET, "--job", "stream", *cluster["aws"], "--tracking-uri", "http://127.0.0.1:9"]
+def test_an_unreachable_tracking_server_says_how_to_skip_the_check(
+    cluster: dict, capsys: pytest.CaptureFixture
+) -> None:
+    submit = [
+        "emr",
+        "submit",
+        "--bucket",
+        BUCKET,
+        "--job",
+        "stream",
+        *cluster["aws"],
+        "--tracking-uri",
+        "http://127.0.0.1:9",
+    ]
     err = refused(submit, capsys)
     assert "cannot reach the MLflow server at http://127.0.0.1:9" in err and "--skip-model-check" in err
 
@@ -93,10 +132,29 @@ def test_an_unreachable_tracking_server_says_how_to_skip_the_check(cluster: dict
 
 
 def test_serverless_refuses_a_missing_venv_archive(moto_server: str, capsys: pytest.CaptureFixture) -> None:
-    err = refused(["serverless", "submit", "--bucket", BUCKET, "--job", "fit", "--endpoint-url", moto_server,
-                   "--application-id", "00fakeapp", "--venv-archive", f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz",
-                   "--tracking-uri", "https://m.internal"], capsys)
-    assert f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz is missing: build and upload it (infra/build_venv_archive.sh" in err
+    err = refused(
+        [
+            "serverless",
+            "submit",
+            "--bucket",
+            BUCKET,
+            "--job",
+            "fit",
+            "--endpoint-url",
+            moto_server,
+            "--application-id",
+            "00fakeapp",
+            "--venv-archive",
+            f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz",
+            "--tracking-uri",
+            "https://m.internal",
+        ],
+        capsys,
+    )
+    assert (
+        f"s3://{BUCKET}/bootstrap/venv/missing.tar.gz is missing: build and upload it (infra/build_venv_archive.sh"
+        in err
+    )
 
 
 def test_a_refit_needs_held_out_images_and_is_refused_behind_a_running_stream(
@@ -117,13 +175,14 @@ def test_a_refit_needs_held_out_images_and_is_refused_behind_a_running_stream(
     assert f"s3a://{bucket}/holdout/ holds 0 labelled images in 0 class folders" in err and "never under images/" in err
 
     put_labelled_images(cluster["s3"], bucket, {"Kiwi": 2, "Banana": 2}, prefix="holdout/")
-    assert main(["emr", "submit", "--bucket", bucket, "--job", "stream", *cluster["aws"], "--tracking-uri",
-                 mlflow_server]) == 0
+    assert (
+        main(["emr", "submit", "--bucket", bucket, "--job", "stream", *cluster["aws"], "--tracking-uri", mlflow_server])
+        == 0
+    )
     err = refused(submit, capsys)
     assert "the cluster runs one step at a time: a refit step would wait behind it forever" in err
     assert "fruits serverless submit --job refit" in err
     assert steps_of(cluster) == ["fruits-stream"]
-
 
 
 def _secret(moto_server: str, name: str, value: dict[str, str]) -> str:
@@ -144,8 +203,11 @@ def test_the_model_check_authenticates_with_the_servers_secret(
     assert "HTTP 401, credentials were refused" in refused([*submit, "--mlflow-secret", wrong], capsys)
     assert steps_of(cluster) == []
 
-    stream = _secret(moto_server, "mlflow-stream", {"username": "fruits-stream",
-                                                    "password": mlflow_auth_server["password:fruits-stream"]})
+    stream = _secret(
+        moto_server,
+        "mlflow-stream",
+        {"username": "fruits-stream", "password": mlflow_auth_server["password:fruits-stream"]},
+    )
     assert main([*submit, "--mlflow-secret", stream, "--json"]) == 0
     assert [s["name"] for s in last_json(capsys.readouterr().out)["steps"]] == ["fruits-stream"]
 

@@ -32,10 +32,29 @@ pytestmark = pytest.mark.slow
 CLASSES = 32  # in stream/ (../shared/data/fruits360/README.md)
 PLOTS = {"stream_map.png", "stream_report.png", "explained_variance.png", "confusion.png", "novelty.png"}
 SUMMARY_KEYS = {
-    "mode", "images_uploaded", "rows", "errors", "rows_per_class", "rows_per_second", "latency_p50_s",
-    "latency_p95_s", "notifications", "knn_accuracy", "model_version", "results", "errors_output", "plots_dir",
-    "seconds", "fallback_reason", "source_mode", "source_counts", "classifier_accuracy", "novelty_auroc", "refit",
-    "model_swaps", "per_model_version",
+    "mode",
+    "images_uploaded",
+    "rows",
+    "errors",
+    "rows_per_class",
+    "rows_per_second",
+    "latency_p50_s",
+    "latency_p95_s",
+    "notifications",
+    "knn_accuracy",
+    "model_version",
+    "results",
+    "errors_output",
+    "plots_dir",
+    "seconds",
+    "fallback_reason",
+    "source_mode",
+    "source_counts",
+    "classifier_accuracy",
+    "novelty_auroc",
+    "refit",
+    "model_swaps",
+    "per_model_version",
 }
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -64,13 +83,16 @@ def assert_common_summary(summary: dict, limit: int, per_class: Counter) -> None
     assert summary["classifier_accuracy"] >= 0.95  # the fit's bar on test/ (issue 13)
 
 
-def test_local_demo_refits_from_the_lake_and_the_running_stream_swaps(spark, settings, fitted, data_dir: Path,
-                                                                        tmp_path: Path):
+def test_local_demo_refits_from_the_lake_and_the_running_stream_swaps(
+    spark, settings, fitted, data_dir: Path, tmp_path: Path
+):
     limit = 64
     state = scratch_state(tmp_path / "state", settings)
     # --skip-fit on a copy of the session's fit (the fit path is exercised by the AWS test): the
     # refit moves @champion of this copy only.
-    demo_settings = settings.replace(state_dir=state, mlflow_tracking_uri=settings.tracking_uri, model_name="fruits-demo")
+    demo_settings = settings.replace(
+        state_dir=state, mlflow_tracking_uri=settings.tracking_uri, model_name="fruits-demo"
+    )
     before = champion_copy(demo_settings, fitted, "fruits-demo")
 
     summary = demo.demo_local(demo_settings, data_dir, limit=limit, skip_fit=True, spark=spark, progress=False)
@@ -119,7 +141,8 @@ def test_local_demo_refits_from_the_lake_and_the_running_stream_swaps(spark, set
     assert {r.model_version for r in mine if Path(r.path).parts[-2:] not in first_half} == {after}
     assert summary["model_swaps"] == int(refit["promoted"])
     assert {v: d["rows"] for v, d in summary["per_model_version"].items()} == (
-        {before: limit // 2, after: limit // 2} if refit["promoted"] else {before: limit})
+        {before: limit // 2, after: limit // 2} if refit["promoted"] else {before: limit}
+    )
     assert all(0.8 <= d["streamed_accuracy"] <= 1 for d in summary["per_model_version"].values())
 
     plots_dir = Path(summary["plots_dir"])
@@ -128,8 +151,9 @@ def test_local_demo_refits_from_the_lake_and_the_running_stream_swaps(spark, set
     client = registry.connect(settings)
     assert {Path(a.path).name for a in client.list_artifacts(fitted["run_id"], "demo")} >= PLOTS
     text = report.human_summary(summary)
-    assert (f"refit from the lake ({limit // 2} rows of the results table + 320 of the fit) -> "
-            f"v{refit['model_version']}") in text
+    assert (
+        f"refit from the lake ({limit // 2} rows of the results table + 320 of the fit) -> v{refit['model_version']}"
+    ) in text
 
 
 def test_aws_emulated_demo_end_to_end_then_everything_stops(spark, settings, data_dir: Path, tmp_path: Path):
@@ -152,16 +176,23 @@ def test_aws_emulated_demo_end_to_end_then_everything_stops(spark, settings, dat
 
         summary = demo.demo_aws(demo_settings, data_dir, world=world, limit=limit, spark=spark, progress=False)
 
-        keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=world.bucket, Prefix="images/")
-                for o in page.get("Contents", []) if is_image_name(o["Key"])]
+        keys = [
+            o["Key"]
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=world.bucket, Prefix="images/")
+            for o in page.get("Contents", [])
+            if is_image_name(o["Key"])
+        ]
         per_class = Counter(key.split("/")[1] for key in keys)
         assert_spread_over_classes(per_class, limit)
         for key in keys:
             body = s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()
             assert body == (data_dir / "stream" / Path(key).parent.name / Path(key).name).read_bytes()
 
-        table = lake.read_table(demo_settings.replace(s3_endpoint_url=world.endpoint), f"s3a://{world.bucket}/results",
-                                columns=["path", "label", "pca"]).to_pandas()
+        table = lake.read_table(
+            demo_settings.replace(s3_endpoint_url=world.endpoint),
+            f"s3a://{world.bucket}/results",
+            columns=["path", "label", "pca"],
+        ).to_pandas()
         assert sorted(table["path"]) == sorted(f"s3a://{world.bucket}/{k}" for k in keys)
         assert Counter(table["label"]) == per_class
         assert {len(v) for v in table["pca"]} == {300}
@@ -169,8 +200,10 @@ def test_aws_emulated_demo_end_to_end_then_everything_stops(spark, settings, dat
         announced = []
         while batch := sqs.receive_message(QueueUrl=witness, MaxNumberOfMessages=10).get("Messages"):
             announced += [json.loads(json.loads(m["Body"])["Message"]) for m in batch]
-            sqs.delete_message_batch(QueueUrl=witness, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                                                                for i, m in enumerate(batch)])
+            sqs.delete_message_batch(
+                QueueUrl=witness,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
+            )
         assert sorted({m["key"] for m in announced}) == sorted(keys)
         assert {m["label"] for m in announced} == set(per_class)
 

@@ -42,8 +42,16 @@ def test_fit_reports_the_contract_and_reaches_the_accuracy_bar(fitted: dict) -> 
 
 def test_unseen_fruits_score_higher_than_known_ones(fitted: dict) -> None:
     assert fitted["novelty_score"] == "msp" and fitted["novelty_images"] == 80
-    assert fitted["novelty_classes"] == ["Avocado", "Cherry Rainier", "Guava", "Orange", "Passion Fruit",
-                                         "Pineapple Mini", "Plum 2", "Pomelo Sweetie"]
+    assert fitted["novelty_classes"] == [
+        "Avocado",
+        "Cherry Rainier",
+        "Guava",
+        "Orange",
+        "Passion Fruit",
+        "Pineapple Mini",
+        "Plum 2",
+        "Pomelo Sweetie",
+    ]
     # 0.5 is chance; a score of the wrong sign would give about 0.08.
     assert 0.88 <= fitted["novelty_auroc"] <= 1.0
     # The threshold flags ~5% of known images: set on every other test/ image, checked on the others.
@@ -67,8 +75,11 @@ def test_registered_alias_loads_and_projects_to_300_dims(fitted: dict, spark, se
     model = mlflow.spark.load_model("models:/fruits-pca@champion")
     raw = spark.read.parquet(fitted["features_uri"])
     assert raw.count() == 320 and set(raw.columns) == {"path", "label", "features"}
-    out = model.transform(raw.withColumn("features_vec", array_to_vector("features"))).select(
-        "label", "pca_vec", "class_name").collect()
+    out = (
+        model.transform(raw.withColumn("features_vec", array_to_vector("features")))
+        .select("label", "pca_vec", "class_name")
+        .collect()
+    )
     assert len(out) == 320 and {len(r.pca_vec) for r in out} == {300}
     # The label index is inside the model: it names classes. On its own training images it is nearly perfect.
     assert sum(r.class_name == r.label for r in out) >= 316
@@ -94,14 +105,17 @@ def test_registered_version_pins_its_featurizer(fitted: dict, settings) -> None:
     assert version.tags["fit.features_uri"] == fitted["features_uri"]
     assert (version.tags["model.head"], version.tags["model.classes"]) == ("logistic_regression", "32")
     artifacts = {a.path for a in client.list_artifacts(fitted["run_id"], "plots")}
-    assert artifacts == {f"plots/{name}.png" for name in (
-        "explained_variance", "projection_2d", "confusion", "novelty", "tsne_features", "tsne_pca")}
+    assert artifacts == {
+        f"plots/{name}.png"
+        for name in ("explained_variance", "projection_2d", "confusion", "novelty", "tsne_features", "tsne_pca")
+    }
     local = Path(client.download_artifacts(fitted["run_id"], "featurizer.json"))
     assert json.loads(local.read_text())["weights_sha256"] == SHARED_WEIGHTS_SHA256
 
 
-def test_unreadable_files_are_skipped_and_reported(spark, featurizer, settings, data_dir: Path, tmp_path: Path,
-                                                  capsys) -> None:
+def test_unreadable_files_are_skipped_and_reported(
+    spark, featurizer, settings, data_dir: Path, tmp_path: Path, capsys
+) -> None:
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "cache").symlink_to(settings.cache_dir)  # the session's ONNX export: no re-export
     images = tmp_path / "images"
@@ -111,8 +125,21 @@ def test_unreadable_files_are_skipped_and_reported(spark, featurizer, settings, 
     (images / "Banana" / "truncated.jpg").write_bytes(good[: len(good) // 3])
     (images / "Kumquats" / "notes.jpg").write_text("not an image")
     shutil.copy(next((images / "Kumquats").glob("*.jpg")), images / "no-class.jpg")
-    code = main(["fit", "--images", str(images), "--pca-k", "5", "--state-dir", str(tmp_path / "state"),
-                 "--model-name", "small", "--json", "-q"])
+    code = main(
+        [
+            "fit",
+            "--images",
+            str(images),
+            "--pca-k",
+            "5",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--model-name",
+            "small",
+            "--json",
+            "-q",
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (summary["images"], summary["classes"], summary["skipped"]) == (20, 2, 3)
@@ -134,12 +161,15 @@ def test_unreadable_files_are_skipped_and_reported(spark, featurizer, settings, 
         (["--images", "{two}", "--pca-k", "2000"], "--pca-k 2000 is more than the 1280 features per image"),
         (["--images", "{one}", "--pca-k", "5"], "the classifier needs at least 2 classes (class folders), found 1"),
         (["--images", "{two}", "--novelty-images", "{two}"], "--novelty-images needs --eval-images"),
-        (["--images", "{two}", "--pca-k", "5", "--eval-images", "{two}", "--novelty-images", "{two}"],
-         "holds classes the model is fitted on (Banana, Kumquats): novelty images must be of other fruits"),
+        (
+            ["--images", "{two}", "--pca-k", "5", "--eval-images", "{two}", "--novelty-images", "{two}"],
+            "holds classes the model is fitted on (Banana, Kumquats): novelty images must be of other fruits",
+        ),
     ],
 )
-def test_bad_input_is_one_line_and_non_zero(args, message, spark, featurizer, settings, data_dir: Path,
-                                            tmp_path: Path, capsys) -> None:
+def test_bad_input_is_one_line_and_non_zero(
+    args, message, spark, featurizer, settings, data_dir: Path, tmp_path: Path, capsys
+) -> None:
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "cache").symlink_to(settings.cache_dir)  # the session's ONNX export: no re-export
     (tmp_path / "empty").mkdir()

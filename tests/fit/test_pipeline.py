@@ -14,14 +14,17 @@ from fruits.exceptions import FruitsError
 
 def pca_model(components: np.ndarray, variances: list[float]) -> SimpleNamespace:
     rows, cols = components.shape
-    return SimpleNamespace(pc=DenseMatrix(rows, cols, components.ravel(order="F").tolist()),
-                           explainedVariance=DenseVector(variances))
+    return SimpleNamespace(
+        pc=DenseMatrix(rows, cols, components.ravel(order="F").tolist()), explainedVariance=DenseVector(variances)
+    )
 
 
 def head_model(coefficients: np.ndarray, losses: list[float]) -> SimpleNamespace:
     rows, cols = coefficients.shape
-    return SimpleNamespace(coefficientMatrix=DenseMatrix(rows, cols, coefficients.ravel(order="F").tolist()),
-                           summary=SimpleNamespace(objectiveHistory=losses, totalIterations=len(losses) - 1))
+    return SimpleNamespace(
+        coefficientMatrix=DenseMatrix(rows, cols, coefficients.ravel(order="F").tolist()),
+        summary=SimpleNamespace(objectiveHistory=losses, totalIterations=len(losses) - 1),
+    )
 
 
 def test_orthonormal_components_pass_and_duplicated_ones_are_refused() -> None:

@@ -51,9 +51,23 @@ def test_the_lake_holds_the_stream_with_predictions(streamed) -> None:
 
 def test_refit_from_the_lake_beats_the_champion_and_is_promoted(streamed, fitted, data_dir: Path, capsys) -> None:
     s, before = streamed
-    code = main(["refit", "--eval-images", str(data_dir / "test"), "--novelty-images",
-                 str(data_dir / "extra_classes"), "--output", s.output, "--model-name", "fruits-refit",
-                 "--state-dir", str(s.state_dir), "--json", "-q"])
+    code = main(
+        [
+            "refit",
+            "--eval-images",
+            str(data_dir / "test"),
+            "--novelty-images",
+            str(data_dir / "extra_classes"),
+            "--output",
+            s.output,
+            "--model-name",
+            "fruits-refit",
+            "--state-dir",
+            str(s.state_dir),
+            "--json",
+            "-q",
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     # The bar; reference 0.988 for logistic regression on subset + stream (30 per class).
@@ -104,7 +118,9 @@ def test_a_worse_challenger_is_registered_but_not_promoted_unless_forced(
     assert (kept["promoted"], kept["champion_version"]) == (False, before)
     assert str(client.get_model_version_by_alias("fruits-refit-bad", "champion").version) == before
     assert str(client.get_model_version_by_alias("fruits-refit-bad", CHALLENGER).version) == kept["model_version"]
-    assert client.get_model_version("fruits-refit-bad", kept["model_version"]).tags["refit.decision"] == kept["decision"]
+    assert (
+        client.get_model_version("fruits-refit-bad", kept["model_version"]).tags["refit.decision"] == kept["decision"]
+    )
 
     forced = refit(s, str(held_out), force=True, progress=False)
     assert forced["promoted"] is True and forced["decision"].endswith("promoted by --force")
@@ -113,8 +129,13 @@ def test_a_worse_challenger_is_registered_but_not_promoted_unless_forced(
 
 @pytest.mark.parametrize(
     ("challenger", "champion", "force", "promoted"),
-    [(0.99, 0.95, False, True), (0.95, 0.95, False, False), (0.94, 0.95, False, False), (0.94, 0.95, True, True),
-     (0.50, None, False, True)],
+    [
+        (0.99, 0.95, False, True),
+        (0.95, 0.95, False, False),
+        (0.94, 0.95, False, False),
+        (0.94, 0.95, True, True),
+        (0.50, None, False, True),
+    ],
 )
 def test_only_a_strictly_better_challenger_wins(challenger, champion, force, promoted) -> None:
     assert decide(challenger, champion, force)[0] is promoted
@@ -124,14 +145,17 @@ def test_only_a_strictly_better_challenger_wins(challenger, champion, force, pro
     ("args", "message"),
     [
         (["--eval-images", "/nonexistent/eval"], "--eval-images path not found: /nonexistent/eval"),
-        (["--eval-images", "{eval}", "--since", "2026-12-02", "--until", "2026-12-01"],
-         "--until 2026-12-01 is before --since 2026-12-02"),
+        (
+            ["--eval-images", "{eval}", "--since", "2026-12-02", "--until", "2026-12-01"],
+            "--until 2026-12-01 is before --since 2026-12-02",
+        ),
         (["--eval-images", "{eval}", "--output", "{tmp}/no-table"], "no results table at"),
         (["--eval-images", "{eval}", "--model-name", "never-fitted"], "model models:/never-fitted@champion not found"),
     ],
 )
-def test_bad_input_is_one_line_and_non_zero(args, message, fitted, settings, data_dir: Path, tmp_path: Path,
-                                            capsys) -> None:
+def test_bad_input_is_one_line_and_non_zero(
+    args, message, fitted, settings, data_dir: Path, tmp_path: Path, capsys
+) -> None:
     args = [a.format(eval=data_dir / "test", tmp=tmp_path) for a in args]
     code = main(["refit", *args, "--state-dir", str(settings.state_dir), "-q"])
     err = capsys.readouterr().err.strip()

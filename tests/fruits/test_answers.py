@@ -16,10 +16,21 @@ ID_A, ID_B = "a" * 32, "b" * 32
 
 
 def answered(upload_id: str, prediction: str = "Kaki", at: float | None = None) -> Answer:
-    return Answer(upload_id, ANSWERED, answered_at=time.time() if at is None else at, uploaded_at=1.5, consent=True,
-                  prediction=prediction, confidence=0.91, is_novel=False,
-                  top=(("Kaki", 0.91), ("Tomato 1", 0.05), ("Peach", 0.01)), neighbours=(3, 17),
-                  map_xy=(0.25, -1.0), model_name="fruits-pca", model_version="2")
+    return Answer(
+        upload_id,
+        ANSWERED,
+        answered_at=time.time() if at is None else at,
+        uploaded_at=1.5,
+        consent=True,
+        prediction=prediction,
+        confidence=0.91,
+        is_novel=False,
+        top=(("Kaki", 0.91), ("Tomato 1", 0.05), ("Peach", 0.01)),
+        neighbours=(3, 17),
+        map_xy=(0.25, -1.0),
+        model_name="fruits-pca",
+        model_version="2",
+    )
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -28,8 +39,12 @@ def store(request, tmp_path, moto_server):
         settings = Settings.load(env={}, state_dir=tmp_path)
         assert settings.answers_uri == f"sqlite:///{tmp_path.resolve() / 'answers.db'}"
     else:
-        settings = Settings.load(env={}, state_dir=tmp_path, answers=f"dynamodb://answers-{time.monotonic_ns()}",
-                                 dynamodb_endpoint_url=moto_server)
+        settings = Settings.load(
+            env={},
+            state_dir=tmp_path,
+            answers=f"dynamodb://answers-{time.monotonic_ns()}",
+            dynamodb_endpoint_url=moto_server,
+        )
     opened = answers.open_answer_store(settings)
     if request.param == "dynamodb":
         opened.create_table()
@@ -38,8 +53,9 @@ def store(request, tmp_path, moto_server):
 
 
 def test_an_answer_round_trips_every_field(store) -> None:
-    rejected = Answer(ID_B, REJECTED, answered_at=time.time(), reason="not_an_image",
-                      detail="no supported image format recognised")
+    rejected = Answer(
+        ID_B, REJECTED, answered_at=time.time(), reason="not_an_image", detail="no supported image format recognised"
+    )
     assert store.put_many([answered(ID_A), rejected]) == 2
     assert store.get(ID_A) == answered(ID_A, at=store.get(ID_A).answered_at)
     got = store.get(ID_B)

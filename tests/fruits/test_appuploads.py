@@ -29,9 +29,16 @@ def test_a_key_is_built_only_from_a_real_id(bad: str) -> None:
 @pytest.mark.parametrize(
     ("path", "root", "parsed"),
     [
-        ("file:/l/app/consented/0123456789abcdef0123456789abcdef.jpg", "/l", ("0123456789abcdef0123456789abcdef", True)),
-        ("s3a://b/images/app/private/0123456789abcdef0123456789abcdef.png", "s3://b/images/",
-         ("0123456789abcdef0123456789abcdef", False)),
+        (
+            "file:/l/app/consented/0123456789abcdef0123456789abcdef.jpg",
+            "/l",
+            ("0123456789abcdef0123456789abcdef", True),
+        ),
+        (
+            "s3a://b/images/app/private/0123456789abcdef0123456789abcdef.png",
+            "s3://b/images/",
+            ("0123456789abcdef0123456789abcdef", False),
+        ),
         ("file:/l/app/other/0123456789abcdef0123456789abcdef.jpg", "/l", None),
         ("file:/l/app/consented/x.jpg", "/l", None),
         ("file:/l/Kaki/0123456789abcdef0123456789abcdef.jpg", "/l", None),

@@ -136,10 +136,13 @@ def _v1_inputs(data_dir: Path) -> list[tuple[str, bytes]]:
         ("jpeg progressive drafted", encode(gradient(size=big), "JPEG", progressive=True)),
         ("jpeg 300 px", encode(gradient(size=(300, 300)), "JPEG")),
     ]
-    crafted += [(f"png RGBA orientation {o}", with_orientation(encode(gradient("RGBA", big), "PNG"), o))
-                for o in range(1, 9)]
-    crafted += [(f"jpeg orientation {o}", encode(gradient(size=(500, 300)), "JPEG", exif=orientation_exif(o)))
-                for o in (3, 6, 8)]
+    crafted += [
+        (f"png RGBA orientation {o}", with_orientation(encode(gradient("RGBA", big), "PNG"), o)) for o in range(1, 9)
+    ]
+    crafted += [
+        (f"jpeg orientation {o}", encode(gradient(size=(500, 300)), "JPEG", exif=orientation_exif(o)))
+        for o in (3, 6, 8)
+    ]
     return real + crafted
 
 
@@ -230,11 +233,11 @@ def test_the_budget_counts_libjpegs_coefficients_of_a_progressive_jpeg() -> None
 
 def test_a_jpeg_of_more_scans_than_any_encoder_writes_is_refused() -> None:
     progressive = encode(gradient(size=(64, 48)), "JPEG", progressive=True)
-    scans = [i for i in range(len(progressive) - 1) if progressive[i:i + 2] == b"\xff\xda"]
-    one_scan = progressive[scans[2]:scans[3]]  # an AC scan, repeated: libjpeg only warns
+    scans = [i for i in range(len(progressive) - 1) if progressive[i : i + 2] == b"\xff\xda"]
+    one_scan = progressive[scans[2] : scans[3]]  # an AC scan, repeated: libjpeg only warns
 
     def with_scans(total: int) -> bytes:
-        return progressive[:scans[3]] + one_scan * (total - len(scans)) + progressive[scans[3]:]
+        return progressive[: scans[3]] + one_scan * (total - len(scans)) + progressive[scans[3] :]
 
     assert reason_of(with_scans(decode.MAX_JPEG_SCANS)) is None
     found = rejection(with_scans(decode.MAX_JPEG_SCANS + 1))
@@ -281,8 +284,18 @@ def test_an_unexpected_exception_is_decode_failed_with_its_class_and_message(mon
 def test_reasons_are_one_table() -> None:
     with pytest.raises(ValueError, match="unknown reason 'oops'"):
         decode.Rejected("oops", "not in the table")
-    assert {"empty", "not_an_image", "unsupported_format", "truncated", "corrupt", "bad_dimensions",
-            "too_many_pixels", "unsupported_mode", "decode_failed", "engine_failed"} <= set(REASONS)
+    assert {
+        "empty",
+        "not_an_image",
+        "unsupported_format",
+        "truncated",
+        "corrupt",
+        "bad_dimensions",
+        "too_many_pixels",
+        "unsupported_mode",
+        "decode_failed",
+        "engine_failed",
+    } <= set(REASONS)
     readme = (TESTS.parent / "README.md").read_text()
     assert re.findall(r"^\| `([a-z_]+)` \|", readme, re.MULTILINE) == list(REASONS)  # the README's table is this one
     assert exception_detail(MemoryError()) == "MemoryError"

@@ -70,7 +70,9 @@ def test_one_compatibility_rule_names_every_difference(featurizer) -> None:
     mine = featurizer.spec
     fz.check_compatible(mine, mine, "fruits-pca v1")  # the same featurizer: accepted
     other = fz.FeaturizerSpec(weights_sha256="0" * 64, preprocessing="something-else/v9")
-    with pytest.raises(FruitsError, match=r"fruits-pca v2 .*weights_sha256: 0{64} != .*preprocessing: something-else/v9"):
+    with pytest.raises(
+        FruitsError, match=r"fruits-pca v2 .*weights_sha256: 0{64} != .*preprocessing: something-else/v9"
+    ):
         fz.check_compatible(other, mine, "fruits-pca v2")
     with pytest.raises(FruitsError, match="no featurizer tags"):
         fz.check_compatible(None, mine, "hand-made v1")

@@ -34,7 +34,11 @@ def test_every_hostile_input_becomes_features_or_a_known_reason(featurizer, host
         else:
             assert reason in REASONS and detail, (h.family, reason, detail)
             outcomes.append(reason)
-    wrong = [(h.family, got) for h, got in zip(hostile, outcomes, strict=True) if h.expect is not None and got not in h.expect]
+    wrong = [
+        (h.family, got)
+        for h, got in zip(hostile, outcomes, strict=True)
+        if h.expect is not None and got not in h.expect
+    ]
     assert not wrong
     # Nothing here is an unexplained failure: each error is a reason the decode knows.
     counts = Counter(outcomes)

@@ -22,10 +22,12 @@ def clusters(seed: int = 0) -> tuple[np.ndarray, list[str]]:
 
 
 def test_place_finds_the_nearest_known_images_and_sits_on_an_identical_one() -> None:
-    known = KnownMap(labels=("x", "x", "y", "y", "z", "z"), paths=tuple("pqrstu"),
-                     pca=np.array([[0, 0], [1, 0], [10, 10], [11, 10], [-9, 5], [-8, 5]], dtype=np.float32),
-                     xy=np.array([[0.1, 0.1], [0.2, 0.1], [0.9, 0.9], [1, 0.9], [0, 0.6], [0.05, 0.6]],
-                                 dtype=np.float32))
+    known = KnownMap(
+        labels=("x", "x", "y", "y", "z", "z"),
+        paths=tuple("pqrstu"),
+        pca=np.array([[0, 0], [1, 0], [10, 10], [11, 10], [-9, 5], [-8, 5]], dtype=np.float32),
+        xy=np.array([[0.1, 0.1], [0.2, 0.1], [0.9, 0.9], [1, 0.9], [0, 0.6], [0.05, 0.6]], dtype=np.float32),
+    )
     neighbours, xy = known.place(np.array([[0.9, 0.0], [10, 10], [-8.9, 5], [-300, 0]], dtype=np.float32))
     assert neighbours.shape == (4, NEIGHBOURS) and xy.shape == (4, 2)
     assert list(neighbours[0][:2]) == [1, 0] and set(neighbours[1][:2]) == {2, 3} and list(neighbours[2][:2]) == [4, 5]
@@ -68,13 +70,16 @@ def held_out(fitted, spark, settings, featurizer, data_dir: Path, tmp_path_facto
     return np.stack(out["pca"].to_numpy()), out["label"].tolist()
 
 
-def test_the_fit_logs_a_map_that_places_held_out_images_near_their_class(fitted, settings, data_dir: Path,
-                                                                         held_out) -> None:
+def test_the_fit_logs_a_map_that_places_held_out_images_near_their_class(
+    fitted, settings, data_dir: Path, held_out
+) -> None:
     known = KnownMap.load(settings, "fruits-pca", fitted["model_version"])
     assert known is not None
     # subset/ has 10 images per class, under the cap: all 320 are known images.
     assert Counter(known.labels) == {c: 10 for c in fitted_classes(data_dir)} and PER_CLASS >= 10
-    assert all(Path(p.removeprefix("file:")).parent.name == label for p, label in zip(known.paths, known.labels, strict=True))
+    assert all(
+        Path(p.removeprefix("file:")).parent.name == label for p, label in zip(known.paths, known.labels, strict=True)
+    )
     assert all(Path(p.removeprefix("file:")).is_file() for p in known.paths)
     assert known.pca.shape == (320, 300) and known.xy.shape == (320, 2)
 
@@ -100,4 +105,3 @@ def test_a_version_without_a_map_loads_none(fitted, settings) -> None:
     client.delete_model_version_tag("fruits-no-map", version, TAG)  # as a version registered before maps
     assert KnownMap.load(settings, "fruits-no-map", version) is None
     assert load_known_map(registry.resolve(client, "models:/fruits-no-map@champion")) is None
-

@@ -48,11 +48,20 @@ def ruling(subject: str, key: str, action: str, label: str | None = None, minute
     return Decision(at(minute), "ana", subject, key, action, label)
 
 
-@pytest.mark.parametrize(("typed", "meant"), [
-    ("banana", "Banana"), ("  BANANA ", "Banana"), ("Bananna", "Banana"), ("pepper   red", "Pepper Red"),
-    ("Péppér Red", "Pepper Red"), ("plum", "Plum"), ("plum 2", "Plum 2"), ("passion fruit", "Passion Fruit"),
-    ("cherry rainier", "Cherry Rainier"),
-])
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("banana", "Banana"),
+        ("  BANANA ", "Banana"),
+        ("Bananna", "Banana"),
+        ("pepper   red", "Pepper Red"),
+        ("Péppér Red", "Pepper Red"),
+        ("plum", "Plum"),
+        ("plum 2", "Plum 2"),
+        ("passion fruit", "Passion Fruit"),
+        ("cherry rainier", "Cherry Rainier"),
+    ],
+)
 def test_names_are_normalised_and_typos_meet_the_known_name(typed: str, meant: str) -> None:
     assert canonical_name(typed, KNOWN) == meant
 
@@ -64,9 +73,16 @@ def test_what_cannot_be_a_name_is_refused(bad: str) -> None:
 
 
 def test_two_clients_who_agree_make_a_label_one_client_never_does() -> None:
-    found = verdicts([vote("u1", "a", "Guava"), vote("u1", "b", "Guava"),
-                      vote("u2", "a", "Guava"), vote("u2", "a", "Guava", 1)],  # one client twice
-                     [], {"u1", "u2"})
+    found = verdicts(
+        [
+            vote("u1", "a", "Guava"),
+            vote("u1", "b", "Guava"),
+            vote("u2", "a", "Guava"),
+            vote("u2", "a", "Guava", 1),
+        ],  # one client twice
+        [],
+        {"u1", "u2"},
+    )
     assert (found["u1"].status, found["u1"].label) == (AGREED, "Guava")
     assert found["u2"].status == DISPUTED and found["u2"].tally == (("Guava", 1),)
 
@@ -101,8 +117,12 @@ def test_the_curator_overrides_and_is_reversible() -> None:
 
 
 def test_merged_spellings_count_together_and_rejected_names_never_count() -> None:
-    votes = [vote("u", "a", "Pasion Fruit"), vote("u", "b", "Passion Fruit"), vote("v", "a", "Poop"),
-             vote("v", "b", "Poop")]
+    votes = [
+        vote("u", "a", "Pasion Fruit"),
+        vote("u", "b", "Passion Fruit"),
+        vote("v", "a", "Poop"),
+        vote("v", "b", "Poop"),
+    ]
     assert verdicts(votes, [], {"u", "v"})["u"].status == DISPUTED
     decisions = [ruling(NAME, "Pasion Fruit", MERGE, "Passion Fruit"), ruling(NAME, "Poop", REJECT)]
     found = verdicts(votes, decisions, {"u", "v"})
@@ -112,7 +132,12 @@ def test_merged_spellings_count_together_and_rejected_names_never_count() -> Non
 
 def test_decisions_are_checked() -> None:
     assert decision("ana", UPLOAD, "u", ACCEPT, "Guava").label == "Guava"
-    for bad in ((UPLOAD, "u", MERGE, "x"), (UPLOAD, "u", ACCEPT, None), (NAME, "n", MERGE, None), ("x", "u", ACCEPT, "a")):
+    for bad in (
+        (UPLOAD, "u", MERGE, "x"),
+        (UPLOAD, "u", ACCEPT, None),
+        (NAME, "n", MERGE, None),
+        ("x", "u", ACCEPT, "a"),
+    ):
         with pytest.raises(FruitsError):
             decision("ana", *bad)
     with pytest.raises(FruitsError):
@@ -134,14 +159,19 @@ def test_votes_and_decisions_are_append_only_delta_tables(tmp_path) -> None:
 
 
 def test_a_new_class_enters_with_enough_images_and_each_class_is_split_by_upload() -> None:
-    labels = ({f"g{i}": "Guava" for i in range(5)} | {f"o{i}": "Orange" for i in range(4)}
-              | {f"p{i}": "Plum 2" for i in range(10)} | {f"b{i}": "Banana" for i in range(5)})
+    labels = (
+        {f"g{i}": "Guava" for i in range(5)}
+        | {f"o{i}": "Orange" for i in range(4)}
+        | {f"p{i}": "Plum 2" for i in range(10)}
+        | {f"b{i}": "Banana" for i in range(5)}
+    )
     chosen = select_for_refit(labels, {"Banana"}, min_images=5, holdout_share=0.2)
     assert chosen.waiting == {"Orange": 4}  # a new name short of images waits
     held = Counter(chosen.held_out.values())
     assert held == {"Plum 2": 2, "Guava": 1, "Banana": 1}  # floor(n * 0.2)
-    by_content = select_for_refit(labels, {"Banana"}, min_images=5, holdout_share=0.2,
-                                  order={"g3": "0", "p7": "0", "p8": "1"})
+    by_content = select_for_refit(
+        labels, {"Banana"}, min_images=5, holdout_share=0.2, order={"g3": "0", "p7": "0", "p8": "1"}
+    )
     assert {"g3", "p7", "p8"} <= set(by_content.held_out)  # held out first: the order says which
     assert set(chosen.train) | set(chosen.held_out) == set(labels) - {f"o{i}" for i in range(4)}
     assert not set(chosen.train) & set(chosen.held_out)
@@ -153,15 +183,24 @@ def test_the_tables_live_on_s3_by_uri_too(tmp_path, moto_server) -> None:
     import boto3
 
     boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-3").create_bucket(
-        Bucket="fruits-labels", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
-    settings = Settings.load(state_dir=tmp_path / "state", s3_endpoint_url=moto_server,
-                             labels="s3://fruits-labels/lake/labels", curation="s3a://fruits-labels/lake/curation")
+        Bucket="fruits-labels", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"}
+    )
+    settings = Settings.load(
+        state_dir=tmp_path / "state",
+        s3_endpoint_url=moto_server,
+        labels="s3://fruits-labels/lake/labels",
+        curation="s3a://fruits-labels/lake/curation",
+    )
     store = LabelStore(settings)
     store.add_votes([vote("u", "a", "Guava"), vote("u", "b", "Guava")])
     store.add_decisions([ruling(UPLOAD, "u", REJECT)])
     assert sorted(v.client for v in store.votes()) == ["a", "b"]
     assert store.verdicts()["u"].status == REJECTED
-    keys = [o["Key"] for o in boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-3")
-            .list_objects_v2(Bucket="fruits-labels")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-3").list_objects_v2(
+            Bucket="fruits-labels"
+        )["Contents"]
+    ]
     assert any(k.startswith("lake/labels/_delta_log/") for k in keys)
     assert any(k.startswith("lake/curation/_delta_log/") for k in keys)

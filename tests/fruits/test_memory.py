@@ -43,8 +43,14 @@ libc.free(second)
 
 def probe(mode: str, **env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if k not in (*ENVIRONMENT, "LD_PRELOAD")}
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], env={**clean, **env}, capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, mode],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return json.loads(out)
 
 

@@ -39,37 +39,71 @@ from fruits.notifications.visibility import VisibilityKeeper
 from fruits.settings import Settings
 from support import wait_until
 
-LAMBDA = {"schema": "fruits.image-uploaded/1", "bucket": "fruits-bucket", "key": "images/Kaki/a b+c.jpg",
-          "size": 4096, "etag": "0123abcd", "sequencer": "0062", "event_time": "2026-12-01T09:30:00.000Z",
-          "event_name": "ObjectCreated:Put", "dedup_key": "fruits-bucket/images/Kaki/a b+c.jpg/0062"}
-TEST_EVENT = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-12-01T09:00:00Z", "Bucket": "fruits-bucket"}
+LAMBDA = {
+    "schema": "fruits.image-uploaded/1",
+    "bucket": "fruits-bucket",
+    "key": "images/Kaki/a b+c.jpg",
+    "size": 4096,
+    "etag": "0123abcd",
+    "sequencer": "0062",
+    "event_time": "2026-12-01T09:30:00.000Z",
+    "event_name": "ObjectCreated:Put",
+    "dedup_key": "fruits-bucket/images/Kaki/a b+c.jpg/0062",
+}
+TEST_EVENT = {
+    "Service": "Amazon S3",
+    "Event": "s3:TestEvent",
+    "Time": "2026-12-01T09:00:00Z",
+    "Bucket": "fruits-bucket",
+}
 
 
 def sns(message: dict) -> str:
-    return json.dumps({"Type": "Notification", "MessageId": "m-1", "TopicArn": "arn:aws:sns:eu-west-3:1:t",
-                       "Message": json.dumps(message)})
+    return json.dumps(
+        {
+            "Type": "Notification",
+            "MessageId": "m-1",
+            "TopicArn": "arn:aws:sns:eu-west-3:1:t",
+            "Message": json.dumps(message),
+        }
+    )
 
 
-@pytest.mark.parametrize(("url", "expected"), [
-    ("https://sqs.eu-west-3.amazonaws.com/123456789012/q", (None, "eu-west-3")),
-    ("http://127.0.0.1:5000/123456789012/q", ("http://127.0.0.1:5000", None)),
-])
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://sqs.eu-west-3.amazonaws.com/123456789012/q", (None, "eu-west-3")),
+        ("http://127.0.0.1:5000/123456789012/q", ("http://127.0.0.1:5000", None)),
+    ],
+)
 def test_queue_endpoint(url, expected) -> None:
     assert queue_endpoint(url) == expected
 
 
 def test_the_reader_config_comes_from_settings_and_survives_the_options_round_trip() -> None:
-    settings = Settings.load(env={}, source="s3://b/images", notifications="https://sqs.eu-west-3.amazonaws.com/1/q",
-                             checkpoint="s3://b/checkpoints/stream", backfill_interval="off",
-                             notification_retention="2d", max_files_per_trigger=7, max_image_bytes=1234)
+    settings = Settings.load(
+        env={},
+        source="s3://b/images",
+        notifications="https://sqs.eu-west-3.amazonaws.com/1/q",
+        checkpoint="s3://b/checkpoints/stream",
+        backfill_interval="off",
+        notification_retention="2d",
+        max_files_per_trigger=7,
+        max_image_bytes=1234,
+    )
     config = reader_config(settings, drain=True, partitions=0, log_level="DEBUG")
     assert (config.backfill_every_s, config.retention_s, config.max_files, config.max_image_bytes) == (
-        0.0, 172_800.0, 7, 1234)
+        0.0,
+        172_800.0,
+        7,
+        1234,
+    )
     assert (config.s3_endpoint, config.partitions, config.drain) == (None, 1, True)
     assert ReaderConfig.from_options(config.options()) == config
     assert ReaderConfig.from_options({k.upper(): v for k, v in config.options().items()}) == config
-    with_endpoint = reader_config(settings.replace(s3_endpoint_url="http://127.0.0.1:9"), drain=False, partitions=3,
-                                  log_level="INFO")
+    with_endpoint = reader_config(
+        settings.replace(s3_endpoint_url="http://127.0.0.1:9"), drain=False, partitions=3, log_level="INFO"
+    )
     assert ReaderConfig.from_options(with_endpoint.options()).s3_endpoint == "http://127.0.0.1:9"
 
 
@@ -143,15 +177,32 @@ def test_retention_forgets_only_committed_batches_older_than_the_cutoff() -> Non
 class Aws:
     """A bucket and a queue on a moto server, and a reader configuration over them (cap 3, limit 1000 B)."""
 
-    def __init__(self, endpoint: str, name: str, checkpoint: str, *, drain: bool = False, max_files: int = 3,
-                 visibility_s: int = 60):
+    def __init__(
+        self,
+        endpoint: str,
+        name: str,
+        checkpoint: str,
+        *,
+        drain: bool = False,
+        max_files: int = 3,
+        visibility_s: int = 60,
+    ):
         self.bucket = name
         self.s3 = boto3.client("s3", endpoint_url=endpoint, region_name="eu-west-3")
         self.sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="eu-west-3")
         self.s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
-        self.url = self.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_s)})["QueueUrl"]
-        settings = Settings.load(env={}, notifications=self.url, source=f"s3a://{name}/images/", checkpoint=checkpoint,
-                                 s3_endpoint_url=endpoint, max_files_per_trigger=max_files, max_image_bytes=1000)
+        self.url = self.sqs.create_queue(QueueName=name, Attributes={"VisibilityTimeout": str(visibility_s)})[
+            "QueueUrl"
+        ]
+        settings = Settings.load(
+            env={},
+            notifications=self.url,
+            source=f"s3a://{name}/images/",
+            checkpoint=checkpoint,
+            s3_endpoint_url=endpoint,
+            max_files_per_trigger=max_files,
+            max_image_bytes=1000,
+        )
         self.config = reader_config(settings, drain=drain, partitions=2, log_level="INFO")
 
     def put(self, key: str, body: bytes = b"jpeg-bytes") -> str:
@@ -195,8 +246,9 @@ def aws(moto_server: str, tmp_path: Path, request) -> Aws:
 
 def rows_of(config: ReaderConfig, start: int, end: int) -> list[tuple]:
     """What Spark's tasks would read for the batches start < k <= end."""
-    return [row for part in plan_partitions(config, {"batch": start}, {"batch": end})
-            for row in read_uploads(config, part)]
+    return [
+        row for part in plan_partitions(config, {"batch": start}, {"batch": end}) for row in read_uploads(config, part)
+    ]
 
 
 def persisted_counts(config: ReaderConfig) -> dict[str, int]:
@@ -211,7 +263,8 @@ def test_backfill_at_first_start_then_notifications_with_duplicates_cap_and_dele
     feed = NotificationFeed(aws.config)
     assert feed.latest() == {"batch": 1}
     assert sorted(r[0] for r in rows_of(aws.config, 0, 1)) == [
-        f"s3a://{aws.bucket}/images/K/old{n}.jpg" for n in range(2)]
+        f"s3a://{aws.bucket}/images/K/old{n}.jpg" for n in range(2)
+    ]
 
     etags = [aws.put(f"images/K/{n}.jpg", bytes([65 + n]) * 10) for n in range(5)]
     for n, etag in enumerate(etags):
@@ -283,7 +336,8 @@ def warnings_in(caplog) -> list[str]:
 
 
 def test_a_held_message_stays_invisible_past_the_visibility_timeout_until_its_batch_commits(
-        moto_server, tmp_path, request, caplog) -> None:
+    moto_server, tmp_path, request, caplog
+) -> None:
     """Time passing is what this test is about (7 s): the queue's visibility timeout is 3 s, and
     nothing calls the feed for two of them, as while Spark runs a long micro-batch; meanwhile another
     consumer keeps asking for the message. Without the extension it is received again after 3 s.
@@ -316,8 +370,10 @@ def test_visibility_extension_sends_only_what_is_due_and_failures_are_never_fata
     keeper = VisibilityKeeper(aws.sqs, aws.url, timeout_s=60, clock=lambda: clock[0])
     keeper.close()  # no thread: the test calls extend_due itself
     requests = []
-    aws.sqs.meta.events.register("provide-client-params.sqs.ChangeMessageVisibilityBatch",
-                                 lambda params, **_: requests.append(len(params["Entries"])))
+    aws.sqs.meta.events.register(
+        "provide-client-params.sqs.ChangeMessageVisibilityBatch",
+        lambda params, **_: requests.append(len(params["Entries"])),
+    )
     for n in range(12):
         aws.sqs.send_message(QueueUrl=aws.url, MessageBody=f"m{n}")
     received = []
@@ -386,12 +442,19 @@ def test_compaction_and_retention_bound_what_a_restart_reads(aws) -> None:
 
 
 def test_sizes_are_the_objects_own_never_the_claimed_ones_and_one_get_reads_each(
-        counting_moto, tmp_path: Path, request) -> None:
+    counting_moto, tmp_path: Path, request
+) -> None:
     aws = Aws(counting_moto.endpoint, unique_name(request), str(tmp_path / "checkpoint"), max_files=10)
     objects = {  # name: (body, the size its announcement claims)
-        "ok": (b"x" * 10, 10), "empty": (b"", 0), "big": (b"x" * 2000, 2000),
-        "big-claims-small": (b"x" * 5_000, 10), "small-claims-huge": (b"s" * 10, 2**63 - 1),
-        "small-claims-empty": (b"e" * 10, 0), "gone": (b"x" * 10, 10), "replaced": (b"x" * 10, 10)}
+        "ok": (b"x" * 10, 10),
+        "empty": (b"", 0),
+        "big": (b"x" * 2000, 2000),
+        "big-claims-small": (b"x" * 5_000, 10),
+        "small-claims-huge": (b"s" * 10, 2**63 - 1),
+        "small-claims-empty": (b"e" * 10, 0),
+        "gone": (b"x" * 10, 10),
+        "replaced": (b"x" * 10, 10),
+    }
     for name, (body, claimed) in objects.items():
         aws.announce(f"images/K/{name}.jpg", aws.put(f"images/K/{name}.jpg", body), size=claimed)
     aws.s3.delete_object(Bucket=aws.bucket, Key="images/K/gone.jpg")
@@ -402,9 +465,16 @@ def test_sizes_are_the_objects_own_never_the_claimed_ones_and_one_get_reads_each
     assert feed.latest() == {"batch": 1}
     before = counting_moto.object_gets()
     rows = {Path(path).stem: (size, content) for path, _, size, content in rows_of(aws.config, 0, 1)}
-    assert rows == {"ok": (10, b"x" * 10), "empty": (0, None), "big": (2000, None), "big-claims-small": (5000, None),
-                    "small-claims-huge": (10, b"s" * 10), "small-claims-empty": (10, b"e" * 10),
-                    "gone": (None, None), "replaced": (None, None)}
+    assert rows == {
+        "ok": (10, b"x" * 10),
+        "empty": (0, None),
+        "big": (2000, None),
+        "big-claims-small": (5000, None),
+        "small-claims-huge": (10, b"s" * 10),
+        "small-claims-empty": (10, b"e" * 10),
+        "gone": (None, None),
+        "replaced": (None, None),
+    }
     gets = counting_moto.object_gets() - before
     assert gets == {f"/{aws.bucket}/images/K/{name}.jpg": 1 for name in objects}  # one GET each, whatever the claim
     times = {Path(path).stem: modified for path, modified, _, _ in rows_of(aws.config, 0, 1)}
@@ -427,8 +497,10 @@ class CountedReads:
 
         def client(*args, **kwargs):
             s3 = real(*args, **kwargs)
-            s3.meta.events.register("after-call.s3.GetObject", lambda parsed, **_: parsed.update(
-                Body=self.Body(self, parsed["Body"])) if "Body" in parsed else None)
+            s3.meta.events.register(
+                "after-call.s3.GetObject",
+                lambda parsed, **_: parsed.update(Body=self.Body(self, parsed["Body"])) if "Body" in parsed else None,
+            )
             return s3
 
         monkeypatch.setattr(reads, "aws_client", client)
@@ -480,7 +552,8 @@ def test_a_task_reads_ahead_at_most_its_byte_budget_plus_one_object_and_keeps_th
             floor = 3000 - len(row[3]) - max(SIZES)
             wait_until(lambda floor=floor: counted.ahead() > floor, 60, "the read-ahead to fill")
     assert [(Path(path).name, size, content) for path, _, size, content in rows] == [
-        (Path(key).name, len(body), body) for key, body in bodies.items()]  # every row once, in order
+        (Path(key).name, len(body), body) for key, body in bodies.items()
+    ]  # every row once, in order
     assert 3000 - max(SIZES) < counted.peak <= 3000 + max(SIZES)
 
 
@@ -533,12 +606,23 @@ class S3Errors(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.mark.parametrize(("status", "code", "one_object"), [
-    (404, "NoSuchKey", True), (412, "PreconditionFailed", True), (403, "AccessDenied", True),
-    (403, "InvalidObjectState", True), (400, "InvalidArgument", True), (400, "KeyTooLongError", True),
-    (503, "SlowDown", False), (500, "InternalError", False), (429, "TooManyRequests", False),
-    (400, "RequestTimeout", False), (400, "ExpiredToken", False), (403, "InvalidAccessKeyId", False),
-])
+@pytest.mark.parametrize(
+    ("status", "code", "one_object"),
+    [
+        (404, "NoSuchKey", True),
+        (412, "PreconditionFailed", True),
+        (403, "AccessDenied", True),
+        (403, "InvalidObjectState", True),
+        (400, "InvalidArgument", True),
+        (400, "KeyTooLongError", True),
+        (503, "SlowDown", False),
+        (500, "InternalError", False),
+        (429, "TooManyRequests", False),
+        (400, "RequestTimeout", False),
+        (400, "ExpiredToken", False),
+        (403, "InvalidAccessKeyId", False),
+    ],
+)
 def test_errors_about_one_object_make_its_row_and_the_others_fail_the_task(status, code, one_object) -> None:
     """moto cannot be made to answer AccessDenied or 503 on demand: a small HTTP server on 127.0.0.1
     answers with S3's error document instead, which botocore parses as it parses S3's."""
@@ -546,8 +630,12 @@ def test_errors_about_one_object_make_its_row_and_the_others_fail_the_task(statu
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{server.server_port}", region_name="eu-west-3",
-                          config=boto3.session.Config(retries={"max_attempts": 1}))
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{server.server_port}",
+            region_name="eu-west-3",
+            config=boto3.session.Config(retries={"max_attempts": 1}),
+        )
         if one_object:
             assert fetch(s3, "fruits-bucket", "images/K/x.jpg", "0123abcd", limit=1000) is None
         else:
@@ -561,8 +649,12 @@ def test_errors_about_one_object_make_its_row_and_the_others_fail_the_task(statu
 def test_a_connection_error_is_transient_not_a_row() -> None:
     error = ClientError({"Error": {"Code": "InternalError"}, "ResponseMetadata": {"HTTPStatusCode": 500}}, "GetObject")
     assert not concerns_the_object(error)
-    s3 = boto3.client("s3", endpoint_url="http://127.0.0.1:9", region_name="eu-west-3",
-                      config=boto3.session.Config(retries={"max_attempts": 1}, connect_timeout=1))
+    s3 = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9",
+        region_name="eu-west-3",
+        config=boto3.session.Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
     with pytest.raises(Exception, match="Could not connect"):
         fetch(s3, "fruits-bucket", "images/K/x.jpg", "0123abcd", limit=1000)
 
@@ -573,24 +665,44 @@ def test_a_checkpoint_list_that_does_not_check_out_is_reported_and_never_stops_t
     etags = {name: aws.put(f"images/K/{name}.jpg", name.encode()) for name in ("good", "late")}
     store = CheckpointStore(aws.config.checkpoint, "eu-west-3")
     old = {"bucket": aws.bucket, "size": 4, "sequencer": None, "path": "s3a://...", "identity": "..."}
-    store.write_json(f"{BATCHES}/1.json", {
-        "format": 1, "batch": 1, "created": 1.0, "counts": {"messages": 3, "malformed": "x"},
-        "uploads": [{**old, "key": "images/K/good.jpg", "etag": etags["good"], "event_time": "2026-12-01T09:30:00Z"},
-                    {**old, "key": "images/K/late.jpg", "etag": etags["late"], "event_time": {"when": "never"}},
-                    {**old, "key": "images/K/noetag.jpg", "etag": None, "event_time": None},
-                    {**old, "key": "images/K/\ud800.jpg", "etag": "ab", "event_time": None}, "junk"],
-        "messages": [{"id": "m1", "receipt": "r1", "uploads": [f"images/K/good.jpg|etag:{etags['good']}"]},
-                     {"id": 7, "receipt": None, "uploads": "all"}]})
+    store.write_json(
+        f"{BATCHES}/1.json",
+        {
+            "format": 1,
+            "batch": 1,
+            "created": 1.0,
+            "counts": {"messages": 3, "malformed": "x"},
+            "uploads": [
+                {**old, "key": "images/K/good.jpg", "etag": etags["good"], "event_time": "2026-12-01T09:30:00Z"},
+                {**old, "key": "images/K/late.jpg", "etag": etags["late"], "event_time": {"when": "never"}},
+                {**old, "key": "images/K/noetag.jpg", "etag": None, "event_time": None},
+                {**old, "key": "images/K/\ud800.jpg", "etag": "ab", "event_time": None},
+                "junk",
+            ],
+            "messages": [
+                {"id": "m1", "receipt": "r1", "uploads": [f"images/K/good.jpg|etag:{etags['good']}"]},
+                {"id": 7, "receipt": None, "uploads": "all"},
+            ],
+        },
+    )
     (Path(aws.config.checkpoint) / BATCHES / "2.json").write_text('{"format": 1, "batch": 2, "uploa')
     (Path(aws.config.checkpoint) / "offsets").mkdir()  # Spark planned batches 1 to 3 (its micro-batch 0)
     (Path(aws.config.checkpoint) / "offsets" / "0").write_text('v1\n{"batchWatermarkMs":0}\n{"batch":3}')
     with caplog.at_level(logging.ERROR, logger="fruits.notifications"):
         rows = rows_of(aws.config, 0, 3)  # batch 3's list is missing
     assert sorted((Path(path).name, content) for path, _, _, content in rows) == [
-        ("good.jpg", b"good"), ("late.jpg", b"late")]
+        ("good.jpg", b"good"),
+        ("late.jpg", b"late"),
+    ]
     problems = " | ".join(r.getMessage() for r in caplog.records)
-    for said in ("upload #1 kept without its event time", "upload #2 skipped", "upload #3 skipped",
-                 "upload #4 skipped", "2.json is not JSON", "3.json is missing"):
+    for said in (
+        "upload #1 kept without its event time",
+        "upload #2 skipped",
+        "upload #3 skipped",
+        "upload #4 skipped",
+        "2.json is not JSON",
+        "3.json is missing",
+    ):
         assert said in problems
     assert (batch_counts(store, 0)["messages"], batch_counts(store, 0)["malformed"]) == (3, 0)  # what checks out
     caplog.clear()
@@ -609,7 +721,8 @@ def test_a_checkpoint_list_that_does_not_check_out_is_reported_and_never_stops_t
 def test_checkpoint_store_on_s3(moto_server, request) -> None:
     bucket = unique_name(request)
     boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-3").create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"}
+    )
     store = CheckpointStore(f"s3a://{bucket}/checkpoints/stream/", "eu-west-3", moto_server)
     assert store.names(BATCHES) == [] and store.read_json(f"{BATCHES}/1.json") is None
     store.write_json(f"{BATCHES}/1.json", {"batch": 1})

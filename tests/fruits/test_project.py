@@ -20,7 +20,9 @@ KNOWN, UNSEEN = "Banana", "Pineapple Mini"  # a class of the fit; a fruit it nev
 
 
 @pytest.fixture(scope="module")
-def scored(fitted, spark, settings, featurizer, data_dir: Path, tmp_path_factory) -> tuple[list, registry.ResolvedModel]:
+def scored(
+    fitted, spark, settings, featurizer, data_dir: Path, tmp_path_factory
+) -> tuple[list, registry.ResolvedModel]:
     images = tmp_path_factory.mktemp("project")
     shutil.copytree(data_dir / "test" / KNOWN, images / KNOWN)
     shutil.copytree(data_dir / "extra_classes" / UNSEEN, images / UNSEEN)
@@ -35,15 +37,25 @@ def test_the_head_columns_have_the_lake_types(scored) -> None:
     out, _ = scored
     types = dict(out.dtypes)
     assert (types["pca"], types["prediction"], types["confidence"], types["novelty_score"], types["is_novel"]) == (
-        "array<float>", "string", "double", "double", "boolean")
+        "array<float>",
+        "string",
+        "double",
+        "double",
+        "boolean",
+    )
 
 
 def test_rows_without_features_get_nulls(scored) -> None:
     out, _ = scored
     broken = [r for r in out.collect() if r.path.endswith("broken.jpg")]
     assert len(broken) == 1 and broken[0].reason == "not_an_image: " + broken[0].detail
-    assert (broken[0].pca, broken[0].prediction, broken[0].confidence, broken[0].novelty_score,
-            broken[0].is_novel) == (None, None, None, None, None)
+    assert (broken[0].pca, broken[0].prediction, broken[0].confidence, broken[0].novelty_score, broken[0].is_novel) == (
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 def test_known_fruits_are_named_and_unseen_ones_score_as_novel(scored, fitted) -> None:
@@ -95,7 +107,9 @@ def test_the_streams_projection_agrees_with_spark_ml(scored) -> None:
         assert (g["prediction"], g["is_novel"]) == (r.prediction, r.is_novel)
         assert g["confidence"] == pytest.approx(r.confidence, abs=1e-9)
         assert g["novelty_score"] == pytest.approx(r.novelty_score, abs=1e-9)
-    headless = Projection.of(PipelineModel(stages=model.stages[:2])).apply(np.stack([f for f in features if f is not None]))
+    headless = Projection.of(PipelineModel(stages=model.stages[:2])).apply(
+        np.stack([f for f in features if f is not None])
+    )
     assert headless["prediction"].isna().all() and len(headless["pca"][0]) == len(rows[0].pca or rows[1].pca)
 
 

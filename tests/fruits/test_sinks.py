@@ -23,13 +23,17 @@ def lake_settings(request, settings, tmp_path, moto_server):
         return settings.replace(output=str(tmp_path / "results"), errors=str(tmp_path / "errors"))
     bucket = f"lake-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-3").create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"}
+    )
     return settings.replace(output=f"s3a://{bucket}/results", errors=f"s3a://{bucket}/errors")
 
 
 def read(s, uri: str) -> list:
-    options = ({"AWS_ENDPOINT_URL": s.s3_endpoint_url, "AWS_ALLOW_HTTP": "true", "AWS_REGION": s.aws_region}
-               if uri.startswith("s3a://") else None)
+    options = (
+        {"AWS_ENDPOINT_URL": s.s3_endpoint_url, "AWS_ALLOW_HTTP": "true", "AWS_REGION": s.aws_region}
+        if uri.startswith("s3a://")
+        else None
+    )
     return table_rows(uri.replace("s3a://", "s3://"), storage_options=options)
 
 
@@ -73,8 +77,9 @@ def test_tables_are_created_with_the_documented_layout(settings, tmp_path) -> No
     assert [f.name for f in table.schema().fields] == RESULTS.schema.names
 
 
-def test_the_sink_reopens_its_table_from_the_latest_checkpoint_and_stays_exactly_once(settings, tmp_path,
-                                                                                      monkeypatch) -> None:
+def test_the_sink_reopens_its_table_from_the_latest_checkpoint_and_stays_exactly_once(
+    settings, tmp_path, monkeypatch
+) -> None:
     """A DeltaTable kept current with update_incremental grows with every commit (bench/commits.py measures it):
     the sink re-opens it every REOPEN_EVERY_VERSIONS versions, without losing track of its batches."""
     monkeypatch.setattr(sinks, "REOPEN_EVERY_VERSIONS", 3)

@@ -49,20 +49,30 @@ def test_hidden_folders_are_those_under_the_root() -> None:
     assert not source.in_hidden_folder("_root/images/Kaki/a.jpg", "_root/images/")  # the root itself may be
 
 
-
-
 def test_reader_takes_images_in_any_case_and_skips_hidden_and_partial_files(spark, data_dir: Path, tmp_path: Path):
     jpg = next((data_dir / "subset" / "Limes").glob("*.jpg"))
     layout = [
-        "Limes/a.jpg", "Limes/B.JPG", "Limes/c.jpeg", "Limes/d.PNG", "Limes/sub/e.jpg", "loose.jpg",
+        "Limes/a.jpg",
+        "Limes/B.JPG",
+        "Limes/c.jpeg",
+        "Limes/d.PNG",
+        "Limes/sub/e.jpg",
+        "loose.jpg",
         # never images for the pipeline:
-        "Limes/.f.jpg", "Limes/_g.jpg", "Limes/h.jpg._COPYING_", "Limes/i.jpg.tmp", "_tmp/j.jpg", ".k/l.jpg",
+        "Limes/.f.jpg",
+        "Limes/_g.jpg",
+        "Limes/h.jpg._COPYING_",
+        "Limes/i.jpg.tmp",
+        "_tmp/j.jpg",
+        ".k/l.jpg",
         "Limes/m.txt",
     ]
     for rel in layout:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(jpg, tmp_path / rel)
-    found = sorted(r.path.split(str(tmp_path))[1] for r in source.read_images(spark, str(tmp_path)).select("path").collect())
+    found = sorted(
+        r.path.split(str(tmp_path))[1] for r in source.read_images(spark, str(tmp_path)).select("path").collect()
+    )
     assert found == ["/Limes/B.JPG", "/Limes/a.jpg", "/Limes/c.jpeg", "/Limes/d.PNG", "/Limes/sub/e.jpg", "/loose.jpg"]
 
 
@@ -98,14 +108,21 @@ def write_log(path: Path, lines: list) -> None:
 
 
 def write_offsets(checkpoint: Path, batch: int, log_offset: int) -> None:
-    write_log(checkpoint / "offsets" / str(batch), [{"batchWatermarkMs": 0, "batchTimestampMs": 1}, {"logOffset": log_offset}])
+    write_log(
+        checkpoint / "offsets" / str(batch), [{"batchWatermarkMs": 0, "batchTimestampMs": 1}, {"logOffset": log_offset}]
+    )
 
 
 def test_batch_files_come_from_the_source_log_range_of_the_batch_offsets(spark, tmp_path: Path) -> None:
     log = tmp_path / "sources" / "0"
     # Log offsets 0..9 were compacted into 9.compact (the plain files are gone); 10 and 11 are plain.
-    write_log(log / "9.compact", [{"path": "file:///data/Kaki/old.jpg", "timestamp": 1, "batchId": 8},
-                                  {"path": "file:///data/Kaki/c%2Bd.jpg", "timestamp": 1, "batchId": 9}])
+    write_log(
+        log / "9.compact",
+        [
+            {"path": "file:///data/Kaki/old.jpg", "timestamp": 1, "batchId": 8},
+            {"path": "file:///data/Kaki/c%2Bd.jpg", "timestamp": 1, "batchId": 9},
+        ],
+    )
     write_log(log / "10", [{"path": "file:///data/Apple%20Red%201/a.jpg", "timestamp": 1, "batchId": 10}])
     write_log(log / "11", [{"path": "file:///data/Kaki/b.jpg", "timestamp": 1, "batchId": 11}])
     # A crash between the source's log write (offset 10) and the batch's offset write: micro-batch 9
@@ -118,7 +135,10 @@ def test_batch_files_come_from_the_source_log_range_of_the_batch_offsets(spark, 
     assert assigned == ["file:///data/Kaki/c%2Bd.jpg", "file:///data/Apple%20Red%201/a.jpg", "file:///data/Kaki/b.jpg"]
     # As Spark's `path` column spells them (FileStreamSource converts them with Hadoop's Path(URI)).
     assert source.as_path_column(spark, assigned) == [
-        "file:/data/Kaki/c+d.jpg", "file:/data/Apple Red 1/a.jpg", "file:/data/Kaki/b.jpg"]
+        "file:/data/Kaki/c+d.jpg",
+        "file:/data/Apple Red 1/a.jpg",
+        "file:/data/Kaki/b.jpg",
+    ]
 
 
 def test_file_status_is_size_and_mtime_or_none_once_deleted(spark, tmp_path: Path) -> None:

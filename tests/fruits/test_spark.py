@@ -28,8 +28,13 @@ spark.stop()
 
 def test_a_short_job_starts_a_small_jvm_with_the_quick_compiler_only(tmp_path: Path) -> None:
     """Asked of the JVM itself: a new local session of a short job (the fit's, the refit's)."""
-    done = subprocess.run([sys.executable, "-c", JVM_ARGUMENTS, str(tmp_path / "state")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", JVM_ARGUMENTS, str(tmp_path / "state")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     reported = json.loads(done.stdout.strip().splitlines()[-1])
     arguments = reported["jvm"]
@@ -50,11 +55,15 @@ def test_only_short_local_jobs_get_it() -> None:
 
 def test_a_cluster_managers_executors_get_the_drivers_aws_credentials_and_can_reach_it() -> None:
     """Executors started by a cluster manager have an environment of their own (tests/cluster runs them)."""
-    env = {"AWS_ACCESS_KEY_ID": "AKIDCLUSTEREXAMPLE", "AWS_SECRET_ACCESS_KEY": "cluster-secret-example",
-           "AWS_SESSION_TOKEN": "cluster-token-example"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "AKIDCLUSTEREXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "cluster-secret-example",
+        "AWS_SESSION_TOKEN": "cluster-token-example",
+    }
     cluster = session_conf(Settings.load(env={**env, "FRUITS_SPARK_MASTER": "spark://10.0.0.5:7077"}))
     assert {k: v for k, v in cluster.items() if k.startswith("spark.executorEnv.AWS")} == {
-        f"spark.executorEnv.{name}": value for name, value in env.items()}
+        f"spark.executorEnv.{name}": value for name, value in env.items()
+    }
     assert "spark.driver.host" not in cluster and "spark.driver.bindAddress" not in cluster  # not loopback
     local = session_conf(Settings.load(env=env))  # one process: the executors share the driver's environment
     assert not any(k.startswith("spark.executorEnv.AWS") for k in local)
@@ -69,6 +78,8 @@ def test_the_local_heap_is_sized_to_the_job_unless_set() -> None:
         return session_conf(Settings.load(env=env), short_job=short_job).get("spark.driver.memory")
 
     assert (heap({}, short_job=True), heap({}, short_job=False)) == ("1g", "4g")
-    assert (heap({"FRUITS_DRIVER_MEMORY": "3g"}, short_job=True), heap({"FRUITS_DRIVER_MEMORY": "3g"}, short_job=False)
-            ) == ("3g", "3g")
+    assert (
+        heap({"FRUITS_DRIVER_MEMORY": "3g"}, short_job=True),
+        heap({"FRUITS_DRIVER_MEMORY": "3g"}, short_job=False),
+    ) == ("3g", "3g")
     assert heap({"PYSPARK_GATEWAY_PORT": "4711"}, short_job=True) is None  # EMR: the cluster's conf sizes the driver

@@ -26,7 +26,9 @@ def test_the_pins_are_the_two_jars_s3a_needs() -> None:
     assert all(len(digest) == 64 for digest in S3A_JARS.values())
 
 
-@pytest.mark.skipif(not all((PROJECT_JARS / name).is_file() for name in S3A_JARS), reason="`make setup` fetches the jars")
+@pytest.mark.skipif(
+    not all((PROJECT_JARS / name).is_file() for name in S3A_JARS), reason="`make setup` fetches the jars"
+)
 def test_the_jars_make_setup_fetched_match_their_pins() -> None:
     settings = Settings.load(env={}, state_dir=PROJECT_JARS.parent)
     assert fetch_s3a_jars(settings) == f"s3a jars: present in {PROJECT_JARS}, sha256 checked"

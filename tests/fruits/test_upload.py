@@ -76,7 +76,9 @@ def test_uploads_class_folders_then_skips_everything(
 ) -> None:
     announced: list[str] = []
 
-    report = upload_dir(source, f"s3://{bucket}/images/", endpoint_url=moto_server, workers=4, on_uploaded=announced.append)
+    report = upload_dir(
+        source, f"s3://{bucket}/images/", endpoint_url=moto_server, workers=4, on_uploaded=announced.append
+    )
 
     assert len(expected_files) == 30
     expected_keys = {f"images/{relative}" for relative in expected_files}
@@ -106,7 +108,9 @@ def test_only_changed_files_are_uploaded_again(source: Path, bucket: str, s3: An
     content[-3] ^= 0xFF  # same size, different bytes: only the checksum can tell
     changed.write_bytes(bytes(content))
     # Objects put by another tool carry no sha256 metadata: their MD5 ETag decides.
-    s3.put_object(Bucket=bucket, Key="images/Apple Red 1/31_100.jpg", Body=(source / "Apple Red 1" / "31_100.jpg").read_bytes())
+    s3.put_object(
+        Bucket=bucket, Key="images/Apple Red 1/31_100.jpg", Body=(source / "Apple Red 1" / "31_100.jpg").read_bytes()
+    )
     same_size = bytearray((source / "Apple Red 1" / "236_100.jpg").read_bytes())
     same_size[100] ^= 0xFF
     s3.put_object(Bucket=bucket, Key="images/Apple Red 1/236_100.jpg", Body=bytes(same_size))
@@ -114,9 +118,14 @@ def test_only_changed_files_are_uploaded_again(source: Path, bucket: str, s3: An
     report = upload_dir(source, f"s3a://{bucket}/images/", endpoint_url=moto_server)
 
     assert (report.uploaded, report.skipped) == (2, 28)
-    assert report.destinations == [f"s3a://{bucket}/images/Apple Red 1/236_100.jpg", f"s3a://{bucket}/images/Kumquats/r_187_100.jpg"]
+    assert report.destinations == [
+        f"s3a://{bucket}/images/Apple Red 1/236_100.jpg",
+        f"s3a://{bucket}/images/Kumquats/r_187_100.jpg",
+    ]
     assert s3.get_object(Bucket=bucket, Key="images/Kumquats/r_187_100.jpg")["Body"].read() == bytes(content)
-    assert s3.head_object(Bucket=bucket, Key="images/Apple Red 1/31_100.jpg")["Metadata"] == {}  # skipped, not rewritten
+    assert (
+        s3.head_object(Bucket=bucket, Key="images/Apple Red 1/31_100.jpg")["Metadata"] == {}
+    )  # skipped, not rewritten
 
 
 def test_dry_run_writes_nothing(source: Path, bucket: str, s3: Any, moto_server: str) -> None:
@@ -136,8 +145,12 @@ def moto_authentication(moto_server: str) -> Iterator[None]:
     """Turn on moto's request authentication (off by default) inside the block, over its HTTP API."""
 
     def reset_auth(count: str) -> str:
-        request = urllib.request.Request(f"{moto_server}/moto-api/reset-auth", data=count.encode(), method="POST",
-                                         headers={"Content-Type": "text/plain"})  # not a form: moto reads the raw body
+        request = urllib.request.Request(
+            f"{moto_server}/moto-api/reset-auth",
+            data=count.encode(),
+            method="POST",
+            headers={"Content-Type": "text/plain"},
+        )  # not a form: moto reads the raw body
         with urllib.request.urlopen(request) as response:
             return json.load(response)["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"]
 
@@ -161,14 +174,26 @@ def iam_user(moto_server: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("credentials", "message"),
     [
-        ("unknown key", r"^AWS rejected the credentials \(InvalidAccessKeyId\) at http://127\.0\.0\.1:\d+: check AWS_PROFILE"),
+        (
+            "unknown key",
+            r"^AWS rejected the credentials \(InvalidAccessKeyId\) at http://127\.0\.0\.1:\d+: check AWS_PROFILE",
+        ),
         ("wrong secret", r"^AWS rejected the credentials \(SignatureDoesNotMatch\) at "),
-        ("no permission", r"^access denied to s3://{bucket}/images/ at http://127\.0\.0\.1:\d+: uploading needs s3:ListBucket"),
+        (
+            "no permission",
+            r"^access denied to s3://{bucket}/images/ at http://127\.0\.0\.1:\d+: uploading needs s3:ListBucket",
+        ),
     ],
 )
 def test_rejected_credentials_are_one_clear_error(
-    credentials: str, message: str, source: Path, bucket: str, s3: Any, moto_server: str,
-    iam_user: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+    credentials: str,
+    message: str,
+    source: Path,
+    bucket: str,
+    s3: Any,
+    moto_server: str,
+    iam_user: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     key_id, secret = {
         "unknown key": ("AKIAUNKNOWN000000000", "anything"),
@@ -220,14 +245,22 @@ def test_unreachable_endpoint_is_one_clear_error(source: Path) -> None:
 
 # ----------------------------------------------------------------------------- CLI
 def test_cli_json_summary_then_endpoint_from_the_environment(
-    source: Path, bucket: str, moto_server: str, expected_files: dict[str, Path],
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    source: Path,
+    bucket: str,
+    moto_server: str,
+    expected_files: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dest = f"s3://{bucket}/images/"
     assert main(["upload", str(source), dest, "--endpoint-url", moto_server, "--workers", "3", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert {k: summary[k] for k in ("uploaded", "skipped", "failed", "bytes", "dest")} == {
-        "uploaded": 30, "skipped": 0, "failed": 0, "bytes": sum(p.stat().st_size for p in expected_files.values()), "dest": dest,
+        "uploaded": 30,
+        "skipped": 0,
+        "failed": 0,
+        "bytes": sum(p.stat().st_size for p in expected_files.values()),
+        "dest": dest,
     }
     assert summary["seconds"] > 0
 
@@ -238,9 +271,7 @@ def test_cli_json_summary_then_endpoint_from_the_environment(
 
 
 @pytest.mark.parametrize("problem", ["missing", "no images"])
-def test_cli_bad_dir_exits_1_with_one_line(
-    problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_bad_dir_exits_1_with_one_line(problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "nothing here"
     if problem == "no images":
         (folder / "Kiwi").mkdir(parents=True)

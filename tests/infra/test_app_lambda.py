@@ -47,8 +47,14 @@ def app_may(template: dict[str, Any], action: str, resource: str, **context: str
 def test_the_app_role_presigns_under_its_own_prefix_only(template: dict[str, Any]) -> None:
     for key in ("images/app/private/0123abcd.jpg", "images/app/consented/0123abcd.png"):
         assert app_may(template, "s3:PutObject", f"{BUCKET_ARN}/{key}")
-    for key in ("images/Limes/1.jpg", "images/app-old/x.jpg", "bootstrap/bootstrap.sh", "models/keras/w.h5",
-                "results/part-0.parquet", "checkpoints/stream/offsets/0"):
+    for key in (
+        "images/Limes/1.jpg",
+        "images/app-old/x.jpg",
+        "bootstrap/bootstrap.sh",
+        "models/keras/w.h5",
+        "results/part-0.parquet",
+        "checkpoints/stream/offsets/0",
+    ):
         assert not app_may(template, "s3:PutObject", f"{BUCKET_ARN}/{key}"), key
     for action in ("s3:DeleteObject", "s3:PutObjectAcl"):
         assert not app_may(template, action, f"{BUCKET_ARN}/images/app/private/0123abcd.jpg")
@@ -58,17 +64,32 @@ def test_the_app_role_reads_what_its_pages_show_and_nothing_else(template: dict[
     assert app_may(template, "s3:GetObject", f"{BUCKET_ARN}/images/app/private/0123abcd.jpg")
     assert app_may(template, "s3:GetObject", f"{BUCKET_ARN}/images/Limes/1.jpg")  # a known map's training image
     assert app_may(template, "s3:GetObject", f"{BUCKET_ARN}/checkpoints/stream/progress/1796468400.json")
-    for key in ("results/part-0.parquet", "errors/x", "checkpoints/stream/offsets/0", "checkpoints/stream/notifications/batches/1.json",
-                "features/run/part-0.parquet", "mlflow/1/model.pkl", "holdout/Limes/1.jpg"):
+    for key in (
+        "results/part-0.parquet",
+        "errors/x",
+        "checkpoints/stream/offsets/0",
+        "checkpoints/stream/notifications/batches/1.json",
+        "features/run/part-0.parquet",
+        "mlflow/1/model.pkl",
+        "holdout/Limes/1.jpg",
+    ):
         assert not app_may(template, "s3:GetObject", f"{BUCKET_ARN}/{key}"), key
     # Listing (a missing key answers 404, not 403) only where it looks up keys.
     assert app_may(template, "s3:ListBucket", BUCKET_ARN, **{"s3:prefix": "images/app/private/0123abcd.jpg"})
-    assert app_may(template, "s3:ListBucket", BUCKET_ARN, **{"s3:prefix": "checkpoints/stream/progress/1796468400.json"})
+    assert app_may(
+        template, "s3:ListBucket", BUCKET_ARN, **{"s3:prefix": "checkpoints/stream/progress/1796468400.json"}
+    )
     assert not app_may(template, "s3:ListBucket", BUCKET_ARN, **{"s3:prefix": "images/"})
     assert not app_may(template, "s3:ListBucket", BUCKET_ARN)
     # The answers: read one by id; never write, scan or delete them (the stream writes them).
     assert app_may(template, "dynamodb:GetItem", TABLE_ARN)
-    for action in ("dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:Scan", "dynamodb:DeleteItem", "dynamodb:Query"):
+    for action in (
+        "dynamodb:PutItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:Scan",
+        "dynamodb:DeleteItem",
+        "dynamodb:Query",
+    ):
         assert not app_may(template, action, TABLE_ARN), action
     # Votes (issue 23): under labels/ only.
     assert app_may(template, "s3:PutObject", f"{BUCKET_ARN}/labels/part-0.parquet")
@@ -90,12 +111,22 @@ def test_the_app_reads_its_secrets_and_the_secrets_are_generated_by_the_stack(te
     env = Resolver(template)(resources["AppFunction"]["Properties"]["Environment"]["Variables"])
     assert env["FRUITS_SECRETS"] == "<AppSecret>,<CuratorSecret>"
     assert not any(name in env for name in ("FRUITS_APP_SECRET", "FRUITS_CURATOR_PASSWORD", "MLFLOW_TRACKING_PASSWORD"))
-    assert set(env) == {"FRUITS_SOURCE", "FRUITS_ANSWERS", "FRUITS_CHECKPOINT", "FRUITS_STATE_DIR", "FRUITS_LABELS",
-                        "FRUITS_CURATION", "FRUITS_SECRETS", "MLFLOW_TRACKING_URI"}
+    assert set(env) == {
+        "FRUITS_SOURCE",
+        "FRUITS_ANSWERS",
+        "FRUITS_CHECKPOINT",
+        "FRUITS_STATE_DIR",
+        "FRUITS_LABELS",
+        "FRUITS_CURATION",
+        "FRUITS_SECRETS",
+        "MLFLOW_TRACKING_URI",
+    }
 
 
 def test_the_stream_writes_the_answers_the_app_reads(template: dict[str, Any]) -> None:
-    stream = role_statements(template, "EmrInstanceRole") + [s for s in bucket_policy_statements(template) if s["Effect"] == "Deny"]
+    stream = role_statements(template, "EmrInstanceRole") + [
+        s for s in bucket_policy_statements(template) if s["Effect"] == "Deny"
+    ]
     serverless = role_statements(template, "ServerlessJobRole")
     for statements in (stream, serverless):
         for action in ("dynamodb:GetItem", "dynamodb:BatchWriteItem", "dynamodb:PutItem"):
@@ -106,7 +137,10 @@ def test_the_stream_writes_the_answers_the_app_reads(template: dict[str, Any]) -
 
 def test_the_answers_table_expires_items_and_is_encrypted(template: dict[str, Any]) -> None:
     props = template["Resources"]["AnswersTable"]["Properties"]
-    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}  # fruits.answers writes it
+    assert props["TimeToLiveSpecification"] == {
+        "AttributeName": "expires_at",
+        "Enabled": True,
+    }  # fruits.answers writes it
     assert props["KeySchema"] == [{"AttributeName": "upload_id", "KeyType": "HASH"}]
     assert props["SSESpecification"]["SSEEnabled"] is True and props["BillingMode"] == "PAY_PER_REQUEST"
 
@@ -126,15 +160,23 @@ def test_uploads_without_consent_expire_after_the_retention(template: dict[str, 
 def test_the_edge_throttles_and_the_function_reserves_nothing(template: dict[str, Any]) -> None:
     resources = template["Resources"]
     stage = resources["AppStage"]["Properties"]
-    assert stage["DefaultRouteSettings"] == {"ThrottlingRateLimit": {"Ref": "AppRateLimit"},
-                                             "ThrottlingBurstLimit": {"Ref": "AppBurstLimit"}}
+    assert stage["DefaultRouteSettings"] == {
+        "ThrottlingRateLimit": {"Ref": "AppRateLimit"},
+        "ThrottlingBurstLimit": {"Ref": "AppBurstLimit"},
+    }
     assert "sourceIp" not in stage["AccessLogSettings"]["Format"]  # no client address in the logs
     assert "ReservedConcurrentExecutions" not in resources["AppFunction"]["Properties"]  # finding 2
     assert resources["AppIntegration"]["Properties"]["PayloadFormatVersion"] == "2.0"  # the event shape app.aws reads
     assert resources["AppRoute"]["Properties"]["RouteKey"] == "$default"
     cors = resources["DataBucket"]["Properties"]["CorsConfiguration"]["CorsRules"]
-    assert cors == [{"AllowedMethods": ["POST"], "AllowedOrigins": [{"Fn::GetAtt": ["AppApi", "ApiEndpoint"]}],
-                     "AllowedHeaders": ["*"], "MaxAge": 3600}]
+    assert cors == [
+        {
+            "AllowedMethods": ["POST"],
+            "AllowedOrigins": [{"Fn::GetAtt": ["AppApi", "ApiEndpoint"]}],
+            "AllowedHeaders": ["*"],
+            "MaxAge": 3600,
+        }
+    ]
 
 
 # ---------------------------------------------------------------------------- the secrets
@@ -215,8 +257,11 @@ def normalised(name: str) -> str:
 
 def packed_distributions() -> set[str]:
     """infra/app_lambda_requirements.txt and everything they depend on (the venv's metadata), normalised names."""
-    wanted = [line.strip() for line in (ROOT / "infra" / "app_lambda_requirements.txt").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
+    wanted = [
+        line.strip()
+        for line in (ROOT / "infra" / "app_lambda_requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     seen: set[str] = set()
     while wanted:
         name = normalised(wanted.pop())
@@ -242,31 +287,67 @@ def test_the_deployed_handler_answers_http_api_events_and_imports_only_what_is_p
     app_secret = secrets.create_secret(Name=f"app-{suffix}", SecretString=json.dumps({"app_secret": "s" * 64}))["ARN"]
     DynamoAnswers(table, REGION, moto_server, 86400).create_table()
     upload_id = "0123456789abcdef0123456789abcdef"
-    DynamoAnswers(table, REGION, moto_server, 86400).put_many([Answer(
-        upload_id, ANSWERED, answered_at=1796468400.0 + 10**6, prediction="Limes", confidence=0.97,
-        top=(("Limes", 0.97), ("Lemon", 0.02)), model_name="fruits-pca", model_version="1")])
+    DynamoAnswers(table, REGION, moto_server, 86400).put_many(
+        [
+            Answer(
+                upload_id,
+                ANSWERED,
+                answered_at=1796468400.0 + 10**6,
+                prediction="Limes",
+                confidence=0.97,
+                top=(("Limes", 0.97), ("Lemon", 0.02)),
+                model_name="fruits-pca",
+                model_version="1",
+            )
+        ]
+    )
 
     # The function's environment as the template sets it, with this test's bucket, table and secret.
-    env = Resolver(template, ProjectName="fruits")(template["Resources"]["AppFunction"]["Properties"]["Environment"]["Variables"])
-    env = {k: v.replace(f"fruits-{ACCOUNT}-{REGION}", bucket).replace("<AnswersTable>", table)
-           .replace("<AppSecret>,<CuratorSecret>", app_secret) for k, v in env.items() if v}
+    env = Resolver(template, ProjectName="fruits")(
+        template["Resources"]["AppFunction"]["Properties"]["Environment"]["Variables"]
+    )
+    env = {
+        k: v.replace(f"fruits-{ACCOUNT}-{REGION}", bucket)
+        .replace("<AnswersTable>", table)
+        .replace("<AppSecret>,<CuratorSecret>", app_secret)
+        for k, v in env.items()
+        if v
+    }
     env["FRUITS_STATE_DIR"] = str(tmp_path / "lambda-tmp")  # /tmp/fruits on Lambda
     # A tracking server (REST) that refuses at once: the known map is then missing, and the page says so.
     env.update(MLFLOW_TRACKING_URI="https://127.0.0.1:9", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
     # Every installed module whose distribution the package does not hold, nor the runtime.
     allowed = packed_distributions() | RUNTIME_DISTRIBUTIONS
-    blocked = sorted(module for module, dists in importlib.metadata.packages_distributions().items()
-                     if module not in OUR_PACKAGES and not {normalised(d) for d in dists} & allowed)
+    blocked = sorted(
+        module
+        for module, dists in importlib.metadata.packages_distributions().items()
+        if module not in OUR_PACKAGES and not {normalised(d) for d in dists} & allowed
+    )
     assert {"pyspark", "tensorflow", "onnxruntime", "deltalake", "sqlalchemy"} <= set(blocked)
     process_env = {k: v for k, v in os.environ.items() if not k.startswith(("FRUITS_", "MLFLOW_", "AWS_"))}
-    process_env.update(env, AWS_ENDPOINT_URL=moto_server, AWS_REGION=REGION, AWS_ACCESS_KEY_ID="testing",
-                       AWS_SECRET_ACCESS_KEY="testing", PYTHONPATH=str(ROOT / "tests"), BLOCKED_MODULES=json.dumps(blocked))
-    done = subprocess.run([sys.executable, "-c", PROBE, upload_id], env=process_env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    process_env.update(
+        env,
+        AWS_ENDPOINT_URL=moto_server,
+        AWS_REGION=REGION,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        PYTHONPATH=str(ROOT / "tests"),
+        BLOCKED_MODULES=json.dumps(blocked),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, upload_id],
+        env=process_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
 
-    assert seen["page"] == 200 and moto_server in seen["csp"]  # the page may post to the bucket (its origin), and only there
+    assert (
+        seen["page"] == 200 and moto_server in seen["csp"]
+    )  # the page may post to the bucket (its origin), and only there
     status, post = seen["presign"]
     assert status == 201 and re.fullmatch(r"images/app/private/[0-9a-f]{32}\.jpg", post["fields"]["key"])
     assert seen["answer"][0] == 200 and seen["answer"][1]["title"] == "Limes"  # read from DynamoDB by id

@@ -56,7 +56,10 @@ def node(tmp_path: Path) -> dict[str, Any]:
     _stub(bin_dir, "dnf", f'echo "dnf $*" >> {calls}/dnf.log\n')
     # `aws s3 cp|sync SRC DST --region R --only-show-errors`; a missing prefix syncs nothing and succeeds, as on S3.
     # `aws secretsmanager get-secret-value ...` prints the secret the test wrote to secret.json.
-    _stub(bin_dir, "aws", f"""echo "aws $*" >> {calls}/aws.log
+    _stub(
+        bin_dir,
+        "aws",
+        f"""echo "aws $*" >> {calls}/aws.log
 if [ "$1" = secretsmanager ]; then cat {tmp_path}/secret.json; exit 0; fi
 op="$2"; src="{s3}/${{3#s3://}}"; dst="$4"
 case "$op" in
@@ -64,32 +67,57 @@ case "$op" in
   sync) mkdir -p "$dst"; if [ -d "$src" ]; then cp -R "$src/." "$dst/"; fi ;;
   *) echo "aws stub: no $op" >&2; exit 2 ;;
 esac
-""")
+""",
+    )
     # EMR's instance.json, as on the primary node (a test makes it a task node).
     (tmp_path / "instance.json").write_text(json.dumps({"isMaster": True, "instanceGroupId": "ig-PRIMARY"}))
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "home" / ".keras"),
-           "TMPDIR": str(tmpdir), "EMR_INSTANCE_INFO": str(tmp_path / "instance.json")}
-    args = {
-        "--region": REGION, "--python": str(python), "--wheel": WHEEL_URI, "--wheelhouse": WHEELHOUSE_URI,
-        "--lock-sha256": sha256(lock), "--weights": WEIGHTS_URI,
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "KERAS_HOME": str(tmp_path / "home" / ".keras"),
+        "TMPDIR": str(tmpdir),
+        "EMR_INSTANCE_INFO": str(tmp_path / "instance.json"),
     }
-    return {"env": env, "calls": calls, "args": args, "python": python, "wheelhouse": wheelhouse, "project": project,
-            "keras_home": tmp_path / "home" / ".keras", "tmpdir": tmpdir, "home": tmp_path}
+    args = {
+        "--region": REGION,
+        "--python": str(python),
+        "--wheel": WHEEL_URI,
+        "--wheelhouse": WHEELHOUSE_URI,
+        "--lock-sha256": sha256(lock),
+        "--weights": WEIGHTS_URI,
+    }
+    return {
+        "env": env,
+        "calls": calls,
+        "args": args,
+        "python": python,
+        "wheelhouse": wheelhouse,
+        "project": project,
+        "keras_home": tmp_path / "home" / ".keras",
+        "tmpdir": tmpdir,
+        "home": tmp_path,
+    }
 
 
 def bootstrap(node: dict[str, Any], **changes: str | None) -> subprocess.CompletedProcess:
     args = {**node["args"], **changes}
     argv = [item for name, value in args.items() if value is not None for item in (name, value)]
-    return subprocess.run(["bash", str(ROOT / "infra" / "bootstrap.sh"), *argv], capture_output=True, text=True,
-                          env=node["env"], timeout=120)
+    return subprocess.run(
+        ["bash", str(ROOT / "infra" / "bootstrap.sh"), *argv],
+        capture_output=True,
+        text=True,
+        env=node["env"],
+        timeout=120,
+    )
 
 
 def installed(node: dict[str, Any]) -> dict[str, str]:
     code = "import importlib.metadata as m, json; print(json.dumps({d.name: d.version for d in m.distributions()}))"
     # The node's environment: no PYTHONPATH from the test run may add distributions, and no current
     # directory either (`python -c` puts it on sys.path: the checkout's fruits.egg-info would count).
-    out = subprocess.run([str(node["python"]), "-c", code], capture_output=True, text=True, check=True,
-                         env=node["env"], cwd=node["home"]).stdout
+    out = subprocess.run(
+        [str(node["python"]), "-c", code], capture_output=True, text=True, check=True, env=node["env"], cwd=node["home"]
+    ).stdout
     return json.loads(out)
 
 
@@ -98,8 +126,12 @@ def test_installs_the_locked_wheels_with_hashes_into_the_releases_python(node: d
 
     assert first.returncode == 0, first.stdout + first.stderr
     assert second.returncode == 0, second.stdout + second.stderr
-    assert installed(node) == {"fruits": "0.1.0", "onnxruntime": "1.0", "fruitsdep-keras": "1.0",
-                               "pip": bundled_pip_wheel().name.split("-")[1]}
+    assert installed(node) == {
+        "fruits": "0.1.0",
+        "onnxruntime": "1.0",
+        "fruitsdep-keras": "1.0",
+        "pip": bundled_pip_wheel().name.split("-")[1],
+    }
     assert "fruits 0.1.0 onnxruntime stub" in first.stdout
     assert "installing requirements.lock (4 wheels, hashes required, no package index)" in first.stdout
     cached = node["keras_home"] / "models" / WEIGHTS_URI.rsplit("/", 1)[1]
@@ -127,8 +159,14 @@ def test_a_lock_other_than_the_requests_is_refused_before_pip_runs(node: dict[st
 
 
 def test_a_tampered_project_wheel_is_refused_by_pip(node: dict[str, Any]) -> None:
-    tampered = fake_wheel(node["project"].parent, "fruits", "0.1.0", requires=["onnxruntime"], extras=["keras"],
-                          files={"fruits/__init__.py": "import os  # not what was built\n"})
+    tampered = fake_wheel(
+        node["project"].parent,
+        "fruits",
+        "0.1.0",
+        requires=["onnxruntime"],
+        extras=["keras"],
+        files={"fruits/__init__.py": "import os  # not what was built\n"},
+    )
     assert tampered == node["project"]
     result = bootstrap(node)
 
@@ -139,7 +177,9 @@ def test_a_tampered_project_wheel_is_refused_by_pip(node: dict[str, Any]) -> Non
 
 def test_a_pip_wheel_the_lock_does_not_pin_is_never_run(node: dict[str, Any]) -> None:
     (pip_wheel,) = node["wheelhouse"].glob("pip-*.whl")
-    fake_wheel(node["wheelhouse"], "pip", pip_wheel.name.split("-")[1], files={"pip/__main__.py": "raise SystemExit(9)\n"})
+    fake_wheel(
+        node["wheelhouse"], "pip", pip_wheel.name.split("-")[1], files={"pip/__main__.py": "raise SystemExit(9)\n"}
+    )
     result = bootstrap(node)
 
     assert result.returncode == 1
@@ -195,7 +235,10 @@ def test_the_mlflow_secret_becomes_a_private_credentials_file_and_is_never_logge
     assert result.returncode == 0, result.stdout + result.stderr
     credentials = node["home"] / ".mlflow" / "credentials"
     # MLflow's own file (mlflow.utils.credentials reads [mlflow] mlflow_tracking_username/password).
-    assert credentials.read_text() == "[mlflow]\nmlflow_tracking_username = fruits-jobs\nmlflow_tracking_password = pa55 w0rd\n"
+    assert (
+        credentials.read_text()
+        == "[mlflow]\nmlflow_tracking_username = fruits-jobs\nmlflow_tracking_password = pa55 w0rd\n"
+    )
     assert credentials.stat().st_mode & 0o777 == 0o600
     assert "pa55" not in result.stdout + result.stderr
     (call,) = [c for c in (node["calls"] / "aws.log").read_text().splitlines() if "secretsmanager" in c]
@@ -220,5 +263,5 @@ def test_a_secret_without_username_and_password_fails_the_bootstrap(node: dict[s
     result = bootstrap(node, **{"--mlflow-secret": SECRET_ARN})
 
     assert result.returncode == 1
-    assert "is not a JSON secret with \"username\" and \"password\"" in result.stdout
+    assert 'is not a JSON secret with "username" and "password"' in result.stdout
     assert not (node["home"] / ".mlflow" / "credentials").exists()

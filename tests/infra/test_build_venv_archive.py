@@ -27,12 +27,24 @@ def built(tmp_path: Path) -> dict[str, Any]:
     project, lock = small_wheelhouse(tmp_path / "wheelhouse", tmp_path / "dist")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))}
     env.update(PIP_CONFIG_FILE=os.devnull, PYTHON=sys.executable)
-    return {"wheelhouse": tmp_path / "wheelhouse", "project": project, "lock": lock, "env": env,
-            "out": tmp_path / "fruits-venv.tar.gz", "tmp": tmp_path}
+    return {
+        "wheelhouse": tmp_path / "wheelhouse",
+        "project": project,
+        "lock": lock,
+        "env": env,
+        "out": tmp_path / "fruits-venv.tar.gz",
+        "tmp": tmp_path,
+    }
 
 
 def build(built: dict[str, Any], **env: str) -> subprocess.CompletedProcess:
-    argv = ["bash", str(ROOT / "infra" / "build_venv_archive.sh"), str(built["wheelhouse"]), str(built["project"]), str(built["out"])]
+    argv = [
+        "bash",
+        str(ROOT / "infra" / "build_venv_archive.sh"),
+        str(built["wheelhouse"]),
+        str(built["project"]),
+        str(built["out"]),
+    ]
     return subprocess.run(argv, capture_output=True, text=True, env={**built["env"], **env}, timeout=180)
 
 
@@ -50,9 +62,17 @@ def test_the_archive_unpacks_into_a_python_that_imports_the_project(built: dict[
         assert "home = /usr/bin\n" in config and "executable = /usr/bin/python3.11\n" in config
         assert not [m.name for m in archive.getmembers() if "pyspark" in m.name.lower()]
         archive.extractall(environment, filter="tar")
-    out = subprocess.run([str(environment / "bin" / "python"), "-c",
-                          "import fruits, onnxruntime, sys; print(fruits.__version__, onnxruntime.__version__, sys.prefix)"],
-                         capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, check=True).stdout.split()
+    out = subprocess.run(
+        [
+            str(environment / "bin" / "python"),
+            "-c",
+            "import fruits, onnxruntime, sys; print(fruits.__version__, onnxruntime.__version__, sys.prefix)",
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        check=True,
+    ).stdout.split()
     assert out[:2] == ["0.1.0", "stub"]
     assert Path(out[2]) == environment  # the unpacked venv is the interpreter's prefix: its site-packages are used
     assert "aws s3 cp" in result.stderr and "bootstrap/venv/fruits-venv.tar.gz" in result.stderr

@@ -56,14 +56,16 @@ def test_build_wheelhouse_keeps_the_node_platform_wheels_only(wheel_index: dict[
 
     assert result.returncode == 0, result.stderr
     wheels = sorted(p.name for p in wheel_index["out"].glob("*.whl"))
-    assert wheels == sorted([
-        "fruitsdep_base-1.0-py3-none-any.whl",
-        "fruitsdep_native-1.0-cp311-cp311-manylinux_2_27_x86_64.whl",
-        "fruitsdep_pure-1.0-py3-none-any.whl",
-        f"pip-{PINS['pip']}-py3-none-any.whl",
-        f"setuptools-{PINS['setuptools']}-py3-none-any.whl",
-        f"wheel-{PINS['wheel']}-py3-none-any.whl",
-    ])  # not the project wheel: it is uploaded per release beside the wheelhouse
+    assert wheels == sorted(
+        [
+            "fruitsdep_base-1.0-py3-none-any.whl",
+            "fruitsdep_native-1.0-cp311-cp311-manylinux_2_27_x86_64.whl",
+            "fruitsdep_pure-1.0-py3-none-any.whl",
+            f"pip-{PINS['pip']}-py3-none-any.whl",
+            f"setuptools-{PINS['setuptools']}-py3-none-any.whl",
+            f"wheel-{PINS['wheel']}-py3-none-any.whl",
+        ]
+    )  # not the project wheel: it is uploaded per release beside the wheelhouse
     assert {p.name for p in wheel_index["out"].iterdir()} == {*wheels, "requirements.lock"}
     assert "6 wheels" in result.stderr
     assert f"aws s3 sync --delete {wheel_index['out']} s3://<bucket>/bootstrap/wheelhouse/" in result.stderr
@@ -85,7 +87,8 @@ def test_the_lock_pins_every_wheel_and_the_project_by_sha256(wheel_index: dict[s
         "fruits[keras]==0.1.0": project,
     }
     assert sorted(pins) == sorted(
-        f"{requirement} --hash=sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}" for requirement, path in expected.items()
+        f"{requirement} --hash=sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+        for requirement, path in expected.items()
     )
     # What `fruits emr up` reads from the lock and puts in the request.
     assert f"requirements.lock sha256 {hashlib.sha256(lock.read_bytes()).hexdigest()}" in result.stderr
@@ -122,7 +125,9 @@ def test_build_wheelhouse_guards_before_downloading(wheel_index: dict[str, Any],
     other_python = tmp_path / "python-elsewhere"
     other_python.write_text('#!/usr/bin/env bash\necho "3.12 darwin arm64"\n')
     other_python.chmod(0o755)
-    wrong_host = _build_wheelhouse(str(tmp_path / "new"), str(project), env={**wheel_index["env"], "PYTHON": str(other_python)})
+    wrong_host = _build_wheelhouse(
+        str(tmp_path / "new"), str(project), env={**wheel_index["env"], "PYTHON": str(other_python)}
+    )
     assert wrong_host.returncode == 2 and "(got: 3.12 darwin arm64)" in wrong_host.stderr
     assert not (tmp_path / "new").exists()
 

@@ -52,8 +52,11 @@ def test_full_request_carries_every_option() -> None:
     assert volumes == [{"VolumeType": "gp3", "SizeInGB": 100}] * 3
     assert request["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
     assert (request["Instances"]["Ec2SubnetId"], request["Instances"]["Ec2KeyName"]) == ("subnet-0a1b2c3d", "ops")
-    assert (request["Instances"]["EmrManagedMasterSecurityGroup"], request["Instances"]["EmrManagedSlaveSecurityGroup"],
-            request["Instances"]["ServiceAccessSecurityGroup"]) == ("sg-0aaa1111", "sg-0bbb2222", "sg-0ccc3333")
+    assert (
+        request["Instances"]["EmrManagedMasterSecurityGroup"],
+        request["Instances"]["EmrManagedSlaveSecurityGroup"],
+        request["Instances"]["ServiceAccessSecurityGroup"],
+    ) == ("sg-0aaa1111", "sg-0bbb2222", "sg-0ccc3333")
     assert request["AutoTerminationPolicy"] == {"IdleTimeout": 1800}
     assert request["VisibleToAllUsers"] is True
     # EMR rejects an instance profile named differently from its role: the stack names both fruits-emr-ec2-role.
@@ -72,13 +75,20 @@ def test_full_request_carries_every_option() -> None:
             "ScriptBootstrapAction": {
                 "Path": f"s3://{BUCKET}/bootstrap/bootstrap.sh",
                 "Args": [
-                    "--region", "us-east-1",
-                    "--python", PYTHON,
-                    "--wheel", f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl",
-                    "--wheelhouse", WHEELHOUSE_URI,
-                    "--lock-sha256", LOCK_SHA256,
-                    "--weights", WEIGHTS_URI,
-                    "--mlflow-secret", SECRET,  # an ARN: the credentials never enter the request
+                    "--region",
+                    "us-east-1",
+                    "--python",
+                    PYTHON,
+                    "--wheel",
+                    f"s3://{BUCKET}/bootstrap/fruits-0.1.0-py3-none-any.whl",
+                    "--wheelhouse",
+                    WHEELHOUSE_URI,
+                    "--lock-sha256",
+                    LOCK_SHA256,
+                    "--weights",
+                    WEIGHTS_URI,
+                    "--mlflow-secret",
+                    SECRET,  # an ARN: the credentials never enter the request
                 ],
             },
         }
@@ -125,9 +135,16 @@ def test_memory_is_explicit_for_the_default_instance_type_and_leaves_room_for_th
     defaults = configurations["spark-defaults"]
 
     assert "spark" not in configurations  # no maximizeResourceAllocation: it starves the Python workers
-    mb = {k: int(defaults[k].removesuffix("m")) for k in
-          ("spark.executor.memory", "spark.executor.memoryOverhead", "spark.executor.pyspark.memory",
-           "spark.yarn.am.memory", "spark.yarn.am.memoryOverhead")}
+    mb = {
+        k: int(defaults[k].removesuffix("m"))
+        for k in (
+            "spark.executor.memory",
+            "spark.executor.memoryOverhead",
+            "spark.executor.pyspark.memory",
+            "spark.yarn.am.memory",
+            "spark.yarn.am.memoryOverhead",
+        )
+    }
     # m5.xlarge: yarn.nodemanager.resource.memory-mb 12288 (EMR release guide, "Task configuration").
     executor = mb["spark.executor.memory"] + mb["spark.executor.memoryOverhead"] + mb["spark.executor.pyspark.memory"]
     assert executor + mb["spark.yarn.am.memory"] + mb["spark.yarn.am.memoryOverhead"] <= 12288
@@ -138,7 +155,10 @@ def test_memory_is_explicit_for_the_default_instance_type_and_leaves_room_for_th
 def test_the_application_master_stays_off_spot_task_nodes() -> None:
     request = planned_request(ClusterOptions(bucket=BUCKET, subnet_id=SUBNET, task_count=2))
     (yarn,) = [c["Properties"] for c in request["Configurations"] if c["Classification"] == "yarn-site"]
-    assert yarn == {"yarn.node-labels.enabled": "true", "yarn.node-labels.am.default-node-label-expression": "ON_DEMAND"}
+    assert yarn == {
+        "yarn.node-labels.enabled": "true",
+        "yarn.node-labels.am.default-node-label-expression": "ON_DEMAND",
+    }
     assert [g["Market"] for g in request["Instances"]["InstanceGroups"] if g["InstanceRole"] == "TASK"] == ["SPOT"]
     assert [g["Market"] for g in request["Instances"]["InstanceGroups"] if g["InstanceRole"] == "CORE"] == ["ON_DEMAND"]
 
@@ -160,8 +180,14 @@ def test_launching_needs_a_subnet_and_the_locks_sha256_and_plan_does_not() -> No
     [
         ({"primary_security_group": "sg-0aaa1111"}, "give all three of --primary-security-group"),
         ({"subnet_id": "subnet-xyz"}, "is not a subnet id"),
-        ({"primary_security_group": "sg-1", "core_security_group": "sg-0bbb2222",
-          "service_access_security_group": "sg-0ccc3333"}, "'sg-1' is not a security group id"),
+        (
+            {
+                "primary_security_group": "sg-1",
+                "core_security_group": "sg-0bbb2222",
+                "service_access_security_group": "sg-0ccc3333",
+            },
+            "'sg-1' is not a security group id",
+        ),
         ({"instance_type": "m5.2xlarge"}, "the YARN memory of m5.2xlarge is not in infra/sizing.py"),
         ({"am_node_label": "TASK"}, "--am-node-label must be one of ON_DEMAND, CORE"),
         ({"mlflow_secret_arn": "fruits/mlflow"}, "is not a Secrets Manager secret ARN"),
@@ -173,8 +199,12 @@ def test_bad_network_sizing_and_secret_options_are_refused(changes: dict, messag
 
 
 def test_another_instance_type_is_accepted_once_its_executors_are_sized_by_hand() -> None:
-    sized = (("spark-defaults", "spark.executor.memory", "16g"), ("spark-defaults", "spark.executor.pyspark.memory", "6g"))
-    request = planned_request(ClusterOptions(bucket=BUCKET, subnet_id=SUBNET, instance_type="m5.2xlarge",
-                                             extra_configurations=sized))
+    sized = (
+        ("spark-defaults", "spark.executor.memory", "16g"),
+        ("spark-defaults", "spark.executor.pyspark.memory", "6g"),
+    )
+    request = planned_request(
+        ClusterOptions(bucket=BUCKET, subnet_id=SUBNET, instance_type="m5.2xlarge", extra_configurations=sized)
+    )
     (defaults,) = [c["Properties"] for c in request["Configurations"] if c["Classification"] == "spark-defaults"]
     assert (defaults["spark.executor.memory"], defaults["spark.executor.pyspark.memory"]) == ("16g", "6g")

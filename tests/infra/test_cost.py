@@ -111,8 +111,10 @@ def test_event_path_through_lambda_and_sns_by_hand() -> None:
 
 def test_direct_s3_to_sqs_wiring_pays_only_the_queue_and_the_reads() -> None:
     events = estimate_event_path("us-east-1", "s3-sqs")
-    assert [i.name for i in events.items] == ["SQS receive + delete, 10 messages per request",
-                                              "S3 GET: the stream reads each image once"]
+    assert [i.name for i in events.items] == [
+        "SQS receive + delete, 10 messages per request",
+        "S3 GET: the stream reads each image once",
+    ]
     assert events.per_million_images == pytest.approx(0.48)
 
 

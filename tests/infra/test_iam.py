@@ -56,21 +56,32 @@ def test_emr_service_role(template: dict[str, Any]) -> None:
     assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}
     assert role["ManagedPolicyArns"] == ["arn:aws:iam::aws:policy/service-role/AmazonEMRServicePolicy_v2"]
     statements = role_statements(template, "EmrServiceRole")
-    assert allows(statements, "iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/fruits-emr-ec2-role",
-                  **{"iam:PassedToService": "ec2.amazonaws.com"})
-    assert not allows(statements, "iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/fruits-deploy",
-                      **{"iam:PassedToService": "ec2.amazonaws.com"})
+    assert allows(
+        statements,
+        "iam:PassRole",
+        f"arn:aws:iam::{ACCOUNT}:role/fruits-emr-ec2-role",
+        **{"iam:PassedToService": "ec2.amazonaws.com"},
+    )
+    assert not allows(
+        statements,
+        "iam:PassRole",
+        f"arn:aws:iam::{ACCOUNT}:role/fruits-deploy",
+        **{"iam:PassedToService": "ec2.amazonaws.com"},
+    )
 
 
 def test_passrole_is_granted_for_the_three_compute_roles_only(template: dict[str, Any]) -> None:
     resolve = Resolver(template)
     passing = [
-        resolve(s) for s in all_statements(template["Resources"])
+        resolve(s)
+        for s in all_statements(template["Resources"])
         if any(isinstance(a, str) and action_match(a, "iam:PassRole") for a in listify(s.get("Action", [])))
     ]
     passed = {r for s in passing for r in listify(s["Resource"])}
-    assert passed == {f"arn:aws:iam::{ACCOUNT}:role/{name}" for name in
-                      ("fruits-emr-ec2-role", "fruits-emr-service-role", "fruits-emr-serverless-job-role")}
+    assert passed == {
+        f"arn:aws:iam::{ACCOUNT}:role/{name}"
+        for name in ("fruits-emr-ec2-role", "fruits-emr-service-role", "fruits-emr-serverless-job-role")
+    }
     assert all("iam:PassedToService" in str(s.get("Condition")) for s in passing)
 
 
@@ -132,7 +143,9 @@ def test_job_roles_stay_inside_the_bucket(template: dict[str, Any], role: str) -
     assert not allows(statements, "s3:GetObject", "arn:aws:s3:::someone-elses-bucket/images/a.jpg")
     assert not allows(statements, "s3:DeleteBucket", BUCKET_ARN)
     assert not allows(statements, "s3:PutBucketPolicy", BUCKET_ARN)
-    s3_resources = {r for s in statements if any(a.startswith("s3:") for a in listify(s["Action"])) for r in listify(s["Resource"])}
+    s3_resources = {
+        r for s in statements if any(a.startswith("s3:") for a in listify(s["Action"])) for r in listify(s["Resource"])
+    }
     foreign = {r for r in s3_resources if r != BUCKET_ARN and not r.startswith(f"{BUCKET_ARN}/")}
     # The only S3 resource outside the data bucket: the cluster's read of EMR's public tooling bucket.
     assert foreign == ({f"arn:aws:s3:::{REGION}.elasticmapreduce/*"} if role == "EmrInstanceRole" else set())
@@ -155,8 +168,11 @@ def test_the_mlflow_secret_is_readable_by_the_cluster_only_when_given(template: 
 
     statements = role_statements(template, "EmrInstanceRole", MlflowCredentialsSecretArn=secret)
     assert allows(statements, "secretsmanager:GetSecretValue", secret)
-    assert not allows(role_statements(template, "ServerlessJobRole", MlflowCredentialsSecretArn=secret),
-                      "secretsmanager:GetSecretValue", secret)
+    assert not allows(
+        role_statements(template, "ServerlessJobRole", MlflowCredentialsSecretArn=secret),
+        "secretsmanager:GetSecretValue",
+        secret,
+    )
     assert not allows(statements, "secretsmanager:GetSecretValue", secret.replace("mlflow", "other"))
 
 
@@ -185,7 +201,11 @@ def test_only_the_deploy_role_may_change_what_the_nodes_run(template: dict[str, 
             assert not effective(template, role, "s3:PutObject", f"{BUCKET_ARN}/{key}"), (role, key)
     # The deny holds for a principal whose own policy allows everything, e.g. an administrator.
     admin = [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]
-    context = {"aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/Admin", "aws:SecureTransport": "true", "s3:TlsVersion": "1.3"}
+    context = {
+        "aws:PrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/Admin",
+        "aws:SecureTransport": "true",
+        "s3:TlsVersion": "1.3",
+    }
     denies = [s for s in bucket_policy_statements(template) if s["Effect"] == "Deny"]
     assert not allows(admin + denies, "s3:PutObject", f"{BUCKET_ARN}/bootstrap/bootstrap.sh", **context)
     assert allows(admin + denies, "s3:PutObject", f"{BUCKET_ARN}/images/Kiwi/1.jpg", **context)
@@ -199,9 +219,19 @@ def test_the_deploy_role_operates_but_does_not_write_outputs(template: dict[str,
     assert not effective(template, "DeployRole", "s3:PutObject", f"{BUCKET_ARN}/results/part-0.parquet")
     statements = role_statements(template, "DeployRole")
     cluster = f"arn:aws:elasticmapreduce:{REGION}:{ACCOUNT}:cluster/j-1ABC"
-    assert allows(statements, "elasticmapreduce:RunJobFlow", "*", **{"elasticmapreduce:RequestTag/project": "fruits"})  # ProjectName
+    assert allows(
+        statements, "elasticmapreduce:RunJobFlow", "*", **{"elasticmapreduce:RequestTag/project": "fruits"}
+    )  # ProjectName
     assert not allows(statements, "elasticmapreduce:RunJobFlow", "*")  # an untagged cluster
-    assert allows(statements, "elasticmapreduce:TerminateJobFlows", cluster, **{"elasticmapreduce:ResourceTag/project": "fruits"})
-    assert not allows(statements, "elasticmapreduce:TerminateJobFlows", cluster, **{"elasticmapreduce:ResourceTag/project": "other"})
-    assert not allows(statements, "iam:PassRole", f"arn:aws:iam::{ACCOUNT}:role/Admin",
-                      **{"iam:PassedToService": "elasticmapreduce.amazonaws.com"})
+    assert allows(
+        statements, "elasticmapreduce:TerminateJobFlows", cluster, **{"elasticmapreduce:ResourceTag/project": "fruits"}
+    )
+    assert not allows(
+        statements, "elasticmapreduce:TerminateJobFlows", cluster, **{"elasticmapreduce:ResourceTag/project": "other"}
+    )
+    assert not allows(
+        statements,
+        "iam:PassRole",
+        f"arn:aws:iam::{ACCOUNT}:role/Admin",
+        **{"iam:PassedToService": "elasticmapreduce.amazonaws.com"},
+    )

@@ -24,4 +24,7 @@ def test_the_guides_regional_exceptions() -> None:
     us = {b.bucket for b in gateway_endpoint_buckets("us-east-1", "b")}
     assert "aws157-logs-prod" in us and "aws157-logs-prod-us-east-1" not in us
     sydney = {b.bucket for b in gateway_endpoint_buckets("ap-southeast-2", "b")}
-    assert {"aws157-instance-data-bucket-0-prod-ap-southeast-2", "aws157-instance-data-bucket-1-prod-ap-southeast-2"} <= sydney
+    assert {
+        "aws157-instance-data-bucket-0-prod-ap-southeast-2",
+        "aws157-instance-data-bucket-1-prod-ap-southeast-2",
+    } <= sydney

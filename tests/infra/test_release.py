@@ -30,7 +30,12 @@ def test_the_pinned_pyspark_is_the_default_releases_spark() -> None:
 def test_the_default_is_the_long_term_support_spark_4_1_release() -> None:
     default = release(DEFAULT_RELEASE)
     # From the AWS release guide, typed in by hand (not read from the table under test).
-    assert (default.label, default.spark, default.scala, default.python) == ("emr-spark-8.1.0", "4.1.1", "2.13.17", "3.11")
+    assert (default.label, default.spark, default.scala, default.python) == (
+        "emr-spark-8.1.0",
+        "4.1.1",
+        "2.13.17",
+        "3.11",
+    )
     assert default.long_term_support and default.end_of_support == dt.date(2029, 9, 7)
     assert default.warning == ""
     assert default.node_python == "/usr/bin/python3.11" and default.python_tag == "cp311"

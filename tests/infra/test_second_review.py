@@ -99,7 +99,9 @@ def test_the_deploy_role_creates_exactly_the_two_service_linked_roles(template: 
         arn = f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/{service}/{name}"
         assert allows(statements, "iam:CreateServiceLinkedRole", arn, **{"iam:AWSServiceName": service}), service
     other = f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/autoscaling.amazonaws.com/AWSServiceRoleForAutoScaling"
-    assert not allows(statements, "iam:CreateServiceLinkedRole", other, **{"iam:AWSServiceName": "autoscaling.amazonaws.com"})
+    assert not allows(
+        statements, "iam:CreateServiceLinkedRole", other, **{"iam:AWSServiceName": "autoscaling.amazonaws.com"}
+    )
     assert not allows(statements, "iam:CreateRole", f"arn:aws:iam::{ACCOUNT}:role/anything")
 
 
@@ -117,10 +119,14 @@ def test_the_jobs_stage_mlflow_models_under_scratch(template: dict[str, Any], ro
 
 def test_the_lambda_runtime_is_supported_the_longest(template: dict[str, Any]) -> None:
     """6: of the runtimes in cfn-lint's own lifecycle data, none is supported longer than ours."""
-    lifecycle = json.loads((Path(cfnlint.__file__).parent / "data" / "AdditionalSpecs" / "LmbdRuntimeLifecycle.json").read_text())
+    lifecycle = json.loads(
+        (Path(cfnlint.__file__).parent / "data" / "AdditionalSpecs" / "LmbdRuntimeLifecycle.json").read_text()
+    )
     runtime = template["Resources"]["UploadNotifier"]["Properties"]["Runtime"]
     deprecated = dt.date.fromisoformat(lifecycle[runtime]["deprecated"])
-    python = {name: dt.date.fromisoformat(v["deprecated"]) for name, v in lifecycle.items() if name.startswith("python3")}
+    python = {
+        name: dt.date.fromisoformat(v["deprecated"]) for name, v in lifecycle.items() if name.startswith("python3")
+    }
     assert deprecated == max(python.values()) and deprecated >= dt.date(2029, 6, 30), (runtime, deprecated)
 
 
@@ -147,18 +153,31 @@ def test_tags_are_the_stacks_project_and_no_foreign_cluster_can_be_adopted(templ
     """10: create and operate only with this stack's ProjectName; never tag someone else's compute."""
     statements = deploy(template, ProjectName="vision")
     assert allows(statements, "elasticmapreduce:RunJobFlow", "*", **{"elasticmapreduce:RequestTag/project": "vision"})
-    assert not allows(statements, "elasticmapreduce:RunJobFlow", "*", **{"elasticmapreduce:RequestTag/project": "fruits"})
-    ours, theirs = {"elasticmapreduce:ResourceTag/project": "vision"}, {"elasticmapreduce:ResourceTag/project": "fruits"}
+    assert not allows(
+        statements, "elasticmapreduce:RunJobFlow", "*", **{"elasticmapreduce:RequestTag/project": "fruits"}
+    )
+    ours, theirs = (
+        {"elasticmapreduce:ResourceTag/project": "vision"},
+        {"elasticmapreduce:ResourceTag/project": "fruits"},
+    )
     assert allows(statements, "elasticmapreduce:TerminateJobFlows", CLUSTER, **ours)
     assert not allows(statements, "elasticmapreduce:TerminateJobFlows", CLUSTER, **theirs)
     # The takeover: tag a foreign (or untagged) cluster with our project, then operate it. No AddTags at all.
     for context in ({}, theirs, ours):
-        assert not allows(statements, "elasticmapreduce:AddTags", CLUSTER,
-                          **{"elasticmapreduce:RequestTag/project": "vision", **context})
+        assert not allows(
+            statements,
+            "elasticmapreduce:AddTags",
+            CLUSTER,
+            **{"elasticmapreduce:RequestTag/project": "vision", **context},
+        )
     # EMR Serverless authorizes tags on create as TagResource: with our tag; never on another project's application.
     assert allows(statements, "emr-serverless:TagResource", APPLICATION, **{"aws:RequestTag/project": "vision"})
-    assert not allows(statements, "emr-serverless:TagResource", APPLICATION,
-                      **{"aws:RequestTag/project": "vision", "aws:ResourceTag/project": "fruits"})
+    assert not allows(
+        statements,
+        "emr-serverless:TagResource",
+        APPLICATION,
+        **{"aws:RequestTag/project": "vision", "aws:ResourceTag/project": "fruits"},
+    )
     assert not allows(statements, "emr-serverless:UntagResource", APPLICATION, **{"aws:ResourceTag/project": "fruits"})
     assert allows(statements, "emr-serverless:StartJobRun", APPLICATION, **{"aws:ResourceTag/project": "vision"})
     assert not allows(statements, "emr-serverless:StartJobRun", APPLICATION, **{"aws:ResourceTag/project": "fruits"})
@@ -174,7 +193,9 @@ def test_the_deploy_role_trusts_one_named_principal_never_the_root(template: dic
     assert re.fullmatch(pattern, CI) and re.fullmatch(pattern, f"arn:aws:iam::{ACCOUNT}:user/ana")
     for refused in (f"arn:aws:iam::{ACCOUNT}:root", "", "*", ACCOUNT):
         assert not re.fullmatch(pattern, refused), refused
-    trust = Resolver(template, DeployPrincipalArn=CI)(template["Resources"]["DeployRole"]["Properties"]["AssumeRolePolicyDocument"])
+    trust = Resolver(template, DeployPrincipalArn=CI)(
+        template["Resources"]["DeployRole"]["Properties"]["AssumeRolePolicyDocument"]
+    )
     assert trust["Statement"] == [{"Effect": "Allow", "Principal": {"AWS": CI}, "Action": "sts:AssumeRole"}]
 
 
@@ -189,7 +210,11 @@ def test_only_the_lambda_publishes_and_only_the_stacks_endpoints_subscribe(templ
     assert not allows(everything + policy, "sns:Publish", topic, **{"aws:PrincipalArn": ADMIN, **tls})
     for endpoint in ("<NotificationsQueue.Arn>", "ops@fruits.example"):
         assert allows(everything + policy, "sns:Subscribe", topic, **{"sns:Endpoint": endpoint, **tls}), endpoint
-    for endpoint in ("https://collector.example/hook", "arn:aws:sqs:eu-west-3:999999999999:theirs", "someone@else.example"):
+    for endpoint in (
+        "https://collector.example/hook",
+        "arn:aws:sqs:eu-west-3:999999999999:theirs",
+        "someone@else.example",
+    ):
         assert not allows(everything + policy, "sns:Subscribe", topic, **{"sns:Endpoint": endpoint, **tls}), endpoint
     # Without NotificationEmail, no address may subscribe at all.
     no_email = policy_of(template, "UploadsTopicPolicy")
@@ -204,7 +229,9 @@ def test_only_the_topic_or_the_bucket_sends_to_the_stream(template: dict[str, An
     queue, tls = "<NotificationsQueue.Arn>", {"aws:SecureTransport": "true"}
     assert allows(policy, "sqs:SendMessage", queue, **{"aws:SourceArn": "<UploadsTopic>", **tls})
     assert not allows(everything + policy, "sqs:SendMessage", queue, **{"aws:PrincipalArn": ADMIN, **tls})
-    direct = allows(policy, "sqs:SendMessage", queue, **{"aws:SourceArn": BUCKET_ARN, "aws:SourceAccount": ACCOUNT, **tls})
+    direct = allows(
+        policy, "sqs:SendMessage", queue, **{"aws:SourceArn": BUCKET_ARN, "aws:SourceAccount": ACCOUNT, **tls}
+    )
     assert direct is (wiring == "s3-sqs")
 
 
@@ -221,8 +248,11 @@ def test_ebs_grants_are_for_aws_resources_and_nothing_re_encrypts(template: dict
 
 
 def test_the_messages_key_serves_this_stacks_topic_and_bucket_only(template: dict[str, Any]) -> None:
-    (services,) = [s for s in Resolver(template)(template["Resources"]["MessagesKey"]["Properties"]["KeyPolicy"])["Statement"]
-                   if "Service" in s["Principal"]]
+    (services,) = [
+        s
+        for s in Resolver(template)(template["Resources"]["MessagesKey"]["Properties"]["KeyPolicy"])["Statement"]
+        if "Service" in s["Principal"]
+    ]
     topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:fruits-uploads"
     for source in (topic, BUCKET_ARN):
         assert allows([services], "kms:GenerateDataKey", "*", **{"aws:SourceAccount": ACCOUNT, "aws:SourceArn": source})
@@ -233,7 +263,9 @@ def test_the_messages_key_serves_this_stacks_topic_and_bucket_only(template: dic
 def test_the_lake_readers_may_locate_the_bucket(template: dict[str, Any]) -> None:
     """GetBucketLocation carries no s3:prefix: under the listing's prefix condition it was never granted."""
     resolve = Resolver(template)
-    statements = [resolve(s) for s in template["Resources"]["LakeReaderPolicy"]["Properties"]["PolicyDocument"]["Statement"]]
+    statements = [
+        resolve(s) for s in template["Resources"]["LakeReaderPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    ]
     assert allows(statements, "s3:GetBucketLocation", BUCKET_ARN)
     for role in ("EmrInstanceRole", "ServerlessJobRole"):
         assert effective(template, role, "s3:GetBucketLocation", BUCKET_ARN)
@@ -244,23 +276,34 @@ def test_multipart_uploads_are_listed_under_the_outputs_only(template: dict[str,
     for prefix in ("results/", "checkpoints/stream/", "features/", "scratch/mlflow/"):
         assert effective(template, role, "s3:ListBucketMultipartUploads", BUCKET_ARN, **{"s3:prefix": prefix}), prefix
     for prefix in ("images/", "models/", "bootstrap/", ""):
-        assert not effective(template, role, "s3:ListBucketMultipartUploads", BUCKET_ARN, **{"s3:prefix": prefix}), prefix
+        assert not effective(template, role, "s3:ListBucketMultipartUploads", BUCKET_ARN, **{"s3:prefix": prefix}), (
+            prefix
+        )
     assert not effective(template, role, "s3:ListBucketMultipartUploads", BUCKET_ARN)
 
 
 @pytest.mark.parametrize("policy", ["UploadNotifierDeadLettersPolicy", "NotificationsDeadLettersPolicy"])
 def test_the_dead_letter_queues_refuse_plain_http_and_strangers(template: dict[str, Any], policy: str) -> None:
     statements = policy_of(template, policy)
-    queue = {"UploadNotifierDeadLettersPolicy": "<UploadNotifierDeadLetters.Arn>",
-             "NotificationsDeadLettersPolicy": "<NotificationsDeadLetters.Arn>"}[policy]
+    queue = {
+        "UploadNotifierDeadLettersPolicy": "<UploadNotifierDeadLetters.Arn>",
+        "NotificationsDeadLettersPolicy": "<NotificationsDeadLetters.Arn>",
+    }[policy]
     assert Resolver(template)(template["Resources"][policy]["Properties"]["Queues"]) == [queue.split(".")[0] + ">"]
     everything = [{"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}]
     assert not allows(everything + statements, "sqs:ReceiveMessage", queue, **{"aws:SecureTransport": "false"})
     assert allows(everything + statements, "sqs:ReceiveMessage", queue, **{"aws:SecureTransport": "true"})
     lambda_role = Resolver(template).values["UploadNotifierRole.Arn"]
-    sends = allows(everything + statements, "sqs:SendMessage", queue, **{"aws:PrincipalArn": lambda_role, "aws:SecureTransport": "true"})
+    sends = allows(
+        everything + statements,
+        "sqs:SendMessage",
+        queue,
+        **{"aws:PrincipalArn": lambda_role, "aws:SecureTransport": "true"},
+    )
     assert sends is (policy == "UploadNotifierDeadLettersPolicy")
-    assert not allows(everything + statements, "sqs:SendMessage", queue, **{"aws:PrincipalArn": ADMIN, "aws:SecureTransport": "true"})
+    assert not allows(
+        everything + statements, "sqs:SendMessage", queue, **{"aws:PrincipalArn": ADMIN, "aws:SecureTransport": "true"}
+    )
 
 
 def test_pip_and_setuptools_pins_are_past_their_known_vulnerabilities() -> None:

@@ -36,7 +36,11 @@ def test_the_emr_security_configuration_requires_imdsv2_and_encrypts_disks(templ
     encryption = config["EncryptionConfiguration"]
     assert encryption["EnableAtRestEncryption"] is True
     disks = encryption["AtRestEncryptionConfiguration"]["LocalDiskEncryptionConfiguration"]
-    assert disks == {"EncryptionKeyProviderType": "AwsKms", "AwsKmsKey": "<EmrDiskKey.Arn>", "EnableEbsEncryption": True}
+    assert disks == {
+        "EncryptionKeyProviderType": "AwsKms",
+        "AwsKmsKey": "<EmrDiskKey.Arn>",
+        "EnableEbsEncryption": True,
+    }
     # In transit only with certificates (the parameter empty by default: off, and said so in docs/aws.md).
     assert encryption["EnableInTransitEncryption"] is False
     assert encryption["InTransitEncryptionConfiguration"] == "<AWS::NoValue>"  # left out of the configuration
@@ -45,7 +49,8 @@ def test_the_emr_security_configuration_requires_imdsv2_and_encrypts_disks(templ
 def test_in_transit_encryption_is_on_when_certificates_are_given(template: dict[str, Any]) -> None:
     resolve = Resolver(template, InTransitCertificatesS3Object="s3://fruits-certs/emr/certs.zip")
     encryption = resolve(template["Resources"]["EmrSecurityConfiguration"]["Properties"])["SecurityConfiguration"][
-        "EncryptionConfiguration"]
+        "EncryptionConfiguration"
+    ]
     assert encryption["EnableInTransitEncryption"] is True
     assert encryption["InTransitEncryptionConfiguration"] == {
         "TLSCertificateConfiguration": {"CertificateProviderType": "PEM", "S3Object": "s3://fruits-certs/emr/certs.zip"}
@@ -75,8 +80,9 @@ def test_the_messages_key_lets_only_this_accounts_sns_and_s3_encrypt_into_queues
     assert sorted(services["Principal"]["Service"]) == ["s3.amazonaws.com", "sns.amazonaws.com"]
     assert sorted(services["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
     assert services["Condition"]["StringEquals"] == {"aws:SourceAccount": ACCOUNT}
-    assert services["Condition"]["ArnLike"] == {"aws:SourceArn": [f"arn:aws:sns:eu-west-3:{ACCOUNT}:fruits-uploads",
-                                                                  f"arn:aws:s3:::fruits-{ACCOUNT}-eu-west-3"]}
+    assert services["Condition"]["ArnLike"] == {
+        "aws:SourceArn": [f"arn:aws:sns:eu-west-3:{ACCOUNT}:fruits-uploads", f"arn:aws:s3:::fruits-{ACCOUNT}-eu-west-3"]
+    }
 
 
 def test_the_topic_is_encrypted_and_refuses_plain_http(template: dict[str, Any]) -> None:
@@ -100,9 +106,20 @@ def test_every_checkov_skip_names_a_check_and_says_why() -> None:
 @pytest.mark.skipif(not CHECKOV.exists(), reason="`make lint` creates .venv-lint with checkov 3.3.30")
 def test_checkov_finds_nothing_the_template_does_not_justify() -> None:
     result = subprocess.run(
-        [str(CHECKOV), "-f", str(TEMPLATE), "--framework", "cloudformation", "--skip-download", "--compact",
-         "--output", "json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(CHECKOV),
+            "-f",
+            str(TEMPLATE),
+            "--framework",
+            "cloudformation",
+            "--skip-download",
+            "--compact",
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["summary"]["failed"] == 0, result.stdout[-3000:]

@@ -66,16 +66,23 @@ def test_the_stream_is_a_streaming_run_retried_and_never_timed_out() -> None:
     # The same job arguments as the cluster's step: one contract for both targets.
     assert driver["entryPointArguments"][:9] == [
         "stream",
-        "--source", f"s3a://{BUCKET}/images/",
-        "--output", f"s3a://{BUCKET}/results",
-        "--errors", f"s3a://{BUCKET}/errors",
-        "--checkpoint", f"s3a://{BUCKET}/checkpoints/stream",
+        "--source",
+        f"s3a://{BUCKET}/images/",
+        "--output",
+        f"s3a://{BUCKET}/results",
+        "--errors",
+        f"s3a://{BUCKET}/errors",
+        "--checkpoint",
+        f"s3a://{BUCKET}/checkpoints/stream",
     ]
     assert request["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"]["logUri"] == (
         f"s3://{BUCKET}/logs/serverless/"
     )
     # A fresh token per submit: a stream submitted again after a stop is a new run.
-    assert job_run_request("stream", ServerlessOptions(bucket=BUCKET), JOBS, "00app", ROLE)["clientToken"] != request["clientToken"]
+    assert (
+        job_run_request("stream", ServerlessOptions(bucket=BUCKET), JOBS, "00app", ROLE)["clientToken"]
+        != request["clientToken"]
+    )
 
 
 def test_the_fit_is_a_batch_run_with_one_attempt_and_a_timeout() -> None:
@@ -84,7 +91,11 @@ def test_the_fit_is_a_batch_run_with_one_attempt_and_a_timeout() -> None:
     assert request["mode"] == "BATCH"
     assert request["retryPolicy"] == {"maxAttempts": 1}
     assert request["executionTimeoutMinutes"] == 720
-    assert request["jobDriver"]["sparkSubmit"]["entryPointArguments"][:3] == ["fit", "--images", f"s3a://{BUCKET}/images/"]
+    assert request["jobDriver"]["sparkSubmit"]["entryPointArguments"][:3] == [
+        "fit",
+        "--images",
+        f"s3a://{BUCKET}/images/",
+    ]
 
 
 def test_the_refit_is_a_batch_run_on_the_lake_and_the_held_out_images() -> None:
@@ -92,16 +103,25 @@ def test_the_refit_is_a_batch_run_on_the_lake_and_the_held_out_images() -> None:
 
     assert (request["mode"], request["retryPolicy"], request["name"]) == ("BATCH", {"maxAttempts": 1}, "fruits-refit")
     assert request["jobDriver"]["sparkSubmit"]["entryPointArguments"][:7] == [
-        "refit", "--eval-images", f"s3a://{BUCKET}/holdout/", "--output", f"s3a://{BUCKET}/results",
-        "--features-output", f"s3a://{BUCKET}/features/"]
+        "refit",
+        "--eval-images",
+        f"s3a://{BUCKET}/holdout/",
+        "--output",
+        f"s3a://{BUCKET}/results",
+        "--features-output",
+        f"s3a://{BUCKET}/features/",
+    ]
 
 
 def test_every_worker_runs_the_packed_venv_and_static_executors() -> None:
     settings = conf(job_run_request("stream", ServerlessOptions(bucket=BUCKET, executors=3), JOBS, "00app", ROLE))
 
     assert settings["spark.archives"] == f"s3a://{BUCKET}/bootstrap/venv/fruits-venv.tar.gz#environment"
-    for key in ("spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON", "spark.emr-serverless.driverEnv.PYSPARK_PYTHON",
-                "spark.executorEnv.PYSPARK_PYTHON"):
+    for key in (
+        "spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON",
+        "spark.emr-serverless.driverEnv.PYSPARK_PYTHON",
+        "spark.executorEnv.PYSPARK_PYTHON",
+    ):
         assert settings[key] == "./environment/bin/python"
     assert settings["spark.dynamicAllocation.enabled"] == "false"
     assert settings["spark.executor.instances"] == "3"
@@ -131,20 +151,27 @@ def test_applications_and_job_runs_carry_the_stacks_project_tag() -> None:
     """Issue 24, finding 10: the deploy role operates what carries its stack's ProjectName, not a literal."""
     options = ServerlessOptions(bucket=BUCKET, project="vision-eu", owner="ana")
     assert application_request(options)["tags"] == {"project": "vision-eu", "owner": "ana"}
-    assert job_run_request("stream", options, JOBS, "00app", ROLE)["tags"] == {"project": "vision-eu", "owner": "ana",
-                                                                             "job": "stream"}
+    assert job_run_request("stream", options, JOBS, "00app", ROLE)["tags"] == {
+        "project": "vision-eu",
+        "owner": "ana",
+        "job": "stream",
+    }
 
 
 @pytest.mark.parametrize(
     ("memory_gb", "heap", "overhead", "pyspark"),
     [(16, "10240m", "2048m", "4096m"), (8, "5120m", "1024m", "2048m"), (30, "19200m", "3840m", "7680m")],
 )
-def test_executor_memory_fills_the_worker_and_gives_python_a_quarter(memory_gb: int, heap: str, overhead: str,
-                                                                     pyspark: str) -> None:
+def test_executor_memory_fills_the_worker_and_gives_python_a_quarter(
+    memory_gb: int, heap: str, overhead: str, pyspark: str
+) -> None:
     settings = executor_memory(WorkerSize(4, memory_gb))
 
-    assert (settings["spark.executor.memory"], settings["spark.executor.memoryOverhead"],
-            settings["spark.executor.pyspark.memory"]) == (heap, overhead, pyspark)
+    assert (
+        settings["spark.executor.memory"],
+        settings["spark.executor.memoryOverhead"],
+        settings["spark.executor.pyspark.memory"],
+    ) == (heap, overhead, pyspark)
     assert settings["spark.executor.cores"] == "4"
 
 
@@ -177,9 +204,13 @@ def test_a_job_run_authenticates_to_mlflow_with_a_password_emr_serverless_resolv
     options = ServerlessOptions(bucket=BUCKET, mlflow_user="fruits-stream", mlflow_password_secret=secret)
     request = job_run_request("stream", options, JOBS, "00app", "arn:aws:iam::123456789012:role/r", client_token="t")
     (defaults,) = request["configurationOverrides"]["applicationConfiguration"]
-    assert defaults == {"classification": "spark-defaults", "properties": {
-        "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_USERNAME": "fruits-stream",
-        "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_PASSWORD": f"EMR.secret@{secret}"}}
+    assert defaults == {
+        "classification": "spark-defaults",
+        "properties": {
+            "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_USERNAME": "fruits-stream",
+            "spark.emr-serverless.driverEnv.MLFLOW_TRACKING_PASSWORD": f"EMR.secret@{secret}",
+        },
+    }
     # Nowhere else: not in the arguments or the spark-submit parameters anyone who may GetJobRun reads.
     assert "MLFLOW_TRACKING_PASSWORD" not in request["jobDriver"]["sparkSubmit"]["sparkSubmitParameters"]
     assert not any("fruits-stream" in a for a in request["jobDriver"]["sparkSubmit"]["entryPointArguments"])
@@ -187,7 +218,9 @@ def test_a_job_run_authenticates_to_mlflow_with_a_password_emr_serverless_resolv
     plain = job_run_request("fit", ServerlessOptions(bucket=BUCKET), JOBS, "00app", "arn:aws:iam::123456789012:role/r")
     assert "applicationConfiguration" not in plain["configurationOverrides"]
     with pytest.raises(FruitsError, match="go together"):
-        job_run_request("fit", ServerlessOptions(bucket=BUCKET, mlflow_user="fruits-jobs"), JOBS, "00app", "arn:aws:iam::1:role/r")
+        job_run_request(
+            "fit", ServerlessOptions(bucket=BUCKET, mlflow_user="fruits-jobs"), JOBS, "00app", "arn:aws:iam::1:role/r"
+        )
 
 
 def test_only_the_given_mlflow_passwords_are_readable_by_the_job_role() -> None:
@@ -199,5 +232,8 @@ def test_only_the_given_mlflow_passwords_are_readable_by_the_job_role() -> None:
     granted = role_statements(template, "ServerlessJobRole", ServerlessMlflowPasswordSecretArns=secret)
     assert allows(granted, "secretsmanager:GetSecretValue", secret)
     assert not allows(granted, "secretsmanager:GetSecretValue", secret.replace("stream", "other"))
-    assert not allows(role_statements(template, "EmrInstanceRole", ServerlessMlflowPasswordSecretArns=secret),
-                      "secretsmanager:GetSecretValue", secret)
+    assert not allows(
+        role_statements(template, "EmrInstanceRole", ServerlessMlflowPasswordSecretArns=secret),
+        "secretsmanager:GetSecretValue",
+        secret,
+    )

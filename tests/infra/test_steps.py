@@ -18,29 +18,50 @@ def test_steps_run_our_jobs_through_spark_submit() -> None:
     )
     fit, stream = build_steps("both", options)
 
-    spark_submit = ["spark-submit", "--deploy-mode", "client", "--master", "yarn", f"s3a://{BUCKET}/bootstrap/spark_entry.py"]
+    spark_submit = [
+        "spark-submit",
+        "--deploy-mode",
+        "client",
+        "--master",
+        "yarn",
+        f"s3a://{BUCKET}/bootstrap/spark_entry.py",
+    ]
     assert (fit["Name"], fit["ActionOnFailure"]) == ("fruits-fit", "CANCEL_AND_WAIT")
     assert (stream["Name"], stream["ActionOnFailure"]) == ("fruits-stream", "CONTINUE")
     assert fit["HadoopJarStep"] == {
         "Jar": "command-runner.jar",
         "Args": [
-            *spark_submit, "fit",
-            "--images", f"s3a://{BUCKET}/images/",
-            "--features-output", f"s3a://{BUCKET}/features/",
-            "--tracking-uri", "https://mlflow.internal",
-            "--weights", WEIGHTS_S3A,
+            *spark_submit,
+            "fit",
+            "--images",
+            f"s3a://{BUCKET}/images/",
+            "--features-output",
+            f"s3a://{BUCKET}/features/",
+            "--tracking-uri",
+            "https://mlflow.internal",
+            "--weights",
+            WEIGHTS_S3A,
         ],
     }
     assert stream["HadoopJarStep"]["Args"] == [
-        *spark_submit, "stream",
-        "--source", f"s3a://{BUCKET}/images/",
-        "--output", f"s3a://{BUCKET}/results",
-        "--errors", f"s3a://{BUCKET}/errors",
-        "--checkpoint", f"s3a://{BUCKET}/checkpoints/stream",  # the stop marker goes directly under it
-        "--tracking-uri", "https://mlflow.internal",
-        "--weights", WEIGHTS_S3A,
-        "--trigger", "10s",
-        "--max-files-per-trigger", "500",
+        *spark_submit,
+        "stream",
+        "--source",
+        f"s3a://{BUCKET}/images/",
+        "--output",
+        f"s3a://{BUCKET}/results",
+        "--errors",
+        f"s3a://{BUCKET}/errors",
+        "--checkpoint",
+        f"s3a://{BUCKET}/checkpoints/stream",  # the stop marker goes directly under it
+        "--tracking-uri",
+        "https://mlflow.internal",
+        "--weights",
+        WEIGHTS_S3A,
+        "--trigger",
+        "10s",
+        "--max-files-per-trigger",
+        "500",
     ]
     assert [s["Name"] for s in build_steps("stream", options)] == ["fruits-stream"]
 
@@ -52,11 +73,16 @@ def test_the_refit_step_reads_the_lake_and_the_held_out_images_outside_images() 
     assert (refit["Name"], refit["ActionOnFailure"]) == ("fruits-refit", "CONTINUE")
     assert refit["HadoopJarStep"]["Args"][6:] == [
         "refit",
-        "--eval-images", f"s3a://{BUCKET}/holdout/",  # never under images/: the stream would ingest them
-        "--output", f"s3a://{BUCKET}/results",
-        "--features-output", f"s3a://{BUCKET}/features/",
-        "--tracking-uri", "https://mlflow.internal",
-        "--weights", WEIGHTS_S3A,
+        "--eval-images",
+        f"s3a://{BUCKET}/holdout/",  # never under images/: the stream would ingest them
+        "--output",
+        f"s3a://{BUCKET}/results",
+        "--features-output",
+        f"s3a://{BUCKET}/features/",
+        "--tracking-uri",
+        "https://mlflow.internal",
+        "--weights",
+        WEIGHTS_S3A,
     ]
     other = JobOptions(bucket=BUCKET, tracking_uri="https://m.internal", eval_images=f"s3a://{BUCKET}/holdout/2026-12/")
     assert build_steps("refit", other)[0]["HadoopJarStep"]["Args"][8] == f"s3a://{BUCKET}/holdout/2026-12/"
@@ -83,8 +109,10 @@ def test_steps_refuse_a_tracking_server_in_clear(uri: str) -> None:
         build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri=uri))
 
 
-@pytest.mark.parametrize("uri", ["https://mlflow.internal", "https://mlflow.internal:8443/", "http://127.0.0.1:5000",
-                                 "http://localhost:5000"])
+@pytest.mark.parametrize(
+    "uri",
+    ["https://mlflow.internal", "https://mlflow.internal:8443/", "http://127.0.0.1:5000", "http://localhost:5000"],
+)
 def test_steps_accept_tls_or_a_server_on_this_machine(uri: str) -> None:
     (stream,) = build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri=uri))
     args = stream["HadoopJarStep"]["Args"]
@@ -99,8 +127,14 @@ def test_the_stream_reads_the_queue_when_given_one() -> None:
     (listing,) = build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="https://m.internal"))
     assert "--notifications" not in listing["HadoopJarStep"]["Args"]
     with pytest.raises(FruitsError, match="is not an SQS queue URL"):
-        build_steps("stream", JobOptions(bucket=BUCKET, tracking_uri="https://m.internal",
-                                         notifications="arn:aws:sqs:eu-west-3:123456789012:fruits-uploads"))
+        build_steps(
+            "stream",
+            JobOptions(
+                bucket=BUCKET,
+                tracking_uri="https://m.internal",
+                notifications="arn:aws:sqs:eu-west-3:123456789012:fruits-uploads",
+            ),
+        )
 
 
 def test_the_stream_answers_the_apps_uploads_in_the_stacks_table_on_both_targets() -> None:
@@ -112,7 +146,9 @@ def test_the_stream_answers_the_apps_uploads_in_the_stacks_table_on_both_targets
     assert "--answers" not in job_arguments("fit", options) and "--answers" not in job_arguments("refit", options)
     (step,) = build_steps("stream", options)
     assert step["HadoopJarStep"]["Args"][-2:] == ["--answers", "dynamodb://fruits-answers"]
-    run = job_run_request("stream", ServerlessOptions(bucket=BUCKET), options, "00app", "arn:aws:iam::123456789012:role/r")
+    run = job_run_request(
+        "stream", ServerlessOptions(bucket=BUCKET), options, "00app", "arn:aws:iam::123456789012:role/r"
+    )
     arguments = run["jobDriver"]["sparkSubmit"]["entryPointArguments"]
     assert arguments[arguments.index("--answers") + 1] == "dynamodb://fruits-answers"
     # A sqlite file on a node would be answered into and read by nobody.

@@ -82,7 +82,9 @@ def test_names_other_code_relies_on(template: dict[str, Any]) -> None:
     for type_, (prop, expected) in named.items():
         names = sorted(resolve(resource["Properties"][prop]) for resource in resources_of(template, type_).values())
         assert names == (expected if isinstance(expected, list) else [expected])
-    role_names = {resolve(r["Properties"].get("RoleName", "")) for r in resources_of(template, "AWS::IAM::Role").values()}
+    role_names = {
+        resolve(r["Properties"].get("RoleName", "")) for r in resources_of(template, "AWS::IAM::Role").values()
+    }
     assert {"fruits-emr-service-role", "fruits-emr-ec2-role"} <= role_names
     params = template["Parameters"]
     assert params["ProjectName"]["Default"] == "fruits"
@@ -154,8 +156,10 @@ def test_bucket_policy_denies_plain_http_on_bucket_and_objects(template: dict[st
     deny = tls_denies[0]
     assert deny["Effect"] == "Deny"
     assert deny["Principal"] in ("*", {"AWS": "*"})
-    assert any(action_match(a, "s3:GetObject") and action_match(a, "s3:PutObject") and action_match(a, "s3:ListBucket")
-               for a in listify(deny["Action"]))
+    assert any(
+        action_match(a, "s3:GetObject") and action_match(a, "s3:PutObject") and action_match(a, "s3:ListBucket")
+        for a in listify(deny["Action"])
+    )
     assert set(listify(deny["Resource"])) == {BUCKET_ARN, f"{BUCKET_ARN}/*"}
 
 
@@ -163,7 +167,9 @@ def test_versioning_is_bounded_and_logs_expire(template: dict[str, Any]) -> None
     props = template["Resources"]["DataBucket"]["Properties"]
     rules = [r for r in props["LifecycleConfiguration"]["Rules"] if r["Status"] == "Enabled"]
     whole_bucket = [r for r in rules if not r.get("Prefix") and "TagFilters" not in r]
-    assert any(1 <= r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation", 0) <= 7 for r in whole_bucket)
+    assert any(
+        1 <= r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation", 0) <= 7 for r in whole_bucket
+    )
     logs = [r for r in rules if r.get("Prefix") == "logs/"]
     assert len(logs) == 1 and 1 <= logs[0]["ExpirationInDays"] <= 90
     if props.get("VersioningConfiguration", {}).get("Status") == "Enabled":
@@ -174,17 +180,22 @@ def test_versioning_is_bounded_and_logs_expire(template: dict[str, Any]) -> None
 # ---------------------------------------------------------------------------- notification
 def notification_rules(template: dict[str, Any], **parameters: str) -> dict[str, Any]:
     """The bucket's NotificationConfiguration with these parameters (Fn::If resolved, NoValue dropped)."""
-    resolved = Resolver(template, **parameters)(template["Resources"]["DataBucket"]["Properties"]["NotificationConfiguration"])
+    resolved = Resolver(template, **parameters)(
+        template["Resources"]["DataBucket"]["Properties"]["NotificationConfiguration"]
+    )
     return {kind: rules for kind, rules in resolved.items() if rules != "<AWS::NoValue>"}
 
 
 @pytest.mark.parametrize(
     ("wiring", "kind", "target"),
-    [("lambda-sns", "LambdaConfigurations", ("Function", "<UploadNotifier.Arn>")),
-     ("s3-sqs", "QueueConfigurations", ("Queue", "<NotificationsQueue.Arn>"))],
+    [
+        ("lambda-sns", "LambdaConfigurations", ("Function", "<UploadNotifier.Arn>")),
+        ("s3-sqs", "QueueConfigurations", ("Queue", "<NotificationsQueue.Arn>")),
+    ],
 )
-def test_uploads_reach_exactly_one_target_per_wiring(template: dict[str, Any], wiring: str, kind: str,
-                                                    target: tuple[str, str]) -> None:
+def test_uploads_reach_exactly_one_target_per_wiring(
+    template: dict[str, Any], wiring: str, kind: str, target: tuple[str, str]
+) -> None:
     configs = notification_rules(template, NotificationWiring=wiring)
     assert list(configs) == [kind]  # never both: S3 rejects overlapping rules
     suffixes = set()
@@ -233,11 +244,14 @@ def test_lambda_function_configuration(template: dict[str, Any]) -> None:
     }
     assert Resolver(template)(props["Environment"]["Variables"]["EXPECTED_BUCKET"]) == BUCKET
     # A reservation only when asked (tests/infra/test_second_review.py); what still fails is kept, not lost.
-    assert props["ReservedConcurrentExecutions"] == {"Fn::If": ["HasConcurrencyReservation", {"Ref": "UploadNotifierConcurrency"},
-                                                                {"Ref": "AWS::NoValue"}]}
+    assert props["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasConcurrencyReservation", {"Ref": "UploadNotifierConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
     assert props["DeadLetterConfig"] == {"TargetArn": {"Fn::GetAtt": ["UploadNotifierDeadLetters", "Arn"]}}
     dead_letters = template["Resources"]["UploadNotifierDeadLetters"]["Properties"]
-    assert dead_letters["MessageRetentionPeriod"] == 1209600 and dead_letters["KmsMasterKeyId"] == {"Ref": "MessagesKey"}
+    assert dead_letters["MessageRetentionPeriod"] == 1209600 and dead_letters["KmsMasterKeyId"] == {
+        "Ref": "MessagesKey"
+    }
     log_group = template["Resources"]["UploadNotifierLogGroup"]
     assert Resolver(template)(log_group["Properties"]["LogGroupName"]) == "/aws/lambda/fruits-upload-notifier"
     assert 1 <= log_group["Properties"]["RetentionInDays"] <= 400
@@ -314,7 +328,10 @@ def test_stack_deploys_on_moto(moto_server: str) -> None:
             {"ParameterKey": "ProjectName", "ParameterValue": project},
             {"ParameterKey": "LambdaCodeS3Bucket", "ParameterValue": artifacts},
             {"ParameterKey": "LambdaCodeS3Key", "ParameterValue": code_key},
-            {"ParameterKey": "AppCodeS3Key", "ParameterValue": code_key},  # a stand-in: moto stores the app's code, never runs it
+            {
+                "ParameterKey": "AppCodeS3Key",
+                "ParameterValue": code_key,
+            },  # a stand-in: moto stores the app's code, never runs it
             {"ParameterKey": "DeployPrincipalArn", "ParameterValue": f"arn:aws:iam::{ACCOUNT}:role/ci-deployer"},
         ],
         Capabilities=["CAPABILITY_NAMED_IAM"],
@@ -344,7 +361,11 @@ def test_stack_deploys_on_moto(moto_server: str) -> None:
     assert config["FunctionArn"] == f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{project}-upload-notifier"
     assert config["Runtime"] == "python3.13"
     assert config["Handler"] == "handler.handler"
-    assert config["Environment"]["Variables"] == {"TOPIC_ARN": topic_arn, "IMAGES_PREFIX": "images/", "EXPECTED_BUCKET": bucket}
+    assert config["Environment"]["Variables"] == {
+        "TOPIC_ARN": topic_arn,
+        "IMAGES_PREFIX": "images/",
+        "EXPECTED_BUCKET": bucket,
+    }
     # The function runs the zip the parameters point at (moto stores it; it cannot run it).
     assert config["CodeSha256"] == base64.b64encode(hashlib.sha256(code).digest()).decode()
 

@@ -27,7 +27,9 @@ def test_validate_request_applies_botocore_and_service_model_enums() -> None:
 
     bad_market = copy.deepcopy(request)
     bad_market["Instances"]["InstanceGroups"][2]["Market"] = "SPOTTY"
-    with pytest.raises(FruitsError, match=r"Instances\.InstanceGroups\[2\]\.Market='SPOTTY' is not one of ON_DEMAND, SPOT"):
+    with pytest.raises(
+        FruitsError, match=r"Instances\.InstanceGroups\[2\]\.Market='SPOTTY' is not one of ON_DEMAND, SPOT"
+    ):
         validate_request(bad_market)
 
     bad_role = copy.deepcopy(request)
@@ -44,7 +46,10 @@ def test_validate_request_applies_botocore_and_service_model_enums() -> None:
     with pytest.raises(FruitsError, match="ActionOnFailure='KEEP_GOING' is not one of"):
         validate_parameters(
             "AddJobFlowSteps",
-            {"JobFlowId": "j-1", "Steps": [{"Name": "x", "ActionOnFailure": "KEEP_GOING", "HadoopJarStep": {"Jar": "a"}}]},
+            {
+                "JobFlowId": "j-1",
+                "Steps": [{"Name": "x", "ActionOnFailure": "KEEP_GOING", "HadoopJarStep": {"Jar": "a"}}],
+            },
         )
 
 

@@ -66,15 +66,17 @@ DOC = ROOT / "docs" / "aws.md"
 SECTION = "## From an empty account to a running stream, step by step"
 WEIGHTS = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5"
 OPERATOR = "fruits-operator"
-SERVICE_LINKED = {"elasticmapreduce.amazonaws.com": "AWSServiceRoleForEMRCleanup",
-                  "ops.emr-serverless.amazonaws.com": "AWSServiceRoleForAmazonEMRServerless"}
+SERVICE_LINKED = {
+    "elasticmapreduce.amazonaws.com": "AWSServiceRoleForEMRCleanup",
+    "ops.emr-serverless.amazonaws.com": "AWSServiceRoleForAmazonEMRServerless",
+}
 
 
 def documented_commands() -> list[str]:
     """The `aws` and `fruits` command lines of the walk-through's bash blocks, in order, one line each."""
     text = DOC.read_text()
     start = text.index(SECTION)
-    section = text[start:text.index("\n## ", start + 1)]
+    section = text[start : text.index("\n## ", start + 1)]
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", section, re.S):
         for line in re.sub(r"\\\n\s*", " ", block).splitlines():
@@ -93,8 +95,11 @@ def empty_account(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[s
         port = probe.getsockname()[1]
     endpoint = f"http://127.0.0.1:{port}"
     log = (tmp_path / "moto.log").open("w")
-    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
     def answers() -> bool:
         try:
@@ -170,13 +175,17 @@ class Walkthrough:
     def check_role_step(self, step: str, parameters: dict[str, str]) -> None:
         """Every request recorded since the last check, evaluated against `self.role`'s policies and the bucket's denies."""
         assert self.role is not None
-        requests = [r for service, operation, params in self.calls
-                    for r in [(service, operation, *request) for request in self.iam_requests(service, operation, params)]]
+        requests = [
+            r
+            for service, operation, params in self.calls
+            for r in [(service, operation, *request) for request in self.iam_requests(service, operation, params)]
+        ]
         self.check_requests(step, requests, parameters)
         self.calls = []
 
-    def check_requests(self, step: str, requests: list[tuple[str, str, str, str, dict[str, str]]],
-                       parameters: dict[str, str]) -> None:
+    def check_requests(
+        self, step: str, requests: list[tuple[str, str, str, str, dict[str, str]]], parameters: dict[str, str]
+    ) -> None:
         assert self.role is not None
         statements = role_statements(self.template, self.role, **parameters)
         statements += [s for s in bucket_policy_statements(self.template) if s["Effect"] == "Deny"]
@@ -185,7 +194,9 @@ class Walkthrough:
             self.checked.add(action)
             context = {"aws:PrincipalArn": principal, "aws:SecureTransport": "true", "s3:TlsVersion": "1.3", **context}
             if not allows(statements, action, resource, **context):
-                self.denied.append(f"step {step} as {self.role}: {service} {operation} needs {action} on {resource} {context}")
+                self.denied.append(
+                    f"step {step} as {self.role}: {service} {operation} needs {action} on {resource} {context}"
+                )
 
     @contextlib.contextmanager
     def looking(self) -> Iterator[None]:
@@ -201,35 +212,60 @@ class Walkthrough:
             tags = self.client("emr").describe_cluster(ClusterId=cluster_id)["Cluster"]["Tags"]
         return {t["Key"]: t["Value"] for t in tags}
 
-    def iam_requests(self, service: str, operation: str, params: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
+    def iam_requests(
+        self, service: str, operation: str, params: dict[str, Any]
+    ) -> list[tuple[str, str, dict[str, str]]]:
         """What IAM authorizes for one API call (the Service Authorization Reference's mapping, for the calls made here)."""
         if service == "s3":
             bucket = f"arn:aws:s3:::{params['Bucket']}"
             if operation == "HeadObject":  # and, for a 404 rather than a 403 on a missing key, ListBucket there
-                return [("s3:GetObject", f"{bucket}/{params['Key']}", {}), ("s3:ListBucket", bucket, {"s3:prefix": params["Key"]})]
+                return [
+                    ("s3:GetObject", f"{bucket}/{params['Key']}", {}),
+                    ("s3:ListBucket", bucket, {"s3:prefix": params["Key"]}),
+                ]
             if operation in ("ListObjectsV2", "ListObjects"):
                 return [("s3:ListBucket", bucket, {"s3:prefix": params["Prefix"]} if "Prefix" in params else {})]
             if operation == "DeleteObjects":
                 return [("s3:DeleteObject", f"{bucket}/{o['Key']}", {}) for o in params["Delete"]["Objects"]]
             writes = ("PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload")
-            action = {"HeadObject": "s3:GetObject", "GetObject": "s3:GetObject", "DeleteObject": "s3:DeleteObject",
-                      "AbortMultipartUpload": "s3:AbortMultipartUpload",
-                      **dict.fromkeys(writes, "s3:PutObject")}.get(operation)
+            action = {
+                "HeadObject": "s3:GetObject",
+                "GetObject": "s3:GetObject",
+                "DeleteObject": "s3:DeleteObject",
+                "AbortMultipartUpload": "s3:AbortMultipartUpload",
+                **dict.fromkeys(writes, "s3:PutObject"),
+            }.get(operation)
             if action:
                 return [(action, f"{bucket}/{params['Key']}", {})]
         if service == "emr":
             if operation == "RunJobFlow":
                 tags = {t["Key"]: t["Value"] for t in params.get("Tags", [])}
                 role = f"arn:aws:iam::{ACCOUNT}:role/"
-                return [("elasticmapreduce:RunJobFlow", "*", {"elasticmapreduce:RequestTag/project": tags.get("project", "")}),
-                        ("iam:PassRole", role + params["ServiceRole"], {"iam:PassedToService": "elasticmapreduce.amazonaws.com"}),
-                        # The instance profile has its role's name (the stack makes it so).
-                        ("iam:PassRole", role + params["JobFlowRole"], {"iam:PassedToService": "ec2.amazonaws.com"})]
+                return [
+                    (
+                        "elasticmapreduce:RunJobFlow",
+                        "*",
+                        {"elasticmapreduce:RequestTag/project": tags.get("project", "")},
+                    ),
+                    (
+                        "iam:PassRole",
+                        role + params["ServiceRole"],
+                        {"iam:PassedToService": "elasticmapreduce.amazonaws.com"},
+                    ),
+                    # The instance profile has its role's name (the stack makes it so).
+                    ("iam:PassRole", role + params["JobFlowRole"], {"iam:PassedToService": "ec2.amazonaws.com"}),
+                ]
             if operation == "ListClusters":
                 return [("elasticmapreduce:ListClusters", "*", {})]
             ids = params.get("JobFlowIds") or [params.get("ClusterId") or params.get("JobFlowId")]
-            return [(f"elasticmapreduce:{operation}", f"arn:aws:elasticmapreduce:{REGION}:{ACCOUNT}:cluster/{i}",
-                     {"elasticmapreduce:ResourceTag/project": self.cluster_tags(i).get("project", "")}) for i in ids]
+            return [
+                (
+                    f"elasticmapreduce:{operation}",
+                    f"arn:aws:elasticmapreduce:{REGION}:{ACCOUNT}:cluster/{i}",
+                    {"elasticmapreduce:ResourceTag/project": self.cluster_tags(i).get("project", "")},
+                )
+                for i in ids
+            ]
         if service == "sts" and operation == "GetCallerIdentity":
             return []  # needs no permission
         if service == "iam" and operation == "CreateServiceLinkedRole":
@@ -238,7 +274,9 @@ class Walkthrough:
             return [("iam:CreateServiceLinkedRole", arn, {"iam:AWSServiceName": name})]
         if service == "dynamodb" and operation in ("GetItem", "PutItem", "BatchWriteItem", "DescribeTable"):
             tables = params.get("RequestItems") or {params["TableName"]: None}
-            return [(f"dynamodb:{operation}", f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}", {}) for name in tables]
+            return [
+                (f"dynamodb:{operation}", f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}", {}) for name in tables
+            ]
         if service == "sns" and operation == "Publish":
             return [("sns:Publish", params["TopicArn"], {})]
         if service == "secretsmanager" and operation == "GetSecretValue":
@@ -246,11 +284,21 @@ class Walkthrough:
         if service == "cloudformation" and operation == "DescribeStacks":
             assert params["StackName"] == self.vars["PROJECT"]
             return [("cloudformation:DescribeStacks", self.vars["STACK_ID"], {})]
-        raise AssertionError(f"the walk-through test does not know what IAM authorizes for {service} {operation}: extend it")
+        raise AssertionError(
+            f"the walk-through test does not know what IAM authorizes for {service} {operation}: extend it"
+        )
 
 
-def a_photo_through_the_deployed_app(w: Walkthrough, stack_values: dict[str, str], stream_args: list[str], tmp_path: Path,
-                                     data_dir: Path, settings: Any, fitted: dict, monkeypatch: pytest.MonkeyPatch) -> dict:
+def a_photo_through_the_deployed_app(
+    w: Walkthrough,
+    stack_values: dict[str, str],
+    stream_args: list[str],
+    tmp_path: Path,
+    data_dir: Path,
+    settings: Any,
+    fitted: dict,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict:
     """A person opens the deployed app and sends one photo; returns the answer the app shows.
 
     The page asks the app's Lambda handler (app.aws.handler, called with HTTP API events, in the function's
@@ -274,21 +322,46 @@ def a_photo_through_the_deployed_app(w: Walkthrough, stack_values: dict[str, str
     bucket, lam, s3 = w.vars["BUCKET"], w.client("lambda"), w.client("s3")
     with w.looking():
         app_env = lam.get_function(FunctionName="fruits-app")["Configuration"]["Environment"]["Variables"]
-        notifier_env = lam.get_function(FunctionName="fruits-upload-notifier")["Configuration"]["Environment"]["Variables"]
+        notifier_env = lam.get_function(FunctionName="fruits-upload-notifier")["Configuration"]["Environment"][
+            "Variables"
+        ]
         # What moto's CloudFormation does not wire: the topic's subscription (the template's properties), and the
         # bucket's Lambda trigger, replaced by a queue of S3's events that this test hands to the handler.
         sqs, sns = w.client("sqs"), w.client("sns")
-        sns.subscribe(TopicArn=w.output("TopicArn"), Protocol="sqs", Endpoint=w.output("NotificationsQueueArn"),
-                      Attributes={"RawMessageDelivery": "false"})
+        sns.subscribe(
+            TopicArn=w.output("TopicArn"),
+            Protocol="sqs",
+            Endpoint=w.output("NotificationsQueueArn"),
+            Attributes={"RawMessageDelivery": "false"},
+        )
         events = sqs.create_queue(QueueName="s3-events-for-the-upload-lambda")["QueueUrl"]
         events_arn = sqs.get_queue_attributes(QueueUrl=events, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={"QueueConfigurations": [
-            {"QueueArn": events_arn, "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": [
-                {"Name": "prefix", "Value": notifier_env["IMAGES_PREFIX"]}, {"Name": "suffix", "Value": ".jpg"}]}}}]})
+        s3.put_bucket_notification_configuration(
+            Bucket=bucket,
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {
+                        "QueueArn": events_arn,
+                        "Events": ["s3:ObjectCreated:*"],
+                        "Filter": {
+                            "Key": {
+                                "FilterRules": [
+                                    {"Name": "prefix", "Value": notifier_env["IMAGES_PREFIX"]},
+                                    {"Name": "suffix", "Value": ".jpg"},
+                                ]
+                            }
+                        },
+                    }
+                ]
+            },
+        )
 
     # The app's Lambda: the function's environment (Lambda's /tmp here a tmp dir; the registry the session's).
-    for name, value in {**app_env, "FRUITS_STATE_DIR": str(tmp_path / "lambda-tmp"),
-                        "MLFLOW_TRACKING_URI": settings.tracking_uri}.items():
+    for name, value in {
+        **app_env,
+        "FRUITS_STATE_DIR": str(tmp_path / "lambda-tmp"),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(app_aws, "_handler", None)  # a cold start
     host = "app1234567.execute-api.eu-west-3.amazonaws.com"
@@ -301,8 +374,13 @@ def a_photo_through_the_deployed_app(w: Walkthrough, stack_values: dict[str, str
     assert page["statusCode"] == 200
     token = page["body"].split('data-csrf="', 1)[1].split('"', 1)[0]
     cookies = [c.split(";")[0] for c in page.get("cookies", [])]
-    presign = call("POST", "/api/uploads/presign", cookies=cookies, body=json.dumps({"content_type": "image/jpeg"}),
-                   headers={"origin": f"https://{host}", "content-type": "application/json", "x-csrf-token": token})
+    presign = call(
+        "POST",
+        "/api/uploads/presign",
+        cookies=cookies,
+        body=json.dumps({"content_type": "image/jpeg"}),
+        headers={"origin": f"https://{host}", "content-type": "application/json", "x-csrf-token": token},
+    )
     assert presign["statusCode"] == 201, presign["body"]
     post = json.loads(presign["body"])
     upload_id, key = post["upload_id"], post["fields"]["key"]
@@ -311,11 +389,15 @@ def a_photo_through_the_deployed_app(w: Walkthrough, stack_values: dict[str, str
 
     # The browser's POST (S3 authorizes it as the role that signed it).
     photo = sorted((data_dir / "test" / "Limes").glob("*.jpg"))[0]
-    sent = requests.post(post["url"], data=post["fields"], files={"file": (photo.name, photo.read_bytes(), "image/jpeg")},
-                         timeout=30)
+    sent = requests.post(
+        post["url"], data=post["fields"], files={"file": (photo.name, photo.read_bytes(), "image/jpeg")}, timeout=30
+    )
     assert sent.status_code in (200, 201, 204), sent.text
-    w.check_requests("app: the browser's POST", [("s3", "POST (presigned)", "s3:PutObject", f"arn:aws:s3:::{bucket}/{key}", {})],
-                     stack_values)
+    w.check_requests(
+        "app: the browser's POST",
+        [("s3", "POST (presigned)", "s3:PutObject", f"arn:aws:s3:::{bucket}/{key}", {})],
+        stack_values,
+    )
     pending = call("GET", f"/api/answers/{upload_id}")
     assert pending["statusCode"] == 200 and json.loads(pending["body"])["status"] == "pending"
     w.check_role_step("app: pending", stack_values)
@@ -348,13 +430,25 @@ def a_photo_through_the_deployed_app(w: Walkthrough, stack_values: dict[str, str
     os.chdir(ROOT)  # the project's caches (.fruits/: s3a jars, Keras weights) as `make setup` left them
     state = scratch_state(tmp_path / "stream-state", settings)
     args, skip = [], {"--tracking-uri", "--weights", "--output", "--errors"}
-    stream_part = stream_args[stream_args.index("stream") + 1:]
+    stream_part = stream_args[stream_args.index("stream") + 1 :]
     for flag, value in zip(stream_part[::2], stream_part[1::2], strict=True):
         if flag not in skip:
             args += [flag, value]
-    args += ["--tracking-uri", settings.tracking_uri, "--output", str(tmp_path / "results"), "--errors",
-             str(tmp_path / "errors"), "--state-dir", str(state), "--spark-master", "local[2]", "--trigger",
-             "available-now", "--json"]
+    args += [
+        "--tracking-uri",
+        settings.tracking_uri,
+        "--output",
+        str(tmp_path / "results"),
+        "--errors",
+        str(tmp_path / "errors"),
+        "--state-dir",
+        str(state),
+        "--spark-master",
+        "local[2]",
+        "--trigger",
+        "available-now",
+        "--json",
+    ]
     try:
         process = start_stream(args, tmp_path / "stream.log")
         out, _ = process.communicate(timeout=600)
@@ -385,98 +479,165 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
     monkeypatch.chdir(project_dir)
 
     # ------------------------------------------------------------ preamble (the administrator)
-    w.run("ACCOUNT=$(aws sts get-caller-identity --query Account --output text)",
-          lambda: w.client("sts").get_caller_identity()["Account"], into="ACCOUNT")
+    w.run(
+        "ACCOUNT=$(aws sts get-caller-identity --query Account --output text)",
+        lambda: w.client("sts").get_caller_identity()["Account"],
+        into="ACCOUNT",
+    )
     assert w.vars["ACCOUNT"] == ACCOUNT
     w.vars["ARTIFACTS"] = w.sub("$PROJECT-artifacts-$ACCOUNT-$AWS_REGION")
 
     # ------------------------------------------------------------ 2. the network
-    w.run("VPC=$(aws ec2 create-vpc --cidr-block 10.20.0.0/16 --query Vpc.VpcId --output text)",
-          lambda: ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"], into="VPC")
-    w.run("SUBNET=$(aws ec2 create-subnet --vpc-id $VPC --cidr-block 10.20.1.0/24 --availability-zone ${AWS_REGION}a "
-          "--query Subnet.SubnetId --output text)",
-          lambda: ec2.create_subnet(VpcId=w.vars["VPC"], CidrBlock="10.20.1.0/24",
-                                    AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"], into="SUBNET")
-    w.run("aws ec2 modify-vpc-attribute --vpc-id $VPC --enable-dns-hostnames",
-          lambda: ec2.modify_vpc_attribute(VpcId=w.vars["VPC"], EnableDnsHostnames={"Value": True}))
-    w.run("TABLE=$(aws ec2 describe-route-tables --filters Name=vpc-id,Values=$VPC --query 'RouteTables[0].RouteTableId' "
-          "--output text)",
-          lambda: ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [w.vars["VPC"]]}])["RouteTables"][0][
-              "RouteTableId"], into="TABLE")
+    w.run(
+        "VPC=$(aws ec2 create-vpc --cidr-block 10.20.0.0/16 --query Vpc.VpcId --output text)",
+        lambda: ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"],
+        into="VPC",
+    )
+    w.run(
+        "SUBNET=$(aws ec2 create-subnet --vpc-id $VPC --cidr-block 10.20.1.0/24 --availability-zone ${AWS_REGION}a "
+        "--query Subnet.SubnetId --output text)",
+        lambda: ec2.create_subnet(VpcId=w.vars["VPC"], CidrBlock="10.20.1.0/24", AvailabilityZone=f"{REGION}a")[
+            "Subnet"
+        ]["SubnetId"],
+        into="SUBNET",
+    )
+    w.run(
+        "aws ec2 modify-vpc-attribute --vpc-id $VPC --enable-dns-hostnames",
+        lambda: ec2.modify_vpc_attribute(VpcId=w.vars["VPC"], EnableDnsHostnames={"Value": True}),
+    )
+    w.run(
+        "TABLE=$(aws ec2 describe-route-tables --filters Name=vpc-id,Values=$VPC --query 'RouteTables[0].RouteTableId' "
+        "--output text)",
+        lambda: ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [w.vars["VPC"]]}])["RouteTables"][0][
+            "RouteTableId"
+        ],
+        into="TABLE",
+    )
     for gateway in ("s3", "dynamodb"):
-        w.run(f"aws ec2 create-vpc-endpoint --vpc-id $VPC --service-name com.amazonaws.$AWS_REGION.{gateway} "
-              "--vpc-endpoint-type Gateway --route-table-ids $TABLE",
-              lambda g=gateway: ec2.create_vpc_endpoint(VpcId=w.vars["VPC"], ServiceName=f"com.amazonaws.{REGION}.{g}",
-                                                        VpcEndpointType="Gateway", RouteTableIds=[w.vars["TABLE"]]))
-    groups = {"PRIMARY_SG": ("emr-primary", "EMR primary"), "CORE_SG": ("emr-core", "EMR core and task"),
-              "SERVICE_SG": ("emr-service-access", "EMR service access"),
-              "ENDPOINT_SG": ("endpoints", "VPC interface endpoints")}
+        w.run(
+            f"aws ec2 create-vpc-endpoint --vpc-id $VPC --service-name com.amazonaws.$AWS_REGION.{gateway} "
+            "--vpc-endpoint-type Gateway --route-table-ids $TABLE",
+            lambda g=gateway: ec2.create_vpc_endpoint(
+                VpcId=w.vars["VPC"],
+                ServiceName=f"com.amazonaws.{REGION}.{g}",
+                VpcEndpointType="Gateway",
+                RouteTableIds=[w.vars["TABLE"]],
+            ),
+        )
+    groups = {
+        "PRIMARY_SG": ("emr-primary", "EMR primary"),
+        "CORE_SG": ("emr-core", "EMR core and task"),
+        "SERVICE_SG": ("emr-service-access", "EMR service access"),
+        "ENDPOINT_SG": ("endpoints", "VPC interface endpoints"),
+    }
     for var, (name, description) in groups.items():
-        w.run(f"{var}=$(aws ec2 create-security-group --vpc-id $VPC --group-name $PROJECT-{name} --description "
-              f"\"{description}\" --query GroupId --output text)",
-              lambda n=name, d=description: ec2.create_security_group(VpcId=w.vars["VPC"], GroupName=f"fruits-{n}",
-                                                                      Description=d)["GroupId"], into=var)
+        w.run(
+            f"{var}=$(aws ec2 create-security-group --vpc-id $VPC --group-name $PROJECT-{name} --description "
+            f'"{description}" --query GroupId --output text)',
+            lambda n=name, d=description: ec2.create_security_group(
+                VpcId=w.vars["VPC"], GroupName=f"fruits-{n}", Description=d
+            )["GroupId"],
+            into=var,
+        )
     tagged = ["VPC", "SUBNET", "PRIMARY_SG", "CORE_SG", "SERVICE_SG"]
-    w.run("aws ec2 create-tags --resources $VPC $SUBNET $PRIMARY_SG $CORE_SG $SERVICE_SG --tags "
-          "Key=for-use-with-amazon-emr-managed-policies,Value=true Key=project,Value=$PROJECT",
-          lambda: ec2.create_tags(Resources=[w.vars[v] for v in tagged],
-                                  Tags=[{"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"},
-                                        {"Key": "project", "Value": "fruits"}]))
+    w.run(
+        "aws ec2 create-tags --resources $VPC $SUBNET $PRIMARY_SG $CORE_SG $SERVICE_SG --tags "
+        "Key=for-use-with-amazon-emr-managed-policies,Value=true Key=project,Value=$PROJECT",
+        lambda: ec2.create_tags(
+            Resources=[w.vars[v] for v in tagged],
+            Tags=[
+                {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"},
+                {"Key": "project", "Value": "fruits"},
+            ],
+        ),
+    )
 
     def ingress(group: str) -> Callable[[], Any]:
-        return lambda: ec2.authorize_security_group_ingress(GroupId=w.vars[group], IpProtocol="tcp", FromPort=443,
-                                                            ToPort=443, CidrIp="10.20.0.0/16")
+        return lambda: ec2.authorize_security_group_ingress(
+            GroupId=w.vars[group], IpProtocol="tcp", FromPort=443, ToPort=443, CidrIp="10.20.0.0/16"
+        )
 
     def interface(service: str, group: str) -> Callable[[], Any]:
-        return lambda: ec2.create_vpc_endpoint(VpcId=w.vars["VPC"], VpcEndpointType="Interface", SubnetIds=[w.vars["SUBNET"]],
-                                               ServiceName=service.replace("$AWS_REGION", REGION),
-                                               SecurityGroupIds=[w.vars[group]], PrivateDnsEnabled=True)
+        return lambda: ec2.create_vpc_endpoint(
+            VpcId=w.vars["VPC"],
+            VpcEndpointType="Interface",
+            SubnetIds=[w.vars["SUBNET"]],
+            ServiceName=service.replace("$AWS_REGION", REGION),
+            SecurityGroupIds=[w.vars[group]],
+            PrivateDnsEnabled=True,
+        )
 
-    w.run("aws ec2 authorize-security-group-ingress --group-id $SERVICE_SG --protocol tcp --port 443 --cidr 10.20.0.0/16",
-          ingress("SERVICE_SG"))
-    w.run("aws ec2 create-vpc-endpoint --vpc-id $VPC --vpc-endpoint-type Interface --subnet-ids $SUBNET --service-name "
-          "aws.api.$AWS_REGION.emr-service-cell01 --security-group-ids $SERVICE_SG --private-dns-enabled",
-          interface("aws.api.$AWS_REGION.emr-service-cell01", "SERVICE_SG"))
-    w.run("aws ec2 authorize-security-group-ingress --group-id $ENDPOINT_SG --protocol tcp --port 443 --cidr 10.20.0.0/16",
-          ingress("ENDPOINT_SG"))
+    w.run(
+        "aws ec2 authorize-security-group-ingress --group-id $SERVICE_SG --protocol tcp --port 443 --cidr 10.20.0.0/16",
+        ingress("SERVICE_SG"),
+    )
+    w.run(
+        "aws ec2 create-vpc-endpoint --vpc-id $VPC --vpc-endpoint-type Interface --subnet-ids $SUBNET --service-name "
+        "aws.api.$AWS_REGION.emr-service-cell01 --security-group-ids $SERVICE_SG --private-dns-enabled",
+        interface("aws.api.$AWS_REGION.emr-service-cell01", "SERVICE_SG"),
+    )
+    w.run(
+        "aws ec2 authorize-security-group-ingress --group-id $ENDPOINT_SG --protocol tcp --port 443 --cidr 10.20.0.0/16",
+        ingress("ENDPOINT_SG"),
+    )
     for service in ("sqs", "kms", "secretsmanager"):
-        w.run(f"aws ec2 create-vpc-endpoint --vpc-id $VPC --vpc-endpoint-type Interface --subnet-ids $SUBNET --service-name "
-              f"com.amazonaws.$AWS_REGION.{service} --security-group-ids $ENDPOINT_SG --private-dns-enabled",
-              interface(f"com.amazonaws.$AWS_REGION.{service}", "ENDPOINT_SG"))
+        w.run(
+            f"aws ec2 create-vpc-endpoint --vpc-id $VPC --vpc-endpoint-type Interface --subnet-ids $SUBNET --service-name "
+            f"com.amazonaws.$AWS_REGION.{service} --security-group-ids $ENDPOINT_SG --private-dns-enabled",
+            interface(f"com.amazonaws.$AWS_REGION.{service}", "ENDPOINT_SG"),
+        )
     endpoints = ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [w.vars["VPC"]]}])["VpcEndpoints"]
     assert sorted(e["ServiceName"] for e in endpoints) == sorted(
-        [f"aws.api.{REGION}.emr-service-cell01",
-         *(f"com.amazonaws.{REGION}.{s}" for s in ("dynamodb", "kms", "s3", "secretsmanager", "sqs"))])
+        [
+            f"aws.api.{REGION}.emr-service-cell01",
+            *(f"com.amazonaws.{REGION}.{s}" for s in ("dynamodb", "kms", "s3", "secretsmanager", "sqs")),
+        ]
+    )
 
     # ------------------------------------------------------------ 3. the Lambda's code, the MLflow secret
-    w.run("aws s3 mb s3://$ARTIFACTS",
-          lambda: s3.create_bucket(Bucket=w.vars["ARTIFACTS"], CreateBucketConfiguration={"LocationConstraint": REGION}))
+    w.run(
+        "aws s3 mb s3://$ARTIFACTS",
+        lambda: s3.create_bucket(Bucket=w.vars["ARTIFACTS"], CreateBucketConfiguration={"LocationConstraint": REGION}),
+    )
     package = project_dir / "build" / "upload-notifier.zip"
     package.parent.mkdir()
     with zipfile.ZipFile(package, "w") as archive:  # python3 -m zipfile -c build/upload-notifier.zip lambda/*.py
         for source in sorted((ROOT / "lambda").glob("*.py")):
             archive.write(source, source.name)
     w.vars["CODE_KEY"] = "lambda/upload-notifier-walkthrough.zip"
-    w.run("aws s3 cp build/upload-notifier.zip s3://$ARTIFACTS/$CODE_KEY",
-          lambda: s3.upload_file(str(package), w.vars["ARTIFACTS"], w.vars["CODE_KEY"]))
+    w.run(
+        "aws s3 cp build/upload-notifier.zip s3://$ARTIFACTS/$CODE_KEY",
+        lambda: s3.upload_file(str(package), w.vars["ARTIFACTS"], w.vars["CODE_KEY"]),
+    )
     # The app's package: a stand-in (infra/build_app_lambda.sh needs the package index; moto stores the code and
     # never runs it; the handler runs below from this checkout). tests/infra/test_app_lambda.py checks what it holds.
     app_package = project_dir / "build" / "app-lambda.zip"
     with zipfile.ZipFile(app_package, "w") as archive:
         archive.write(ROOT / "app" / "aws.py", "app/aws.py")
     w.vars["APP_KEY"] = "lambda/app-walkthrough.zip"
-    w.run("aws s3 cp build/app-lambda.zip s3://$ARTIFACTS/$APP_KEY",
-          lambda: s3.upload_file(str(app_package), w.vars["ARTIFACTS"], w.vars["APP_KEY"]))
+    w.run(
+        "aws s3 cp build/app-lambda.zip s3://$ARTIFACTS/$APP_KEY",
+        lambda: s3.upload_file(str(app_package), w.vars["ARTIFACTS"], w.vars["APP_KEY"]),
+    )
     credentials = {"username": "fruits-jobs", "password": "correct horse battery staple"}
-    w.run("MLFLOW_SECRET=$(aws secretsmanager create-secret --name $PROJECT/mlflow --secret-string "
-          "file://mlflow-credentials.json --query ARN --output text)",
-          lambda: w.client("secretsmanager").create_secret(Name="fruits/mlflow", SecretString=json.dumps(credentials))["ARN"],
-          into="MLFLOW_SECRET")
+    w.run(
+        "MLFLOW_SECRET=$(aws secretsmanager create-secret --name $PROJECT/mlflow --secret-string "
+        "file://mlflow-credentials.json --query ARN --output text)",
+        lambda: w.client("secretsmanager").create_secret(Name="fruits/mlflow", SecretString=json.dumps(credentials))[
+            "ARN"
+        ],
+        into="MLFLOW_SECRET",
+    )
 
     # ------------------------------------------------------------ 4. the stack
-    parameters = {"ProjectName": "fruits", "LambdaCodeS3Bucket": w.vars["ARTIFACTS"], "LambdaCodeS3Key": w.vars["CODE_KEY"],
-                  "AppCodeS3Key": w.vars["APP_KEY"],
-                  "DeployPrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/{OPERATOR}", "MlflowCredentialsSecretArn": w.vars["MLFLOW_SECRET"]}
+    parameters = {
+        "ProjectName": "fruits",
+        "LambdaCodeS3Bucket": w.vars["ARTIFACTS"],
+        "LambdaCodeS3Key": w.vars["CODE_KEY"],
+        "AppCodeS3Key": w.vars["APP_KEY"],
+        "DeployPrincipalArn": f"arn:aws:iam::{ACCOUNT}:role/{OPERATOR}",
+        "MlflowCredentialsSecretArn": w.vars["MLFLOW_SECRET"],
+    }
 
     secrets: dict[str, str] = {}
 
@@ -487,17 +648,23 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
         secrets.update(create_stack_secrets(w.client("secretsmanager"), "fruits"))
         key = "cloudformation/template.json"
         s3.put_object(Bucket=w.vars["ARTIFACTS"], Key=key, Body=moto_template_body(secrets=secrets).encode())
-        cfn.create_stack(StackName="fruits", TemplateURL=f"https://{w.vars['ARTIFACTS']}.s3.amazonaws.com/{key}",
-                         Capabilities=["CAPABILITY_NAMED_IAM"],
-                         Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()])
+        cfn.create_stack(
+            StackName="fruits",
+            TemplateURL=f"https://{w.vars['ARTIFACTS']}.s3.amazonaws.com/{key}",
+            Capabilities=["CAPABILITY_NAMED_IAM"],
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        )
         cfn.get_waiter("stack_create_complete").wait(StackName="fruits", WaiterConfig={"Delay": 1, "MaxAttempts": 120})
         function = w.client("lambda").get_function(FunctionName="fruits-app")["Configuration"]["FunctionArn"]
         deploy_http_api(w.client("apigatewayv2"), function)
 
-    w.run("aws cloudformation deploy --stack-name $PROJECT --template-file infra/template.yaml --s3-bucket $ARTIFACTS "
-          "--s3-prefix cloudformation --capabilities CAPABILITY_NAMED_IAM --parameter-overrides ProjectName=$PROJECT "
-          "LambdaCodeS3Bucket=$ARTIFACTS LambdaCodeS3Key=$CODE_KEY AppCodeS3Key=$APP_KEY "
-          "DeployPrincipalArn=arn:aws:iam::$ACCOUNT:role/$OPERATOR MlflowCredentialsSecretArn=$MLFLOW_SECRET", deploy)
+    w.run(
+        "aws cloudformation deploy --stack-name $PROJECT --template-file infra/template.yaml --s3-bucket $ARTIFACTS "
+        "--s3-prefix cloudformation --capabilities CAPABILITY_NAMED_IAM --parameter-overrides ProjectName=$PROJECT "
+        "LambdaCodeS3Bucket=$ARTIFACTS LambdaCodeS3Key=$CODE_KEY AppCodeS3Key=$APP_KEY "
+        "DeployPrincipalArn=arn:aws:iam::$ACCOUNT:role/$OPERATOR MlflowCredentialsSecretArn=$MLFLOW_SECRET",
+        deploy,
+    )
     w.vars["BUCKET"], w.vars["DEPLOY_ROLE"] = w.output("BucketName"), w.output("DeployRoleArn")
     assert w.vars["DEPLOY_ROLE"] == f"arn:aws:iam::{ACCOUNT}:role/fruits-deploy"
     trust = w.client("iam").get_role(RoleName="fruits-deploy")["Role"]["AssumeRolePolicyDocument"]["Statement"]
@@ -506,9 +673,14 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
     # ------------------------------------------------------------ 5.-11. as the deploy role
     w.vars["STACK_ID"] = w.client("cloudformation").describe_stacks(StackName="fruits")["Stacks"][0]["StackId"]
 
-    stack_values = {"MlflowCredentialsSecretArn": w.vars["MLFLOW_SECRET"], "DeployPrincipalArn": parameters["DeployPrincipalArn"],
-                    "AWS::StackId": w.vars["STACK_ID"], "AnswersTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/fruits-answers",
-                    "UploadsTopic": w.output("TopicArn"), **secrets}
+    stack_values = {
+        "MlflowCredentialsSecretArn": w.vars["MLFLOW_SECRET"],
+        "DeployPrincipalArn": parameters["DeployPrincipalArn"],
+        "AWS::StackId": w.vars["STACK_ID"],
+        "AnswersTable.Arn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/fruits-answers",
+        "UploadsTopic": w.output("TopicArn"),
+        **secrets,
+    }
 
     def step(number: str) -> None:
         w.check_role_step(number, stack_values)
@@ -517,16 +689,22 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
     w.run("aws configure set profile.fruits-deploy.role_arn $DEPLOY_ROLE", lambda: None)  # the CLI's local profile
     w.run("aws configure set profile.fruits-deploy.source_profile default", lambda: None)
     for service in SERVICE_LINKED:
-        w.run(f"aws iam create-service-linked-role --aws-service-name {service}",
-              lambda s=service: w.client("iam").create_service_linked_role(AWSServiceName=s))
+        w.run(
+            f"aws iam create-service-linked-role --aws-service-name {service}",
+            lambda s=service: w.client("iam").create_service_linked_role(AWSServiceName=s),
+        )
     step("5")
     # moto names service-linked roles its own way (AWS's names are SERVICE_LINKED, in the IAM check): the paths.
     with w.looking():
         paths = {r["Path"] for r in w.client("iam").list_roles(PathPrefix="/aws-service-role/")["Roles"]}
     assert paths == {f"/aws-service-role/{service}/" for service in SERVICE_LINKED}
 
-    w.run(f"aws s3 cp ~/.keras/models/{WEIGHTS} s3://$BUCKET/models/keras/",
-          lambda: s3.upload_file(str(data_dir.parents[1] / "models" / "keras" / WEIGHTS), w.vars["BUCKET"], f"models/keras/{WEIGHTS}"))
+    w.run(
+        f"aws s3 cp ~/.keras/models/{WEIGHTS} s3://$BUCKET/models/keras/",
+        lambda: s3.upload_file(
+            str(data_dir.parents[1] / "models" / "keras" / WEIGHTS), w.vars["BUCKET"], f"models/keras/{WEIGHTS}"
+        ),
+    )
     step("6")
 
     wheelhouse = project_dir / "build" / "wheelhouse"
@@ -534,9 +712,18 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
     archive = project_dir / "build" / "fruits-venv.tar.gz"
     archive.write_bytes(b"a packed venv stand-in")
     uploads = {
-        "aws s3 cp dist/fruits-0.1.0-py3-none-any.whl s3://$BUCKET/bootstrap/": (project_wheel, f"bootstrap/{project_wheel.name}"),
-        "aws s3 cp infra/bootstrap.sh s3://$BUCKET/bootstrap/bootstrap.sh": (ROOT / "infra" / "bootstrap.sh", "bootstrap/bootstrap.sh"),
-        "aws s3 cp cli/spark_entry.py s3://$BUCKET/bootstrap/spark_entry.py": (ROOT / "cli" / "spark_entry.py", "bootstrap/spark_entry.py"),
+        "aws s3 cp dist/fruits-0.1.0-py3-none-any.whl s3://$BUCKET/bootstrap/": (
+            project_wheel,
+            f"bootstrap/{project_wheel.name}",
+        ),
+        "aws s3 cp infra/bootstrap.sh s3://$BUCKET/bootstrap/bootstrap.sh": (
+            ROOT / "infra" / "bootstrap.sh",
+            "bootstrap/bootstrap.sh",
+        ),
+        "aws s3 cp cli/spark_entry.py s3://$BUCKET/bootstrap/spark_entry.py": (
+            ROOT / "cli" / "spark_entry.py",
+            "bootstrap/spark_entry.py",
+        ),
     }
     for command, (path, key) in uploads.items():
         w.run(command, lambda p=path, k=key: s3.upload_file(str(p), w.vars["BUCKET"], k))
@@ -550,8 +737,10 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
             s3.delete_object(Bucket=w.vars["BUCKET"], Key=stale)
 
     w.run("aws s3 sync --delete build/wheelhouse s3://$BUCKET/bootstrap/wheelhouse/", sync)
-    w.run("aws s3 cp build/fruits-venv.tar.gz s3://$BUCKET/bootstrap/venv/fruits-venv.tar.gz",
-          lambda: s3.upload_file(str(archive), w.vars["BUCKET"], "bootstrap/venv/fruits-venv.tar.gz"))
+    w.run(
+        "aws s3 cp build/fruits-venv.tar.gz s3://$BUCKET/bootstrap/venv/fruits-venv.tar.gz",
+        lambda: s3.upload_file(str(archive), w.vars["BUCKET"], "bootstrap/venv/fruits-venv.tar.gz"),
+    )
     step("7")
 
     labelled = str(data_dir / "subset")  # 32 classes x 10 real images: more than the fit's 300
@@ -561,13 +750,17 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
         listed = s3.get_paginator("list_objects_v2").paginate(Bucket=w.vars["BUCKET"], Prefix="images/")
         assert sum(len(page.get("Contents", [])) for page in listed) == 320
 
-    network = ("--bucket $BUCKET --subnet-id $SUBNET --primary-security-group $PRIMARY_SG --core-security-group $CORE_SG "
-               "--service-access-security-group $SERVICE_SG")
+    network = (
+        "--bucket $BUCKET --subnet-id $SUBNET --primary-security-group $PRIMARY_SG --core-security-group $CORE_SG "
+        "--service-access-security-group $SERVICE_SG"
+    )
     w.vars["MLFLOW_HOST"] = "mlflow.fruits.internal"
     w.fruits(f"fruits emr plan {network}")
     w.fruits(f"fruits emr up {network} --mlflow-secret $MLFLOW_SECRET --idle-timeout 3600")
-    w.fruits("fruits emr submit --bucket $BUCKET --job both --tracking-uri https://$MLFLOW_HOST --notifications "
-             "$(output NotificationsQueueUrl) --answers $(output AnswersUri)")
+    w.fruits(
+        "fruits emr submit --bucket $BUCKET --job both --tracking-uri https://$MLFLOW_HOST --notifications "
+        "$(output NotificationsQueueUrl) --answers $(output AnswersUri)"
+    )
     w.fruits("fruits emr status")
     new_photos = tmp_path / "new-photos" / "Limes"
     new_photos.mkdir(parents=True)
@@ -583,7 +776,9 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
         assert stream_args[stream_args.index("--answers") + 1] == "dynamodb://fruits-answers"
 
     # ------------------------------------------------------------ a person uses the app: one photo, end to end
-    answer = a_photo_through_the_deployed_app(w, stack_values, stream_args, tmp_path, data_dir, settings, fitted, monkeypatch)
+    answer = a_photo_through_the_deployed_app(
+        w, stack_values, stream_args, tmp_path, data_dir, settings, fitted, monkeypatch
+    )
     assert answer["status"] == "answered" and answer["prediction"] in {p.name for p in (data_dir / "subset").iterdir()}
     assert answer["model"] == f"fruits-pca v{fitted['model_version']}" and answer["neighbours"]  # its known map
     w.role = "DeployRole"
@@ -593,15 +788,29 @@ def test_the_walkthrough_runs_in_order_from_an_empty_account(
     w.fruits("fruits emr down --yes")
     step("11")
     w.role = None
-    assert w.client("emr").describe_cluster(ClusterId=cluster["Id"])["Cluster"]["Status"]["State"] in {"TERMINATING", "TERMINATED"}
+    assert w.client("emr").describe_cluster(ClusterId=cluster["Id"])["Cluster"]["Status"]["State"] in {
+        "TERMINATING",
+        "TERMINATED",
+    }
 
     # The page and this test ran the same commands, in the same order.
     assert w.executed == documented_commands()
     # Every request of steps 5-11 was authorized by the deploy role's policy; the check saw the kinds it exists for.
     assert w.denied == []
-    assert {"s3:PutObject", "s3:ListBucket", "s3:GetObject", "elasticmapreduce:RunJobFlow", "iam:PassRole",
-            "elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:TerminateJobFlows", "iam:CreateServiceLinkedRole",
-            "cloudformation:DescribeStacks", "dynamodb:GetItem", "sns:Publish", "secretsmanager:GetSecretValue"} <= w.checked
+    assert {
+        "s3:PutObject",
+        "s3:ListBucket",
+        "s3:GetObject",
+        "elasticmapreduce:RunJobFlow",
+        "iam:PassRole",
+        "elasticmapreduce:AddJobFlowSteps",
+        "elasticmapreduce:TerminateJobFlows",
+        "iam:CreateServiceLinkedRole",
+        "cloudformation:DescribeStacks",
+        "dynamodb:GetItem",
+        "sns:Publish",
+        "secretsmanager:GetSecretValue",
+    } <= w.checked
 
 
 def test_the_page_lists_the_walkthrough_commands_it_is_tested_with() -> None:
@@ -609,7 +818,9 @@ def test_the_page_lists_the_walkthrough_commands_it_is_tested_with() -> None:
     commands = documented_commands()
     assert commands[0] == "ACCOUNT=$(aws sts get-caller-identity --query Account --output text)"
     assert commands[-1] == "fruits emr down --yes"
-    assert sum("create-vpc-endpoint" in c for c in commands) == 6  # s3, dynamodb, the EMR cell, sqs, kms, secretsmanager
+    assert (
+        sum("create-vpc-endpoint" in c for c in commands) == 6
+    )  # s3, dynamodb, the EMR cell, sqs, kms, secretsmanager
     assert sum(c.startswith("aws iam create-service-linked-role") for c in commands) == 2
 
 

@@ -48,7 +48,9 @@ def topic(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, str
     suffix = uuid.uuid4().hex[:8]
     topic_arn = aws["sns"].create_topic(Name=f"fruits-uploaded-{suffix}")["TopicArn"]
     queue_url = aws["sqs"].create_queue(QueueName=f"announcements-{suffix}")["QueueUrl"]
-    queue_arn = aws["sqs"].get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_arn = aws["sqs"].get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     aws["sns"].subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
     monkeypatch.setenv("TOPIC_ARN", topic_arn)
     return {"arn": topic_arn, "queue_url": queue_url}
@@ -60,7 +62,8 @@ def drain(sqs: Any, queue_url: str) -> list[dict[str, Any]]:
     while batch := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages"):
         messages.extend(batch)
         sqs.delete_message_batch(
-            QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
         )
     return messages
 
@@ -76,8 +79,14 @@ def announcements(sqs: Any, queue_url: str) -> list[tuple[dict[str, Any], dict[s
     return out
 
 
-def s3_record(key: str, *, event_name: str = "ObjectCreated:Put", size: int = 4_523, sequencer: str = "0055AED6DCD90281E5",
-              version_id: str | None = "096fKKXTRTtl3on89fVO.nfljtsv6qko") -> dict[str, Any]:
+def s3_record(
+    key: str,
+    *,
+    event_name: str = "ObjectCreated:Put",
+    size: int = 4_523,
+    sequencer: str = "0055AED6DCD90281E5",
+    version_id: str | None = "096fKKXTRTtl3on89fVO.nfljtsv6qko",
+) -> dict[str, Any]:
     """One record shaped like AWS's documented S3 event notification (eventVersion 2.1).
 
     `key` is given as S3 sends it: URL-encoded, spaces as '+', a literal '+' as %2B.
@@ -93,11 +102,18 @@ def s3_record(key: str, *, event_name: str = "ObjectCreated:Put", size: int = 4_
         "eventName": event_name,
         "userIdentity": {"principalId": "AWS:AIDAJDPLRKLG7UEXAMPLE"},
         "requestParameters": {"sourceIPAddress": "203.0.113.7"},
-        "responseElements": {"x-amz-request-id": "C3D13FE58DE4C810", "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD"},
+        "responseElements": {
+            "x-amz-request-id": "C3D13FE58DE4C810",
+            "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD",
+        },
         "s3": {
             "s3SchemaVersion": "1.0",
             "configurationId": "fruits-images",
-            "bucket": {"name": BUCKET, "ownerIdentity": {"principalId": "A3NL1KOZZKExample"}, "arn": f"arn:aws:s3:::{BUCKET}"},
+            "bucket": {
+                "name": BUCKET,
+                "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
+                "arn": f"arn:aws:s3:::{BUCKET}",
+            },
             "object": obj,
         },
     }
@@ -156,7 +172,12 @@ def test_publishes_one_message_per_image_with_decoded_keys(aws: dict[str, Any], 
         "region": REGION,
         "version_id": "096fKKXTRTtl3on89fVO.nfljtsv6qko",
     }
-    assert apple_attributes == {"bucket": BUCKET, "event_name": "ObjectCreated:Put", "label": "Apple Red 1", "size": "4711"}
+    assert apple_attributes == {
+        "bucket": BUCKET,
+        "event_name": "ObjectCreated:Put",
+        "label": "Apple Red 1",
+        "size": "4711",
+    }
     assert "version_id" not in by_key["images/Kumquats/a+b c.JPG"][0]
     assert by_key["images/Pear/été 1.jpeg"][1]["label"] == "Pear"
     # An image at the prefix root has no class: no label attribute (SNS rejects empty values).
@@ -184,7 +205,13 @@ def test_images_prefix_from_the_environment_is_a_folder(
     aws: dict[str, Any], topic: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("IMAGES_PREFIX", "uploads")
-    event = {"Records": [s3_record("uploads/Kiwi/1.jpg"), s3_record("uploads-old/Kiwi/2.jpg"), s3_record("images/Kiwi/3.jpg")]}
+    event = {
+        "Records": [
+            s3_record("uploads/Kiwi/1.jpg"),
+            s3_record("uploads-old/Kiwi/2.jpg"),
+            s3_record("images/Kiwi/3.jpg"),
+        ]
+    }
 
     assert lambda_handler.handler(event, None) == {"published": 1, "skipped": 2, "malformed": 0}
     assert [m["key"] for m, _ in announcements(aws["sqs"], topic["queue_url"])] == ["uploads/Kiwi/1.jpg"]
@@ -200,7 +227,9 @@ def test_records_of_another_bucket_are_skipped_when_the_bucket_is_expected(
     event = {"Records": [s3_record("images/Kiwi/1.jpg"), foreign]}
 
     assert lambda_handler.handler(event, None) == {"published": 1, "skipped": 1, "malformed": 0}
-    assert [(m["bucket"], m["key"]) for m, _ in announcements(aws["sqs"], topic["queue_url"])] == [(BUCKET, "images/Kiwi/1.jpg")]
+    assert [(m["bucket"], m["key"]) for m, _ in announcements(aws["sqs"], topic["queue_url"])] == [
+        (BUCKET, "images/Kiwi/1.jpg")
+    ]
 
 
 def test_s3_test_event_publishes_nothing(aws: dict[str, Any], topic: dict[str, str]) -> None:
@@ -210,7 +239,9 @@ def test_s3_test_event_publishes_nothing(aws: dict[str, Any], topic: dict[str, s
     assert drain(aws["sqs"], topic["queue_url"]) == []
 
 
-def test_sns_failure_raises_so_lambda_retries(aws: dict[str, Any], topic: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sns_failure_raises_so_lambda_retries(
+    aws: dict[str, Any], topic: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TOPIC_ARN", f"arn:aws:sns:{REGION}:{ACCOUNT}:no-such-topic-{uuid.uuid4().hex[:8]}")
 
     with pytest.raises(ClientError) as raised:
@@ -224,7 +255,9 @@ def test_missing_topic_arn_fails_loudly(aws: dict[str, Any], monkeypatch: pytest
         lambda_handler.handler({"Records": [s3_record("images/Kaki/1_100.jpg")]}, None)
 
 
-def test_real_put_object_event_from_moto_s3_reaches_the_topic(aws: dict[str, Any], topic: dict[str, str], data_dir: Path) -> None:
+def test_real_put_object_event_from_moto_s3_reaches_the_topic(
+    aws: dict[str, Any], topic: dict[str, str], data_dir: Path
+) -> None:
     """Server mode end to end: PutObject -> S3 notification -> SQS -> handler -> SNS -> SQS."""
     s3, sqs = aws["s3"], aws["sqs"]
     bucket = f"fruits-e2e-{uuid.uuid4().hex[:8]}"
@@ -239,7 +272,11 @@ def test_real_put_object_event_from_moto_s3_reaches_the_topic(aws: dict[str, Any
                     "Id": "fruits-images",
                     "QueueArn": events_arn,
                     "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "images/"}, {"Name": "suffix", "Value": ".jpg"}]}},
+                    "Filter": {
+                        "Key": {
+                            "FilterRules": [{"Name": "prefix", "Value": "images/"}, {"Name": "suffix", "Value": ".jpg"}]
+                        }
+                    },
                 }
             ]
         },
@@ -254,15 +291,20 @@ def test_real_put_object_event_from_moto_s3_reaches_the_topic(aws: dict[str, Any
     # moto sends an s3:TestEvent when the notification is configured, then the upload's event.
     assert results == [{"published": 0, "skipped": 0, "malformed": 0}, {"published": 1, "skipped": 0, "malformed": 0}]
     [(message, attributes)] = announcements(sqs, topic["queue_url"])
-    assert (message["bucket"], message["key"], message["size"]) == (bucket, key, 5_381)  # bytes of that file in ../shared
+    assert (message["bucket"], message["key"], message["size"]) == (
+        bucket,
+        key,
+        5_381,
+    )  # bytes of that file in ../shared
     assert message["size"] == len(content)
     assert message["etag"] == hashlib.md5(content).hexdigest()
     assert message["label"] == attributes["label"] == "Apple Red 1"
     assert message["event_name"] == "ObjectCreated:Put"
 
 
-def test_the_logs_never_carry_object_keys(aws: dict[str, Any], topic: dict[str, str], monkeypatch: pytest.MonkeyPatch,
-                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_the_logs_never_carry_object_keys(
+    aws: dict[str, Any], topic: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """Keys may hold people's names (issue 24, finding 14): the log says a short hash of bucket/key instead."""
     monkeypatch.setenv("EXPECTED_BUCKET", BUCKET)
     published, skipped = "images/Kiwi/Jane Doe at home.jpg", "images/Kiwi/Jane Doe notes.txt"

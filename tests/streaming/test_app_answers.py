@@ -64,7 +64,11 @@ def assert_one_answer_per_app_upload(settings, fitted, app: dict, bad: str, layo
     assert right >= len(app) - 1  # the fit's classifier is right on 95% of test/
     rejected = answers[bad]
     assert (rejected.status, rejected.reason, rejected.consent, rejected.prediction) == (
-        REJECTED, "not_an_image", True, None)
+        REJECTED,
+        "not_an_image",
+        True,
+        None,
+    )
     # The lake holds them as usual: app uploads without a label, team uploads with their class.
     rows = table_rows(layout.output, ["path", "label"])
     assert sorted(r.label or "" for r in rows) == [""] * len(app) + [TEAM] * 3
@@ -80,8 +84,9 @@ def answer_count(settings) -> int:
     return store.count()
 
 
-def test_a_running_stream_answers_app_uploads_in_sqlite(spark, settings, fitted, data_dir: Path, layout: Layout,
-                                                        tmp_path: Path) -> None:
+def test_a_running_stream_answers_app_uploads_in_sqlite(
+    spark, settings, fitted, data_dir: Path, layout: Layout, tmp_path: Path
+) -> None:
     s = layout.settings(settings, trigger="500ms", answers=f"sqlite:///{tmp_path / 'answers.db'}")
     started = time.time()
     job = StreamingJob(s, spark=spark)
@@ -89,8 +94,14 @@ def test_a_running_stream_answers_app_uploads_in_sqlite(spark, settings, fitted,
     try:
         app, bad = land_uploads(data_dir, layout.source)
         store = open_answer_store(s)
-        wait_until(lambda: all(store.get(i) is not None for i in [*app, bad])
-                   and len(table_rows(layout.output, ["path"])) == len(app) + 3, 300, "every upload answered")
+        wait_until(
+            lambda: (
+                all(store.get(i) is not None for i in [*app, bad])
+                and len(table_rows(layout.output, ["path"])) == len(app) + 3
+            ),
+            300,
+            "every upload answered",
+        )
     finally:
         job.request_stop()
         job.run_until_stopped()
@@ -98,15 +109,23 @@ def test_a_running_stream_answers_app_uploads_in_sqlite(spark, settings, fitted,
     assert answer_count(s) == len(app) + 1  # none for team uploads
     # The ops numbers, from the progress the stream mirrored under its checkpoint.
     stats = ops_window(s, seconds=time.time() - started + 1)
-    assert (stats["answers"], stats["files"], stats["error_reasons"]) == (len(app) + 1, len(app) + 4,
-                                                                          {"not_an_image": 1})
+    assert (stats["answers"], stats["files"], stats["error_reasons"]) == (
+        len(app) + 1,
+        len(app) + 4,
+        {"not_an_image": 1},
+    )
     assert stats["answer_latency_p95_s"] > 0 and stats["model_version"] == fitted["model_version"]
 
 
-def test_dynamodb_answers_and_a_replayed_batch_writes_nothing_new(spark, settings, fitted, data_dir: Path,
-                                                                  layout: Layout, moto_server: str) -> None:
-    s = layout.settings(settings, trigger="available-now", answers=f"dynamodb://answers-{time.monotonic_ns()}",
-                        dynamodb_endpoint_url=moto_server)
+def test_dynamodb_answers_and_a_replayed_batch_writes_nothing_new(
+    spark, settings, fitted, data_dir: Path, layout: Layout, moto_server: str
+) -> None:
+    s = layout.settings(
+        settings,
+        trigger="available-now",
+        answers=f"dynamodb://answers-{time.monotonic_ns()}",
+        dynamodb_endpoint_url=moto_server,
+    )
     open_answer_store(s).create_table()
     app, bad = land_uploads(data_dir, layout.source)
     job = StreamingJob(s, spark=spark)
@@ -127,7 +146,8 @@ def test_dynamodb_answers_and_a_replayed_batch_writes_nothing_new(spark, setting
 
 
 def test_a_batch_redone_after_a_crash_before_its_commit_answers_again_once(
-        spark, settings, fitted, data_dir: Path, layout: Layout, tmp_path: Path, monkeypatch) -> None:
+    spark, settings, fitted, data_dir: Path, layout: Layout, tmp_path: Path, monkeypatch
+) -> None:
     s = layout.settings(settings, trigger="available-now", answers=f"sqlite:///{tmp_path / 'answers.db'}")
     app, bad = land_uploads(data_dir, layout.source)
     commit = LakeWriter.commit

@@ -30,16 +30,35 @@ def committed(output: Path) -> int:
 
 def feeder_for(uploads: list[Path], landing: Path, output: Path) -> Feeder:
     """Lands uploads in the landing folder while fewer than BACKLOG of them wait for the stream."""
-    return Feeder(uploads, lambda src: land(src.read_bytes(), landing / src.parent.name / src.name),
-                  lambda: committed(output), BACKLOG)
+    return Feeder(
+        uploads,
+        lambda src: land(src.read_bytes(), landing / src.parent.name / src.name),
+        lambda: committed(output),
+        BACKLOG,
+    )
 
 
 def stream_args(tmp_path: Path, settings) -> tuple[list[str], Path, Path]:
     landing, output = tmp_path / "landing", tmp_path / "results"
     args = [
-        "--source", str(landing), "--output", str(output), "--errors", str(tmp_path / "errors"),
-        "--checkpoint", str(tmp_path / "checkpoint"), "--trigger", "500ms", "--max-files-per-trigger", "6",
-        "--state-dir", str(settings.state_dir), "--tracking-uri", settings.tracking_uri, "--json", "-q",
+        "--source",
+        str(landing),
+        "--output",
+        str(output),
+        "--errors",
+        str(tmp_path / "errors"),
+        "--checkpoint",
+        str(tmp_path / "checkpoint"),
+        "--trigger",
+        "500ms",
+        "--max-files-per-trigger",
+        "6",
+        "--state-dir",
+        str(settings.state_dir),
+        "--tracking-uri",
+        settings.tracking_uri,
+        "--json",
+        "-q",
     ]
     return args, landing, output
 
@@ -69,8 +88,9 @@ def test_sigkill_mid_stream_then_restart_is_exactly_once(settings, fitted, data_
     assert_each_upload_once(output, feeder.landed, len(uploads))
 
 
-def test_the_same_stream_started_twice_refuses_the_second_and_writes_nothing_twice(settings, fitted, data_dir: Path,
-                                                                                   tmp_path: Path):
+def test_the_same_stream_started_twice_refuses_the_second_and_writes_nothing_twice(
+    settings, fitted, data_dir: Path, tmp_path: Path
+):
     args, landing, output = stream_args(tmp_path, settings)
     uploads = sorted((data_dir / "stream").glob("*/*.jpg"))[1::8]  # 80 files over all 32 classes
     feeder = feeder_for(uploads, landing, output)

@@ -41,8 +41,9 @@ def test_a_new_champion_is_used_from_the_next_batch_and_an_incompatible_one_is_r
         upload("Kaki", 5)
         wait_until(lambda: len(table_rows(layout.output)) == 10, 300, "the uploads after the swap committed")
         # A version fitted with other weights: refused, the stream keeps the version it has.
-        forged = client.create_model_version("fruits-pca", old.source, run_id=old.run_id,
-                                             tags=dict(old.tags) | {"featurizer.weights_sha256": "0" * 64})
+        forged = client.create_model_version(
+            "fruits-pca", old.source, run_id=old.run_id, tags=dict(old.tags) | {"featurizer.weights_sha256": "0" * 64}
+        )
         client.set_registered_model_alias("fruits-pca", ALIAS, forged.version)
         wait_until(lambda: job.monitor.snapshot().model_refusals == 1, 120, "the refusal")
         upload("Pear", 3)
@@ -52,8 +53,11 @@ def test_a_new_champion_is_used_from_the_next_batch_and_an_incompatible_one_is_r
         runner.join(180)
     rows = table_rows(layout.output)
     old_v, new_v, forged_v = str(old.version), str(new.version), str(forged.version)
-    assert Counter((r.label, r.model_version) for r in rows) == {("Limes", old_v): 5, ("Kaki", new_v): 5,
-                                                                   ("Pear", new_v): 3}
+    assert Counter((r.label, r.model_version) for r in rows) == {
+        ("Limes", old_v): 5,
+        ("Kaki", new_v): 5,
+        ("Pear", new_v): 3,
+    }
     assert len({r.path for r in rows}) == 13  # each upload once, across the swap
     summary = job.summary()
     assert summary["model_versions"] == [old_v, new_v] and summary["model_swaps"] == 1

@@ -29,10 +29,21 @@ CLASSES = ["Banana", "Kumquats", "Limes", "Pepper Red"]
 
 def s3_event(bucket: str, key: str, size: int, etag: str) -> dict:
     """An S3 ObjectCreated event as S3 sends it: key URL-encoded, ETag bare."""
-    return {"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": REGION,
-                         "eventTime": "2026-12-01T09:30:00.000Z", "eventName": "ObjectCreated:Put",
-                         "s3": {"bucket": {"name": bucket},
-                                "object": {"key": key.replace(" ", "+"), "size": size, "eTag": etag}}}]}
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": REGION,
+                "eventTime": "2026-12-01T09:30:00.000Z",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "bucket": {"name": bucket},
+                    "object": {"key": key.replace(" ", "+"), "size": size, "eTag": etag},
+                },
+            }
+        ]
+    }
 
 
 def in_queue(sqs, url: str) -> int:
@@ -41,18 +52,28 @@ def in_queue(sqs, url: str) -> int:
 
 
 def test_uploads_through_lambda_sns_sqs_are_ingested_once_despite_copies_and_redeliveries(
-        spark, settings, fitted, data_dir: Path, tmp_path: Path, counting_moto) -> None:
+    spark, settings, fitted, data_dir: Path, tmp_path: Path, counting_moto
+) -> None:
     endpoint, bucket, suffix = counting_moto.endpoint, f"fruits-notify-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8]
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
-    with wired_bucket(tmp_path, REGION, endpoint, bucket, suffix, stream_visibility_s=2) as world, \
-            EventPollers(world) as pollers:
+    with (
+        wired_bucket(tmp_path, REGION, endpoint, bucket, suffix, stream_visibility_s=2) as world,
+        EventPollers(world) as pollers,
+    ):
         assert s3a_problem(spark, world) is None  # the session's s3a reaches this server for this bucket
         run = settings.replace(
-            source=f"s3a://{bucket}/images/", notifications=world.stream_queue_url, s3_endpoint_url=endpoint,
-            checkpoint=f"s3a://{bucket}/checkpoints/stream", output=str(tmp_path / "results"),
-            errors=str(tmp_path / "errors"), trigger="available-now", max_files_per_trigger=5, max_image_bytes=20_000)
+            source=f"s3a://{bucket}/images/",
+            notifications=world.stream_queue_url,
+            s3_endpoint_url=endpoint,
+            checkpoint=f"s3a://{bucket}/checkpoints/stream",
+            output=str(tmp_path / "results"),
+            errors=str(tmp_path / "errors"),
+            trigger="available-now",
+            max_files_per_trigger=5,
+            max_image_bytes=20_000,
+        )
 
         def stream() -> dict:
             job = StreamingJob(run, spark=spark)
@@ -67,10 +88,15 @@ def test_uploads_through_lambda_sns_sqs_are_ingested_once_despite_copies_and_red
         images = [p for cls in CLASSES for p in sorted((data_dir / "stream" / cls).glob("*.jpg"))[:3]]
         keys = {f"images/{p.parent.name}/{p.name}": p.read_bytes() for p in images}
         jpeg = images[0].read_bytes()
-        odd = {"images/Kaki/empty.jpg": b"", "images/Kaki/huge.jpg": jpeg + b"\0" * 30_000,
-               "images/Kaki/gone.jpg": jpeg}
-        etags = {key: s3.put_object(Bucket=bucket, Key=key, Body=body)["ETag"].strip('"')
-                 for key, body in {**keys, **odd}.items()}
+        odd = {
+            "images/Kaki/empty.jpg": b"",
+            "images/Kaki/huge.jpg": jpeg + b"\0" * 30_000,
+            "images/Kaki/gone.jpg": jpeg,
+        }
+        etags = {
+            key: s3.put_object(Bucket=bucket, Key=key, Body=body)["ETag"].strip('"')
+            for key, body in {**keys, **odd}.items()
+        }
         s3.put_object(Bucket=bucket, Key="images/notes.txt", Body=b"no event: not an image suffix")
         wait_until(lambda: pollers.counts()["unique"] == len(etags), 120, "the Lambda's announcements")
         s3.delete_object(Bucket=bucket, Key="images/Kaki/gone.jpg")  # announced, then deleted before the read
@@ -79,13 +105,20 @@ def test_uploads_through_lambda_sns_sqs_are_ingested_once_despite_copies_and_red
         for key in copied:  # at-least-once: the Lambda runs twice for one event (two SNS messages)...
             pollers.handler.handler(s3_event(bucket, key, len(keys[key]), etags[key]), None)
         for key in sorted(keys)[2:4]:  # ...and the S3 event also reaches the stream's queue directly
-            sqs.send_message(QueueUrl=world.stream_queue_url,
-                             MessageBody=json.dumps(s3_event(bucket, key, len(keys[key]), etags[key])))
-        sqs.send_message(QueueUrl=world.stream_queue_url, MessageBody=json.dumps(
-            {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": bucket}))
+            sqs.send_message(
+                QueueUrl=world.stream_queue_url,
+                MessageBody=json.dumps(s3_event(bucket, key, len(keys[key]), etags[key])),
+            )
+        sqs.send_message(
+            QueueUrl=world.stream_queue_url,
+            MessageBody=json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": bucket}),
+        )
         sqs.send_message(QueueUrl=world.stream_queue_url, MessageBody="garbage")
-        wait_until(lambda: in_queue(sqs, world.stream_queue_url) == len(etags) + 2 + 2 + 2, 60,
-                   "every message in the stream's queue")
+        wait_until(
+            lambda: in_queue(sqs, world.stream_queue_url) == len(etags) + 2 + 2 + 2,
+            60,
+            "every message in the stream's queue",
+        )
         gets_before = counting_moto.object_gets()
 
         second = stream()
@@ -104,7 +137,8 @@ def test_uploads_through_lambda_sns_sqs_are_ingested_once_despite_copies_and_red
         assert (counts["test_events"], counts["malformed"]) == (1, 1)
         gets = counting_moto.object_gets() - gets_before
         assert {path: n for path, n in gets.items() if path.startswith(f"/{bucket}/images/")} == {
-            f"/{bucket}/{k}": 1 for k in [*keys, *odd]}  # one GET each, whatever the size: the claim is not trusted
+            f"/{bucket}/{k}": 1 for k in [*keys, *odd]
+        }  # one GET each, whatever the size: the claim is not trusted
 
         # A restart, with another copy of an ingested upload's announcement in the queue.
         pollers.handler.handler(s3_event(bucket, copied[0], len(keys[copied[0]]), etags[copied[0]]), None)
@@ -115,13 +149,17 @@ def test_uploads_through_lambda_sns_sqs_are_ingested_once_despite_copies_and_red
         # for the dead-letter queue.
         assert in_queue(sqs, world.stream_queue_url) == 1
         left = []
-        wait_until(lambda: left.extend(sqs.receive_message(QueueUrl=world.stream_queue_url).get("Messages", []))
-                   or left, 60, "the malformed message to come back")
+        wait_until(
+            lambda: left.extend(sqs.receive_message(QueueUrl=world.stream_queue_url).get("Messages", [])) or left,
+            60,
+            "the malformed message to come back",
+        )
         assert [m["Body"] for m in left] == ["garbage"]
 
 
 def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(
-        settings, fitted, moto_server: str, data_dir: Path, tmp_path: Path) -> None:
+    settings, fitted, moto_server: str, data_dir: Path, tmp_path: Path
+) -> None:
     bucket, suffix = f"fruits-kill-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8]
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name=REGION)
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
@@ -140,12 +178,32 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(
     log = tmp_path / "stream.log"
     # A 3 s visibility timeout: kept from expiring while a batch runs; after the kill the messages
     # held come back and must be recognised.
-    with wired_bucket(tmp_path, REGION, moto_server, bucket, suffix, stream_visibility_s=3) as world, \
-            EventPollers(world):
-        args = ["--source", f"s3://{bucket}/images/", "--notifications", world.stream_queue_url,
-                "--output", str(output), "--errors", str(tmp_path / "errors"),
-                "--checkpoint", str(tmp_path / "checkpoint"), "--trigger", "500ms", "--max-files-per-trigger", "6",
-                "--state-dir", str(settings.state_dir), "--tracking-uri", settings.tracking_uri, "--json", "-q"]
+    with (
+        wired_bucket(tmp_path, REGION, moto_server, bucket, suffix, stream_visibility_s=3) as world,
+        EventPollers(world),
+    ):
+        args = [
+            "--source",
+            f"s3://{bucket}/images/",
+            "--notifications",
+            world.stream_queue_url,
+            "--output",
+            str(output),
+            "--errors",
+            str(tmp_path / "errors"),
+            "--checkpoint",
+            str(tmp_path / "checkpoint"),
+            "--trigger",
+            "500ms",
+            "--max-files-per-trigger",
+            "6",
+            "--state-dir",
+            str(settings.state_dir),
+            "--tracking-uri",
+            settings.tracking_uri,
+            "--json",
+            "-q",
+        ]
         at_kill, out, code = kill_mid_stream_then_restart(args, log, feeder, len(uploads))
     assert code == 0, log.read_text()[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
@@ -160,7 +218,8 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(
 
 
 def test_forged_notifications_between_real_uploads_leave_each_real_upload_once_and_the_stream_running(
-        spark, settings, fitted, moto_server: str, data_dir: Path, tmp_path: Path) -> None:
+    spark, settings, fitted, moto_server: str, data_dir: Path, tmp_path: Path
+) -> None:
     """150 forged bodies a run (tests/forged_notifications.py) between the real uploads' announcements,
     in two runs (the first start's backfill lists the first uploads, the second run only has the
     notifications): each real upload is in the results once with its real size; a big object announced
@@ -173,9 +232,16 @@ def test_forged_notifications_between_real_uploads_leave_each_real_upload_once_a
     # No dead-letter queue: malformed messages are deleted.
     queue = sqs.create_queue(QueueName=bucket)["QueueUrl"]
     run = settings.replace(
-        source=f"s3a://{bucket}/images/", notifications=queue, s3_endpoint_url=moto_server,
-        checkpoint=str(tmp_path / "checkpoint"), output=str(tmp_path / "results"), errors=str(tmp_path / "errors"),
-        trigger="available-now", max_files_per_trigger=5, max_image_bytes=20_000)
+        source=f"s3a://{bucket}/images/",
+        notifications=queue,
+        s3_endpoint_url=moto_server,
+        checkpoint=str(tmp_path / "checkpoint"),
+        output=str(tmp_path / "results"),
+        errors=str(tmp_path / "errors"),
+        trigger="available-now",
+        max_files_per_trigger=5,
+        max_image_bytes=20_000,
+    )
     images = sorted((data_dir / "stream").glob("*/*.jpg"))[::41]  # 16 files over many classes
     real: dict[str, int] = {}  # key -> size
     expected_errors: Counter = Counter()
@@ -208,10 +274,15 @@ def test_forged_notifications_between_real_uploads_leave_each_real_upload_once_a
 
         counts, outcomes = summary["source_counts"], Counter(f.expect for f in forged)
         assert (counts["malformed"], counts["ignored"], counts["test_events"], counts["messages"]) == (
-            outcomes[MALFORMED], outcomes[IGNORED], outcomes[TEST_EVENT], len(messages))
+            outcomes[MALFORMED],
+            outcomes[IGNORED],
+            outcomes[TEST_EVENT],
+            len(messages),
+        )
         assert counts["backfilled"] == (len(announced) if round_number == 0 else 0)  # the first start lists them
         assert counts["uploads"] + counts["backfilled"] == len(
-            announced | {f.announces for f in forged if f.expect == ANNOUNCES})
+            announced | {f.announces for f in forged if f.expect == ANNOUNCES}
+        )
         results = table_rows(tmp_path / "results", ["path", "size"])
         assert Counter(r.path for r in results) == Counter(f"s3a://{bucket}/{k}" for k in real)  # each once
         assert {r.path: r.size for r in results} == {f"s3a://{bucket}/{k}": n for k, n in real.items()}

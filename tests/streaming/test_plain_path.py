@@ -40,14 +40,21 @@ def fruits(*args: str, log: Path) -> dict:
     process has MLFLOW_TRACKING_URI: mlflow.set_tracking_uri sets it), exit 0, its summary line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FRUITS_", "MLFLOW_"))}
     with log.open("ab") as err:
-        done = subprocess.run([sys.executable, "-m", "cli", *args, "--json"], stdout=subprocess.PIPE, stderr=err,
-                              text=True, timeout=900, env=env)
+        done = subprocess.run(
+            [sys.executable, "-m", "cli", *args, "--json"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            timeout=900,
+            env=env,
+        )
     assert done.returncode == 0, log.read_text()[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_fit_without_held_out_images_then_stream_refit_and_report(settings, fitted, featurizer, data_dir: Path,
-                                                                   tmp_path: Path, capsys) -> None:
+def test_fit_without_held_out_images_then_stream_refit_and_report(
+    settings, fitted, featurizer, data_dir: Path, tmp_path: Path, capsys
+) -> None:
     state = tmp_path / "state"
     (state / "cache").mkdir(parents=True)
     (state / "cache" / "onnx").symlink_to(settings.cache_dir / "onnx")  # the session's ONNX export, not redone
@@ -55,15 +62,17 @@ def test_fit_without_held_out_images_then_stream_refit_and_report(settings, fitt
 
     fit = fruits("fit", "--images", str(data_dir / "subset"), "--state-dir", str(state), log=log)
     assert (fit["images"], fit["eval_images"], fit["novelty_threshold"]) == (320, None, None)
-    stream = fruits("stream", "--source", str(data_dir / "stream"), "--trigger", "available-now", "--state-dir",
-                    str(state), log=log)
+    stream = fruits(
+        "stream", "--source", str(data_dir / "stream"), "--trigger", "available-now", "--state-dir", str(state), log=log
+    )
     assert (stream["rows"], stream["errors"], stream["poisoned"]) == (640, 0, 0)
 
     rows = table_rows(state / "lake" / "results", ["label", "pca", *HEAD_COLUMNS])
     assert len(rows) == 640 and len({len(r.pca) for r in rows}) == 1
     assert all(r.is_novel is None for r in rows)  # no threshold: the flag is null, never a guess
-    assert all(r.prediction and 0 < r.confidence <= 1 and abs(r.novelty_score - (1 - r.confidence)) < 1e-9
-               for r in rows)
+    assert all(
+        r.prediction and 0 < r.confidence <= 1 and abs(r.novelty_score - (1 - r.confidence)) < 1e-9 for r in rows
+    )
     assert sum(r.prediction == r.label for r in rows) >= 0.9 * 640  # the head classifies all the same
     [line] = [json.loads(x) for x in (state / "stream-progress.jsonl").read_text().splitlines()]
     assert line["novel_fraction"] is None and 0.5 < line["mean_confidence"] <= 1
@@ -74,8 +83,22 @@ def test_fit_without_held_out_images_then_stream_refit_and_report(settings, fitt
     capsys.readouterr()
     held_out = tmp_path / "held-out"  # two test/ images of each of the 32 classes: enough to decide, quick
     copy_classes(data_dir, held_out, sorted(p.name for p in (data_dir / "test").iterdir()), split="test", per_class=2)
-    assert main(["refit", "--eval-images", str(held_out), "--state-dir", str(state), "--tracking-uri",
-                 f"sqlite:///{state / 'mlflow.db'}", "--json", "-q"]) == 0
+    assert (
+        main(
+            [
+                "refit",
+                "--eval-images",
+                str(held_out),
+                "--state-dir",
+                str(state),
+                "--tracking-uri",
+                f"sqlite:///{state / 'mlflow.db'}",
+                "--json",
+                "-q",
+            ]
+        )
+        == 0
+    )
     refit = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert refit["champion_version_before"] == fit["model_version"] and refit["rows_from_lake"] == 640
     assert refit["champion_classifier_accuracy"] is not None and refit["novelty_threshold"] is not None
@@ -90,7 +113,8 @@ def test_fit_without_held_out_images_then_stream_refit_and_report(settings, fitt
 
 
 def test_a_running_stream_swaps_between_a_model_with_a_head_and_one_without(
-        spark, settings, fitted, featurizer, data_dir: Path, layout: Layout, tmp_path: Path) -> None:
+    spark, settings, fitted, featurizer, data_dir: Path, layout: Layout, tmp_path: Path
+) -> None:
     name = "fruits-headless-swap"
     head = champion_copy(settings, fitted, name)
     client = registry.connect(settings)
@@ -128,8 +152,11 @@ def test_a_running_stream_swaps_between_a_model_with_a_head_and_one_without(
     job.raise_if_failed()
 
     rows = table_rows(layout.output, ["label", "model_version", "pca", *HEAD_COLUMNS])
-    assert Counter((r.label, r.model_version) for r in rows) == {("Limes", head): 3, ("Kaki", headless): 3,
-                                                                   ("Pear", head): 3}
+    assert Counter((r.label, r.model_version) for r in rows) == {
+        ("Limes", head): 3,
+        ("Kaki", headless): 3,
+        ("Pear", head): 3,
+    }
     assert {len(r.pca) for r in rows} == {fitted["pca_k"]}  # both models project
     for r in rows:
         values = [getattr(r, c) for c in HEAD_COLUMNS]
@@ -139,7 +166,10 @@ def test_a_running_stream_swaps_between_a_model_with_a_head_and_one_without(
             assert None not in values
     assert job.summary()["model_versions"] == [head, headless, head]
     batches, swaps = read_progress(run.progress_log, since=started)
-    said = [(b["model_version"], bool(b.get("predictions")), b.get("novel_fraction") is not None)
-            for b in batches if b["rows"]]  # (one upload may come in more than one batch)
+    said = [
+        (b["model_version"], bool(b.get("predictions")), b.get("novel_fraction") is not None)
+        for b in batches
+        if b["rows"]
+    ]  # (one upload may come in more than one batch)
     assert [key for key, _ in groupby(said)] == [(head, True, True), (headless, False, False), (head, True, True)]
     assert [(s["from_version"], s["to_version"]) for s in swaps] == [(head, headless), (headless, head)]

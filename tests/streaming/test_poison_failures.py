@@ -39,6 +39,7 @@ def failure_of(action) -> BaseException:
 def udf_failure(spark, body) -> BaseException:
     """What the driver gets when a Python UDF runs `body()` in a real Python worker, on the third row.
     (`body` is a closure, shipped by value: the workers cannot import this test module.)"""
+
     @F.pandas_udf("long")
     def step(ids: pd.Series) -> pd.Series:
         if (ids == 2).any():
@@ -73,8 +74,12 @@ def test_storage_the_network_and_our_own_errors_are_not(spark, tmp_path: Path) -
         import boto3
         from botocore.config import Config
 
-        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="eu-west-3",
-                     config=Config(retries={"max_attempts": 1}, connect_timeout=2)).get_object(Bucket="b", Key="k")
+        boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="eu-west-3",
+            config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+        ).get_object(Bucket="b", Key="k")
 
     def refused() -> None:
         socket.create_connection(("127.0.0.1", port), timeout=2)
@@ -85,9 +90,12 @@ def test_storage_the_network_and_our_own_errors_are_not(spark, tmp_path: Path) -
     def not_deployed() -> None:
         import fruits_module_missing_on_the_workers  # noqa: F401
 
-    for body, expected in ((unreachable_s3, "botocore.exceptions.EndpointConnectionError"),
-                           (refused, "ConnectionRefusedError"), (ours, "fruits.exceptions.FruitsError"),
-                           (not_deployed, "ModuleNotFoundError")):
+    for body, expected in (
+        (unreachable_s3, "botocore.exceptions.EndpointConnectionError"),
+        (refused, "ConnectionRefusedError"),
+        (ours, "fruits.exceptions.FruitsError"),
+        (not_deployed, "ModuleNotFoundError"),
+    ):
         exc = udf_failure(spark, body)
         assert expected in str(exc)  # the real failure reached the driver...
         assert poison.poison_detail(exc) is None  # ...and is not taken for a poison upload
@@ -110,10 +118,12 @@ def test_storage_the_network_and_our_own_errors_are_not(spark, tmp_path: Path) -
 
 
 def test_reading_tracebacks_and_splitting_groups() -> None:
-    chained = ("Traceback (most recent call last):\n  File \"a.py\", line 1, in f\n    g()\nKeyError: 'k'\n\n"
-               "During handling of the above exception, another exception occurred:\n\n"
-               "Traceback (most recent call last):\n  File \"b.py\", line 2, in h\n    raise X\n"
-               "ValueError: bad\nmore text\n")
+    chained = (
+        "Traceback (most recent call last):\n  File \"a.py\", line 1, in f\n    g()\nKeyError: 'k'\n\n"
+        "During handling of the above exception, another exception occurred:\n\n"
+        'Traceback (most recent call last):\n  File "b.py", line 2, in h\n    raise X\n'
+        "ValueError: bad\nmore text\n"
+    )
     assert poison.last_exception_line(chained) == "ValueError: bad"
     assert poison.python_failure(chained) == "ValueError: bad"
     reader = chained.replace("b.py", "/site-packages/fruits/notifications/reads.py")
@@ -138,11 +148,19 @@ def test_fault_injection_is_off_by_default_and_checked(spark) -> None:
 @pytest.fixture
 def micro_batch(spark, settings, fitted, featurizer, tmp_path: Path):
     """A MicroBatch on the session's champion, writing to tables of this test (a listing no stream planned)."""
+
     def make(**changes) -> MicroBatch:
         run = settings.replace(output=str(tmp_path / "results"), errors=str(tmp_path / "errors"), **changes)
         resolved = registry.resolve(registry.connect(run), "models:/fruits-pca@champion")
-        return MicroBatch(run, ListingStrategy(str(tmp_path / "landing")), featurizer, ActiveModel.load(spark, resolved),
-                          LakeWriter(run, "test-stream"), Monitor(None))
+        return MicroBatch(
+            run,
+            ListingStrategy(str(tmp_path / "landing")),
+            featurizer,
+            ActiveModel.load(spark, resolved),
+            LakeWriter(run, "test-stream"),
+            Monitor(None),
+        )
+
     return make
 
 
@@ -157,7 +175,8 @@ def land_images(data_dir: Path, landing: Path, n: int, poisoned: int | None = No
 
 
 def test_a_storage_failure_while_reading_a_batch_stops_it_with_nothing_written(
-        spark, micro_batch, data_dir: Path, tmp_path: Path, caplog) -> None:
+    spark, micro_batch, data_dir: Path, tmp_path: Path, caplog
+) -> None:
     landing = tmp_path / "landing"
     landed = land_images(data_dir, landing, 3)
     batch = micro_batch()
@@ -175,7 +194,8 @@ def test_a_storage_failure_while_reading_a_batch_stops_it_with_nothing_written(
 
 
 def test_a_commit_that_fails_stops_the_batch_and_is_never_an_error_row(
-        spark, micro_batch, data_dir: Path, tmp_path: Path, caplog) -> None:
+    spark, micro_batch, data_dir: Path, tmp_path: Path, caplog
+) -> None:
     landing = tmp_path / "landing"
     land_images(data_dir, landing, 2)
     (tmp_path / "errors").write_text("not a table: the errors table cannot be written")
@@ -189,7 +209,8 @@ def test_a_commit_that_fails_stops_the_batch_and_is_never_an_error_row(
 
 
 def test_a_data_path_broken_for_every_upload_stops_the_batch_but_a_batch_of_poison_is_committed(
-        spark, micro_batch, data_dir: Path, tmp_path: Path) -> None:
+    spark, micro_batch, data_dir: Path, tmp_path: Path
+) -> None:
     landing = tmp_path / "landing"
     [upload] = land_images(data_dir, landing, 1, poisoned=None)
     # Every JPEG holds "JFIF": the upload fails, and so does the known-good image. Our bug, not the upload's.

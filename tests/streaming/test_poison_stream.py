@@ -41,7 +41,8 @@ def land_all(uploads: list[Path], landing: Path, poisoned: Path | None = None) -
 
 
 def test_a_python_exception_in_one_upload_becomes_one_poison_row_and_the_stream_goes_on(
-        spark, settings, fitted, data_dir: Path, layout: Layout) -> None:
+    spark, settings, fitted, data_dir: Path, layout: Layout
+) -> None:
     uploads = real_uploads(data_dir, 6, offset=11)
     poisoned = uploads[3]
     paths = land_all(uploads, layout.source, poisoned)  # one micro-batch: all there before the first trigger
@@ -52,8 +53,9 @@ def test_a_python_exception_in_one_upload_becomes_one_poison_row_and_the_stream_
     runner = threading.Thread(target=job.run_until_stopped, daemon=True)
     runner.start()
     try:
-        wait_until(lambda: len(table_rows(layout.output, ["path"])) == 5, 300, "the five good uploads committed",
-                   poll=0.5)
+        wait_until(
+            lambda: len(table_rows(layout.output, ["path"])) == 5, 300, "the five good uploads committed", poll=0.5
+        )
         later = land_all(real_uploads(data_dir, 1, offset=50), layout.source)  # the stream is still running
         wait_until(lambda: len(table_rows(layout.output, ["path"])) == 6, 300, "the later upload committed")
     finally:
@@ -66,7 +68,8 @@ def test_a_python_exception_in_one_upload_becomes_one_poison_row_and_the_stream_
     assert results == Counter(p for p in paths + later if p != paths[3])  # every other upload, once
     errors = table_rows(layout.errors)
     assert [(e.path, e.reason, e.label, e.size) for e in errors] == [
-        (paths[3], "poison", poisoned.parent.name, poisoned.stat().st_size + len(MARKER))]
+        (paths[3], "poison", poisoned.parent.name, poisoned.stat().st_size + len(MARKER))
+    ]
     assert errors[0].detail == f"RuntimeError: fault injected on an upload containing '{MARKER.decode()}'"
     summary = job.summary()
     assert (summary["rows"], summary["errors"], summary["poisoned"]) == (6, 1, 1)
@@ -77,11 +80,27 @@ def test_a_python_exception_in_one_upload_becomes_one_poison_row_and_the_stream_
 
 
 def test_a_worker_killed_by_one_upload_sigkill_while_narrowing_then_restart_is_exactly_once(
-        settings, fitted, data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    settings, fitted, data_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     landing, output, errors = tmp_path / "landing", tmp_path / "results", tmp_path / "errors"
-    args = ["--source", str(landing), "--output", str(output), "--errors", str(errors),
-            "--checkpoint", str(tmp_path / "checkpoint"), "--trigger", "500ms",
-            "--state-dir", str(settings.state_dir), "--tracking-uri", settings.tracking_uri, "--json", "-q"]
+    args = [
+        "--source",
+        str(landing),
+        "--output",
+        str(output),
+        "--errors",
+        str(errors),
+        "--checkpoint",
+        str(tmp_path / "checkpoint"),
+        "--trigger",
+        "500ms",
+        "--state-dir",
+        str(settings.state_dir),
+        "--tracking-uri",
+        settings.tracking_uri,
+        "--json",
+        "-q",
+    ]
     monkeypatch.setenv("FRUITS_FAULT_INJECTION", f"exit:{MARKER.decode()}")  # the stream's processes inherit it
     uploads = real_uploads(data_dir, 3, offset=29)
     poisoned = uploads[1]
@@ -90,8 +109,12 @@ def test_a_worker_killed_by_one_upload_sigkill_while_narrowing_then_restart_is_e
 
     first = start_stream(args, log)
     try:
-        wait_until(lambda: "narrowing its 3 uploads" in log.read_text(errors="replace"), 600,
-                   "the stream to start narrowing the batch down", first)
+        wait_until(
+            lambda: "narrowing its 3 uploads" in log.read_text(errors="replace"),
+            600,
+            "the stream to start narrowing the batch down",
+            first,
+        )
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # a lost machine, in the middle of the narrowing
         first.wait(30)
@@ -99,8 +122,12 @@ def test_a_worker_killed_by_one_upload_sigkill_while_narrowing_then_restart_is_e
 
     second = start_stream(args, log)
     try:
-        wait_until(lambda: len(table_rows(errors)) == 1 and len(table_rows(output)) == 2, 600,
-                   "the batch redone: two rows and the poison one", second)
+        wait_until(
+            lambda: len(table_rows(errors)) == 1 and len(table_rows(output)) == 2,
+            600,
+            "the batch redone: two rows and the poison one",
+            second,
+        )
         out = stop_gracefully(second)  # it kept running: a graceful stop, exit 0
     finally:
         if second.poll() is None:

@@ -25,8 +25,11 @@ def test_stream_reads_and_writes_s3a_with_an_s3_checkpoint(spark, settings, fitt
 
     root = f"s3a://{BUCKET}"
     stream_settings = settings.replace(
-        source=f"{root}/images/", output=f"{root}/results", errors=f"{root}/errors",
-        checkpoint=f"{root}/checkpoints/stream", trigger="available-now",
+        source=f"{root}/images/",
+        output=f"{root}/results",
+        errors=f"{root}/errors",
+        checkpoint=f"{root}/checkpoints/stream",
+        trigger="available-now",
     )
 
     def run() -> dict:
@@ -56,10 +59,16 @@ def test_stream_reads_and_writes_s3a_with_an_s3_checkpoint(spark, settings, fitt
 def test_a_second_stream_on_the_same_s3_checkpoint_is_refused(spark, settings, fitted, moto_server, data_dir, tmp_path):
     bucket = "fruits-s3a-lease"
     boto3.client("s3", endpoint_url=moto_server, region_name="eu-west-3").create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"}
+    )
     root = f"s3a://{bucket}"
-    stream_settings = settings.replace(source=f"{root}/images/", output=f"{root}/results", errors=f"{root}/errors",
-                                       checkpoint=f"{root}/checkpoints/stream", trigger="2s")
+    stream_settings = settings.replace(
+        source=f"{root}/images/",
+        output=f"{root}/results",
+        errors=f"{root}/errors",
+        checkpoint=f"{root}/checkpoints/stream",
+        trigger="2s",
+    )
     first = StreamingJob(stream_settings, spark=spark)
     first.start()
     try:

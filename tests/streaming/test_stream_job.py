@@ -42,7 +42,8 @@ def test_available_now_drains_a_backlog_with_labels_and_projections(
     assert {r.featurizer_sha256 for r in rows} == {fitted["weights_sha256"]}
     # File names repeat across classes: key by class/name.
     assert {"/".join(Path(r.path).parts[-2:]): r.size for r in rows} == {
-        "/".join(p.parts[-2:]): p.stat().st_size for p in copied}
+        "/".join(p.parts[-2:]): p.stat().st_size for p in copied
+    }
     assert (summary["rows"], summary["errors"], summary["files"]) == (60, 0, 60)
     assert summary["batches"] == 3  # 60 files at 25 per trigger: backpressure works
     assert summary["model_version"] == fitted["model_version"]
@@ -85,8 +86,9 @@ def test_files_added_while_running_are_picked_up(spark, settings, fitted, data_d
     assert not job.query.isActive
 
 
-def test_the_running_stream_frees_the_py4j_proxies_python_dropped(spark, settings, fitted, layout: Layout,
-                                                                  monkeypatch) -> None:
+def test_the_running_stream_frees_the_py4j_proxies_python_dropped(
+    spark, settings, fitted, layout: Layout, monkeypatch
+) -> None:
     # A proxy the driver called a method on sits in a reference cycle (py4j#548): without a cycle collection the
     # JVM keeps its object (for the stream: each micro-batch's Dataset, plan and broadcasts) however long it takes.
     gateway = spark.sparkContext._gateway.java_gateway_server.getGateway()
@@ -143,8 +145,9 @@ def test_bad_inputs_become_error_rows_and_the_rest_of_the_batch_is_written(
 def test_engines_that_know_nothing_of_spark_read_the_tables(spark, settings, fitted, data_dir: Path, tmp_path: Path):
     # Spaces and '%' in the paths: delta-rs and DuckDB must get them right. Polars 2.1 cannot (it
     # percent-decodes a local table's file paths and then misses them): it reads a copy at a plain path.
-    layout = Layout(tmp_path / "land ing", tmp_path / "lake 100%" / "results", tmp_path / "errors",
-                    tmp_path / "checkpoint")
+    layout = Layout(
+        tmp_path / "land ing", tmp_path / "lake 100%" / "results", tmp_path / "errors", tmp_path / "checkpoint"
+    )
     copy_classes(data_dir, layout.source, ["Plum"], per_class=6)
     job = StreamingJob(layout.settings(settings, trigger="available-now"), spark=spark)
     job.start()
@@ -181,9 +184,24 @@ def test_a_model_fitted_with_another_featurizer_is_refused(spark, settings, fitt
     assert job.query is None and not layout.output.exists()
 
     capsys.readouterr()  # only the CLI's own output below
-    code = main(["stream", "--model", "models:/fruits-pca@other-weights", "--state-dir", str(settings.state_dir),
-                 "--source", str(layout.source), "--output", str(layout.output), "--checkpoint", str(layout.checkpoint),
-                 "--trigger", "available-now", "-q"])
+    code = main(
+        [
+            "stream",
+            "--model",
+            "models:/fruits-pca@other-weights",
+            "--state-dir",
+            str(settings.state_dir),
+            "--source",
+            str(layout.source),
+            "--output",
+            str(layout.output),
+            "--checkpoint",
+            str(layout.checkpoint),
+            "--trigger",
+            "available-now",
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and err.startswith("fruits stream: error: featurizer mismatch")
 
@@ -193,14 +211,17 @@ def test_unknown_model_alias_is_a_clear_error(spark, settings, fitted, layout: L
         StreamingJob(layout.settings(settings), model_uri="models:/fruits-pca@nobody", spark=spark).start()
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2s", {"processingTime": "2000 milliseconds"}),
-    ("500ms", {"processingTime": "500 milliseconds"}),
-    ("1m", {"processingTime": "60000 milliseconds"}),
-    ("1.5m", {"processingTime": "90000 milliseconds"}),  # Spark itself rejects "1.5 minutes"
-    ("400h", {"processingTime": "1440000000 milliseconds"}),
-    ("available-now", {"availableNow": True}),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2s", {"processingTime": "2000 milliseconds"}),
+        ("500ms", {"processingTime": "500 milliseconds"}),
+        ("1m", {"processingTime": "60000 milliseconds"}),
+        ("1.5m", {"processingTime": "90000 milliseconds"}),  # Spark itself rejects "1.5 minutes"
+        ("400h", {"processingTime": "1440000000 milliseconds"}),
+        ("available-now", {"availableNow": True}),
+    ],
+)
 def test_trigger_forms(text: str, expected: dict) -> None:
     assert trigger_options(text) == expected
 
@@ -209,16 +230,35 @@ def test_trigger_forms(text: str, expected: dict) -> None:
 def test_bad_trigger_is_a_one_line_error(trigger: str, capsys) -> None:
     assert main(["stream", f"--trigger={trigger}", "-q"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == ("fruits stream: error: --trigger must be an interval like 2s, 500ms, 1m or 'available-now', "
-                   f"got {trigger!r}")
+    assert err == (
+        f"fruits stream: error: --trigger must be an interval like 2s, 500ms, 1m or 'available-now', got {trigger!r}"
+    )
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--notifications", "https://sqs.eu-west-3.amazonaws.com/123456789012/q"], "--notifications needs --source s3://"),
-    (["--notifications", "fruits-uploads", "--source", "s3://b/images/"], "--notifications must be an SQS queue URL"),
-    (["--notifications", "https://sqs.eu-west-3.amazonaws.com/1/q", "--source", "s3://b/images/",
-      "--backfill-interval", "hourly"], "--backfill-interval must be an interval"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--notifications", "https://sqs.eu-west-3.amazonaws.com/123456789012/q"],
+            "--notifications needs --source s3://",
+        ),
+        (
+            ["--notifications", "fruits-uploads", "--source", "s3://b/images/"],
+            "--notifications must be an SQS queue URL",
+        ),
+        (
+            [
+                "--notifications",
+                "https://sqs.eu-west-3.amazonaws.com/1/q",
+                "--source",
+                "s3://b/images/",
+                "--backfill-interval",
+                "hourly",
+            ],
+            "--backfill-interval must be an interval",
+        ),
+    ],
+)
 def test_bad_notification_flags_are_one_line_errors(argv: list[str], message: str, capsys) -> None:
     assert main(["stream", *argv, "-q"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -264,8 +304,9 @@ def test_a_batch_redone_after_a_crash_is_skipped_by_the_tables(spark, settings, 
     assert (layout.checkpoint / "commits" / "0").exists()  # Spark moved on
 
 
-def test_a_stop_marker_under_the_checkpoint_stops_after_the_current_batch(spark, settings, fitted, data_dir,
-                                                                           layout: Layout, tmp_path: Path):
+def test_a_stop_marker_under_the_checkpoint_stops_after_the_current_batch(
+    spark, settings, fitted, data_dir, layout: Layout, tmp_path: Path
+):
     job = StreamingJob(layout.settings(settings, trigger="500ms"), spark=spark)
     job.start()
     finished = []
