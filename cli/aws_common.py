@@ -20,15 +20,14 @@ from infra.checks import check_bucket
 from infra.cluster import ClusterOptions, build_request
 from infra.cost import (
     DEFAULT_FIT_IMAGES,
-    WIRINGS,
     Comparison,
     CostEstimate,
     ServerlessCostEstimate,
     estimate_cost,
-    estimate_event_path,
     estimate_serverless_cost,
 )
 from infra.defaults import JOBS
+from infra.event_path import WIRINGS, estimate_event_path
 from infra.layout import CHECKPOINT, HOLDOUT_PREFIX, IMAGES_PREFIX, SPARK_ENTRY_KEY, WEIGHTS_KEY, s3a_uri
 from infra.preflight import (
     check_fit_images,

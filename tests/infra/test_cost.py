@@ -12,7 +12,8 @@ import pytest
 from aws_support import BUCKET
 from fruits.exceptions import FruitsError
 from infra.cluster import ClusterOptions, build_request, planned_request
-from infra.cost import Comparison, cost_per_million, estimate_cost, estimate_event_path, estimate_serverless_cost
+from infra.cost import Comparison, cost_per_million, estimate_cost, estimate_serverless_cost
+from infra.event_path import estimate_event_path
 from infra.serverless import ServerlessOptions, WorkerSize
 
 
