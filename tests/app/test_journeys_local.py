@@ -4,7 +4,7 @@ trigger) writing the answers; the known map is the model version's own (fruits.k
 
 The journeys: a test/ photo is named; an extra_classes/ photo is "a fruit I don't know yet"; a text
 file named .jpg is refused in plain words; everything works from the keyboard alone; /ops shows the
-stream's numbers; a person says "no, it's …" another fruit and the vote is recorded. Screenshots go to a temporary folder (printed); docs/img/ keeps a few.
+stream's numbers; a person says "no, it's …" another fruit and the vote is recorded. Screenshots go to a temporary folder (printed); none is committed.
 """
 
 from __future__ import annotations
