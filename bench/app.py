@@ -32,7 +32,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from common import DATA, ensure_model, image_files, machine, project_settings, save, scratch_state
+from common import DATA, ensure_model, image_files, machine, project_settings, save
+
+from demo.workspace import app_workspace
 
 WARMUP = 5
 MODEL_NAME = "fruits-app-bench"  # fitted with held-out images (a novelty threshold) on the first run
@@ -69,15 +71,9 @@ def run(photos: list[bytes], work: Path, args: argparse.Namespace) -> dict:
     from streaming.ops import stream_stats
 
     base = project_settings()
-    settings = base.replace(
-        state_dir=scratch_state(work / "state", base),
-        mlflow_tracking_uri=base.tracking_uri,
-        source=str(work / "landing"),
-        output=str(work / "results"),
-        errors=str(work / "errors"),
-        checkpoint=str(work / "checkpoint"),
-        answers=f"sqlite:///{work / 'answers.db'}",
-        trigger="1s",
+    settings = app_workspace(
+        base,
+        work,
         app_uploads_per_minute=10**6,
         app_requests_per_minute=10**7,
         model_name=MODEL_NAME,

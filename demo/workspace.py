@@ -20,3 +20,19 @@ def scratch_state(state: Path, base: Settings) -> Path:
         if shared.is_dir() and not (state / name).exists():
             (state / name).symlink_to(shared.resolve())
     return state
+
+
+def app_workspace(base: Settings, work: Path, **changes: object) -> Settings:
+    """A stream and the app on one work folder (landing, tables, checkpoint, sqlite answers), a 1 s trigger,
+    `base`'s registry and caches; `changes` on top."""
+    return base.replace(
+        state_dir=scratch_state(work / "state", base),
+        mlflow_tracking_uri=base.tracking_uri,
+        source=str(work / "landing"),
+        output=str(work / "results"),
+        errors=str(work / "errors"),
+        checkpoint=str(work / "checkpoint"),
+        answers=f"sqlite:///{work / 'answers.db'}",
+        trigger="1s",
+        **changes,
+    )

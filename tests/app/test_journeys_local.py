@@ -17,7 +17,7 @@ from app_support import Phone, first_answered, needs_chromium, screenshot
 from app.main import create_app
 from app.serve import BackgroundServer
 from demo.run import stop_stream, wait_for_first_trigger
-from demo.workspace import scratch_state
+from demo.workspace import app_workspace
 from fruits.answers import ANSWERED, open_answer_store
 from streaming.job import StreamingJob
 from support import champion_copy, table_rows
@@ -30,15 +30,9 @@ KNOWN, UNKNOWN = "Banana", "Pineapple Mini"  # a test/ fruit the model knows; an
 def world(spark, settings, fitted, tmp_path_factory):
     """The stream on its own landing folder and answers store, and the app on the same settings."""
     work = tmp_path_factory.mktemp("app-local")
-    run = settings.replace(
-        state_dir=scratch_state(work / "state", settings),
-        mlflow_tracking_uri=settings.tracking_uri,
-        source=str(work / "landing"),
-        output=str(work / "results"),
-        errors=str(work / "errors"),
-        checkpoint=str(work / "checkpoint"),
-        answers=f"sqlite:///{work / 'answers.db'}",
-        trigger="1s",
+    run = app_workspace(
+        settings,
+        work,
         model_name="fruits-app",
         app_uploads_per_minute=60,
     )  # every visitor here is 127.0.0.1

@@ -28,7 +28,7 @@ from app.serve import BackgroundServer
 from demo.public_labels import ATTACK, LABELLED, MISSPELT, ask, curator_merges_spellings, send_photos, visitors_name
 from demo.run import stop_stream, wait_for_first_trigger
 from demo.visitors import Visitor
-from demo.workspace import scratch_state
+from demo.workspace import app_workspace
 from fruits.appuploads import CONSENTED_PATH_PATTERN
 from fruits.upload import land
 from streaming.job import StreamingJob
@@ -63,15 +63,9 @@ def scenario(spark, settings, fitted, data_dir, tmp_path_factory) -> Scenario:
     from fit.refit import refit
 
     work = tmp_path_factory.mktemp("labels")
-    run = settings.replace(
-        state_dir=scratch_state(work / "state", settings),
-        mlflow_tracking_uri=settings.tracking_uri,
-        source=str(work / "landing"),
-        output=str(work / "results"),
-        errors=str(work / "errors"),
-        checkpoint=str(work / "checkpoint"),
-        answers=f"sqlite:///{work / 'answers.db'}",
-        trigger="1s",
+    run = app_workspace(
+        settings,
+        work,
         model_refresh_interval="1s",
         model_name="fruits-labels",
         app_uploads_per_minute=1000,
